@@ -1,0 +1,40 @@
+//! The `weft` command: init, run and bench. Parses arguments and hands off to the driver.
+//! All runtime behaviour lives in the engine; this file must stay a thin front.
+
+mod bench;
+mod init;
+mod project;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Weft runs Wippy-format actor apps (YAML entries + Lua) on a deterministic engine.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a project here: scaffolds a runnable app in an empty folder, or writes
+    /// wippy.lock when src/ already exists.
+    Init(init::InitArgs),
+    /// Boot the app in this folder: start auto_start services, optionally run a process on
+    /// the terminal host (-x ns:entry, or host/entry), or a named command with arguments.
+    Run(run::RunArgs),
+    /// Measure the runtime: prints `name value unit` lines.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Cmd::Init(a) => init::init(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Bench(a) => bench::bench(a),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,96 @@
+//! Finding and reading a project on disk: `wippy.lock`, the source dir, every definition file.
+//! The engine parses; this file only walks directories and reads bytes for it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use weft_engine::entries::{self, Entry};
+
+pub const LOCK_FILE: &str = "wippy.lock";
+
+#[derive(Debug, serde::Deserialize, Default)]
+struct Lock {
+    #[serde(default)]
+    directories: Dirs,
+}
+
+#[derive(Debug, serde::Deserialize, Default)]
+struct Dirs {
+    src: Option<String>,
+}
+
+/// The source dir: `wippy.lock`'s `directories.src` when present, else `./src`.
+pub fn source_dir(root: &Path) -> Result<PathBuf, String> {
+    let lock = root.join(LOCK_FILE);
+    let src = if lock.is_file() {
+        let text = fs::read_to_string(&lock).map_err(|e| format!("{}: {e}", lock.display()))?;
+        let l: Lock =
+            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", lock.display()))?;
+        l.directories.src.unwrap_or_else(|| "./src".into())
+    } else {
+        "./src".into()
+    };
+    let dir = root.join(src.trim_start_matches("./"));
+    if !dir.is_dir() {
+        return Err(format!(
+            "source directory {} not found (run `weft init`, or set directories.src in {LOCK_FILE})",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+fn skip_dir(name: &str) -> bool {
+    if name == "node_modules" || name.starts_with('.') {
+        return true;
+    }
+    // Wippy's loader skips test folders when SKIP_TEST_DIRS is set.
+    std::env::var("SKIP_TEST_DIRS").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+        && (name == "test" || name == "tests")
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let mut items: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    items.sort();
+    for p in items {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if p.is_dir() {
+            if !skip_dir(name) {
+                walk(&p, out)?;
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses every definition file under `src`, in path order.
+pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
+    let src = source_dir(root)?;
+    let mut files = Vec::new();
+    walk(&src, &mut files)?;
+    let root_s = root.to_string_lossy().replace('\\', "/");
+    let mut all = Vec::new();
+    for f in files {
+        let text = fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let mut resolve = |p: &str| -> Result<String, String> {
+            let full = root.join(p);
+            fs::read_to_string(&full).map_err(|e| format!("cannot read {p}: {e}"))
+        };
+        let _ = &root_s;
+        let entries =
+            entries::parse_file(&rel, &text, "", &mut resolve).map_err(|e| e.to_string())?;
+        all.extend(entries);
+    }
+    entries::check_unique(&all).map_err(|e| e.to_string())?;
+    Ok(all)
+}

@@ -1,0 +1,417 @@
+//! `weft run`: the production driver. Real clock, stdin/stdout, signals, on a smol executor;
+//! it feeds the node inputs and carries out its outputs, nothing more.
+
+use crate::project;
+use smol::channel::{unbounded, Receiver, Sender};
+use smol::future::FutureExt;
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use weft_engine::command::ids;
+use weft_engine::entries::Entry;
+use weft_engine::lua::LuaRuntime;
+use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
+use weft_engine::value::{kind, ErrorValue, Value};
+use weft_engine::{Input, Node, Output, Pid, Work};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Named command (an entry's meta.command.name) and its arguments; `list` shows them.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
+    #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
+    exec: Option<String>,
+    /// Terminal host to use when the app defines more than one.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Project folder (default: the current one).
+    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Show logs, including debug records.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Show logs on the console (info and above).
+    #[arg(short = 'c', long)]
+    console: bool,
+    /// Show logs as structured JSON lines.
+    #[arg(short = 's', long)]
+    structured: bool,
+}
+
+enum LogMode {
+    Off,
+    Text(Level),
+    Json(Level),
+}
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg}");
+    1
+}
+
+fn command_name(e: &Entry) -> Option<String> {
+    match e.meta.get("command") {
+        Some(Value::Table(t)) => t.get("name").and_then(|v| v.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+fn list_commands(entries: &[Entry]) -> i32 {
+    let mut rows: Vec<(String, String, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let name = command_name(e)?;
+            let short = match e.meta.get("command") {
+                Some(Value::Table(t)) => t
+                    .get("short")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                _ => String::new(),
+            };
+            Some((name, e.id.clone(), short))
+        })
+        .collect();
+    rows.sort();
+    if rows.is_empty() {
+        println!("no entries define meta.command");
+    }
+    for (n, id, short) in rows {
+        println!("{n:<20} {id:<30} {short}");
+    }
+    0
+}
+
+pub fn run(a: RunArgs) -> i32 {
+    let log_mode = if a.structured {
+        LogMode::Json(if a.verbose { Level::Debug } else { Level::Info })
+    } else if a.verbose {
+        LogMode::Text(Level::Debug)
+    } else if a.console || (a.exec.is_none() && a.command.is_empty()) {
+        LogMode::Text(Level::Info)
+    } else {
+        LogMode::Off
+    };
+    let root = match a.dir.canonicalize() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{}: {e}", a.dir.display())),
+    };
+    let entries = match project::load(&root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+
+    // What to run on the terminal: -x, or a named command with its arguments.
+    let mut target: Option<(Option<String>, String, Vec<String>)> = None;
+    if let Some(x) = &a.exec {
+        let (h, e) = match x.split_once('/') {
+            Some((h, e)) => (Some(h.to_string()), e.to_string()),
+            None => (None, x.clone()),
+        };
+        if !e.contains(':') {
+            return fail(format!(
+                "-x {x}: missing separator; use namespace:entry (for example app:cli)"
+            ));
+        }
+        if !a.command.is_empty() {
+            return fail("give either -x ENTRY or a command name, not both");
+        }
+        target = Some((h, e, vec![]));
+    } else if let Some(cmd) = a.command.first() {
+        if cmd == "list" {
+            return list_commands(&entries);
+        }
+        match entries
+            .iter()
+            .find(|e| e.kind.starts_with("process.") && command_name(e).as_deref() == Some(cmd))
+        {
+            Some(e) => target = Some((None, e.id.clone(), a.command[1..].to_vec())),
+            None => return fail(format!("no command named '{cmd}' (see `weft run list`)")),
+        }
+    }
+    if let Some((_, id, _)) = &target {
+        match entries.iter().find(|e| &e.id == id) {
+            None => return fail(format!("entry '{id}' not found")),
+            Some(e) if !e.kind.starts_with("process.") => {
+                return fail(format!("entry '{id}' is a {}, not a process", e.kind))
+            }
+            _ => {}
+        }
+    }
+    let terminal_host =
+        match &target {
+            None => None,
+            Some((Some(h), _, _)) => Some(h.clone()),
+            Some((None, _, _)) => match &a.host {
+                Some(h) => Some(h.clone()),
+                None => {
+                    let hosts: Vec<&Entry> = entries
+                        .iter()
+                        .filter(|e| e.kind == "terminal.host")
+                        .collect();
+                    match hosts.as_slice() {
+                        [one] => Some(one.id.clone()),
+                        [] => {
+                            return fail(
+                                "no terminal.host entry: add one to run a process on the terminal",
+                            )
+                        }
+                        _ => return fail(
+                            "more than one terminal.host: pick one with --host or -x host/entry",
+                        ),
+                    }
+                }
+            },
+        };
+    if let Some(h) = &terminal_host {
+        if !entries
+            .iter()
+            .any(|e| &e.id == h && e.kind == "terminal.host")
+        {
+            return fail(format!(
+                "terminal host '{h}' not found (it must be a terminal.host entry)"
+            ));
+        }
+    }
+
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let seed = (wall as u64) ^ (u64::from(std::process::id()) << 32);
+    let mut node = Node::new(NodeConfig {
+        seed,
+        wall_epoch_ns: wall,
+        ..Default::default()
+    });
+    node.core().borrow_mut().log_min = match log_mode {
+        LogMode::Off => Level::Error,
+        LogMode::Text(l) | LogMode::Json(l) => l,
+    };
+    let mut lua = match LuaRuntime::new(node.core().clone()) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("starting Lua: {e}")),
+    };
+    let report = match weft_engine::boot::boot(&mut node, &mut lua, entries) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    tracing::debug!(services = report.services, "booted");
+    node.add_factory("process.lua", Box::new(lua));
+    if let (Some((_, id, args)), Some(h)) = (target, terminal_host) {
+        let args = args.into_iter().map(Value::from).collect();
+        let r = node.core().borrow_mut().spawn(
+            &id,
+            &h,
+            args,
+            SpawnOptions {
+                terminal: true,
+                ..Default::default()
+            },
+        );
+        if let Err(e) = r {
+            return fail(format!("cannot start {id} on {h}: {}", e.message));
+        }
+    }
+    drive(node, log_mode)
+}
+
+enum StdinReq {
+    Line(Pid, u64),
+    Bytes(Pid, u64, usize),
+}
+
+/// Reads stdin on its own thread, only when a process asked for input.
+fn stdin_thread(rx: std::sync::mpsc::Receiver<StdinReq>, tx: Sender<Input>) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for req in rx {
+            let mut lock = stdin.lock();
+            let (pid, tag, result) = match req {
+                StdinReq::Line(pid, tag) => {
+                    let mut buf = Vec::new();
+                    let r = match lock.read_until(b'\n', &mut buf) {
+                        Ok(0) => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
+                        Ok(_) => {
+                            while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                                buf.pop();
+                            }
+                            Ok(Value::Str(buf))
+                        }
+                        Err(e) => Err(ErrorValue::new(kind::INTERNAL, e.to_string())),
+                    };
+                    (pid, tag, r)
+                }
+                StdinReq::Bytes(pid, tag, n) => {
+                    let mut buf = vec![0u8; n];
+                    let r = match lock.read(&mut buf) {
+                        Ok(0) => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
+                        Ok(k) => {
+                            buf.truncate(k);
+                            Ok(Value::Str(buf))
+                        }
+                        Err(e) => Err(ErrorValue::new(kind::INTERNAL, e.to_string())),
+                    };
+                    (pid, tag, r)
+                }
+            };
+            if tx
+                .send_blocking(Input::Completed { pid, tag, result })
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+fn signal_thread(tx: Sender<Input>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for s in signals.forever() {
+            let k = if s == SIGINT {
+                SignalKind::Interrupt
+            } else {
+                SignalKind::Terminate
+            };
+            if tx.send_blocking(Input::Signal(k)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, String)]) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    match mode {
+        LogMode::Off => {}
+        LogMode::Text(_) => {
+            let mut line = format!("{:<5} {message}", level.as_str().to_uppercase());
+            for (k, v) in fields {
+                line.push_str(&format!(" {k}={v}"));
+            }
+            let _ = writeln!(err, "{line}");
+        }
+        LogMode::Json(_) => {
+            let mut t = weft_engine::value::Table::default()
+                .with("level", Value::from(level.as_str()))
+                .with("msg", Value::from(message));
+            for (k, v) in fields {
+                t = t.with(k, Value::from(v.as_str()));
+            }
+            let _ = writeln!(
+                err,
+                "{}",
+                weft_engine::json::encode(&Value::table(t)).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn drive(mut node: Node, log_mode: LogMode) -> i32 {
+    let start = StdInstant::now();
+    let now = move || start.elapsed().as_nanos() as u64;
+    let (tx, rx): (Sender<Input>, Receiver<Input>) = unbounded();
+    let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
+    stdin_thread(stdin_rx, tx.clone());
+    signal_thread(tx.clone());
+    let stdout = std::io::stdout();
+    smol::block_on(async move {
+        loop {
+            let work = node.run(now(), 256);
+            let mut out = stdout.lock();
+            let mut wrote = false;
+            while let Some(o) = node.poll_output() {
+                match o {
+                    Output::Stdout(b) => {
+                        let _ = out.write_all(&b);
+                        wrote = true;
+                    }
+                    Output::Stderr(b) => {
+                        let _ = out.flush();
+                        let _ = std::io::stderr().write_all(&b);
+                    }
+                    Output::Log {
+                        level,
+                        message,
+                        fields,
+                    } => print_log(&log_mode, level, &message, &fields),
+                    Output::Execute {
+                        pid,
+                        tag,
+                        cmd,
+                        args,
+                    } => {
+                        let req = match cmd {
+                            c if c == ids::TERMINAL_READ_LINE => {
+                                Some(StdinReq::Line(pid.clone(), tag))
+                            }
+                            c if c == ids::TERMINAL_READ => {
+                                let n = match args.first() {
+                                    Some(Value::Int(n)) => *n as usize,
+                                    _ => 1024,
+                                };
+                                Some(StdinReq::Bytes(pid.clone(), tag, n))
+                            }
+                            _ => None,
+                        };
+                        match req {
+                            Some(r) => {
+                                let _ = out.flush();
+                                let _ = stdin_tx.send(r);
+                            }
+                            None => node.handle(
+                                now(),
+                                Input::Completed {
+                                    pid,
+                                    tag,
+                                    result: Err(ErrorValue::new(
+                                        kind::UNAVAILABLE,
+                                        format!(
+                                            "command {} is not supported by this driver",
+                                            cmd.0
+                                        ),
+                                    )),
+                                },
+                            ),
+                        }
+                    }
+                    Output::Exit(code) => {
+                        let _ = out.flush();
+                        return code;
+                    }
+                }
+            }
+            if wrote {
+                let _ = out.flush();
+            }
+            drop(out);
+            if work == Work::More {
+                continue;
+            }
+            let input = match node.poll_timeout() {
+                Some(at) => {
+                    let at = start + Duration::from_nanos(at);
+                    async { rx.recv().await.ok() }
+                        .or(async {
+                            smol::Timer::at(at).await;
+                            None
+                        })
+                        .await
+                }
+                None => rx.recv().await.ok(),
+            };
+            if let Some(i) = input {
+                node.handle(now(), i);
+            }
+            while let Ok(i) = rx.try_recv() {
+                node.handle(now(), i);
+            }
+        }
+    })
+}

@@ -1,0 +1,206 @@
+//! Boot: turns loaded entries into a running node: kinds checked, hosts up, Lua compiled,
+//! services started level by level in dependency order. Reads no files; entries come parsed.
+
+use crate::entries::Entry;
+use crate::lua::LuaRuntime;
+use crate::node::{Level, Node};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::rc::Rc;
+
+/// Kinds Weft runs today.
+pub const SUPPORTED: &[&str] = &[
+    "process.lua",
+    "process.host",
+    "process.service",
+    "terminal.host",
+    "library.lua",
+    "registry.entry",
+];
+
+/// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
+pub const LATER: &[&str] = &[
+    "function.lua",
+    "workflow.lua",
+    "module.lua",
+    "http.service",
+    "http.router",
+    "http.endpoint",
+    "http.static",
+    "db.sql.sqlite",
+    "db.sql.postgres",
+    "db.sql.mysql",
+    "store.memory",
+    "store.sql",
+    "env.storage.os",
+    "env.storage.file",
+    "env.storage.memory",
+    "env.storage.static",
+    "env.storage.router",
+    "env.variable",
+    "ns.definition",
+    "ns.requirement",
+    "ns.dependency",
+    "fs.directory",
+    "template.set",
+    "template.jet",
+    "security.policy",
+    "security.token_store",
+    "contract.definition",
+    "contract.binding",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootError {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub entry: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}")?;
+            if let Some(l) = self.line {
+                write!(f, ":{l}")?;
+            }
+            write!(f, ": ")?;
+        }
+        if let Some(e) = &self.entry {
+            write!(f, "entry '{e}': ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BootError {}
+
+fn at(e: &Entry, message: impl Into<String>) -> BootError {
+    BootError {
+        file: Some(e.file.clone()),
+        line: e.line,
+        entry: Some(e.id.clone()),
+        message: message.into(),
+    }
+}
+
+/// What boot found worth telling the user without failing.
+#[derive(Debug, Default)]
+pub struct BootReport {
+    pub warnings: Vec<String>,
+    pub services: usize,
+}
+
+/// Loads entries into the node and the Lua runtime, then starts auto_start services.
+pub fn boot(
+    node: &mut Node,
+    lua: &mut LuaRuntime,
+    entries: Vec<Entry>,
+) -> Result<BootReport, BootError> {
+    let mut report = BootReport::default();
+    let core = node.core().clone();
+    let mut c = core.borrow_mut();
+    for e in &entries {
+        if !SUPPORTED.contains(&e.kind.as_str()) {
+            if LATER.contains(&e.kind.as_str())
+                || e.kind.starts_with("store.")
+                || e.kind.starts_with("http.")
+            {
+                report.warnings.push(format!(
+                    "{}: entry '{}': kind {} is not supported by weft yet; ignored",
+                    e.file, e.id, e.kind
+                ));
+                continue;
+            }
+            return Err(at(e, format!("unknown kind '{}'", e.kind)));
+        }
+        c.entries.insert(e.id.clone(), Rc::new(e.clone()));
+    }
+    for e in &entries {
+        match e.kind.as_str() {
+            "process.host" | "terminal.host" => {
+                if let Err(m) = crate::supervisor::Lifecycle::from_data(&e.data) {
+                    return Err(at(e, m));
+                }
+                let auto = crate::supervisor::Lifecycle::from_data(&e.data)
+                    .map(|l| l.auto_start)
+                    .unwrap_or(false);
+                if auto || e.kind == "terminal.host" {
+                    c.hosts.insert(e.id.clone(), e.kind.clone());
+                }
+            }
+            "process.lua" | "library.lua" => {
+                lua.prepare(e).map_err(|ce| at(e, ce.message))?;
+            }
+            _ => {}
+        }
+    }
+    let mut services: BTreeMap<String, usize> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.kind == "process.service") {
+        let idx = c.add_service(e).map_err(|m| at(e, m))?;
+        let svc = &c.services[idx];
+        match c.entries.get(&svc.process) {
+            Some(p) if p.kind == "process.lua" => {}
+            Some(p) => {
+                return Err(at(
+                    e,
+                    format!(
+                        "process: '{}' is a {}, not a process.lua",
+                        svc.process, p.kind
+                    ),
+                ))
+            }
+            None => return Err(at(e, format!("process: entry '{}' not found", svc.process))),
+        }
+        if !entries
+            .iter()
+            .any(|h| h.id == svc.host && h.kind == "process.host")
+        {
+            return Err(at(
+                e,
+                format!("host: process.host '{}' not found", svc.host),
+            ));
+        }
+        services.insert(e.id.clone(), idx);
+    }
+    // Level by level: a service starts once everything it requires has started.
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<(String, usize)> = services
+        .iter()
+        .filter(|(_, &i)| c.services[i].lifecycle.auto_start)
+        .map(|(k, &i)| (k.clone(), i))
+        .collect();
+    pending.sort_by_key(|(_, i)| *i);
+    while !pending.is_empty() {
+        let (ready, wait): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, i)| {
+            c.services[*i]
+                .lifecycle
+                .requires
+                .iter()
+                .all(|r| started.contains(r) || !services.contains_key(r))
+        });
+        if ready.is_empty() {
+            let names: Vec<String> = wait.iter().map(|(n, _)| n.clone()).collect();
+            return Err(BootError {
+                file: None,
+                line: None,
+                entry: None,
+                message: format!(
+                    "services wait on each other (dependency cycle): {}",
+                    names.join(", ")
+                ),
+            });
+        }
+        for (name, idx) in ready {
+            c.start_service(idx);
+            started.insert(name);
+            report.services += 1;
+        }
+        pending = wait;
+    }
+    for w in &report.warnings {
+        c.log(Level::Warn, w.clone(), vec![]);
+    }
+    Ok(report)
+}

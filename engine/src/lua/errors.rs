@@ -1,0 +1,133 @@
+//! Wippy error values in Lua (`errors` global and the error userdata's methods).
+//! Errors are values returned as `nil, err`; raising is reserved for programming mistakes.
+
+use super::convert::{to_lua, to_value};
+use crate::value::{kind, ErrorValue, Value};
+use mlua::{Lua, MetaMethod, Result as LuaResult, Table, UserData, UserDataMethods, Value as LV};
+
+#[derive(Clone, Debug)]
+pub struct ErrorUd(pub ErrorValue);
+
+impl UserData for ErrorUd {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("kind", |_, e, ()| Ok(e.0.kind.clone()));
+        m.add_method("message", |_, e, ()| Ok(e.0.message.clone()));
+        m.add_method("retryable", |_, e, ()| Ok(e.0.retryable));
+        m.add_method("details", |lua, e, ()| match &e.0.details {
+            Some(d) => to_lua(lua, d),
+            None => Ok(LV::Nil),
+        });
+        m.add_method("stack", |_, _, ()| Ok(String::new()));
+        m.add_meta_method(MetaMethod::ToString, |_, e, ()| Ok(e.0.message.clone()));
+        m.add_meta_function(MetaMethod::Concat, |_, (a, b): (LV, LV)| {
+            Ok(format!("{}{}", display(&a), display(&b)))
+        });
+    }
+}
+
+pub fn display(v: &LV) -> String {
+    match v {
+        LV::UserData(ud) => match ud.borrow::<ErrorUd>() {
+            Ok(e) => e.0.message.clone(),
+            Err(_) => "userdata".into(),
+        },
+        LV::String(s) => s.to_string_lossy(),
+        LV::Number(n) => crate::value::format_float(*n),
+        LV::Integer(i) => i.to_string(),
+        LV::Boolean(b) => b.to_string(),
+        LV::Nil => "nil".into(),
+        other => format!("{}: {:p}", other.type_name(), other.to_pointer()),
+    }
+}
+
+/// `nil, err` as a Lua multi-value.
+pub fn fail(lua: &Lua, e: ErrorValue) -> LuaResult<(LV, LV)> {
+    Ok((LV::Nil, LV::UserData(lua.create_userdata(ErrorUd(e))?)))
+}
+
+pub fn new_error(k: &str, m: impl Into<String>) -> ErrorValue {
+    ErrorValue::new(k, m)
+}
+
+/// Reads a Lua value as an error: error userdata as is, strings become messages.
+pub fn from_lua(v: &LV) -> Option<ErrorValue> {
+    match v {
+        LV::Nil => None,
+        LV::UserData(ud) => ud.borrow::<ErrorUd>().ok().map(|e| e.0.clone()),
+        LV::String(s) => Some(ErrorValue::new(kind::UNKNOWN, s.to_string_lossy())),
+        other => Some(ErrorValue::new(kind::UNKNOWN, display(other))),
+    }
+}
+
+pub fn module(lua: &Lua) -> LuaResult<Table> {
+    let t = lua.create_table()?;
+    for (name, k) in [
+        ("NOT_FOUND", kind::NOT_FOUND),
+        ("ALREADY_EXISTS", kind::ALREADY_EXISTS),
+        ("INVALID", kind::INVALID),
+        ("PERMISSION_DENIED", kind::PERMISSION_DENIED),
+        ("UNAVAILABLE", kind::UNAVAILABLE),
+        ("INTERNAL", kind::INTERNAL),
+        ("CANCELED", kind::CANCELED),
+        ("CONFLICT", kind::CONFLICT),
+        ("TIMEOUT", kind::TIMEOUT),
+        ("RATE_LIMITED", kind::RATE_LIMITED),
+        ("UNKNOWN", kind::UNKNOWN),
+    ] {
+        t.set(name, k)?;
+    }
+    t.set(
+        "new",
+        lua.create_function(|lua, v: LV| {
+            let e = match &v {
+                LV::Table(tb) => {
+                    let details = match tb.get::<LV>("details")? {
+                        LV::Table(d)
+                            if d.raw_len() == 0 && d.pairs::<LV, LV>().next().is_none() =>
+                        {
+                            None
+                        }
+                        LV::Nil => None,
+                        d => Some(to_value(&d).unwrap_or(Value::Nil)),
+                    };
+                    ErrorValue {
+                        kind: tb.get::<Option<String>>("kind")?.unwrap_or_default(),
+                        message: tb.get::<Option<String>>("message")?.unwrap_or_default(),
+                        retryable: tb.get::<Option<bool>>("retryable")?,
+                        details,
+                    }
+                }
+                other => ErrorValue::new(kind::UNKNOWN, display(other)),
+            };
+            lua.create_userdata(ErrorUd(e))
+        })?,
+    )?;
+    t.set(
+        "wrap",
+        lua.create_function(|lua, (inner, context): (LV, Option<String>)| {
+            let mut e = from_lua(&inner).unwrap_or_else(|| ErrorValue::new(kind::UNKNOWN, ""));
+            if let Some(c) = context {
+                // The message stays the inner one; the context is kept in details.
+                let d = crate::value::Table::default().with("context", Value::from(c));
+                if e.details.is_none() {
+                    e.details = Some(Value::table(d));
+                }
+            }
+            lua.create_userdata(ErrorUd(e))
+        })?,
+    )?;
+    t.set(
+        "is",
+        lua.create_function(|_, (v, k): (LV, String)| {
+            Ok(match &v {
+                LV::UserData(ud) => ud
+                    .borrow::<ErrorUd>()
+                    .map(|e| e.0.kind == k)
+                    .unwrap_or(false),
+                _ => false,
+            })
+        })?,
+    )?;
+    t.set("call_stack", lua.create_function(|_, _: LV| Ok(LV::Nil))?)?;
+    Ok(t)
+}

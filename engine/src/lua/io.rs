@@ -1,0 +1,132 @@
+//! The `io` module: terminal output and line input, only for the terminal host's process.
+//! Output goes to the driver as `Output::Stdout`; reads are world commands answered by tag.
+
+use super::errors::{display, fail};
+use super::process::park_recv;
+use super::task::{Chan, WaitKind};
+use super::{current, host};
+use crate::command::ids;
+use crate::node::Output;
+use crate::value::{kind, ErrorValue, Value};
+use mlua::{Lua, Table, Value as LV, Variadic};
+
+fn terminal(lua: &Lua) -> mlua::Result<bool> {
+    Ok(current(lua)?.borrow().terminal)
+}
+
+fn no_terminal() -> ErrorValue {
+    ErrorValue::new(kind::UNAVAILABLE, "no terminal context")
+}
+
+fn join(args: &Variadic<LV>, sep: &str) -> String {
+    args.iter().map(display).collect::<Vec<_>>().join(sep)
+}
+
+fn emit(lua: &Lua, o: Output) {
+    host(lua).core.borrow_mut().emit(o);
+}
+
+/// Asks the driver to run a terminal read and parks the caller until it completes.
+fn read_cmd(lua: &Lua, cmd: crate::command::CommandId, args: Vec<Value>) -> mlua::Result<(LV, LV)> {
+    if !terminal(lua)? {
+        return fail(lua, no_terminal());
+    }
+    let st = current(lua)?;
+    let id = st.borrow().id;
+    let tag = host(lua).core.borrow_mut().execute(id, cmd, args);
+    let Some(tag) = tag else {
+        return fail(
+            lua,
+            ErrorValue::new(kind::INTERNAL, "process not registered"),
+        );
+    };
+    let ch = Chan::new(1);
+    st.borrow_mut().tag_waits.insert(tag, ch.clone());
+    Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
+}
+
+pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
+    raw.set(
+        "readline",
+        lua.create_function(|lua, ()| read_cmd(lua, ids::TERMINAL_READ_LINE, vec![]))?,
+    )?;
+    raw.set(
+        "read",
+        lua.create_function(|lua, n: Option<i64>| {
+            let n = n.filter(|n| *n > 0).unwrap_or(1024);
+            read_cmd(lua, ids::TERMINAL_READ, vec![Value::Int(n)])
+        })?,
+    )?;
+    Ok(())
+}
+
+pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "print",
+        lua.create_function(|lua, args: Variadic<LV>| {
+            if terminal(lua)? {
+                let mut s = join(&args, "\t");
+                s.push('\n');
+                emit(lua, Output::Stdout(s.into_bytes()));
+            }
+            Ok(true)
+        })?,
+    )?;
+    t.set(
+        "eprint",
+        lua.create_function(|lua, args: Variadic<LV>| {
+            if terminal(lua)? {
+                let mut s = join(&args, "\t");
+                s.push('\n');
+                emit(lua, Output::Stderr(s.into_bytes()));
+            }
+            Ok(true)
+        })?,
+    )?;
+    t.set(
+        "write",
+        lua.create_function(|lua, args: Variadic<LV>| {
+            if !terminal(lua)? {
+                return fail(lua, no_terminal());
+            }
+            emit(lua, Output::Stdout(join(&args, "").into_bytes()));
+            Ok((LV::Boolean(true), LV::Nil))
+        })?,
+    )?;
+    t.set(
+        "flush",
+        lua.create_function(|lua, ()| {
+            if !terminal(lua)? {
+                return fail(lua, no_terminal());
+            }
+            Ok((LV::Boolean(true), LV::Nil))
+        })?,
+    )?;
+    t.set(
+        "raw",
+        lua.create_function(|lua, _: Option<bool>| {
+            if !terminal(lua)? {
+                return fail(lua, no_terminal());
+            }
+            Ok((LV::Boolean(true), LV::Nil))
+        })?,
+    )?;
+    t.set(
+        "args",
+        lua.create_function(|lua, ()| {
+            let t = lua.create_table()?;
+            if terminal(lua)? {
+                let st = current(lua)?;
+                let args = st.borrow().terminal_args();
+                for (i, a) in args.into_iter().enumerate() {
+                    t.raw_set(i + 1, a)?;
+                }
+            }
+            Ok(t)
+        })?,
+    )?;
+    t.set("readline", prelude.get::<LV>("readline")?)?;
+    t.set("read", prelude.get::<LV>("read")?)?;
+    Ok(t)
+}

@@ -1,0 +1,370 @@
+//! The Luau runtime: one VM per node, each process a sandboxed thread with its own globals.
+//! Owns VM setup, entry compilation and the process factory; the modules live beside it.
+
+pub mod channel;
+pub mod convert;
+pub mod errors;
+pub mod io;
+pub mod json;
+pub mod logger;
+pub mod prepass;
+pub mod proc_mod;
+pub mod process;
+pub mod task;
+pub mod time;
+
+use crate::entries::Entry;
+use crate::node::{CoreRef, Factory};
+use crate::pid::Pid;
+use crate::value::{kind, ErrorValue, Value};
+use mlua::{Function, LightUserData, Lua, Table, Value as LV, VmState};
+use process::{LuaProcess, ProcState};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Names a granted module can have in `modules:`.
+pub const MODULES: &[&str] = &[
+    "io", "time", "logger", "json", "process", "channel", "errors", "os",
+];
+
+static PARK_ADDR: u8 = 0;
+
+pub(crate) fn park_value() -> LV {
+    LV::LightUserData(LightUserData(
+        &PARK_ADDR as *const u8 as *mut std::ffi::c_void,
+    ))
+}
+
+pub(crate) fn is_park(v: &LV) -> bool {
+    matches!(v, LV::LightUserData(p) if std::ptr::eq(p.0 as *const u8, &PARK_ADDR))
+}
+
+/// Node-wide state the shared Rust functions reach through the VM's app data.
+pub struct Host {
+    pub core: CoreRef,
+    pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
+    /// Interrupt ticks used in the current step, and the step's budget.
+    pub used: Cell<u32>,
+    pub budget: Cell<u32>,
+    /// Raw pointer of the coroutine being resumed: only it may be preempted.
+    pub root: Cell<usize>,
+    pub preempted: Cell<bool>,
+}
+
+pub(crate) fn host(lua: &Lua) -> mlua::AppDataRef<'_, Host> {
+    lua.app_data_ref::<Host>().expect("weft host installed")
+}
+
+/// The running process's state; raises if called outside a process.
+pub(crate) fn current(lua: &Lua) -> mlua::Result<Rc<RefCell<ProcState>>> {
+    host(lua)
+        .current
+        .borrow()
+        .clone()
+        .ok_or_else(|| mlua::Error::runtime("not inside a process"))
+}
+
+/// A boot-time error in one entry's Lua source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileError {
+    pub entry: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry '{}': {}", self.entry, self.message)
+    }
+}
+
+struct Compiled {
+    template: Function,
+    env_meta: Table,
+}
+
+pub struct LuaRuntime {
+    lua: Lua,
+    compiled: BTreeMap<String, Rc<Compiled>>,
+    layers: BTreeMap<Vec<String>, Table>,
+    modules: BTreeMap<&'static str, LV>,
+    boot: Function,
+}
+
+/// Chunk name shown in Lua errors: the source file when known, else the entry id.
+fn chunk_name(e: &Entry) -> String {
+    match &e.source_file {
+        Some(f) => format!("@{f}"),
+        None => format!("@{}", e.id),
+    }
+}
+
+pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
+    let src = prepass::to_luau(src);
+    let bc = mlua::chunk::Compiler::new()
+        .set_optimization_level(1)
+        .compile(src.as_ref());
+    match bc {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let msg = e.to_string();
+            // Luau reports ":line: message"; put the file in front as `file:line: message`.
+            let file = name.trim_start_matches('@');
+            let msg = msg.trim_start_matches("syntax error: ");
+            if let Some(rest) = msg.strip_prefix(':') {
+                Err(format!("{file}:{rest}"))
+            } else {
+                Err(format!("{file}: {msg}"))
+            }
+        }
+    }
+}
+
+impl LuaRuntime {
+    pub fn new(core: CoreRef) -> mlua::Result<LuaRuntime> {
+        let lua = Lua::new();
+        let budget = core.borrow().step_budget();
+        lua.set_app_data(Host {
+            core,
+            current: RefCell::new(None),
+            used: Cell::new(0),
+            budget: Cell::new(budget),
+            root: Cell::new(0),
+            preempted: Cell::new(false),
+        });
+        let g = lua.globals();
+        for name in [
+            "getfenv",
+            "setfenv",
+            "loadstring",
+            "load",
+            "dofile",
+            "loadfile",
+            "collectgarbage",
+            "gcinfo",
+            "debug",
+            "utf8",
+        ] {
+            g.raw_set(name, LV::Nil)?;
+        }
+        // Shared globals every process sees (identical for all, so Luau's import cache is safe).
+        let coroutine: Table = g.get("coroutine")?;
+        let yield_fn: Function = coroutine.get("yield")?;
+        let raw = lua.create_table()?;
+        channel::install_raw(&lua, &raw)?;
+        time::install_raw(&lua, &raw)?;
+        io::install_raw(&lua, &raw)?;
+        let prelude: Table = lua
+            .load(include_str!("prelude.lua"))
+            .set_name("=weft-prelude")
+            .call((park_value(), raw, yield_fn))?;
+        lua.set_named_registry_value("weft.chan_methods", prelude.get::<Table>("chan_methods")?)?;
+        let boot: Function = prelude.get("boot")?;
+
+        coroutine.raw_set("spawn", lua.create_function(process::coroutine_spawn)?)?;
+        let math: Table = g.get("math")?;
+        math.raw_set("random", lua.create_function(process::math_random)?)?;
+        math.raw_set("randomseed", lua.create_function(process::math_randomseed)?)?;
+        g.raw_set("channel", channel::module(&lua, &prelude)?)?;
+        g.raw_set("process", proc_mod::module(&lua)?)?;
+        g.raw_set("errors", errors::module(&lua)?)?;
+        g.raw_set("os", time::os_module(&lua)?)?;
+        g.raw_set("print", lua.create_function(logger::global_print)?)?;
+        g.raw_set("require", lua.create_function(process::require)?)?;
+        g.raw_set("subscribe", LV::Nil)?;
+
+        let mut modules = BTreeMap::new();
+        modules.insert("io", LV::Table(io::module(&lua, &prelude)?));
+        modules.insert("time", LV::Table(time::module(&lua, &prelude)?));
+        modules.insert("logger", LV::UserData(logger::root(&lua)?));
+        modules.insert("json", LV::Table(json::module(&lua)?));
+        for (name, v) in &modules {
+            if let LV::Table(t) = v {
+                freeze(t, &mut Vec::new());
+            }
+            let _ = name;
+        }
+        freeze(&g, &mut Vec::new());
+        lua.sandbox(true)?;
+        let globals = lua.globals();
+        let _ = globals;
+
+        lua.set_interrupt(|lua| {
+            let h = host(lua);
+            let used = h.used.get() + 1;
+            h.used.set(used);
+            if used < h.budget.get() || h.root.get() == 0 {
+                return Ok(VmState::Continue);
+            }
+            // Only the coroutine the scheduler resumed may be preempted: a yield from a user's
+            // nested coroutine would surface in user code as a spurious yield.
+            if lua.current_thread().to_pointer() as usize == h.root.get() {
+                h.preempted.set(true);
+                Ok(VmState::Yield)
+            } else {
+                Ok(VmState::Continue)
+            }
+        });
+
+        Ok(LuaRuntime {
+            lua,
+            compiled: BTreeMap::new(),
+            layers: BTreeMap::new(),
+            modules,
+            boot,
+        })
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The environment metatable for a set of granted modules (shared by every process with it).
+    fn layer(&mut self, mods: &[String]) -> mlua::Result<Table> {
+        if let Some(t) = self.layers.get(mods) {
+            return Ok(t.clone());
+        }
+        let layer = self.lua.create_table()?;
+        for m in mods {
+            if let Some(v) = self.modules.get(m.as_str()) {
+                layer.raw_set(m.as_str(), v.clone())?;
+            }
+        }
+        let lm = self.lua.create_table()?;
+        lm.raw_set("__index", self.lua.globals())?;
+        layer.set_metatable(Some(lm))?;
+        layer.set_readonly(true);
+        let meta = self.lua.create_table()?;
+        meta.raw_set("__index", layer)?;
+        meta.raw_set("__metatable", "locked")?;
+        meta.set_readonly(true);
+        self.layers.insert(mods.to_vec(), meta.clone());
+        Ok(meta)
+    }
+
+    /// Compiles an entry's source once; later spawns clone the loaded function.
+    pub fn prepare(&mut self, e: &Entry) -> Result<(), CompileError> {
+        if self.compiled.contains_key(&e.id) {
+            return Ok(());
+        }
+        let cerr = |m: String| CompileError {
+            entry: e.id.clone(),
+            message: m,
+        };
+        let src = e
+            .data
+            .get("source")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| cerr("needs `source:` (Lua text or file://path)".into()))?;
+        let name = chunk_name(e);
+        let bc = compile(src, &name).map_err(cerr)?;
+        let mods = modules_of(e);
+        for m in &mods {
+            if !MODULES.contains(&m.as_str()) {
+                return Err(cerr(format!(
+                    "module '{m}' is not available in weft yet (available: {})",
+                    MODULES.join(", ")
+                )));
+            }
+        }
+        let env_meta = self.layer(&mods).map_err(|e| cerr(e.to_string()))?;
+        let env = self.lua.create_table().map_err(|e| cerr(e.to_string()))?;
+        env.set_metatable(Some(env_meta.clone()))
+            .map_err(|e| cerr(e.to_string()))?;
+        let template = self
+            .lua
+            .load(&bc[..])
+            .set_name(&name)
+            .set_mode(mlua::chunk::ChunkMode::Binary)
+            .set_environment(env)
+            .into_function()
+            .map_err(|e| cerr(e.to_string()))?;
+        self.compiled
+            .insert(e.id.clone(), Rc::new(Compiled { template, env_meta }));
+        Ok(())
+    }
+
+    fn new_process(
+        &mut self,
+        core: &CoreRef,
+        pid: &Pid,
+        entry: &Rc<Entry>,
+        args: Vec<Value>,
+    ) -> mlua::Result<LuaProcess> {
+        if !self.compiled.contains_key(&entry.id) {
+            self.prepare(entry)
+                .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        }
+        let c = self.compiled[&entry.id].clone();
+        let env = self.lua.create_table()?;
+        env.set_metatable(Some(c.env_meta.clone()))?;
+        env.set_safeenv(true);
+        let chunk = c.template.deep_clone()?;
+        chunk.set_environment(env.clone())?;
+        let thread = self.lua.create_thread(self.boot.clone())?;
+        let method = entry
+            .data
+            .get("method")
+            .and_then(|v| v.as_str())
+            .filter(|m| !m.is_empty())
+            .unwrap_or("main")
+            .to_string();
+        let terminal = core
+            .borrow()
+            .proc(pid.uniq)
+            .map(|p| p.terminal)
+            .unwrap_or(false);
+        let st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
+        Ok(LuaProcess::new(
+            self.lua.clone(),
+            st,
+            thread,
+            chunk,
+            method,
+            args,
+        ))
+    }
+}
+
+pub fn modules_of(e: &Entry) -> Vec<String> {
+    let mut mods: Vec<String> = match e.data.get("modules") {
+        Some(Value::Table(t)) => t
+            .array
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    mods.sort();
+    mods.dedup();
+    mods
+}
+
+/// Makes every table reachable from `t` read-only (Luau's own sandbox freezes one level only).
+fn freeze(t: &Table, seen: &mut Vec<usize>) {
+    let p = t.to_pointer() as usize;
+    if seen.contains(&p) {
+        return;
+    }
+    seen.push(p);
+    for (_, v) in t.pairs::<LV, LV>().flatten() {
+        if let LV::Table(inner) = v {
+            freeze(&inner, seen);
+        }
+    }
+    t.set_readonly(true);
+}
+
+impl Factory for LuaRuntime {
+    fn create(
+        &mut self,
+        core: &CoreRef,
+        pid: &Pid,
+        entry: &Rc<Entry>,
+        args: Vec<Value>,
+    ) -> Result<Box<dyn crate::process::Process>, ErrorValue> {
+        self.new_process(core, pid, entry, args)
+            .map(|p| Box::new(p) as Box<dyn crate::process::Process>)
+            .map_err(|e| ErrorValue::new(kind::INTERNAL, e.to_string()))
+    }
+}

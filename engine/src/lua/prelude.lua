@@ -1,0 +1,56 @@
+-- Weft prelude: the Lua half of every blocking call. A Rust primitive either answers at once or
+-- returns PARK after registering the coroutine as waiting; PARK is then yielded to the process
+-- scheduler, which resumes the coroutine with the real results. Stateless: shared by all processes.
+local PARK, raw, yield = ...
+
+local function park(a, ...)
+  if a == PARK then
+    return yield(PARK)
+  end
+  return a, ...
+end
+
+local chan_methods = {
+  send = function(ch, v) return park(raw.chan_send(ch, v)) end,
+  receive = function(ch) return park(raw.chan_recv(ch)) end,
+  close = raw.chan_close,
+  case_send = raw.case_send,
+  case_receive = raw.case_receive,
+}
+
+local function select(cases, default)
+  return park(raw.select(cases, default))
+end
+
+local function sleep(d)
+  return park(raw.sleep(d))
+end
+
+local function readline()
+  return park(raw.readline())
+end
+
+local function read(n)
+  return park(raw.read(n))
+end
+
+local function boot(chunk, method, ...)
+  local mod = chunk()
+  local f = mod
+  if type(mod) == "table" then
+    f = rawget(mod, method)
+  end
+  if type(f) ~= "function" then
+    error("entry does not export a function named '" .. tostring(method) .. "'", 0)
+  end
+  return f(...)
+end
+
+return {
+  chan_methods = chan_methods,
+  select = select,
+  sleep = sleep,
+  readline = readline,
+  read = read,
+  boot = boot,
+}

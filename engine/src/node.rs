@@ -1,0 +1,1063 @@
+//! One runtime instance: `Core` (all node state that commands touch) and `Node` (the driver-facing
+//! sans-IO surface: handle / run / poll_output / poll_timeout). No clocks, threads or I/O in here.
+
+use crate::command::{CommandId, CommandRegistry, Tags};
+use crate::entries::Entry;
+use crate::pid::Pid;
+use crate::process::{Cx, Process, Step};
+use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Names, Signal};
+use crate::scheduler::{Outcome, Scheduler};
+use crate::supervisor::{AfterExit, Lifecycle, Service, ServiceState};
+use crate::timers::{Target, Timer, Timers};
+use crate::value::{kind, ErrorValue, Value};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub type CoreRef = Rc<RefCell<Core>>;
+
+/// Weft's monotonic time: nanoseconds since the node started, handed in by the driver.
+pub type Instant = u64;
+
+/// Host id of the node's internal processes (supervisors), as in Wippy.
+pub const CONTROL_HOST: &str = "node:control";
+
+/// How long services get to stop after the terminal process ended (their stop_timeout still
+/// applies on a signal). Wippy's tutorial relay ignores CANCEL; waiting 10 s there helps no one.
+pub const TERMINAL_STOP_GRACE_NS: u64 = 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// What the node asks of the world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Run a command that needs the world; answer with `Input::Completed { pid, tag, .. }`.
+    Execute {
+        pid: Pid,
+        tag: u64,
+        cmd: CommandId,
+        args: Vec<Value>,
+    },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Log {
+        level: Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    },
+    /// The node has stopped; the process should exit with this code.
+    Exit(i32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalKind {
+    Interrupt,
+    Terminate,
+}
+
+/// What the world tells the node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Completed {
+        pid: Pid,
+        tag: u64,
+        result: Result<Value, ErrorValue>,
+    },
+    Signal(SignalKind),
+}
+
+/// Whether `run` left work behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Idle,
+    More,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub seed: u64,
+    /// Unix time (ns) at node start, for `time.now()` and event timestamps.
+    pub wall_epoch_ns: i64,
+    /// Per-step instruction budget for Lua processes.
+    pub step_budget: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            seed: 0,
+            wall_epoch_ns: 0,
+            step_budget: 10_000,
+        }
+    }
+}
+
+/// Counters a driver, bench or simulator can read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub spawned: u64,
+    pub exited: u64,
+    pub messages_sent: u64,
+    pub completions_dropped: u64,
+    pub restarts: u64,
+}
+
+#[derive(Debug)]
+pub struct ProcInfo {
+    pub pid: Pid,
+    pub entry: Arc<str>,
+    pub mailbox: Mailbox,
+    pub tags: Tags,
+    pub trap_links: bool,
+    pub service: Option<usize>,
+    pub terminal: bool,
+    pub rng: u64,
+}
+
+/// A spawn accepted by the core whose process object the node has not built yet.
+#[derive(Debug)]
+pub struct PendingSpawn {
+    pub proc: u64,
+    pub entry: Rc<Entry>,
+    pub args: Vec<Value>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    pub parent: Option<u64>,
+    pub monitor: bool,
+    pub link: bool,
+    pub service: Option<usize>,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Default, PartialEq)]
+enum Shutdown {
+    #[default]
+    Running,
+    /// Stopping services in reverse start order; `current` is the one being waited for.
+    Stopping {
+        code: i32,
+        queue: Vec<usize>,
+        current: Option<usize>,
+        grace_cap_ns: Option<u64>,
+    },
+    Done,
+}
+
+pub struct Core {
+    now: Instant,
+    cfg: NodeConfig,
+    rng: ChaCha8Rng,
+    next_uniq: u64,
+    procs: BTreeMap<u64, ProcInfo>,
+    pub names: Names,
+    pub topology: crate::topology::Topology,
+    pub timers: Timers,
+    pub sched: Scheduler,
+    pub commands: CommandRegistry,
+    outputs: VecDeque<Output>,
+    spawns: VecDeque<PendingSpawn>,
+    killed: Vec<u64>,
+    pub entries: BTreeMap<String, Rc<Entry>>,
+    /// process.host / terminal.host ids that are running.
+    pub hosts: BTreeMap<String, String>,
+    pub services: Vec<Service>,
+    start_order: Vec<usize>,
+    shutdown: Shutdown,
+    pub stats: Stats,
+    pub log_min: Level,
+}
+
+fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+    ErrorValue::new(k, m)
+}
+
+impl Core {
+    pub fn new(cfg: NodeConfig) -> Core {
+        let mut commands = CommandRegistry::with_builtins();
+        commands.freeze();
+        Core {
+            now: 0,
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            next_uniq: 0,
+            procs: BTreeMap::new(),
+            names: Names::default(),
+            topology: Default::default(),
+            timers: Timers::default(),
+            sched: Scheduler::default(),
+            commands,
+            outputs: VecDeque::new(),
+            spawns: VecDeque::new(),
+            killed: Vec::new(),
+            entries: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            services: Vec::new(),
+            start_order: Vec::new(),
+            shutdown: Shutdown::Running,
+            stats: Stats::default(),
+            log_min: Level::Info,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn wall_now_ns(&self) -> i64 {
+        self.cfg.wall_epoch_ns.saturating_add(self.now as i64)
+    }
+
+    pub fn step_budget(&self) -> u32 {
+        self.cfg.step_budget
+    }
+
+    /// A draw from the node's seeded generator.
+    pub fn random_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn proc(&self, id: u64) -> Option<&ProcInfo> {
+        self.procs.get(&id)
+    }
+
+    pub fn proc_mut(&mut self, id: u64) -> Option<&mut ProcInfo> {
+        self.procs.get_mut(&id)
+    }
+
+    pub fn is_alive(&self, id: u64) -> bool {
+        self.procs.contains_key(&id)
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown != Shutdown::Running
+    }
+
+    // ---- output ------------------------------------------------------------------------------
+
+    pub fn emit(&mut self, o: Output) {
+        self.outputs.push_back(o);
+    }
+
+    pub fn log(&mut self, level: Level, message: impl Into<String>, fields: Vec<(String, String)>) {
+        if level >= self.log_min {
+            self.outputs.push_back(Output::Log {
+                level,
+                message: message.into(),
+                fields,
+            });
+        }
+    }
+
+    /// Issues a tag and asks the driver to run `cmd`; the completion comes back as a Signal.
+    pub fn execute(&mut self, proc: u64, cmd: CommandId, args: Vec<Value>) -> Option<u64> {
+        debug_assert!(
+            self.commands.lookup(cmd).is_some(),
+            "unregistered command {cmd:?}"
+        );
+        let p = self.procs.get_mut(&proc)?;
+        let y = p.tags.issue(cmd);
+        let pid = p.pid.clone();
+        self.outputs.push_back(Output::Execute {
+            pid,
+            tag: y.tag,
+            cmd,
+            args,
+        });
+        Some(y.tag)
+    }
+
+    // ---- addressing ----------------------------------------------------------------------------
+
+    /// A PID string or a registered name → live process id.
+    pub fn resolve(&self, dest: &str) -> Result<u64, ErrorValue> {
+        if dest.starts_with('{') {
+            let pid = Pid::parse(dest)
+                .ok_or_else(|| err(kind::INVALID, format!("invalid pid: {dest}")))?;
+            return match self.procs.get(&pid.uniq) {
+                Some(p) if p.pid.host == pid.host => Ok(pid.uniq),
+                _ => Err(err(kind::NOT_FOUND, format!("process not found: {dest}"))),
+            };
+        }
+        self.names
+            .lookup(dest)
+            .ok_or_else(|| err(kind::NOT_FOUND, format!("could not resolve: {dest}")))
+    }
+
+    pub fn pid_of(&self, id: u64) -> Option<&Pid> {
+        self.procs.get(&id).map(|p| &p.pid)
+    }
+
+    fn wake(&mut self, id: u64) {
+        self.sched.wake(id);
+    }
+
+    // ---- messaging -----------------------------------------------------------------------------
+
+    pub fn send(
+        &mut self,
+        from: Option<u64>,
+        dest: &str,
+        topic: String,
+        payload: Vec<Value>,
+    ) -> Result<(), ErrorValue> {
+        if topic.starts_with('@') {
+            return Err(err(
+                kind::INVALID,
+                format!("topic may not start with '@': {topic}"),
+            ));
+        }
+        let to = self.resolve(dest)?;
+        self.deliver(from, to, topic, payload);
+        Ok(())
+    }
+
+    pub fn deliver(
+        &mut self,
+        from: Option<u64>,
+        to: u64,
+        topic: String,
+        payload: Vec<Value>,
+    ) -> bool {
+        let from = from.and_then(|f| self.procs.get(&f)).map(|p| p.pid.clone());
+        let Some(p) = self.procs.get_mut(&to) else {
+            return false;
+        };
+        p.mailbox.messages.push_back(Message {
+            from,
+            topic,
+            payload,
+        });
+        self.stats.messages_sent += 1;
+        self.wake(to);
+        true
+    }
+
+    fn push_event(&mut self, to: u64, ev: Event) {
+        if let Some(p) = self.procs.get_mut(&to) {
+            p.mailbox.events.push_back(ev);
+            self.wake(to);
+        }
+    }
+
+    fn push_signal(&mut self, to: u64, s: Signal) -> bool {
+        match self.procs.get_mut(&to) {
+            Some(p) => {
+                p.mailbox.signals.push_back(s);
+                self.wake(to);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn take_mailbox(&mut self, id: u64) -> Mailbox {
+        self.procs
+            .get_mut(&id)
+            .map(|p| std::mem::take(&mut p.mailbox))
+            .unwrap_or_default()
+    }
+
+    // ---- spawning ------------------------------------------------------------------------------
+
+    pub fn spawn(
+        &mut self,
+        entry_id: &str,
+        host: &str,
+        args: Vec<Value>,
+        opts: SpawnOptions,
+    ) -> Result<Pid, ErrorValue> {
+        if self.is_stopping() && !opts.terminal {
+            return Err(err(kind::UNAVAILABLE, "node is stopping"));
+        }
+        let entry = self
+            .entries
+            .get(entry_id)
+            .cloned()
+            .ok_or_else(|| err(kind::NOT_FOUND, format!("entry not found: {entry_id}")))?;
+        if !entry.kind.starts_with("process.") && entry.kind != "native" {
+            return Err(err(
+                kind::INVALID,
+                format!("entry {entry_id} is a {}, not a process", entry.kind),
+            ));
+        }
+        if !self.hosts.contains_key(host) {
+            return Err(err(
+                kind::NOT_FOUND,
+                format!("host not found or not running: {host}"),
+            ));
+        }
+        self.next_uniq += 1;
+        let uniq = self.next_uniq;
+        let pid = Pid::new(Arc::from(host), uniq);
+        let seed = self.cfg.seed ^ uniq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.procs.insert(
+            uniq,
+            ProcInfo {
+                pid: pid.clone(),
+                entry: Arc::from(entry_id),
+                mailbox: Mailbox::default(),
+                tags: Tags::default(),
+                trap_links: false,
+                service: opts.service,
+                terminal: opts.terminal,
+                rng: seed,
+            },
+        );
+        if let Some(parent) = opts.parent {
+            if opts.monitor {
+                self.topology.monitor(parent, uniq);
+            }
+            if opts.link {
+                self.topology.link(parent, uniq);
+            }
+        }
+        self.stats.spawned += 1;
+        self.spawns.push_back(PendingSpawn {
+            proc: uniq,
+            entry,
+            args,
+        });
+        Ok(pid)
+    }
+
+    pub fn take_spawn(&mut self) -> Option<PendingSpawn> {
+        self.spawns.pop_front()
+    }
+
+    // ---- control -------------------------------------------------------------------------------
+
+    pub fn cancel(&mut self, from: u64, dest: &str, reason: String) -> Result<(), ErrorValue> {
+        let to = self.resolve(dest)?;
+        let ev = Event {
+            kind: EventKind::Cancel,
+            from: self
+                .pid_of(from)
+                .cloned()
+                .unwrap_or_else(|| Pid::new(Arc::from(CONTROL_HOST), 0)),
+            at_unix_ns: self.wall_now_ns(),
+            result: None,
+            reason,
+        };
+        self.push_event(to, ev);
+        Ok(())
+    }
+
+    pub fn terminate(&mut self, dest: &str) -> Result<(), ErrorValue> {
+        let to = self.resolve(dest)?;
+        self.kill(to, err(kind::CANCELED, "terminated"));
+        Ok(())
+    }
+
+    pub fn monitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
+        let t = self.resolve(dest)?;
+        self.topology.monitor(watcher, t);
+        Ok(())
+    }
+
+    pub fn unmonitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
+        let t = self.resolve(dest)?;
+        self.topology.unmonitor(watcher, t);
+        Ok(())
+    }
+
+    pub fn link(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
+        let b = self.resolve(dest)?;
+        self.topology.link(a, b);
+        Ok(())
+    }
+
+    pub fn unlink(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
+        let b = self.resolve(dest)?;
+        self.topology.unlink(a, b);
+        Ok(())
+    }
+
+    pub fn register_name(&mut self, name: &str, proc: u64) -> Result<(), ErrorValue> {
+        if name.is_empty() {
+            return Err(err(kind::INVALID, "name must not be empty"));
+        }
+        self.names.register(name, proc).map_err(|NameError::Taken| {
+            err(
+                kind::ALREADY_EXISTS,
+                format!("name already registered: {name}"),
+            )
+        })
+    }
+
+    // ---- timers --------------------------------------------------------------------------------
+
+    pub fn arm_timer(&mut self, proc: u64, id: u64, delay_ns: u64, period_ns: Option<u64>) -> u64 {
+        let at = self.now.saturating_add(delay_ns);
+        self.timers.arm(
+            at,
+            Timer {
+                target: Target::Process { proc, id },
+                period: period_ns,
+            },
+        )
+    }
+
+    pub fn cancel_timer(&mut self, key: u64) -> bool {
+        self.timers.cancel(key)
+    }
+
+    pub fn reset_timer(&mut self, key: u64, delay_ns: u64) -> bool {
+        let at = self.now.saturating_add(delay_ns);
+        self.timers.reset(key, at)
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((key, t)) = self.timers.pop_due(now) {
+            match t.target {
+                Target::Process { proc, id } => {
+                    let at = self.wall_now_ns();
+                    if !self.push_signal(proc, Signal::Timer { id, at_unix_ns: at })
+                        && t.period.is_some()
+                    {
+                        self.timers.cancel(key);
+                    }
+                }
+                Target::ServiceRestart { service } => {
+                    self.services[service].timer = None;
+                    if !self.is_stopping() {
+                        self.stats.restarts += 1;
+                        self.start_service(service);
+                    }
+                }
+                Target::StopDeadline { service } => {
+                    if let Some(p) = self.services[service].proc {
+                        let id = self.services[service].id.clone();
+                        self.log(
+                            Level::Warn,
+                            "service did not stop in time",
+                            vec![("service".into(), id)],
+                        );
+                        self.kill(p, err(kind::TIMEOUT, "stop timeout"));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- exits ---------------------------------------------------------------------------------
+
+    /// Forcefully ends a process that is not mid-step (or is the one stepping: the node drops it after).
+    pub fn kill(&mut self, id: u64, e: ErrorValue) {
+        if self.procs.contains_key(&id) {
+            self.sched.remove(id);
+            self.killed.push(id);
+            self.finish(id, Err(e));
+        }
+    }
+
+    /// Records a process's end: names released, monitors told, links cascaded, supervisor and
+    /// terminal informed. Idempotent: a second call for the same process does nothing.
+    pub fn finish(&mut self, id: u64, result: ExitResult) {
+        let mut work = vec![(id, result)];
+        while let Some((id, result)) = work.pop() {
+            let Some(info) = self.procs.remove(&id) else {
+                continue;
+            };
+            self.stats.exited += 1;
+            self.names.release_all(id);
+            let fallout = self.topology.on_exit(id);
+            let at = self.wall_now_ns();
+            for w in fallout.monitors {
+                self.push_event(
+                    w,
+                    Event {
+                        kind: EventKind::Exit,
+                        from: info.pid.clone(),
+                        at_unix_ns: at,
+                        result: Some(result.clone()),
+                        reason: String::new(),
+                    },
+                );
+            }
+            if result.is_err() {
+                for l in fallout.links {
+                    let trap = self.procs.get(&l).map(|p| p.trap_links);
+                    match trap {
+                        Some(true) => self.push_event(
+                            l,
+                            Event {
+                                kind: EventKind::LinkDown,
+                                from: info.pid.clone(),
+                                at_unix_ns: at,
+                                result: Some(result.clone()),
+                                reason: String::new(),
+                            },
+                        ),
+                        Some(false) => {
+                            self.sched.remove(l);
+                            self.killed.push(l);
+                            work.push((l, Err(err(kind::CANCELED, "linked process failed"))));
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if let Err(e) = &result {
+                if info.service.is_none() && !info.terminal {
+                    self.log(
+                        Level::Error,
+                        "process failed",
+                        vec![
+                            ("pid".into(), info.pid.to_string()),
+                            ("entry".into(), info.entry.to_string()),
+                            ("error".into(), e.message.clone()),
+                        ],
+                    );
+                }
+            }
+            if let Some(s) = info.service {
+                self.service_exited(s, &result);
+            }
+            if info.terminal {
+                let code = self.exit_code(&result);
+                self.begin_shutdown_with(code, Some(TERMINAL_STOP_GRACE_NS));
+            }
+        }
+    }
+
+    fn exit_code(&mut self, r: &ExitResult) -> i32 {
+        match r {
+            Err(e) => {
+                self.emit(Output::Stderr(
+                    format!("error: {}\n", e.message).into_bytes(),
+                ));
+                1
+            }
+            Ok(Value::Int(n)) => *n as i32,
+            Ok(Value::Float(f)) => *f as i32,
+            Ok(Value::Bool(b)) => i32::from(!*b),
+            Ok(Value::Str(s)) => {
+                let mut s = s.clone();
+                s.push(b'\n');
+                self.emit(Output::Stdout(s));
+                0
+            }
+            Ok(_) => 0,
+        }
+    }
+
+    pub fn take_killed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.killed)
+    }
+
+    // ---- services ------------------------------------------------------------------------------
+
+    pub fn add_service(&mut self, entry: &Entry) -> Result<usize, String> {
+        let data = &entry.data;
+        let process = data
+            .get("process")
+            .and_then(|v| v.as_str())
+            .ok_or("process.service needs `process:` (a process.lua entry id)")?
+            .to_string();
+        let host = data
+            .get("host")
+            .and_then(|v| v.as_str())
+            .ok_or("process.service needs `host:` (a process.host entry id)")?
+            .to_string();
+        if host == CONTROL_HOST {
+            return Err("host node:control is reserved for the runtime".into());
+        }
+        let input = match data.get("input") {
+            None | Some(Value::Nil) => vec![],
+            Some(Value::Table(t)) if t.map.is_empty() => t.array.clone(),
+            Some(v) => vec![v.clone()],
+        };
+        let lifecycle = Lifecycle::from_data(data)?;
+        self.services.push(Service {
+            id: entry.id.clone(),
+            process,
+            host,
+            input,
+            lifecycle,
+            state: ServiceState::Unknown,
+            proc: None,
+            attempts: 0,
+            started_at_ns: 0,
+            timer: None,
+            supervisor: None,
+        });
+        Ok(self.services.len() - 1)
+    }
+
+    pub fn start_service(&mut self, idx: usize) {
+        if self.services[idx].supervisor.is_none() {
+            // Wippy's supervisor is a process on node:control and takes a PID from the shared
+            // counter; reserving one keeps PIDs numbered as Wippy numbers them.
+            self.next_uniq += 1;
+            self.services[idx].supervisor = Some(self.next_uniq);
+        }
+        let (process, host, input) = {
+            let s = &mut self.services[idx];
+            s.state = ServiceState::Starting;
+            (s.process.clone(), s.host.clone(), s.input.clone())
+        };
+        let opts = SpawnOptions {
+            service: Some(idx),
+            ..Default::default()
+        };
+        match self.spawn(&process, &host, input, opts) {
+            Ok(pid) => {
+                let now = self.now;
+                let s = &mut self.services[idx];
+                s.state = ServiceState::Running;
+                s.proc = Some(pid.uniq);
+                s.started_at_ns = now;
+                if !self.start_order.contains(&idx) {
+                    self.start_order.push(idx);
+                }
+                let id = s.id.clone();
+                self.log(
+                    Level::Debug,
+                    "service started",
+                    vec![("service".into(), id), ("pid".into(), pid.to_string())],
+                );
+            }
+            Err(e) => {
+                let id = self.services[idx].id.clone();
+                self.log(
+                    Level::Error,
+                    "service failed to start",
+                    vec![("service".into(), id), ("error".into(), e.message.clone())],
+                );
+                self.service_exited(idx, &Err(e));
+            }
+        }
+    }
+
+    fn service_exited(&mut self, idx: usize, result: &ExitResult) {
+        let stopping = matches!(&self.shutdown, Shutdown::Stopping { .. });
+        let unit = self.unit();
+        let now = self.now;
+        let (failed, retryable) = match result {
+            Ok(_) => (false, None),
+            Err(e) => (true, e.retryable),
+        };
+        let after = self.services[idx].on_exit(now, failed, retryable, stopping, unit);
+        let id = self.services[idx].id.clone();
+        if let Err(e) = result {
+            if !stopping {
+                self.log(
+                    Level::Error,
+                    "service failed",
+                    vec![
+                        ("service".into(), id.clone()),
+                        ("error".into(), e.message.clone()),
+                    ],
+                );
+            }
+        }
+        if let AfterExit::RestartIn(delay) = after {
+            self.log(
+                Level::Info,
+                "service restarting",
+                vec![
+                    ("service".into(), id),
+                    ("attempt".into(), self.services[idx].attempts.to_string()),
+                    ("delay_ms".into(), (delay / 1_000_000).to_string()),
+                ],
+            );
+            let key = self.timers.arm(
+                self.now.saturating_add(delay),
+                Timer {
+                    target: Target::ServiceRestart { service: idx },
+                    period: None,
+                },
+            );
+            self.services[idx].timer = Some(key);
+        }
+        if let Shutdown::Stopping { current, .. } = &mut self.shutdown {
+            if *current == Some(idx) {
+                *current = None;
+                self.advance_shutdown();
+            }
+        }
+    }
+
+    // ---- shutdown ------------------------------------------------------------------------------
+
+    /// Stops services in reverse start order (CANCEL, then wait up to stop_timeout), then exits.
+    pub fn begin_shutdown(&mut self, code: i32) {
+        self.begin_shutdown_with(code, None)
+    }
+
+    /// As `begin_shutdown`, waiting at most `grace_cap_ns` for each service whatever its
+    /// stop_timeout (used when the terminal process ended: the user is waiting for the prompt).
+    pub fn begin_shutdown_with(&mut self, code: i32, grace_cap_ns: Option<u64>) {
+        if self.shutdown != Shutdown::Running {
+            return;
+        }
+        for s in &mut self.services {
+            if let Some(t) = s.timer.take() {
+                self.timers.cancel(t);
+            }
+        }
+        let queue: Vec<usize> = self.start_order.clone();
+        self.shutdown = Shutdown::Stopping {
+            code,
+            queue,
+            current: None,
+            grace_cap_ns,
+        };
+        self.advance_shutdown();
+    }
+
+    fn advance_shutdown(&mut self) {
+        loop {
+            let Shutdown::Stopping {
+                code,
+                queue,
+                current,
+                grace_cap_ns,
+            } = &mut self.shutdown
+            else {
+                return;
+            };
+            if current.is_some() {
+                return;
+            }
+            let code = *code;
+            let cap = grace_cap_ns.unwrap_or(u64::MAX);
+            let Some(idx) = queue.pop() else {
+                // Whatever is left (terminal process, plain spawns) ends with the node.
+                let rest: Vec<u64> = self.procs.keys().copied().collect();
+                for id in rest {
+                    self.kill(id, err(kind::CANCELED, "node stopping"));
+                }
+                self.shutdown = Shutdown::Done;
+                self.emit(Output::Exit(code));
+                return;
+            };
+            let Some(proc) = self.services[idx].proc else {
+                continue;
+            };
+            self.services[idx].state = ServiceState::Stopping;
+            if let Shutdown::Stopping { current, .. } = &mut self.shutdown {
+                *current = Some(idx);
+            }
+            let pid = self.procs[&proc].pid.to_string();
+            let _ = self.cancel(0, &pid, "service stopping".into());
+            let deadline = self
+                .now
+                .saturating_add(self.services[idx].lifecycle.stop_timeout_ns.min(cap));
+            self.timers.arm(
+                deadline,
+                Timer {
+                    target: Target::StopDeadline { service: idx },
+                    period: None,
+                },
+            );
+            return;
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.shutdown == Shutdown::Done
+    }
+
+    // ---- world input ---------------------------------------------------------------------------
+
+    fn complete(&mut self, pid: &Pid, tag: u64, result: Result<Value, ErrorValue>) {
+        let ok = self
+            .procs
+            .get_mut(&pid.uniq)
+            .is_some_and(|p| p.pid == *pid && p.tags.complete(tag));
+        if ok {
+            self.push_signal(pid.uniq, Signal::Completed { tag, result });
+        } else {
+            self.stats.completions_dropped += 1;
+        }
+    }
+}
+
+/// Builds process objects for entries of one kind (the Lua runtime for `process.lua`).
+pub trait Factory {
+    fn create(
+        &mut self,
+        core: &CoreRef,
+        pid: &Pid,
+        entry: &Rc<Entry>,
+        args: Vec<Value>,
+    ) -> Result<Box<dyn Process>, ErrorValue>;
+}
+
+/// The driver-facing node.
+pub struct Node {
+    core: CoreRef,
+    procs: BTreeMap<u64, Box<dyn Process>>,
+    factories: BTreeMap<String, Box<dyn Factory>>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig) -> Node {
+        Node {
+            core: Rc::new(RefCell::new(Core::new(cfg))),
+            procs: BTreeMap::new(),
+            factories: BTreeMap::new(),
+        }
+    }
+
+    pub fn core(&self) -> &CoreRef {
+        &self.core
+    }
+
+    pub fn add_factory(&mut self, kind: &str, f: Box<dyn Factory>) {
+        self.factories.insert(kind.to_string(), f);
+    }
+
+    /// Delivers something from the world.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        let mut core = self.core.borrow_mut();
+        core.now = core.now.max(now);
+        match input {
+            Input::Completed { pid, tag, result } => core.complete(&pid, tag, result),
+            Input::Signal(_) if core.is_stopping() => {
+                // A second signal: stop at once.
+                core.shutdown = Shutdown::Done;
+                core.emit(Output::Exit(1));
+            }
+            Input::Signal(_) => core.begin_shutdown(0),
+        }
+    }
+
+    fn materialize(&mut self) {
+        loop {
+            let Some(sp) = self.core.borrow_mut().take_spawn() else {
+                return;
+            };
+            let pid = match self.core.borrow().pid_of(sp.proc) {
+                Some(p) => p.clone(),
+                None => continue, // killed before it was built
+            };
+            let made = match self.factories.get_mut(&sp.entry.kind) {
+                Some(f) => f.create(&self.core, &pid, &sp.entry, sp.args),
+                None => Err(ErrorValue::new(
+                    kind::INVALID,
+                    format!(
+                        "no runtime for entry kind {} ({})",
+                        sp.entry.kind, sp.entry.id
+                    ),
+                )),
+            };
+            match made {
+                Ok(p) => {
+                    self.procs.insert(sp.proc, p);
+                    self.core.borrow_mut().sched.add(sp.proc);
+                }
+                Err(e) => self.core.borrow_mut().finish(sp.proc, Err(e)),
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let killed = self.core.borrow_mut().take_killed();
+        for id in killed {
+            if let Some(mut p) = self.procs.remove(&id) {
+                p.close();
+            }
+        }
+    }
+
+    /// Fires due timers and steps up to `budget` ready processes.
+    pub fn run(&mut self, now: Instant, budget: usize) -> Work {
+        {
+            let mut core = self.core.borrow_mut();
+            core.now = core.now.max(now);
+            core.fire_timers(now);
+        }
+        self.materialize();
+        self.reap();
+        for _ in 0..budget {
+            let next = self.core.borrow_mut().sched.pick();
+            let Some(id) = next else {
+                break;
+            };
+            let (pid, step_budget) = {
+                let core = self.core.borrow();
+                match core.pid_of(id) {
+                    Some(p) => (p.clone(), core.step_budget()),
+                    None => continue,
+                }
+            };
+            let Some(proc) = self.procs.get_mut(&id) else {
+                self.core.borrow_mut().sched.remove(id);
+                continue;
+            };
+            let mut cx = Cx {
+                core: &self.core,
+                pid: &pid,
+                budget: step_budget,
+            };
+            let step = proc.step(&mut cx);
+            let alive = self.core.borrow().is_alive(id);
+            let outcome = match step {
+                _ if !alive => Outcome::Exited,
+                Step::Yielded => Outcome::Yielded,
+                Step::Waiting => Outcome::Waiting,
+                Step::Exited(r) => {
+                    self.core.borrow_mut().finish(id, r);
+                    Outcome::Exited
+                }
+            };
+            self.core.borrow_mut().sched.finish(id, outcome);
+            if outcome == Outcome::Exited {
+                if let Some(mut p) = self.procs.remove(&id) {
+                    p.close();
+                }
+            }
+            self.materialize();
+            self.reap();
+        }
+        if self.core.borrow().sched.has_ready() {
+            Work::More
+        } else {
+            Work::Idle
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.core.borrow_mut().outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.borrow().timers.next_deadline()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.core.borrow().is_done()
+    }
+}

@@ -1,0 +1,121 @@
+//! Process identifiers: `{host|0x00004}` locally, `{node@host|0x00004}` once a node id is set.
+//! Owns formatting and parsing only; which processes exist is the process table's business.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A process identifier. `uniq` is unique per runtime (one counter shared by every host);
+/// `node` is `None` on a standalone node (Wippy's `"local"`, omitted when printed).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid {
+    pub node: Option<Arc<str>>,
+    pub host: Arc<str>,
+    pub uniq: u64,
+}
+
+impl Pid {
+    pub fn new(host: Arc<str>, uniq: u64) -> Pid {
+        Pid {
+            node: None,
+            host,
+            uniq,
+        }
+    }
+
+    /// Parses `{host|0x..}` or `{node@host|0x..}`.
+    pub fn parse(s: &str) -> Option<Pid> {
+        let inner = s.strip_prefix('{')?.strip_suffix('}')?;
+        let (left, uniq) = inner.rsplit_once('|')?;
+        let hex = uniq.strip_prefix("0x")?;
+        if hex.is_empty() || hex.len() > 16 {
+            return None;
+        }
+        let uniq = u64::from_str_radix(hex, 16).ok()?;
+        let (node, host) = match left.split_once('@') {
+            Some((n, h)) => (Some(Arc::from(n)), h),
+            None => (None, left),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Pid {
+            node: node.filter(|n: &Arc<str>| &**n != "local"),
+            host: Arc::from(host),
+            uniq,
+        })
+    }
+}
+
+/// Wippy pads the counter to 5 hex digits, then widens to 6, 8 and 16.
+fn write_uniq(f: &mut fmt::Formatter<'_>, u: u64) -> fmt::Result {
+    if u <= 0xf_ffff {
+        write!(f, "0x{:05x}", u)
+    } else if u <= 0xff_ffff {
+        write!(f, "0x{:06x}", u)
+    } else if u <= 0xffff_ffff {
+        write!(f, "0x{:08x}", u)
+    } else {
+        write!(f, "0x{:016x}", u)
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        if let Some(n) = &self.node {
+            write!(f, "{}@", n)?;
+        }
+        write!(f, "{}|", self.host)?;
+        write_uniq(f, self.uniq)?;
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_wippy() {
+        let p = Pid::new(Arc::from("app:processes"), 4);
+        assert_eq!(p.to_string(), "{app:processes|0x00004}");
+        let wide = Pid::new(Arc::from("h"), 0x123456);
+        assert_eq!(wide.to_string(), "{h|0x123456}");
+        let wider = Pid::new(Arc::from("h"), 0x1234567);
+        assert_eq!(wider.to_string(), "{h|0x01234567}");
+        let widest = Pid::new(Arc::from("h"), 0x1_0000_0000);
+        assert_eq!(widest.to_string(), "{h|0x0000000100000000}");
+        let remote = Pid {
+            node: Some(Arc::from("n2")),
+            ..p.clone()
+        };
+        assert_eq!(remote.to_string(), "{n2@app:processes|0x00004}");
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        for s in [
+            "{app:processes|0x00004}",
+            "{n2@app:processes|0x00004}",
+            "{h|0x123456}",
+        ] {
+            assert_eq!(Pid::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(
+            Pid::parse("{local@app:t|0x00001}").unwrap().to_string(),
+            "{app:t|0x00001}"
+        );
+        for bad in [
+            "",
+            "{}",
+            "app|0x1",
+            "{app|1}",
+            "{app|0x}",
+            "{|0x1}",
+            "{a|0xzz}",
+            "{a|0x11111111111111111}",
+        ] {
+            assert!(Pid::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Where a message goes: mailboxes (outside any Lua heap) and the local name registry.
+//! A mailbox is one FIFO per process, so order per sender→receiver pair is kept by construction.
+
+use crate::pid::Pid;
+use crate::value::{ErrorValue, Value};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A message as the receiver sees it: sender (None when unknown), topic and zero or more payloads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub from: Option<Pid>,
+    pub topic: String,
+    pub payload: Vec<Value>,
+}
+
+pub type ExitResult = Result<Value, ErrorValue>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exit,
+    LinkDown,
+    Cancel,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Exit => "pid.exit",
+            EventKind::LinkDown => "pid.link.down",
+            EventKind::Cancel => "pid.cancel",
+        }
+    }
+}
+
+/// A lifecycle event for `process.events()`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub from: Pid,
+    /// Unix time in nanoseconds when it happened.
+    pub at_unix_ns: i64,
+    /// EXIT and LINK_DOWN carry the dead process's result.
+    pub result: Option<ExitResult>,
+    /// CANCEL carries a reason ("" when none).
+    pub reason: String,
+}
+
+/// Node-internal deliveries to one process: fired timers and completed commands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Signal {
+    Timer {
+        id: u64,
+        at_unix_ns: i64,
+    },
+    Completed {
+        tag: u64,
+        result: Result<Value, ErrorValue>,
+    },
+}
+
+/// Everything delivered to a process and not yet taken by it.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pub messages: VecDeque<Message>,
+    pub events: VecDeque<Event>,
+    pub signals: VecDeque<Signal>,
+}
+
+impl Mailbox {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.events.is_empty() && self.signals.is_empty()
+    }
+}
+
+/// Local name registry: one owner per name, names released when the owner dies.
+#[derive(Debug, Default)]
+pub struct Names {
+    by_name: BTreeMap<String, u64>,
+    by_proc: BTreeMap<u64, Vec<String>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum NameError {
+    Taken,
+}
+
+impl Names {
+    /// Same name to the same process is idempotent; a name held by another process is refused.
+    pub fn register(&mut self, name: &str, proc: u64) -> Result<(), NameError> {
+        match self.by_name.get(name) {
+            Some(&p) if p == proc => Ok(()),
+            Some(_) => Err(NameError::Taken),
+            None => {
+                self.by_name.insert(name.to_string(), proc);
+                self.by_proc.entry(proc).or_default().push(name.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn unregister(&mut self, name: &str) -> bool {
+        match self.by_name.remove(name) {
+            Some(p) => {
+                if let Some(v) = self.by_proc.get_mut(&p) {
+                    v.retain(|n| n != name);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases every name `proc` holds; returns them.
+    pub fn release_all(&mut self, proc: u64) -> Vec<String> {
+        let names = self.by_proc.remove(&proc).unwrap_or_default();
+        for n in &names {
+            self.by_name.remove(n);
+        }
+        names
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_exclusive_and_released() {
+        let mut n = Names::default();
+        n.register("relay", 1).unwrap();
+        n.register("relay", 1).unwrap();
+        assert_eq!(n.register("relay", 2), Err(NameError::Taken));
+        n.register("other", 1).unwrap();
+        assert_eq!(n.lookup("relay"), Some(1));
+        let mut released = n.release_all(1);
+        released.sort();
+        assert_eq!(released, vec!["other".to_string(), "relay".to_string()]);
+        assert_eq!(n.lookup("relay"), None);
+        n.register("relay", 2).unwrap();
+        assert!(n.unregister("relay"));
+        assert!(!n.unregister("relay"));
+    }
+}

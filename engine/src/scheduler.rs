@@ -1,0 +1,217 @@
+//! Who runs next: a FIFO ready queue with one entry per runnable process and a wake-while-running flag.
+//! It never runs anything itself and knows nothing of Lua; `Node::run` asks it for the next id.
+
+use std::collections::{BTreeMap, VecDeque};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// In the ready queue exactly once.
+    Ready,
+    Running,
+    /// Waiting for a delivery (message, event, timer, completion).
+    Idle,
+}
+
+/// What a step ended with, from the scheduler's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Preempted or still has runnable work: goes to the back of the queue.
+    Yielded,
+    /// Blocked: runs again only after a wake.
+    Waiting,
+    Exited,
+}
+
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    ready: VecDeque<u64>,
+    procs: BTreeMap<u64, (State, bool)>,
+    steps: u64,
+}
+
+impl Scheduler {
+    /// A new process starts ready: its first step runs its init.
+    pub fn add(&mut self, id: u64) {
+        debug_assert!(!self.procs.contains_key(&id), "process {id} added twice");
+        self.procs.insert(id, (State::Ready, false));
+        self.ready.push_back(id);
+    }
+
+    /// A delivery arrived. Idle → Ready; Running → remember it so a Waiting outcome re-queues.
+    pub fn wake(&mut self, id: u64) {
+        if let Some((state, woken)) = self.procs.get_mut(&id) {
+            match state {
+                State::Idle => {
+                    *state = State::Ready;
+                    self.ready.push_back(id);
+                }
+                State::Running => *woken = true,
+                State::Ready => {}
+            }
+        }
+    }
+
+    /// Takes the next ready process and marks it Running.
+    pub fn pick(&mut self) -> Option<u64> {
+        while let Some(id) = self.ready.pop_front() {
+            if let Some((state, woken)) = self.procs.get_mut(&id) {
+                if *state == State::Ready {
+                    *state = State::Running;
+                    *woken = false;
+                    self.steps += 1;
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn finish(&mut self, id: u64, outcome: Outcome) {
+        let Some((state, woken)) = self.procs.get_mut(&id) else {
+            return;
+        };
+        debug_assert_eq!(
+            *state,
+            State::Running,
+            "finish of a process that was not running"
+        );
+        match outcome {
+            Outcome::Exited => {
+                self.procs.remove(&id);
+            }
+            Outcome::Yielded => {
+                *state = State::Ready;
+                self.ready.push_back(id);
+            }
+            Outcome::Waiting if *woken => {
+                *state = State::Ready;
+                self.ready.push_back(id);
+            }
+            Outcome::Waiting => *state = State::Idle,
+        }
+    }
+
+    /// Forget a process killed while not running (terminate, link cascade, shutdown).
+    pub fn remove(&mut self, id: u64) {
+        self.procs.remove(&id);
+    }
+
+    pub fn state(&self, id: u64) -> Option<State> {
+        self.procs.get(&id).map(|(s, _)| *s)
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.ready
+            .iter()
+            .any(|id| matches!(self.procs.get(id), Some((State::Ready, _))))
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn wake_while_running_requeues_after_waiting() {
+        let mut s = Scheduler::default();
+        s.add(1);
+        assert_eq!(s.pick(), Some(1));
+        s.wake(1);
+        s.finish(1, Outcome::Waiting);
+        assert_eq!(s.state(1), Some(State::Ready));
+        assert_eq!(s.pick(), Some(1));
+        s.finish(1, Outcome::Waiting);
+        assert_eq!(s.state(1), Some(State::Idle));
+        assert_eq!(s.pick(), None);
+    }
+
+    #[test]
+    fn yielded_process_goes_behind_others() {
+        let mut s = Scheduler::default();
+        s.add(1);
+        s.add(2);
+        assert_eq!(s.pick(), Some(1));
+        s.finish(1, Outcome::Yielded);
+        assert_eq!(s.pick(), Some(2));
+        s.finish(2, Outcome::Waiting);
+        assert_eq!(s.pick(), Some(1));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add,
+        Wake(u8),
+        Step(u8),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Add),
+            any::<u8>().prop_map(Op::Wake),
+            (0u8..3).prop_map(Op::Step),
+            any::<u8>().prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Reference model: a process is runnable iff it was added or woken since its last
+        /// Waiting step; the queue never holds one twice; every runnable process runs within
+        /// `len` picks (no starvation); removed and exited processes never run.
+        #[test]
+        fn matches_reference_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut s = Scheduler::default();
+            let mut next_id = 0u64;
+            let mut live: Vec<u64> = Vec::new();
+            let mut runnable: std::collections::BTreeSet<u64> = Default::default();
+            for o in ops {
+                match o {
+                    Op::Add => { next_id += 1; s.add(next_id); live.push(next_id); runnable.insert(next_id); }
+                    Op::Wake(i) if !live.is_empty() => {
+                        let id = live[i as usize % live.len()];
+                        s.wake(id); runnable.insert(id);
+                    }
+                    Op::Remove(i) if !live.is_empty() => {
+                        let id = live.remove(i as usize % live.len());
+                        s.remove(id); runnable.remove(&id);
+                    }
+                    Op::Step(kind) => {
+                        match s.pick() {
+                            None => prop_assert!(runnable.is_empty(), "idle scheduler with runnable {:?}", runnable),
+                            Some(id) => {
+                                prop_assert!(runnable.remove(&id), "ran {} which was not runnable", id);
+                                prop_assert!(live.contains(&id));
+                                let out = match kind { 0 => Outcome::Yielded, 1 => Outcome::Waiting, _ => Outcome::Exited };
+                                if out == Outcome::Yielded { runnable.insert(id); }
+                                if out == Outcome::Exited { live.retain(|x| *x != id); }
+                                s.finish(id, out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                let queued: Vec<u64> = s.ready.iter().copied().filter(|id| s.state(*id) == Some(State::Ready)).collect();
+                let mut dedup = queued.clone(); dedup.sort(); dedup.dedup();
+                prop_assert_eq!(dedup.len(), queued.len(), "a process is queued twice");
+                prop_assert_eq!(dedup.into_iter().collect::<std::collections::BTreeSet<_>>(), runnable.clone());
+            }
+            // Drain: every runnable process runs exactly once when all wait.
+            let mut ran = std::collections::BTreeSet::new();
+            while let Some(id) = s.pick() { prop_assert!(ran.insert(id)); s.finish(id, Outcome::Waiting); }
+            prop_assert_eq!(ran, runnable);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Timers as node state: an ordered queue of deadlines that `poll_timeout` exposes to the driver.
+//! It never reads a clock; the node hands in `now` and pops what is due.
+
+use std::collections::BTreeMap;
+
+/// What a firing timer is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A process-owned timer (sleep, after, timer, ticker) with the process's own id for it.
+    Process { proc: u64, id: u64 },
+    /// The supervisor's restart delay for a service.
+    ServiceRestart { service: usize },
+    /// A service did not stop within its stop_timeout.
+    StopDeadline { service: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct Timer {
+    pub target: Target,
+    /// Re-armed this many nanoseconds later after each firing (tickers).
+    pub period: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    queue: BTreeMap<(u64, u64), Timer>,
+    due_of: BTreeMap<u64, u64>,
+    next_seq: u64,
+}
+
+impl Timers {
+    /// Arms a timer at absolute time `at` (ns); returns its key for `cancel`.
+    pub fn arm(&mut self, at: u64, timer: Timer) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.queue.insert((at, seq), timer);
+        self.due_of.insert(seq, at);
+        seq
+    }
+
+    pub fn cancel(&mut self, key: u64) -> bool {
+        match self.due_of.remove(&key) {
+            Some(at) => self.queue.remove(&(at, key)).is_some(),
+            None => false,
+        }
+    }
+
+    /// Moves an armed timer to a new deadline, keeping its key.
+    pub fn reset(&mut self, key: u64, at: u64) -> bool {
+        let Some(old) = self.due_of.get(&key).copied() else {
+            return false;
+        };
+        let t = self.queue.remove(&(old, key)).expect("timer index in sync");
+        self.queue.insert((at, key), t);
+        self.due_of.insert(key, at);
+        true
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Pops one timer due at or before `now`; periodic ones are re-armed at their next period.
+    pub fn pop_due(&mut self, now: u64) -> Option<(u64, Timer)> {
+        let (&(at, seq), _) = self.queue.iter().next()?;
+        if at > now {
+            return None;
+        }
+        let t = self.queue.remove(&(at, seq)).expect("present");
+        match t.period {
+            Some(p) => {
+                // Missed periods are not replayed: the next tick is one period after now.
+                let mut next = at.saturating_add(p.max(1));
+                if next <= now {
+                    next = now.saturating_add(p.max(1));
+                }
+                self.queue.insert((next, seq), t.clone());
+                self.due_of.insert(seq, next);
+            }
+            None => {
+                self.due_of.remove(&seq);
+            }
+        }
+        Some((seq, t))
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: u64) -> Timer {
+        Timer {
+            target: Target::Process { proc: 1, id },
+            period: None,
+        }
+    }
+
+    #[test]
+    fn fires_in_deadline_then_arming_order() {
+        let mut ts = Timers::default();
+        let a = ts.arm(20, t(1));
+        let b = ts.arm(10, t(2));
+        let c = ts.arm(10, t(3));
+        assert_eq!(ts.next_deadline(), Some(10));
+        assert_eq!(ts.pop_due(5).map(|x| x.0), None);
+        assert_eq!(ts.pop_due(30).map(|x| x.0), Some(b));
+        assert_eq!(ts.pop_due(30).map(|x| x.0), Some(c));
+        assert_eq!(ts.pop_due(30).map(|x| x.0), Some(a));
+        assert!(ts.is_empty());
+    }
+
+    #[test]
+    fn cancel_and_reset() {
+        let mut ts = Timers::default();
+        let a = ts.arm(10, t(1));
+        assert!(ts.reset(a, 50));
+        assert!(ts.pop_due(20).is_none());
+        assert!(ts.cancel(a));
+        assert!(!ts.cancel(a));
+        assert_eq!(ts.next_deadline(), None);
+    }
+
+    #[test]
+    fn ticker_rearms_without_replaying_missed_ticks() {
+        let mut ts = Timers::default();
+        let k = ts.arm(
+            10,
+            Timer {
+                target: Target::Process { proc: 1, id: 1 },
+                period: Some(10),
+            },
+        );
+        assert_eq!(ts.pop_due(55).map(|x| x.0), Some(k));
+        assert_eq!(ts.next_deadline(), Some(65));
+        assert!(ts.cancel(k));
+        assert!(ts.is_empty());
+    }
+}
