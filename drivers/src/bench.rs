@@ -1,8 +1,369 @@
-//! `weft bench`: runtime figures as `name value unit` lines (placeholder until the bench lands).
+//! `weft bench`: runtime figures as `name value unit` lines, to set against
+//! `../shared/bench/anchors/run.sh` (Erlang, PUC Lua) measured in the same session.
+
+use std::rc::Rc;
+use std::time::Instant as StdInstant;
+use weft_engine::entries::Entry;
+use weft_engine::lua::LuaRuntime;
+use weft_engine::node::{CoreRef, Factory, Level, NodeConfig, SpawnOptions};
+use weft_engine::process::{Cx, Process, Step};
+use weft_engine::value::{ErrorValue, Table, Value};
+use weft_engine::{Node, Output, Pid, Work};
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Only the benchmarks whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Scale every workload by this factor (use < 1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
 
-pub fn bench(_a: BenchArgs) -> i32 {
+const PINGER: &str = r#"
+local function main(n)
+  local inbox = process.inbox()
+  local peer = process.spawn("bench:ponger", "bench:host", process.pid())
+  for i = 1, n do
+    process.send(peer, "ping", i)
+    inbox:receive()
+  end
+  process.terminate(peer)
+  return 0
+end
+return { main = main }
+"#;
+
+const PONGER: &str = r#"
+local function main(parent)
+  local inbox = process.inbox()
+  while true do
+    local m = inbox:receive()
+    process.send(parent, "pong", m:payload():data())
+  end
+end
+return { main = main }
+"#;
+
+const SPAWNER: &str = r#"
+local function main(n)
+  local inbox = process.inbox()
+  local me = process.pid()
+  for i = 1, n do
+    process.spawn("bench:child", "bench:host", me)
+    inbox:receive()
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+const CHILD: &str = r#"
+local function main(parent)
+  process.send(parent, "hi")
+  return 0
+end
+return { main = main }
+"#;
+
+const PARKER: &str = r#"
+local function main(n)
+  for i = 1, n do
+    process.spawn("bench:idle", "bench:host")
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+const IDLE: &str = r#"
+local function main()
+  local inbox = process.inbox()
+  inbox:receive()
+  return 0
+end
+return { main = main }
+"#;
+
+const FANIN: &str = r#"
+local function main(senders, per)
+  local inbox = process.inbox()
+  local me = process.pid()
+  for i = 1, senders do
+    process.spawn("bench:sender", "bench:host", me, per)
+  end
+  local total = senders * per
+  for i = 1, total do
+    inbox:receive()
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+const SENDER: &str = r#"
+local function main(parent, per)
+  for i = 1, per do
+    process.send(parent, "n", i)
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
+    let (ns, name) = weft_engine::entries::parse_id(id);
+    let mut data = Table::default();
+    if let Some(s) = source {
+        data = data
+            .with("source", Value::from(s))
+            .with("method", Value::from("main"));
+    }
+    Entry {
+        id: id.into(),
+        namespace: ns,
+        name,
+        kind: kind.into(),
+        data,
+        file: "<bench>".into(),
+        ..Default::default()
+    }
+}
+
+fn lua_node() -> Node {
+    let mut node = Node::new(NodeConfig {
+        seed: 1,
+        ..Default::default()
+    });
+    node.core().borrow_mut().log_min = Level::Error;
+    let mut lua = LuaRuntime::new(node.core().clone()).expect("lua");
+    let entries = vec![
+        entry("bench:host", "process.host", None),
+        entry("bench:pinger", "process.lua", Some(PINGER)),
+        entry("bench:ponger", "process.lua", Some(PONGER)),
+        entry("bench:spawner", "process.lua", Some(SPAWNER)),
+        entry("bench:child", "process.lua", Some(CHILD)),
+        entry("bench:parker", "process.lua", Some(PARKER)),
+        entry("bench:idle", "process.lua", Some(IDLE)),
+        entry("bench:fanin", "process.lua", Some(FANIN)),
+        entry("bench:sender", "process.lua", Some(SENDER)),
+    ];
+    {
+        let mut c = node.core().borrow_mut();
+        for e in &entries {
+            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
+        }
+        c.hosts.insert("bench:host".into(), "process.host".into());
+    }
+    for e in entries.iter().filter(|e| e.kind == "process.lua") {
+        lua.prepare(e).expect("bench source compiles");
+    }
+    node.add_factory("process.lua", Box::new(lua));
+    node
+}
+
+/// Runs `entry` as the node's terminal process until it ends; returns seconds taken.
+fn run_to_exit(node: &mut Node, entry: &str, args: Vec<Value>) -> f64 {
+    node.core()
+        .borrow_mut()
+        .hosts
+        .insert("bench:term".into(), "terminal.host".into());
+    node.core()
+        .borrow_mut()
+        .spawn(
+            entry,
+            "bench:term",
+            args,
+            SpawnOptions {
+                terminal: true,
+                ..Default::default()
+            },
+        )
+        .expect("spawn");
+    let t0 = StdInstant::now();
+    loop {
+        let now = t0.elapsed().as_nanos() as u64;
+        node.run(now, 4096);
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Exit(0) => return t0.elapsed().as_secs_f64(),
+                Output::Exit(c) => panic!("bench process exited with {c}"),
+                Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs until nothing is runnable.
+fn run_to_idle(node: &mut Node) {
+    while node.run(0, 4096) == Work::More {}
+    while node.poll_output().is_some() {}
+}
+
+fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+// ---- Rust-only processes: the core without Lua --------------------------------------------------
+
+struct RustPinger {
+    n: i64,
+    peer: Option<String>,
+    host: String,
+}
+
+impl Process for RustPinger {
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
+        let me = cx.pid.uniq;
+        let mut core = cx.core.borrow_mut();
+        if self.peer.is_none() {
+            let peer = core
+                .spawn(
+                    "bench:rust_ponger",
+                    &self.host,
+                    vec![],
+                    SpawnOptions::default(),
+                )
+                .expect("spawn ponger");
+            let peer = peer.to_string();
+            core.send(Some(me), &peer, "ping".into(), vec![Value::Int(self.n)])
+                .expect("send");
+            self.peer = Some(peer);
+            return Step::Waiting;
+        }
+        let mb = core.take_mailbox(me);
+        for _ in mb.messages {
+            self.n -= 1;
+            if self.n <= 0 {
+                return Step::Exited(Ok(Value::Int(0)));
+            }
+            let peer = self.peer.as_deref().expect("peer");
+            core.send(Some(me), peer, "ping".into(), vec![Value::Int(self.n)])
+                .expect("send");
+        }
+        Step::Waiting
+    }
+}
+
+struct RustPonger;
+
+impl Process for RustPonger {
+    fn step(&mut self, cx: &mut Cx<'_>) -> Step {
+        let me = cx.pid.uniq;
+        let mut core = cx.core.borrow_mut();
+        let mb = core.take_mailbox(me);
+        for m in mb.messages {
+            if let Some(from) = m.from {
+                core.deliver(Some(me), from.uniq, "pong".into(), m.payload);
+            }
+        }
+        Step::Waiting
+    }
+}
+
+struct Native;
+
+impl Factory for Native {
+    fn create(
+        &mut self,
+        _core: &CoreRef,
+        pid: &Pid,
+        entry: &Rc<Entry>,
+        args: Vec<Value>,
+    ) -> Result<Box<dyn Process>, ErrorValue> {
+        Ok(match entry.id.as_str() {
+            "bench:rust_pinger" => Box::new(RustPinger {
+                n: match args.first() {
+                    Some(Value::Int(n)) => *n,
+                    _ => 0,
+                },
+                peer: None,
+                host: pid.host.to_string(),
+            }),
+            _ => Box::new(RustPonger),
+        })
+    }
+}
+
+fn rust_node() -> Node {
+    let mut node = Node::new(NodeConfig::default());
+    {
+        let mut c = node.core().borrow_mut();
+        for id in ["bench:rust_pinger", "bench:rust_ponger"] {
+            c.entries
+                .insert(id.into(), Rc::new(entry(id, "native", None)));
+        }
+        c.hosts.insert("bench:host".into(), "process.host".into());
+    }
+    node.add_factory("native", Box::new(Native));
+    node
+}
+
+fn emit(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.1} {unit}");
+}
+
+pub fn bench(a: BenchArgs) -> i32 {
+    let want = |name: &str| a.only.as_deref().is_none_or(|o| name.contains(o));
+    let scaled = |n: f64| ((n * a.scale).max(1.0)) as i64;
+
+    if want("pingpong") {
+        let n = scaled(200_000.0);
+        let mut node = lua_node();
+        let secs = run_to_exit(&mut node, "bench:pinger", vec![Value::Int(n)]);
+        emit("weft_lua_pingpong", n as f64 / secs, "roundtrips/s");
+    }
+    if want("spawn") {
+        let n = scaled(100_000.0);
+        let mut node = lua_node();
+        let secs = run_to_exit(&mut node, "bench:spawner", vec![Value::Int(n)]);
+        emit("weft_lua_spawn_exit", n as f64 / secs, "spawns/s");
+    }
+    if want("fanin") {
+        let (s, per) = (scaled(1000.0), 1000);
+        let mut node = lua_node();
+        let secs = run_to_exit(
+            &mut node,
+            "bench:fanin",
+            vec![Value::Int(s), Value::Int(per)],
+        );
+        emit("weft_lua_fanin", (s * per) as f64 / secs, "msgs/s");
+    }
+    if want("rust_pingpong") {
+        let n = scaled(1_000_000.0);
+        let mut node = rust_node();
+        let secs = run_to_exit(&mut node, "bench:rust_pinger", vec![Value::Int(n)]);
+        emit("weft_rust_pingpong", n as f64 / secs, "roundtrips/s");
+    }
+    if want("idle_bytes") {
+        let n = scaled(100_000.0);
+        let mut node = lua_node();
+        node.core()
+            .borrow_mut()
+            .hosts
+            .insert("bench:term".into(), "terminal.host".into());
+        run_to_idle(&mut node);
+        let before = rss_bytes().unwrap_or(0);
+        node.core()
+            .borrow_mut()
+            .spawn(
+                "bench:parker",
+                "bench:host",
+                vec![Value::Int(n)],
+                SpawnOptions::default(),
+            )
+            .expect("spawn");
+        run_to_idle(&mut node);
+        let after = rss_bytes().unwrap_or(0);
+        let alive = node.core().borrow().process_count() as f64;
+        emit(
+            "weft_lua_idle_process",
+            (after.saturating_sub(before)) as f64 / alive.max(1.0),
+            "bytes/process",
+        );
+    }
     0
 }

@@ -52,8 +52,34 @@ pub struct Host {
     pub preempted: Cell<bool>,
 }
 
-pub(crate) fn host(lua: &Lua) -> mlua::AppDataRef<'_, Host> {
-    lua.app_data_ref::<Host>().expect("weft host installed")
+thread_local! {
+    /// The host of the node whose process is stepping on this thread. Looking it up in the VM's
+    /// app data on every call was the largest single cost of a message round trip.
+    static STEPPING: RefCell<Option<Rc<Host>>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn host(lua: &Lua) -> Rc<Host> {
+    STEPPING.with(|h| h.borrow().clone()).unwrap_or_else(|| {
+        lua.app_data_ref::<Rc<Host>>()
+            .expect("weft host installed")
+            .clone()
+    })
+}
+
+/// Marks `h` as the host stepping on this thread until the guard drops.
+pub(crate) struct Stepping;
+
+impl Stepping {
+    pub(crate) fn enter(h: Rc<Host>) -> Stepping {
+        STEPPING.with(|s| *s.borrow_mut() = Some(h));
+        Stepping
+    }
+}
+
+impl Drop for Stepping {
+    fn drop(&mut self) {
+        STEPPING.with(|s| *s.borrow_mut() = None);
+    }
 }
 
 /// The running process's state; raises if called outside a process.
@@ -124,7 +150,7 @@ impl LuaRuntime {
     pub fn new(core: CoreRef) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
         let budget = core.borrow().step_budget();
-        lua.set_app_data(Host {
+        let shared = Rc::new(Host {
             core,
             current: RefCell::new(None),
             used: Cell::new(0),
@@ -132,6 +158,7 @@ impl LuaRuntime {
             root: Cell::new(0),
             preempted: Cell::new(false),
         });
+        lua.set_app_data(shared.clone());
         let g = lua.globals();
         for name in [
             "getfenv",
@@ -189,8 +216,8 @@ impl LuaRuntime {
         let globals = lua.globals();
         let _ = globals;
 
-        lua.set_interrupt(|lua| {
-            let h = host(lua);
+        let h = shared;
+        lua.set_interrupt(move |lua| {
             let used = h.used.get() + 1;
             h.used.set(used);
             if used < h.budget.get() || h.root.get() == 0 {

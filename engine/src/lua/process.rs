@@ -252,6 +252,7 @@ impl mlua::UserData for PayloadUd {
 
 pub struct LuaProcess {
     lua: Lua,
+    host: Rc<super::Host>,
     st: Rc<RefCell<ProcState>>,
     start: Option<(Function, String, Vec<Value>)>,
 }
@@ -274,8 +275,13 @@ impl LuaProcess {
             let id = s.tasks.add(main);
             s.main_task = id;
         }
+        let host = lua
+            .app_data_ref::<Rc<super::Host>>()
+            .expect("weft host installed")
+            .clone();
         LuaProcess {
             lua,
+            host,
             st,
             start: Some((chunk, method, args)),
         }
@@ -468,7 +474,8 @@ fn lua_error_value(e: &mlua::Error) -> ErrorValue {
 
 impl Process for LuaProcess {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        *host(&self.lua).current.borrow_mut() = Some(self.st.clone());
+        let _stepping = super::Stepping::enter(self.host.clone());
+        *self.host.current.borrow_mut() = Some(self.st.clone());
         let r = self
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
