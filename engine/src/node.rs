@@ -1061,3 +1061,223 @@ impl Node {
         self.core.borrow().is_done()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Table;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn core() -> Core {
+        let mut c = Core::new(NodeConfig::default());
+        c.entries.insert(
+            "t:p".into(),
+            Rc::new(Entry {
+                id: "t:p".into(),
+                kind: "native".into(),
+                data: Table::default(),
+                ..Default::default()
+            }),
+        );
+        c.hosts.insert("t:h".into(), "process.host".into());
+        c
+    }
+
+    fn spawn(c: &mut Core) -> u64 {
+        c.spawn("t:p", "t:h", vec![], SpawnOptions::default())
+            .unwrap()
+            .uniq
+    }
+
+    #[test]
+    fn send_by_name_and_pid_and_release_on_exit() {
+        let mut c = core();
+        let a = spawn(&mut c);
+        let b = spawn(&mut c);
+        c.register_name("relay", b).unwrap();
+        c.send(Some(a), "relay", "t".into(), vec![Value::Int(1)])
+            .unwrap();
+        let pid_b = c.pid_of(b).unwrap().to_string();
+        c.send(Some(a), &pid_b, "t".into(), vec![Value::Int(2)])
+            .unwrap();
+        let mb = c.take_mailbox(b);
+        assert_eq!(mb.messages.len(), 2);
+        assert_eq!(mb.messages[0].from.as_ref().map(|p| p.uniq), Some(a));
+        c.finish(b, Ok(Value::Nil));
+        assert_eq!(
+            c.send(Some(a), "relay", "t".into(), vec![])
+                .unwrap_err()
+                .kind,
+            kind::NOT_FOUND
+        );
+        let e = c.send(Some(a), &pid_b, "t".into(), vec![]).unwrap_err();
+        assert!(e.message.contains("not found"), "{}", e.message);
+        assert_eq!(
+            c.send(Some(a), "x", "@sys".into(), vec![])
+                .unwrap_err()
+                .kind,
+            kind::INVALID
+        );
+    }
+
+    #[test]
+    fn link_failure_cascades_unless_trapped() {
+        let mut c = core();
+        let (a, b, w) = (spawn(&mut c), spawn(&mut c), spawn(&mut c));
+        c.topology.link(a, b);
+        c.topology.monitor(w, a);
+        c.finish(b, Err(ErrorValue::new(kind::INTERNAL, "boom")));
+        assert!(!c.is_alive(a), "linked process dies with its peer");
+        let ev = &c.take_mailbox(w).events[0];
+        assert_eq!(ev.kind, EventKind::Exit);
+        assert_eq!(
+            ev.result.as_ref().unwrap().as_ref().unwrap_err().message,
+            "linked process failed"
+        );
+
+        let (a, b) = (spawn(&mut c), spawn(&mut c));
+        c.proc_mut(a).unwrap().trap_links = true;
+        c.topology.link(a, b);
+        c.finish(b, Err(ErrorValue::new(kind::INTERNAL, "boom")));
+        assert!(c.is_alive(a));
+        assert_eq!(c.take_mailbox(a).events[0].kind, EventKind::LinkDown);
+
+        let (a, b) = (spawn(&mut c), spawn(&mut c));
+        c.topology.link(a, b);
+        c.finish(b, Ok(Value::Int(0)));
+        assert!(c.is_alive(a), "a normal exit sends no LINK_DOWN");
+        assert!(c.take_mailbox(a).events.is_empty());
+    }
+
+    #[test]
+    fn completions_apply_once() {
+        let mut c = core();
+        let a = spawn(&mut c);
+        let tag = c
+            .execute(a, crate::command::ids::TERMINAL_READ_LINE, vec![])
+            .unwrap();
+        let pid = c.pid_of(a).unwrap().clone();
+        c.complete(&pid, tag, Ok(Value::from("x")));
+        c.complete(&pid, tag, Ok(Value::from("again")));
+        c.complete(&pid, 999, Ok(Value::Nil));
+        assert_eq!(c.take_mailbox(a).signals.len(), 1);
+        assert_eq!(c.stats.completions_dropped, 2);
+        c.finish(a, Ok(Value::Nil));
+        c.complete(&pid, tag, Ok(Value::Nil));
+        assert_eq!(
+            c.stats.completions_dropped, 3,
+            "completion for a dead process is dropped"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Spawn,
+        Send(u8, u8),
+        Kill(u8),
+        Monitor(u8, u8),
+        Register(u8, u8),
+        Take(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => Just(Op::Spawn),
+            4 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Send(a, b)),
+            1 => any::<u8>().prop_map(Op::Kill),
+            2 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Monitor(a, b)),
+            1 => (any::<u8>(), 0u8..4).prop_map(|(a, n)| Op::Register(a, n)),
+            2 => any::<u8>().prop_map(Op::Take),
+        ]
+    }
+
+    proptest! {
+        /// The relay against a reference model: per-sender FIFO, no delivery to the dead, exactly
+        /// one EXIT per monitor per death, names released with their owner.
+        #[test]
+        fn relay_matches_model(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut c = core();
+            let mut ids: Vec<u64> = (0..3).map(|_| spawn(&mut c)).collect();
+            let mut alive: BTreeSet<u64> = ids.iter().copied().collect();
+            let mut seq = 0i64;
+            let mut last_seen: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+            let mut monitors: BTreeSet<(u64, u64)> = BTreeSet::new();
+            let mut exits: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+            let mut names: BTreeMap<String, u64> = BTreeMap::new();
+            let mut owed: BTreeSet<(u64, u64)> = BTreeSet::new();
+            let pick = |ids: &Vec<u64>, i: u8| ids[i as usize % ids.len()];
+            for o in ops {
+                match o {
+                    Op::Spawn => { let id = spawn(&mut c); ids.push(id); alive.insert(id); }
+                    Op::Send(a, b) => {
+                        let (a, b) = (pick(&ids, a), pick(&ids, b));
+                        if !alive.contains(&a) { continue; }
+                        seq += 1;
+                        let dest = format!("{{t:h|0x{:05x}}}", b);
+                        let r = c.send(Some(a), &dest, "m".into(), vec![Value::Int(seq)]);
+                        prop_assert_eq!(r.is_ok(), alive.contains(&b), "send to {} alive={}", b, alive.contains(&b));
+                    }
+                    Op::Kill(a) => {
+                        let a = pick(&ids, a);
+                        if !alive.contains(&a) { continue; }
+                        c.kill(a, ErrorValue::new(kind::CANCELED, "killed"));
+                        alive.remove(&a);
+                        owed.extend(monitors.iter().filter(|(_, t)| *t == a).copied());
+                        for (n, owner) in names.clone() { if owner == a { names.remove(&n); } }
+                        monitors.retain(|(w, t)| *w != a && *t != a);
+                    }
+                    Op::Monitor(w, t) => {
+                        let (w, t) = (pick(&ids, w), pick(&ids, t));
+                        if !alive.contains(&w) || !alive.contains(&t) || w == t { continue; }
+                        let dest = format!("{{t:h|0x{:05x}}}", t);
+                        c.monitor(w, &dest).unwrap();
+                        monitors.insert((w, t));
+                    }
+                    Op::Register(a, n) => {
+                        let a = pick(&ids, a);
+                        if !alive.contains(&a) { continue; }
+                        let name = format!("n{n}");
+                        let r = c.register_name(&name, a);
+                        let want_ok = names.get(&name).is_none_or(|o| *o == a);
+                        prop_assert_eq!(r.is_ok(), want_ok);
+                        if want_ok { names.insert(name, a); }
+                    }
+                    Op::Take(a) => {
+                        let a = pick(&ids, a);
+                        let mb = c.take_mailbox(a);
+                        prop_assert!(alive.contains(&a) || mb.is_empty(), "a dead process holds mail");
+                        for m in mb.messages {
+                            let from = m.from.as_ref().unwrap().uniq;
+                            let Value::Int(s) = m.payload[0] else { panic!("payload") };
+                            let last = last_seen.entry((from, a)).or_insert(0);
+                            prop_assert!(s > *last, "per-sender order broken: {} after {}", s, last);
+                            *last = s;
+                        }
+                        for e in mb.events {
+                            if e.kind == EventKind::Exit {
+                                *exits.entry((a, e.from.uniq)).or_insert(0) += 1;
+                            }
+                        }
+                    }
+                }
+                for (n, owner) in &names {
+                    prop_assert_eq!(c.names.lookup(n), Some(*owner));
+                }
+                prop_assert!(c.names.len() == names.len(), "a dead owner's name survived");
+            }
+            for id in ids.clone() {
+                for e in c.take_mailbox(id).events {
+                    if e.kind == EventKind::Exit { *exits.entry((id, e.from.uniq)).or_insert(0) += 1; }
+                }
+            }
+            for (pair, n) in &exits {
+                prop_assert_eq!(*n, 1, "EXIT count for watcher/target {:?}", pair);
+            }
+            // Every watcher still alive got its EXIT for every monitored death.
+            let got: BTreeSet<(u64, u64)> = exits.keys().filter(|(w, _)| alive.contains(w)).copied().collect();
+            let want: BTreeSet<(u64, u64)> = owed.into_iter().filter(|(w, _)| alive.contains(w)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -137,8 +137,14 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
             // Luau reports ":line: message"; put the file in front as `file:line: message`.
             let file = name.trim_start_matches('@');
             let msg = msg.trim_start_matches("syntax error: ");
+            let starts_with_line = msg
+                .split(':')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             if let Some(rest) = msg.strip_prefix(':') {
                 Err(format!("{file}:{rest}"))
+            } else if starts_with_line {
+                Err(format!("{file}:{msg}"))
             } else {
                 Err(format!("{file}: {msg}"))
             }
@@ -395,3 +401,6 @@ impl Factory for LuaRuntime {
             .map_err(|e| ErrorValue::new(kind::INTERNAL, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

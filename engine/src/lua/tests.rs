@@ -1,0 +1,186 @@
+//! Runtime tests with real Lua processes on a node driven by a virtual clock.
+
+use super::LuaRuntime;
+use crate::entries::Entry;
+use crate::node::{Level, NodeConfig, SpawnOptions};
+use crate::value::{Table, Value};
+use crate::{Node, Output, Work};
+use std::rc::Rc;
+
+fn entry(id: &str, kind: &str, source: Option<&str>, modules: &[&str]) -> Entry {
+    let (ns, name) = crate::entries::parse_id(id);
+    let mut data = Table::default();
+    if let Some(s) = source {
+        data = data
+            .with("source", Value::from(s))
+            .with("method", Value::from("main"));
+    }
+    let mods = Table {
+        array: modules.iter().map(|m| Value::from(*m)).collect(),
+        map: vec![],
+    };
+    data = data.with("modules", Value::table(mods));
+    Entry {
+        id: id.into(),
+        namespace: ns,
+        name,
+        kind: kind.into(),
+        data,
+        file: "<test>".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs `t:main` on a terminal host with the given extra process entries; returns (exit, stdout).
+fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
+    let mut node = Node::new(NodeConfig {
+        seed: 7,
+        step_budget: 1000,
+        ..Default::default()
+    });
+    node.core().borrow_mut().log_min = Level::Error;
+    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+    let mut entries = vec![entry("t:main", "process.lua", Some(main), &["io", "time"])];
+    for (id, src) in others {
+        entries.push(entry(id, "process.lua", Some(src), &["io", "time"]));
+    }
+    {
+        let mut c = node.core().borrow_mut();
+        for e in &entries {
+            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
+            lua.prepare(e).unwrap();
+        }
+        c.hosts.insert("t:term".into(), "terminal.host".into());
+        c.hosts.insert("t:host".into(), "process.host".into());
+        c.spawn(
+            "t:main",
+            "t:term",
+            vec![],
+            SpawnOptions {
+                terminal: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    node.add_factory("process.lua", Box::new(lua));
+    let mut now = 0;
+    let mut out = String::new();
+    for _ in 0..100_000 {
+        let work = node.run(now, 64);
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
+                Output::Exit(code) => return (code, out),
+                _ => {}
+            }
+        }
+        match work {
+            // A busy node still sees time pass, as under a real clock.
+            Work::More => now += 100_000,
+            Work::Idle => match node.poll_timeout() {
+                Some(t) => now = now.max(t),
+                None => panic!("node idle with nothing scheduled; output so far:\n{out}"),
+            },
+        }
+    }
+    panic!("did not finish; output so far:\n{out}");
+}
+
+#[test]
+fn runaway_loop_is_preempted() {
+    let spinner = "return { main = function() while true do end end }";
+    let main = r#"
+        local io = require("io")
+        local time = require("time")
+        return { main = function()
+            process.spawn("t:spin", "t:host")
+            time.sleep("10ms")
+            io.print("still scheduled")
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:spin", spinner)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("still scheduled"), "{out}");
+}
+
+#[test]
+fn globals_are_per_process_and_builtins_frozen() {
+    let writer = r#"return { main = function(parent)
+        shared_global = "mine"
+        local ok = pcall(function() string.upper = nil end)
+        local ok2 = pcall(function() rawset(math, "pi", 3) end)
+        process.send(parent, "done", {ok, ok2})
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local inbox = process.inbox()
+            process.spawn("t:writer", "t:host", process.pid())
+            local m = inbox:receive()
+            local r = m:payload():data()
+            io.print("writer modified string:", r[1], "math:", r[2])
+            io.print("global seen here:", tostring(shared_global))
+            io.print("upper works:", string.upper("x"))
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:writer", writer)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("writer modified string:\tfalse\tmath:\tfalse"),
+        "{out}"
+    );
+    assert!(out.contains("global seen here:\tnil"), "{out}");
+    assert!(out.contains("upper works:\tX"), "{out}");
+}
+
+#[test]
+fn typed_lua_and_time_compression() {
+    let main = r#"
+        local io = require("io")
+        local time = require("time")
+        type Point = {x: number, y: number}
+        local function norm1(p: Point): number
+            return math.abs(p.x) + math.abs(p.y)
+        end
+        local function main(): integer
+            local t0 = time.now()
+            time.sleep("2h")
+            local slept = t0:sub(time.now())
+            io.print("norm", norm1({x = 3, y = -4}), "slept", tostring(-slept:hours()))
+            return 3
+        end
+        return { main = main }"#;
+    let (code, out) = run(main, &[]);
+    assert_eq!(code, 3);
+    assert!(out.contains("norm\t7\tslept\t2"), "{out}");
+}
+
+#[test]
+fn coroutine_error_fails_the_process() {
+    let main = r#"
+        local time = require("time")
+        return { main = function()
+            coroutine.spawn(function() error("inner boom") end)
+            time.sleep("1s")
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("inner boom"), "{out}");
+}
+
+#[test]
+fn syntax_errors_name_file_and_line() {
+    let core = Node::new(NodeConfig::default()).core().clone();
+    let mut lua = LuaRuntime::new(core).unwrap();
+    let mut e = entry(
+        "t:bad",
+        "process.lua",
+        Some("local x = 1\nlocal function (\n"),
+        &[],
+    );
+    e.source_file = Some("src/bad.lua".into());
+    let err = lua.prepare(&e).unwrap_err();
+    assert!(err.message.starts_with("src/bad.lua:2:"), "{}", err.message);
+}
