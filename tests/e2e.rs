@@ -1,1 +1,574 @@
+//! End-to-end tests: the real `weft` binary on real apps, with piped stdin, a deadline on every
+//! run and throwaway project folders under the system temp dir.
+//!
+//! The apps these tests run live in `tests/apps/`; small broken apps are written on the fly.
 
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long any single `weft` run may take before the test kills it and fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("drivers/ has a parent")
+        .to_path_buf()
+}
+
+fn app(name: &str) -> PathBuf {
+    repo_root().join("tests/apps").join(name)
+}
+
+fn example(name: &str) -> PathBuf {
+    repo_root().join("examples").join(name)
+}
+
+/// What one `weft` run did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    /// Exit code, failing the test (with the output) if the process was killed by a signal.
+    fn code(&self) -> i32 {
+        match self.code {
+            Some(c) => c,
+            None => panic!("weft was killed by a signal\n{}", self.dump()),
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "--- exit: {:?} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+
+    fn assert_code(&self, want: i32) {
+        assert_eq!(self.code(), want, "unexpected exit code\n{}", self.dump());
+    }
+
+    fn assert_stdout_has(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.dump()
+        );
+    }
+
+    fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.dump()
+        );
+    }
+
+    /// A failed run that reported the problem instead of crashing.
+    fn assert_clean_failure(&self) {
+        self.assert_code(1);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "weft panicked\n{}",
+            self.dump()
+        );
+        assert!(
+            self.stderr.contains("error"),
+            "no error message on stderr\n{}",
+            self.dump()
+        );
+    }
+}
+
+fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Runs `weft args...` in `cwd` with `stdin` piped in (then closed), under `DEADLINE`.
+fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft");
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.as_bytes().to_vec();
+    // Writing on a thread: a process that never reads must not block the test.
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&text);
+        // Dropping `input` closes the pipe: the app sees EOF after the given text.
+    });
+    let out = reader(child.stdout.take().expect("stdout"));
+    let err = reader(child.stderr.take().expect("stderr"));
+    let status = loop {
+        match child.try_wait().expect("wait for weft") {
+            Some(s) => break s,
+            None if start.elapsed() > DEADLINE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+                let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+                panic!(
+                    "weft {args:?} did not finish within {DEADLINE:?}; killed it\n\
+                     --- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+                );
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let elapsed = start.elapsed();
+    let _ = writer.join();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+        elapsed,
+    }
+}
+
+fn weft(args: &[&str], stdin: &str) -> Run {
+    weft_in(&repo_root(), args, stdin)
+}
+
+/// A fresh folder under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "weft-e2e-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn s(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+
+    /// Writes `rel` (creating folders) and returns its full path.
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.insert(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+// ---- 1. the echo example ---------------------------------------------------------------------
+
+#[test]
+fn echo_example_upper_cases_a_line() {
+    let dir = example("echo-service");
+    let r = weft(
+        &["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"],
+        "hello world\n\n",
+    );
+    r.assert_code(0);
+    r.assert_stdout_has("HELLO WORLD");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("from worker: {app:processes|0x")),
+        "no `from worker: {{app:processes|0x...` line\n{}",
+        r.dump()
+    );
+    assert!(!r.stdout.contains("no answer"), "{}", r.dump());
+}
+
+#[test]
+fn echo_example_eof_without_input_exits_0() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    assert!(!r.stdout.contains("HELLO"), "{}", r.dump());
+    r.assert_stdout_has("bye");
+}
+
+#[test]
+fn echo_example_named_command() {
+    let dir = example("echo-service");
+    let r = weft(
+        &["run", "-C", dir.to_str().unwrap(), "echo"],
+        "hello world\nsecond line\n\n",
+    );
+    r.assert_code(0);
+    r.assert_stdout_has("HELLO WORLD");
+    r.assert_stdout_has("SECOND LINE");
+    assert_eq!(
+        r.stdout.matches("from worker: {app:processes|0x").count(),
+        2,
+        "expected one worker answer per line\n{}",
+        r.dump()
+    );
+}
+
+#[test]
+fn echo_example_lists_commands() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "list"], "");
+    r.assert_code(0);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("echo "))
+        .unwrap_or_else(|| panic!("no `echo` command listed\n{}", r.dump()));
+    assert!(line.contains("app:cli"), "{}", r.dump());
+}
+
+// ---- 2. the Wippy tutorial, unchanged ----------------------------------------------------------
+
+/// The fenced block that follows `marker` in the tutorial text.
+fn fenced_after(doc: &str, marker: &str) -> String {
+    let mut lines = doc.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim() == marker)
+        .unwrap_or_else(|| panic!("tutorial has no line {marker:?}"));
+    let open = lines
+        .by_ref()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("nothing after {marker:?}"));
+    assert!(
+        open.starts_with("```"),
+        "after {marker:?} expected a fenced block, found {open:?}"
+    );
+    let mut body = String::new();
+    for l in lines.by_ref() {
+        if l.trim_end() == "```" {
+            return body;
+        }
+        body.push_str(l);
+        body.push('\n');
+    }
+    panic!("unterminated fenced block after {marker:?}");
+}
+
+#[test]
+fn wippy_tutorial_runs_unchanged() {
+    // CI keeps ../shared beside the repo; a missing seed is a failure, not a skip.
+    let seed = repo_root().join("../shared/seeds/004_6a15f14ed060fbae.txt");
+    let doc = fs::read_to_string(&seed)
+        .unwrap_or_else(|e| panic!("tutorial seed {} not readable: {e}", seed.display()));
+    let tmp = TempDir::new("tutorial");
+    let mut written = Vec::new();
+    for file in ["_index.yaml", "relay.lua", "worker.lua", "cli.lua"] {
+        let body = fenced_after(&doc, &format!("Cree `src/{file}`:"));
+        assert!(!body.trim().is_empty(), "empty block for {file}");
+        tmp.write(&format!("src/{file}"), &body);
+        written.push((format!("src/{file}"), body));
+    }
+    let before = files_under(tmp.path());
+
+    let init = weft_in(tmp.path(), &["init"], "");
+    init.assert_code(0);
+    let after = files_under(tmp.path());
+    let mut expected = before.clone();
+    expected.insert("wippy.lock".into());
+    assert_eq!(
+        after, expected,
+        "weft init must add wippy.lock and nothing else"
+    );
+    for (rel, body) in &written {
+        let now = fs::read(tmp.path().join(rel)).expect("read back");
+        assert_eq!(now, body.as_bytes(), "weft init changed {rel}");
+    }
+
+    let r = weft_in(
+        tmp.path(),
+        &["run", "-x", "app:terminal/app:cli"],
+        "hello world\n\n",
+    );
+    r.assert_code(0);
+    r.assert_stdout_has("HELLO WORLD");
+    r.assert_stdout_has("from worker: {app:processes|0x00004}");
+    r.assert_stdout_has("Echo Client");
+    assert!(!r.stdout.contains("timeout"), "{}", r.dump());
+    assert!(!r.stdout.contains("no disponible"), "{}", r.dump());
+}
+
+// ---- 3. bad input: exit 1, a message naming the problem, no panic ------------------------------
+
+const TERMINAL: &str = "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n";
+
+const INLINE_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n";
+
+#[test]
+fn missing_src_dir_is_reported() {
+    let tmp = TempDir::new("nosrc");
+    let r = weft(&["run", "-C", tmp.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("source directory");
+    r.assert_stderr_has("src");
+}
+
+#[test]
+fn missing_project_dir_is_reported() {
+    let tmp = TempDir::new("nodir");
+    let gone = tmp.path().join("does-not-exist");
+    let r = weft(&["run", "-C", gone.to_str().unwrap(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("does-not-exist");
+}
+
+#[test]
+fn malformed_yaml_names_file_and_line() {
+    let tmp = TempDir::new("yaml");
+    // Line 6 is indented under a scalar: invalid YAML.
+    tmp.write(
+        "src/_index.yaml",
+        "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n      lifecycle: [oops\n",
+    );
+    let r = weft(&["run", "-C", tmp.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("_index.yaml:6");
+}
+
+#[test]
+fn unknown_kind_names_entry_and_kind() {
+    let tmp = TempDir::new("kind");
+    tmp.write(
+        "src/_index.yaml",
+        &format!("{TERMINAL}{INLINE_CLI}  - name: thing\n    kind: frobnicator.v9\n"),
+    );
+    let r = weft(&["run", "-C", tmp.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("app:thing");
+    r.assert_stderr_has("frobnicator.v9");
+}
+
+fn syntax_error_app() -> TempDir {
+    let tmp = TempDir::new("syntax");
+    tmp.write(
+        "src/_index.yaml",
+        &format!(
+            "{TERMINAL}  - name: cli\n    kind: process.lua\n    source: file://broken.lua\n    method: main\n"
+        ),
+    );
+    // Line 2 has the error.
+    tmp.write(
+        "src/broken.lua",
+        "local function main()\n    local x = = 1\n    return x\nend\n\nreturn { main = main }\n",
+    );
+    tmp
+}
+
+#[test]
+fn lua_syntax_error_is_reported() {
+    let tmp = syntax_error_app();
+    let r = weft(&["run", "-C", tmp.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("broken.lua");
+    r.assert_stderr_has("app:cli");
+}
+
+#[test]
+fn lua_syntax_error_has_file_colon_line() {
+    let tmp = syntax_error_app();
+    let r = weft(&["run", "-C", tmp.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("broken.lua:2");
+}
+
+#[test]
+fn exec_of_missing_entry_is_reported() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:nope"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("app:nope");
+    r.assert_stderr_has("not found");
+}
+
+#[test]
+fn exec_without_separator_is_reported() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "nocolon"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("nocolon");
+    r.assert_stderr_has("separator");
+}
+
+#[test]
+fn unknown_command_name_is_reported() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "no-such-command"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("no-such-command");
+}
+
+#[test]
+fn terminal_process_runtime_error_exits_1() {
+    let dir = app("exitcodes");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:boom"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("boom");
+    r.assert_stderr_has("codes.lua:5");
+}
+
+// ---- 4. a failing process does not stop the others ---------------------------------------------
+
+#[test]
+fn failing_worker_does_not_stop_the_cli() {
+    let dir = app("resilience");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    r.assert_stdout_has("crasher failed:");
+    r.assert_stdout_has("crasher went down");
+    r.assert_stdout_has("adder: 5");
+    r.assert_stdout_has("still alive");
+}
+
+// ---- 5. weft init scaffolds a runnable app -----------------------------------------------------
+
+#[test]
+fn init_scaffolds_a_hello_app() {
+    let tmp = TempDir::new("init");
+    let init = weft_in(tmp.path(), &["init"], "");
+    init.assert_code(0);
+    let files = files_under(tmp.path());
+    for f in ["wippy.lock", "src/_index.yaml", "src/hello.lua"] {
+        assert!(files.contains(f), "weft init did not create {f}: {files:?}");
+    }
+
+    let r = weft_in(tmp.path(), &["run", "hello"], "");
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim_end(), "Hello, world!", "{}", r.dump());
+
+    let r = weft_in(tmp.path(), &["run", "hello", "Ada"], "");
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim_end(), "Hello, Ada!", "{}", r.dump());
+
+    // A second init leaves everything as it was.
+    let lock = fs::read(tmp.path().join("wippy.lock")).unwrap();
+    let hello = fs::read(tmp.path().join("src/hello.lua")).unwrap();
+    weft_in(tmp.path(), &["init"], "").assert_code(0);
+    assert_eq!(files_under(tmp.path()), files);
+    assert_eq!(fs::read(tmp.path().join("wippy.lock")).unwrap(), lock);
+    assert_eq!(fs::read(tmp.path().join("src/hello.lua")).unwrap(), hello);
+}
+
+// ---- 6. exit codes -----------------------------------------------------------------------------
+
+#[test]
+fn terminal_result_becomes_exit_code() {
+    let dir = app("exitcodes");
+    for (entry, code) in [
+        ("app:three", 3),
+        ("app:yes", 0),
+        ("app:no", 1),
+        ("app:nothing", 0),
+    ] {
+        let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", entry], "");
+        assert_eq!(r.code(), code, "{entry}\n{}", r.dump());
+        assert!(!r.stderr.contains("panicked"), "{entry}\n{}", r.dump());
+    }
+}
+
+// ---- 7. help text ------------------------------------------------------------------------------
+
+#[test]
+fn help_text() {
+    let r = weft(&["--help"], "");
+    r.assert_code(0);
+    insta::assert_snapshot!("weft_help", r.stdout);
+    let r = weft(&["run", "--help"], "");
+    r.assert_code(0);
+    insta::assert_snapshot!("weft_run_help", r.stdout);
+}
+
+// ---- 8. Lua behaviour ------------------------------------------------------------------------
+
+#[test]
+fn lua_semantics() {
+    let dir = app("semantics");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
+    let fails: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(fails.is_empty(), "failed checks: {fails:#?}\n{}", r.dump());
+    let checks = [
+        "unbuffered_handoff",
+        "buffered_close_drain",
+        "select_list_order",
+        "select_default",
+        "time_after_order",
+        "ticker",
+        "monitor_exit_value",
+        "monitor_exit_error",
+        "send_unknown_name",
+        "registry",
+        "link_kills_parent",
+        "trap_links_link_down",
+        "cancel_event",
+        "json_round_trip",
+        "typed_lua",
+        "globals_per_process",
+        "math_random",
+        "send_order",
+    ];
+    let ok: BTreeSet<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .collect();
+    let missing: Vec<&str> = checks.iter().copied().filter(|c| !ok.contains(c)).collect();
+    assert!(
+        missing.is_empty(),
+        "checks not reported ok: {missing:?}\n{}",
+        r.dump()
+    );
+    r.assert_stdout_has("done");
+    r.assert_code(0);
+}

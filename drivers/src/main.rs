@@ -11,7 +11,12 @@ use std::process::ExitCode;
 
 /// Weft runs Wippy-format actor apps (YAML entries + Lua) on a deterministic engine.
 #[derive(Parser, Debug)]
-#[command(name = "weft", version, about, long_about = None)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft runs Wippy-format actor apps (YAML entries + typed Lua) on a deterministic, sans-IO engine.",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

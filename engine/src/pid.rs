@@ -24,6 +24,16 @@ impl Pid {
 
     /// Parses `{host|0x..}` or `{node@host|0x..}`.
     pub fn parse(s: &str) -> Option<Pid> {
+        let (node, host, uniq) = Pid::parse_parts(s)?;
+        Some(Pid {
+            node: node.map(Arc::from),
+            host: Arc::from(host),
+            uniq,
+        })
+    }
+
+    /// The parts of a PID string without allocating: `(node, host, uniq)`; node `local` is None.
+    pub fn parse_parts(s: &str) -> Option<(Option<&str>, &str, u64)> {
         let inner = s.strip_prefix('{')?.strip_suffix('}')?;
         let (left, uniq) = inner.rsplit_once('|')?;
         let hex = uniq.strip_prefix("0x")?;
@@ -32,17 +42,13 @@ impl Pid {
         }
         let uniq = u64::from_str_radix(hex, 16).ok()?;
         let (node, host) = match left.split_once('@') {
-            Some((n, h)) => (Some(Arc::from(n)), h),
+            Some((n, h)) => (Some(n), h),
             None => (None, left),
         };
         if host.is_empty() {
             return None;
         }
-        Some(Pid {
-            node: node.filter(|n: &Arc<str>| &**n != "local"),
-            host: Arc::from(host),
-            uniq,
-        })
+        Some((node.filter(|n| *n != "local"), host, uniq))
     }
 }
 
