@@ -5,6 +5,7 @@ mod bench;
 mod init;
 mod project;
 mod run;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ enum Cmd {
     /// Boot the app in this folder: start auto_start services, optionally run a process on
     /// the terminal host (-x ns:entry, or host/entry), or a named command with arguments.
     Run(run::RunArgs),
+    /// Run the app under the deterministic simulator: seeded scheduling, virtual time,
+    /// injected faults, invariant checks; the same seed replays the same run.
+    Sim(sim::SimArgs),
     /// Measure the runtime: prints `name value unit` lines.
     Bench(bench::BenchArgs),
 }
@@ -39,6 +43,10 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Cmd::Init(a) => init::init(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Sim(a) => {
+            sim::reexec_without_aslr();
+            sim::sim(a)
+        }
         Cmd::Bench(a) => bench::bench(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod supervisor;
 pub mod timers;
 pub mod topology;
+pub mod trace;
 pub mod value;
 
 pub use node::{Input, Instant, Node, NodeConfig, Output, Work};

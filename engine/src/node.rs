@@ -9,6 +9,7 @@ use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Na
 use crate::scheduler::{Outcome, Scheduler};
 use crate::supervisor::{AfterExit, Lifecycle, Service, ServiceState};
 use crate::timers::{Target, Timer, Timers};
+use crate::trace::{Observer, TraceEvent};
 use crate::value::{kind, ErrorValue, Value};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -187,6 +188,19 @@ pub struct Core {
     shutdown: Shutdown,
     pub stats: Stats,
     pub log_min: Level,
+    observer: Option<Observer>,
+    next_msg_seq: u64,
+    /// BUGGIFY: seeded decisions that force rare paths; the simulator turns it on.
+    pub buggify: bool,
+    /// Bugs planted on purpose so tests can show the simulator finds them. Off unless a test sets them.
+    pub planted: Planted,
+}
+
+/// Deliberate bugs behind a test-only switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted {
+    /// Some deaths send a monitor its EXIT twice.
+    pub double_exit: bool,
 }
 
 fn err(k: &str, m: impl Into<String>) -> ErrorValue {
@@ -218,7 +232,37 @@ impl Core {
             shutdown: Shutdown::Running,
             stats: Stats::default(),
             log_min: Level::Info,
+            observer: None,
+            next_msg_seq: 0,
+            buggify: false,
+            planted: Planted::default(),
         }
+    }
+
+    /// Installs the observer that receives every trace event (the simulator's).
+    pub fn set_observer(&mut self, o: Observer) {
+        self.observer = Some(o);
+    }
+
+    pub fn trace(&mut self, ev: TraceEvent<'_>) {
+        if let Some(o) = &mut self.observer {
+            o(&ev);
+        }
+    }
+
+    /// A seeded coin (5%) at a BUGGIFY site; always false unless the simulator enabled it.
+    pub fn buggify(&mut self, site: &str) -> bool {
+        if !self.buggify {
+            return false;
+        }
+        let fire = self.rng.next_u64().is_multiple_of(20);
+        if fire {
+            self.trace(TraceEvent::Fault {
+                kind: "buggify",
+                detail: site,
+            });
+        }
+        fire
     }
 
     pub fn now(&self) -> Instant {
@@ -231,6 +275,19 @@ impl Core {
 
     pub fn step_budget(&self) -> u32 {
         self.cfg.step_budget
+    }
+
+    /// The budget for the next step: BUGGIFY sometimes shrinks it to force preemption paths.
+    pub fn next_step_budget(&mut self) -> u32 {
+        if self.buggify("step.budget") {
+            return 16;
+        }
+        self.cfg.step_budget
+    }
+
+    /// Processes alive now, in id order.
+    pub fn live_processes(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
     }
 
     /// A draw from the node's seeded generator.
@@ -265,6 +322,20 @@ impl Core {
     // ---- output ------------------------------------------------------------------------------
 
     pub fn emit(&mut self, o: Output) {
+        if self.observer.is_some() {
+            if let Output::Stdout(b) | Output::Stderr(b) = &o {
+                let stream = if matches!(o, Output::Stdout(_)) {
+                    "stdout"
+                } else {
+                    "stderr"
+                };
+                let text = String::from_utf8_lossy(b).into_owned();
+                self.trace(TraceEvent::Output {
+                    stream,
+                    text: &text,
+                });
+            }
+        }
         self.outputs.push_back(o);
     }
 
@@ -348,14 +419,24 @@ impl Core {
         topic: String,
         payload: Vec<Value>,
     ) -> bool {
-        let from = from.and_then(|f| self.procs.get(&f)).map(|p| p.pid.clone());
-        let Some(p) = self.procs.get_mut(&to) else {
+        let from_pid = from.and_then(|f| self.procs.get(&f)).map(|p| p.pid.clone());
+        if !self.procs.contains_key(&to) {
             return false;
-        };
+        }
+        self.next_msg_seq += 1;
+        let seq = self.next_msg_seq;
+        self.trace(TraceEvent::Send {
+            from: from_pid.as_ref().map(|p| p.uniq),
+            to,
+            topic: &topic,
+            seq,
+        });
+        let p = self.procs.get_mut(&to).expect("checked above");
         p.mailbox.messages.push_back(Message {
-            from,
+            from: from_pid,
             topic,
             payload,
+            seq,
         });
         self.stats.messages_sent += 1;
         self.wake(to);
@@ -363,6 +444,13 @@ impl Core {
     }
 
     fn push_event(&mut self, to: u64, ev: Event) {
+        if self.procs.contains_key(&to) {
+            self.trace(TraceEvent::Event {
+                to,
+                kind: ev.kind,
+                from: ev.from.uniq,
+            });
+        }
         if let Some(p) = self.procs.get_mut(&to) {
             p.mailbox.events.push_back(ev);
             self.wake(to);
@@ -381,10 +469,21 @@ impl Core {
     }
 
     pub fn take_mailbox(&mut self, id: u64) -> Mailbox {
-        self.procs
+        let mb = self
+            .procs
             .get_mut(&id)
             .map(|p| std::mem::take(&mut p.mailbox))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if self.observer.is_some() {
+            for m in &mb.messages {
+                self.trace(TraceEvent::Take {
+                    proc: id,
+                    from: m.from.as_ref().map(|p| p.uniq),
+                    seq: m.seq,
+                });
+            }
+        }
+        mb
     }
 
     // ---- spawning ------------------------------------------------------------------------------
@@ -433,9 +532,19 @@ impl Core {
                 rng: seed,
             },
         );
+        self.trace(TraceEvent::Spawn {
+            proc: uniq,
+            entry: entry_id,
+            host,
+            parent: opts.parent,
+        });
         if let Some(parent) = opts.parent {
             if opts.monitor {
                 self.topology.monitor(parent, uniq);
+                self.trace(TraceEvent::Monitor {
+                    watcher: parent,
+                    target: uniq,
+                });
             }
             if opts.link {
                 self.topology.link(parent, uniq);
@@ -481,12 +590,14 @@ impl Core {
     pub fn monitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
         let t = self.resolve(dest)?;
         self.topology.monitor(watcher, t);
+        self.trace(TraceEvent::Monitor { watcher, target: t });
         Ok(())
     }
 
     pub fn unmonitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
         let t = self.resolve(dest)?;
         self.topology.unmonitor(watcher, t);
+        self.trace(TraceEvent::Unmonitor { watcher, target: t });
         Ok(())
     }
 
@@ -540,6 +651,7 @@ impl Core {
         while let Some((key, t)) = self.timers.pop_due(now) {
             match t.target {
                 Target::Process { proc, id } => {
+                    self.trace(TraceEvent::Timer { proc, id });
                     let at = self.wall_now_ns();
                     if !self.push_signal(proc, Signal::Timer { id, at_unix_ns: at })
                         && t.period.is_some()
@@ -589,10 +701,18 @@ impl Core {
                 continue;
             };
             self.stats.exited += 1;
+            self.trace(TraceEvent::Exit {
+                proc: id,
+                ok: result.is_ok(),
+            });
             self.names.release_all(id);
             let fallout = self.topology.on_exit(id);
             let at = self.wall_now_ns();
-            for w in fallout.monitors {
+            let mut monitors = fallout.monitors;
+            if self.planted.double_exit && self.rng.next_u64().is_multiple_of(4) {
+                monitors.extend(monitors.clone());
+            }
+            for w in monitors {
                 self.push_event(
                     w,
                     Event {
@@ -737,10 +857,15 @@ impl Core {
                 s.state = ServiceState::Running;
                 s.proc = Some(pid.uniq);
                 s.started_at_ns = now;
+                let sid = s.id.clone();
+                self.trace(TraceEvent::Service {
+                    service: &sid,
+                    state: "running",
+                });
                 if !self.start_order.contains(&idx) {
                     self.start_order.push(idx);
                 }
-                let id = s.id.clone();
+                let id = sid;
                 self.log(
                     Level::Debug,
                     "service started",
@@ -769,6 +894,11 @@ impl Core {
         };
         let after = self.services[idx].on_exit(now, failed, retryable, stopping, unit);
         let id = self.services[idx].id.clone();
+        let state = self.services[idx].state.as_str();
+        self.trace(TraceEvent::Service {
+            service: &id,
+            state,
+        });
         if let Err(e) = result {
             if !stopping {
                 self.log(
@@ -781,7 +911,10 @@ impl Core {
                 );
             }
         }
-        if let AfterExit::RestartIn(delay) = after {
+        if let AfterExit::RestartIn(mut delay) = after {
+            if self.buggify("restart.delay") {
+                delay = delay.saturating_mul(2);
+            }
             self.log(
                 Level::Info,
                 "service restarting",
@@ -896,6 +1029,11 @@ impl Core {
             .procs
             .get_mut(&pid.uniq)
             .is_some_and(|p| p.pid == *pid && p.tags.complete(tag));
+        self.trace(TraceEvent::Completion {
+            proc: pid.uniq,
+            tag,
+            applied: ok,
+        });
         if ok {
             self.push_signal(pid.uniq, Signal::Completed { tag, result });
         } else {
@@ -1007,9 +1145,10 @@ impl Node {
                 break;
             };
             let (pid, step_budget) = {
-                let core = self.core.borrow();
+                let mut core = self.core.borrow_mut();
+                let budget = core.next_step_budget();
                 match core.pid_of(id) {
-                    Some(p) => (p.clone(), core.step_budget()),
+                    Some(p) => (p.clone(), budget),
                     None => continue,
                 }
             };

@@ -11,6 +11,8 @@ pub struct Message {
     pub from: Option<Pid>,
     pub topic: String,
     pub payload: Vec<Value>,
+    /// Node-wide send order, for tracing and the simulator's FIFO check.
+    pub seq: u64,
 }
 
 pub type ExitResult = Result<Value, ErrorValue>;
@@ -125,6 +127,15 @@ impl Names {
 
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+
+    /// Processes that hold at least one name, in id order.
+    pub fn owners(&self) -> Vec<u64> {
+        self.by_proc
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

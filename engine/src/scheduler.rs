@@ -91,6 +91,15 @@ impl Scheduler {
         }
     }
 
+    /// Moves the first `n` queued processes to the back: the simulator's seeded perturbation of
+    /// who runs next. Production never calls it; FIFO order is kept otherwise.
+    pub fn rotate(&mut self, n: usize) {
+        if !self.ready.is_empty() {
+            let n = n % self.ready.len();
+            self.ready.rotate_left(n);
+        }
+    }
+
     /// Forget a process killed while not running (terminate, link cascade, shutdown).
     pub fn remove(&mut self, id: u64) {
         self.procs.remove(&id);

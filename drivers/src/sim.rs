@@ -1,0 +1,354 @@
+//! `weft sim`: run an app under the deterministic simulator, one seed or a sweep/swarm.
+//! Loads the project from disk and prints; the simulation itself is `weft_sim::run`.
+
+use crate::project;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use std::io::Write;
+use std::path::PathBuf;
+use weft_engine::entries::Entry;
+use weft_engine::node::Planted;
+use weft_sim::faults::{Faults, KINDS};
+use weft_sim::{SimConfig, SimReport};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// App folder (holds src/ or a wippy.lock).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The seed; every run prints it and the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
+    #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
+    exec: Option<String>,
+    /// File whose lines the terminal process reads (then end of input).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Simulated time limit, e.g. 10m, 2h.
+    #[arg(long, default_value = "10m")]
+    until: String,
+    /// Faults: none, all, or e.g. kill=0.001,late=0.1,jitter=0.2,fail=0.05,noise=0.01,buggify
+    #[arg(long, default_value = "none")]
+    faults: String,
+    /// Run seeds A..B (B excluded).
+    #[arg(long, value_name = "A..B")]
+    seeds: Option<String>,
+    /// Run N seeds from --seed on, each with its own fault mix.
+    #[arg(long, value_name = "N")]
+    swarm: Option<u64>,
+    /// Run every seed twice and fail if the trace hashes differ.
+    #[arg(long)]
+    twice: bool,
+    /// Write the full trace of a single-seed run to FILE.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Fault-free simulated time after the run in which services must be back up.
+    #[arg(long, default_value = "5m")]
+    liveness: String,
+    /// Plant a known bug (for testing the simulator itself): double-exit.
+    #[arg(long, hide = true)]
+    plant: Option<String>,
+}
+
+fn duration(s: &str, flag: &str) -> Result<u64, String> {
+    weft_engine::duration::parse(s)
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
+struct Plan {
+    entries: Vec<Entry>,
+    base: SimConfig,
+}
+
+fn plan(a: &SimArgs) -> Result<Plan, String> {
+    let root = a
+        .dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let entries = project::load(&root)?;
+    let mut base = SimConfig::new(a.seed);
+    base.until_ns = duration(&a.until, "--until")?;
+    base.liveness_ns = duration(&a.liveness, "--liveness")?;
+    base.faults = Faults::parse(&a.faults)?;
+    base.keep_trace = a.trace.is_some();
+    if let Some(p) = &a.plant {
+        match p.as_str() {
+            "double-exit" => base.planted = Planted { double_exit: true },
+            other => return Err(format!("--plant: unknown bug '{other}'")),
+        }
+    }
+    if let Some(f) = &a.input {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        base.input = text.lines().map(String::from).collect();
+    }
+    if let Some(x) = &a.exec {
+        let (host, entry) = match x.split_once('/') {
+            Some((h, e)) => (h.to_string(), e.to_string()),
+            None => {
+                let hosts: Vec<&Entry> = entries
+                    .iter()
+                    .filter(|e| e.kind == "terminal.host")
+                    .collect();
+                match hosts.as_slice() {
+                    [one] => (one.id.clone(), x.clone()),
+                    [] => return Err("no terminal.host entry to run -x on".into()),
+                    _ => return Err("more than one terminal.host: use -x host/entry".into()),
+                }
+            }
+        };
+        if !entry.contains(':') {
+            return Err(format!("-x {x}: use namespace:entry"));
+        }
+        if !entries.iter().any(|e| e.id == entry) {
+            return Err(format!("entry '{entry}' not found"));
+        }
+        base.exec = Some((host, entry, vec![]));
+    }
+    Ok(Plan { entries, base })
+}
+
+fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
+    let mut s = format!("weft sim {} --seed {seed}", a.dir.display());
+    if let Some(x) = &a.exec {
+        s.push_str(&format!(" -x {x}"));
+    }
+    if let Some(i) = &a.input {
+        s.push_str(&format!(" --input {}", i.display()));
+    }
+    if a.until != "10m" {
+        s.push_str(&format!(" --until {}", a.until));
+    }
+    if !faults.is_none() {
+        s.push_str(&format!(" --faults {}", faults.describe()));
+    }
+    if let Some(p) = &a.plant {
+        s.push_str(&format!(" --plant {p}"));
+    }
+    s
+}
+
+fn fmt_ns(ns: u64) -> String {
+    weft_engine::duration::format(ns as i64)
+}
+
+fn fault_summary(r: &SimReport) -> String {
+    if r.faults.is_empty() {
+        return "none".into();
+    }
+    r.faults
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_violation(a: &SimArgs, r: &SimReport, faults: &Faults) {
+    if let Some(v) = &r.violation {
+        eprintln!("VIOLATION at seed {}: {}", r.seed, v.invariant);
+        eprintln!("  {}", v.detail);
+        eprintln!("  last trace lines:");
+        for l in &r.recent {
+            eprintln!("    {l}");
+        }
+        eprintln!("  replay: {}", replay_line(a, r.seed, faults));
+    }
+}
+
+fn single(a: &SimArgs, p: &Plan) -> i32 {
+    println!("seed {}", a.seed);
+    let r = match weft_sim::run(&p.entries, &p.base) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    print!("{}", r.stdout);
+    if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
+        println!();
+    }
+    println!(
+        "sim time {} | steps {} | processes {} | messages {} | restarts {} | faults {}",
+        fmt_ns(r.sim_time_ns),
+        r.steps,
+        r.processes,
+        r.messages,
+        r.restarts,
+        fault_summary(&r)
+    );
+    println!("trace hash {:016x}", r.trace_hash);
+    println!("replay: {}", replay_line(a, a.seed, &p.base.faults));
+    if let Some(t) = &a.trace {
+        let text = r.trace.join("\n") + "\n";
+        if let Err(e) = std::fs::write(t, text) {
+            eprintln!("error: {}: {e}", t.display());
+            return 1;
+        }
+    }
+    if a.twice {
+        match weft_sim::run(&p.entries, &p.base) {
+            Ok(r2) if r2.trace_hash == r.trace_hash => println!("second run: same trace hash"),
+            Ok(r2) => {
+                eprintln!(
+                    "NONDETERMINISM: seed {} gave {:016x} then {:016x}",
+                    a.seed, r.trace_hash, r2.trace_hash
+                );
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    if r.violation.is_some() {
+        print_violation(a, &r, &p.base.faults);
+        return 1;
+    }
+    r.exit_code.unwrap_or(0)
+}
+
+fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
+    let total = seeds.len();
+    let mut failures: Vec<(u64, String, Faults)> = Vec::new();
+    let mut fired: std::collections::BTreeMap<String, u64> = Default::default();
+    let started = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    for (i, seed) in seeds.iter().copied().enumerate() {
+        let mut cfg = p.base.clone();
+        cfg.seed = seed;
+        if swarm {
+            cfg.faults = Faults::draw(&mut ChaCha8Rng::seed_from_u64(seed));
+        }
+        let r = match weft_sim::run(&p.entries, &cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("\nerror: {e}");
+                return 1;
+            }
+        };
+        for (k, v) in &r.faults {
+            *fired.entry(k.clone()).or_insert(0) += v;
+        }
+        if let Some(v) = &r.violation {
+            failures.push((
+                seed,
+                format!("{}: {}", v.invariant, v.detail),
+                cfg.faults.clone(),
+            ));
+        } else if a.twice {
+            match weft_sim::run(&p.entries, &cfg) {
+                Ok(r2) if r2.trace_hash != r.trace_hash => failures.push((
+                    seed,
+                    format!(
+                        "nondeterminism: {:016x} then {:016x}",
+                        r.trace_hash, r2.trace_hash
+                    ),
+                    cfg.faults.clone(),
+                )),
+                Err(e) => failures.push((seed, e, cfg.faults.clone())),
+                _ => {}
+            }
+        }
+        let done = i + 1;
+        if tty {
+            eprint!(
+                "\r[{done:>5}/{total}] seed {seed:<8} failures {}",
+                failures.len()
+            );
+            let _ = std::io::stderr().flush();
+        } else if done * 10 / total != (done - 1) * 10 / total || done == total {
+            eprintln!(
+                "[{done:>5}/{total}] seed {seed:<8} failures {}",
+                failures.len()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "{total} seeds in {secs:.1}s ({:.1} seeds/s), {} failed{}",
+        total as f64 / secs.max(1e-9),
+        failures.len(),
+        if a.twice { ", each run twice" } else { "" }
+    );
+    if swarm || !p.base.faults.is_none() {
+        let never: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !fired.contains_key(*k))
+            .collect();
+        let counts: Vec<String> = fired.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "faults fired: {}",
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(" ")
+            }
+        );
+        if !never.is_empty() {
+            println!("fault types that never fired: {}", never.join(", "));
+        }
+    }
+    for (seed, why, faults) in &failures {
+        println!("FAILED seed {seed}: {why}");
+        println!("  replay: {}", replay_line(a, *seed, faults));
+    }
+    i32::from(!failures.is_empty())
+}
+
+pub fn sim(a: SimArgs) -> i32 {
+    let p = match plan(&a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Some(range) = &a.seeds {
+        let parsed = range
+            .split_once("..")
+            .and_then(|(l, h)| Some((l.parse::<u64>().ok()?, h.parse::<u64>().ok()?)));
+        let Some((lo, hi)) = parsed else {
+            eprintln!("error: --seeds takes A..B, e.g. 1..200");
+            return 1;
+        };
+        return sweep(&a, &p, (lo..hi).collect(), false);
+    }
+    if let Some(n) = a.swarm {
+        return sweep(&a, &p, (a.seed..a.seed + n).collect(), true);
+    }
+    single(&a, &p)
+}
+
+/// Re-executes this program once with address-space randomisation off, so Lua tables keyed by
+/// pointers iterate the same way in every run of a seed. Returns only if re-exec is not possible.
+pub fn reexec_without_aslr() {
+    const MARK: &str = "WEFT_SIM_ASLR_OFF";
+    if std::env::var_os(MARK).is_some() {
+        return;
+    }
+    // SAFETY: personality() only reads or sets this process's execution-domain flags.
+    let cur = unsafe { libc::personality(0xffff_ffff) };
+    if cur == -1 {
+        return;
+    }
+    // SAFETY: as above; ADDR_NO_RANDOMIZE takes effect at the next exec.
+    if unsafe { libc::personality((cur | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } == -1 {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(MARK, "1")
+        .exec();
+    eprintln!("weft sim: could not re-exec without ASLR ({err}); continuing");
+}

@@ -1,0 +1,158 @@
+//! What a node reports about itself as it runs: every externally visible step as a `TraceEvent`.
+//! The simulator hashes and checks them; production installs no observer and pays one branch.
+
+use crate::relay::EventKind;
+
+/// One externally visible step. Process ids are the PID's unique number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TraceEvent<'a> {
+    Spawn {
+        proc: u64,
+        entry: &'a str,
+        host: &'a str,
+        parent: Option<u64>,
+    },
+    /// A message entered `to`'s mailbox; `seq` is node-wide and increases with every send.
+    Send {
+        from: Option<u64>,
+        to: u64,
+        topic: &'a str,
+        seq: u64,
+    },
+    /// A process took a message out of its mailbox.
+    Take {
+        proc: u64,
+        from: Option<u64>,
+        seq: u64,
+    },
+    /// A lifecycle event was queued for `to`.
+    Event {
+        to: u64,
+        kind: EventKind,
+        from: u64,
+    },
+    Monitor {
+        watcher: u64,
+        target: u64,
+    },
+    Unmonitor {
+        watcher: u64,
+        target: u64,
+    },
+    Exit {
+        proc: u64,
+        ok: bool,
+    },
+    Timer {
+        proc: u64,
+        id: u64,
+    },
+    /// A world command completed; `applied` is false when it was dropped (dead or unknown tag).
+    Completion {
+        proc: u64,
+        tag: u64,
+        applied: bool,
+    },
+    Output {
+        stream: &'a str,
+        text: &'a str,
+    },
+    Service {
+        service: &'a str,
+        state: &'a str,
+    },
+    Fault {
+        kind: &'a str,
+        detail: &'a str,
+    },
+}
+
+impl TraceEvent<'_> {
+    /// The canonical one-line text that the trace hash is computed over.
+    pub fn line(&self) -> String {
+        match self {
+            TraceEvent::Spawn {
+                proc,
+                entry,
+                host,
+                parent,
+            } => {
+                format!("spawn {proc} {entry} on {host} parent {}", opt(parent))
+            }
+            TraceEvent::Send {
+                from,
+                to,
+                topic,
+                seq,
+            } => format!("send #{seq} {} -> {to} {topic}", opt(from)),
+            TraceEvent::Take { proc, from, seq } => {
+                format!("take #{seq} by {proc} from {}", opt(from))
+            }
+            TraceEvent::Event { to, kind, from } => {
+                format!("event {} {from} -> {to}", kind.as_str())
+            }
+            TraceEvent::Monitor { watcher, target } => format!("monitor {watcher} -> {target}"),
+            TraceEvent::Unmonitor { watcher, target } => format!("unmonitor {watcher} -> {target}"),
+            TraceEvent::Exit { proc, ok } => {
+                format!("exit {proc} {}", if *ok { "ok" } else { "error" })
+            }
+            TraceEvent::Timer { proc, id } => format!("timer {proc}/{id}"),
+            TraceEvent::Completion { proc, tag, applied } => {
+                format!(
+                    "complete {proc}/{tag} {}",
+                    if *applied { "applied" } else { "dropped" }
+                )
+            }
+            TraceEvent::Output { stream, text } => format!("{stream} {text:?}"),
+            TraceEvent::Service { service, state } => format!("service {service} {state}"),
+            TraceEvent::Fault { kind, detail } => format!("fault {kind} {detail}"),
+        }
+    }
+}
+
+fn opt(v: &Option<u64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// Receives every trace event of a node.
+pub type Observer = Box<dyn FnMut(&TraceEvent<'_>)>;
+
+/// FNV-1a over trace lines: stable across platforms and runs, unlike std's hasher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceHash(pub u64);
+
+impl Default for TraceHash {
+    fn default() -> Self {
+        TraceHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TraceHash {
+    pub fn add(&mut self, line: &str) {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_depends_on_order_and_content() {
+        let mut a = TraceHash::default();
+        a.add("x");
+        a.add("y");
+        let mut b = TraceHash::default();
+        b.add("y");
+        b.add("x");
+        assert_ne!(a, b);
+        let mut c = TraceHash::default();
+        c.add("x");
+        c.add("y");
+        assert_eq!(a, c);
+        assert_eq!(TraceHash::default().0, 0xcbf2_9ce4_8422_2325);
+    }
+}
