@@ -136,6 +136,17 @@ pub fn boot(
             _ => {}
         }
     }
+    // Imports resolve once everything is compiled; an error points at the importing entry.
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == "process.lua" || e.kind == "library.lua")
+    {
+        let lookup = |id: &str| c.entries.get(id).cloned();
+        if let Err(ce) = lua.link(e, &lookup) {
+            let owner = c.entries.get(&ce.entry).cloned();
+            return Err(at(owner.as_deref().unwrap_or(e), ce.message));
+        }
+    }
     let mut services: BTreeMap<String, usize> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.kind == "process.service") {
         let idx = c.add_service(e).map_err(|m| at(e, m))?;
@@ -203,4 +214,91 @@ pub fn boot(
         c.log(Level::Warn, w.clone(), vec![]);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeConfig;
+    use crate::value::{Table, Value};
+
+    fn lua_entry(id: &str, kind: &str, line: usize, imports: &[(&str, &str)]) -> Entry {
+        let (namespace, name) = crate::entries::parse_id(id);
+        let mut data = Table::default().with("source", Value::from("return {}"));
+        if !imports.is_empty() {
+            let mut m = Table::default();
+            for (alias, target) in imports {
+                m = m.with(alias, Value::from(*target));
+            }
+            data = data.with("imports", Value::table(m));
+        }
+        Entry {
+            id: id.into(),
+            namespace,
+            name,
+            kind: kind.into(),
+            data,
+            file: "app.yaml".into(),
+            line: Some(line),
+            ..Default::default()
+        }
+    }
+
+    #[track_caller]
+    fn boot_err(entries: Vec<Entry>) -> BootError {
+        let mut node = Node::new(NodeConfig::default());
+        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+        boot(&mut node, &mut lua, entries).expect_err("boot must fail")
+    }
+
+    #[test]
+    fn imports_resolve_or_fail_naming_the_entry() {
+        let ok = vec![
+            lua_entry("app:p", "process.lua", 1, &[("u", "app:u")]),
+            lua_entry("app:u", "library.lua", 2, &[("v", "v")]),
+            lua_entry("app:v", "library.lua", 3, &[]),
+        ];
+        let mut node = Node::new(NodeConfig::default());
+        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+        boot(&mut node, &mut lua, ok).expect("imports resolve");
+
+        let e = boot_err(vec![lua_entry(
+            "app:p",
+            "process.lua",
+            4,
+            &[("u", "app:gone")],
+        )]);
+        assert_eq!(e.entry.as_deref(), Some("app:p"));
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("app:gone"), "{e}");
+
+        let e = boot_err(vec![
+            lua_entry("app:p", "process.lua", 1, &[("u", "app:q")]),
+            lua_entry("app:q", "process.lua", 2, &[]),
+        ]);
+        assert!(e.message.contains("not a library.lua"), "{e}");
+
+        let e = boot_err(vec![
+            lua_entry("app:p", "process.lua", 1, &[("a", "app:a")]),
+            lua_entry("app:a", "library.lua", 2, &[("b", "app:b")]),
+            lua_entry("app:b", "library.lua", 3, &[("a", "app:a")]),
+        ]);
+        assert!(e.message.contains("import cycle"), "{e}");
+        assert_eq!(e.entry.as_deref(), Some("app:b"));
+        assert_eq!(e.line, Some(3));
+
+        let e = boot_err(vec![lua_entry(
+            "app:a",
+            "library.lua",
+            7,
+            &[("a", "app:a")],
+        )]);
+        assert!(e.message.contains("import cycle: app:a -> app:a"), "{e}");
+
+        let e = boot_err(vec![
+            lua_entry("app:p", "process.lua", 1, &[("string", "app:a")]),
+            lua_entry("app:a", "library.lua", 2, &[]),
+        ]);
+        assert!(e.message.contains("built-in global 'string'"), "{e}");
+    }
 }

@@ -37,6 +37,13 @@ fn fields_of(t: &Option<Table>) -> mlua::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+fn put(fields: &mut Vec<(String, String)>, k: String, v: String) {
+    match fields.iter_mut().find(|(have, _)| *have == k) {
+        Some(slot) => slot.1 = v,
+        None => fields.push((k, v)),
+    }
+}
+
 fn record(
     lua: &Lua,
     level: Level,
@@ -57,8 +64,11 @@ fn record(
             .unwrap_or(0);
         fields.push(("location".to_string(), format!("{}:{}", s.entry.id, line)));
     }
-    fields.extend(base.fields.iter().cloned());
-    fields.extend(extra);
+    // The caller's fields (`with` ones, then this call's) win over the automatic ones; each
+    // key appears once, in the place it first took.
+    for (k, v) in base.fields.iter().cloned().chain(extra) {
+        put(&mut fields, k, v);
+    }
     host(lua).core.borrow_mut().log(level, msg, fields);
     Ok(())
 }
@@ -84,7 +94,9 @@ impl UserData for LoggerUd {
         }
         m.add_method("with", |_, l, f: Option<Table>| {
             let mut n = l.clone();
-            n.fields.extend(fields_of(&f)?);
+            for (k, v) in fields_of(&f)? {
+                put(&mut n.fields, k, v);
+            }
             Ok(n)
         });
         m.add_method("named", |_, l, name: String| {
@@ -111,4 +123,27 @@ pub fn global_print(lua: &Lua, args: Variadic<LV>) -> mlua::Result<()> {
     record(lua, Level::Info, &LoggerUd::default(), msg, vec![])?;
     let _ = Output::Exit;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::put;
+
+    #[test]
+    fn later_fields_replace_earlier_ones_in_place() {
+        let mut f = vec![
+            ("pid".to_string(), "auto".to_string()),
+            ("location".to_string(), "x:1".to_string()),
+        ];
+        put(&mut f, "pid".into(), "mine".into());
+        put(&mut f, "k".into(), "v".into());
+        assert_eq!(
+            f,
+            vec![
+                ("pid".to_string(), "mine".to_string()),
+                ("location".to_string(), "x:1".to_string()),
+                ("k".to_string(), "v".to_string()),
+            ]
+        );
+    }
 }

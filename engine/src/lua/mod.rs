@@ -107,11 +107,24 @@ impl std::fmt::Display for CompileError {
 struct Compiled {
     template: Function,
     env_meta: Table,
+    /// `imports:` as (alias, library entry id), ids made absolute.
+    imports: Vec<(String, String)>,
+}
+
+/// How to build the imported libraries of one entry, computed once at link time.
+struct Plan {
+    /// Every library the entry needs, transitively, dependencies first; each instantiated once
+    /// per process: (template, its env metatable, frozen binds `{alias, index, ...}`).
+    libs: Vec<(Rc<Compiled>, Table)>,
+    /// The entry's own binds into its env, same shape.
+    binds: Table,
 }
 
 pub struct LuaRuntime {
     lua: Lua,
     compiled: BTreeMap<String, Rc<Compiled>>,
+    /// Link plans of entries with `imports:` (entries without imports have none).
+    plans: BTreeMap<String, Rc<Plan>>,
     layers: BTreeMap<Vec<String>, Table>,
     modules: BTreeMap<&'static str, LV>,
     boot: Function,
@@ -242,6 +255,7 @@ impl LuaRuntime {
         Ok(LuaRuntime {
             lua,
             compiled: BTreeMap::new(),
+            plans: BTreeMap::new(),
             layers: BTreeMap::new(),
             modules,
             boot,
@@ -300,6 +314,18 @@ impl LuaRuntime {
                 )));
             }
         }
+        let imports = imports_of(e).map_err(cerr)?;
+        for (alias, _) in &imports {
+            // Luau resolves reads of shared global names at load time (luau-notes §2.3): an
+            // alias shadowing one would be ignored by plain global reads, so refuse it.
+            let shared: LV = self.lua.globals().get(alias.as_str()).unwrap_or(LV::Nil);
+            if !shared.is_nil() {
+                return Err(cerr(format!(
+                    "imports: alias '{alias}' would hide the built-in global '{alias}'; \
+                     pick another name"
+                )));
+            }
+        }
         let env_meta = self.layer(&mods).map_err(|e| cerr(e.to_string()))?;
         let env = self.lua.create_table().map_err(|e| cerr(e.to_string()))?;
         env.set_metatable(Some(env_meta.clone()))
@@ -312,8 +338,104 @@ impl LuaRuntime {
             .set_environment(env)
             .into_function()
             .map_err(|e| cerr(e.to_string()))?;
-        self.compiled
-            .insert(e.id.clone(), Rc::new(Compiled { template, env_meta }));
+        self.compiled.insert(
+            e.id.clone(),
+            Rc::new(Compiled {
+                template,
+                env_meta,
+                imports,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Resolves an entry's `imports:` (transitively) into a plan used at every process creation.
+    /// `lookup` finds entries by id (entries not yet compiled are compiled on the way). Errors
+    /// name the entry whose `imports:` is wrong: a missing entry, a non-library, or a cycle.
+    pub fn link(
+        &mut self,
+        e: &Entry,
+        lookup: &dyn Fn(&str) -> Option<Rc<Entry>>,
+    ) -> Result<(), CompileError> {
+        self.prepare(e)?;
+        if self.compiled[&e.id].imports.is_empty() || self.plans.contains_key(&e.id) {
+            return Ok(());
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut stack: Vec<String> = vec![e.id.clone()];
+        self.visit(&e.id, lookup, &mut stack, &mut order)?;
+        let lerr = |m: mlua::Error| CompileError {
+            entry: e.id.clone(),
+            message: m.to_string(),
+        };
+        let index = |id: &str| order.iter().position(|o| o == id).unwrap_or(0) + 1;
+        let mut libs = Vec::with_capacity(order.len());
+        for id in &order {
+            let c = self.compiled[id].clone();
+            let binds = self.binds(&c.imports, &index).map_err(lerr)?;
+            libs.push((c, binds));
+        }
+        let binds = self
+            .binds(&self.compiled[&e.id].imports.clone(), &index)
+            .map_err(lerr)?;
+        self.plans
+            .insert(e.id.clone(), Rc::new(Plan { libs, binds }));
+        Ok(())
+    }
+
+    fn binds(
+        &self,
+        imports: &[(String, String)],
+        index: &dyn Fn(&str) -> usize,
+    ) -> mlua::Result<Table> {
+        let t = self.lua.create_table()?;
+        for (i, (alias, id)) in imports.iter().enumerate() {
+            t.raw_set(2 * i + 1, alias.as_str())?;
+            t.raw_set(2 * i + 2, index(id))?;
+        }
+        t.set_readonly(true);
+        Ok(t)
+    }
+
+    /// Depth-first over `id`'s imports: pushes libraries to `order` after their own imports.
+    fn visit(
+        &mut self,
+        id: &str,
+        lookup: &dyn Fn(&str) -> Option<Rc<Entry>>,
+        stack: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), CompileError> {
+        let imports = self.compiled[id].imports.clone();
+        let cerr = |m: String| CompileError {
+            entry: id.to_string(),
+            message: m,
+        };
+        for (alias, target) in &imports {
+            if order.contains(target) {
+                continue;
+            }
+            if let Some(at) = stack.iter().position(|s| s == target) {
+                let mut cycle = stack[at..].to_vec();
+                cycle.push(target.clone());
+                return Err(cerr(format!("import cycle: {}", cycle.join(" -> "))));
+            }
+            let lib = lookup(target).ok_or_else(|| {
+                cerr(format!(
+                    "imports: {alias}: entry '{target}' not found (it must be a library.lua entry)"
+                ))
+            })?;
+            if lib.kind != "library.lua" {
+                return Err(cerr(format!(
+                    "imports: {alias}: '{target}' is a {}, not a library.lua",
+                    lib.kind
+                )));
+            }
+            self.prepare(&lib)?;
+            stack.push(target.clone());
+            self.visit(target, lookup, stack, order)?;
+            stack.pop();
+            order.push(target.clone());
+        }
         Ok(())
     }
 
@@ -334,6 +456,11 @@ impl LuaRuntime {
         env.set_safeenv(true);
         let chunk = c.template.deep_clone()?;
         chunk.set_environment(env.clone())?;
+        let libs = if c.imports.is_empty() {
+            LV::Nil
+        } else {
+            LV::Table(self.instantiate(core, entry, &env)?)
+        };
         let thread = self.lua.create_thread(self.boot.clone())?;
         let method = entry
             .data
@@ -347,16 +474,84 @@ impl LuaRuntime {
             .proc(pid.uniq)
             .map(|p| p.terminal)
             .unwrap_or(false);
-        let st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
+        let mut st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
+        st.has_libs = !libs.is_nil();
         Ok(LuaProcess::new(
             self.lua.clone(),
             st,
             thread,
             chunk,
             method,
+            libs,
             args,
         ))
     }
+
+    /// The libraries a process imports, ready for the prelude's `boot` to run and bind:
+    /// `{ {chunk, env, binds}..., {nil, process env, binds} }`.
+    fn instantiate(
+        &mut self,
+        core: &CoreRef,
+        entry: &Rc<Entry>,
+        env: &Table,
+    ) -> mlua::Result<Table> {
+        if !self.plans.contains_key(&entry.id) {
+            let lookup = |id: &str| core.borrow().entries.get(id).cloned();
+            self.link(entry, &lookup)
+                .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        }
+        let plan = self.plans[&entry.id].clone();
+        let out = self
+            .lua
+            .create_table_with_capacity(plan.libs.len() + 1, 0)?;
+        for (i, (lib, binds)) in plan.libs.iter().enumerate() {
+            let lenv = self.lua.create_table()?;
+            lenv.set_metatable(Some(lib.env_meta.clone()))?;
+            lenv.set_safeenv(true);
+            let chunk = lib.template.deep_clone()?;
+            chunk.set_environment(lenv.clone())?;
+            let step = self.lua.create_table_with_capacity(3, 0)?;
+            step.raw_set(1, chunk)?;
+            step.raw_set(2, lenv)?;
+            step.raw_set(3, binds)?;
+            out.raw_set(i + 1, step)?;
+        }
+        let step = self.lua.create_table_with_capacity(3, 0)?;
+        step.raw_set(1, false)?;
+        step.raw_set(2, env)?;
+        step.raw_set(3, &plan.binds)?;
+        out.raw_set(plan.libs.len() + 1, step)?;
+        Ok(out)
+    }
+}
+
+/// An entry's `imports:` map as (alias, absolute library id); ids without a namespace are
+/// taken from the entry's own namespace.
+pub fn imports_of(e: &Entry) -> Result<Vec<(String, String)>, String> {
+    let t = match e.data.get("imports") {
+        None | Some(Value::Nil) => return Ok(Vec::new()),
+        Some(Value::Table(t)) if t.array.is_empty() => t,
+        Some(_) => return Err("`imports:` must be a map of alias: library entry id".into()),
+    };
+    let mut out = Vec::new();
+    for (k, v) in &t.map {
+        let (Some(alias), Some(id)) = (k.as_str(), v.as_str()) else {
+            return Err("`imports:` must be a map of alias: library entry id".into());
+        };
+        let ident = alias.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            return Err(format!("imports: alias '{alias}' is not a valid Lua name"));
+        }
+        let id = if id.contains(':') {
+            id.to_string()
+        } else {
+            format!("{}:{id}", e.namespace)
+        };
+        out.push((alias.to_string(), id));
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub fn modules_of(e: &Entry) -> Vec<String> {

@@ -34,7 +34,27 @@ local function read(n)
   return park(raw.read(n))
 end
 
-local function boot(chunk, method, ...)
+-- Runs each imported library once, dependencies first, binding its return value under its
+-- alias in the importer's env; the last step is the process's own env (no chunk).
+-- libs = { {chunk, env, {alias, index, ...}}, ... }
+local function link(libs)
+  local vals = {}
+  for i = 1, #libs do
+    local step = libs[i]
+    local env, binds = step[2], step[3]
+    for j = 1, #binds, 2 do
+      rawset(env, binds[j], vals[binds[j + 1]])
+    end
+    if step[1] then
+      vals[i] = step[1]()
+    end
+  end
+end
+
+local function boot(chunk, method, libs, ...)
+  if libs then
+    link(libs)
+  end
   local mod = chunk()
   local f = mod
   if type(mod) == "table" then

@@ -43,6 +43,8 @@ pub struct ProcState {
     /// Set when a spawned coroutine failed: the whole process fails with it.
     pub failure: Option<ErrorValue>,
     pub args: Vec<Value>,
+    /// Whether the process runs imported libraries (`require` then looks at the caller's env).
+    pub has_libs: bool,
 }
 
 impl ProcState {
@@ -67,6 +69,7 @@ impl ProcState {
             next_local: 0,
             failure: None,
             args: Vec::new(),
+            has_libs: false,
         }
     }
 
@@ -254,7 +257,8 @@ pub struct LuaProcess {
     lua: Lua,
     host: Rc<super::Host>,
     st: Rc<RefCell<ProcState>>,
-    start: Option<(Function, String, Vec<Value>)>,
+    /// First resume: the chunk, its method, the imported libraries (`nil` when none), args.
+    start: Option<(Function, String, LV, Vec<Value>)>,
 }
 
 impl LuaProcess {
@@ -264,6 +268,7 @@ impl LuaProcess {
         main: Thread,
         chunk: Function,
         method: String,
+        libs: LV,
         args: Vec<Value>,
     ) -> LuaProcess {
         let st = Rc::new(RefCell::new(st));
@@ -283,7 +288,7 @@ impl LuaProcess {
             lua,
             host,
             st,
-            start: Some((chunk, method, args)),
+            start: Some((chunk, method, libs, args)),
         }
     }
 
@@ -384,10 +389,11 @@ impl LuaProcess {
                 (thread, done)
             };
             let args: Result<MultiValue, String> =
-                if let Some((chunk, method, args)) = self.start.take() {
+                if let Some((chunk, method, libs, args)) = self.start.take() {
                     let mut mv = MultiValue::new();
                     mv.push_back(LV::Function(chunk));
                     mv.push_back(LV::String(self.lua.create_string(&method)?));
+                    mv.push_back(libs);
                     for a in &args {
                         mv.push_back(to_lua(&self.lua, a)?);
                     }
@@ -568,9 +574,21 @@ pub fn math_randomseed(lua: &Lua, seed: f64) -> mlua::Result<()> {
 }
 
 /// `require(name)`: a plain lookup in the caller's globals; raises when the module is absent.
+/// The caller's globals are its function's environment (a library sees its own `modules:` and
+/// `imports:`), else the process's.
 pub fn require(lua: &Lua, name: String) -> mlua::Result<LV> {
     let st = current(lua)?;
-    let env = st.borrow().env.clone();
+    let (env, has_libs) = {
+        let s = st.borrow();
+        (s.env.clone(), s.has_libs)
+    };
+    let env = if has_libs {
+        lua.inspect_stack(1, |d| d.function())
+            .and_then(|f| f.environment())
+            .unwrap_or(env)
+    } else {
+        env
+    };
     let v: LV = env.get(name.as_str())?;
     if v.is_nil() {
         return Err(mlua::Error::runtime(format!("module '{name}' not found")));
