@@ -130,14 +130,8 @@ fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
     }
 }
 
-fn lua_node() -> Node {
-    let mut node = Node::new(NodeConfig {
-        seed: 1,
-        ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).expect("lua");
-    let entries = vec![
+fn bench_entries() -> Vec<Entry> {
+    vec![
         entry("bench:host", "process.host", None),
         entry("bench:pinger", "process.lua", Some(PINGER)),
         entry("bench:ponger", "process.lua", Some(PONGER)),
@@ -147,7 +141,56 @@ fn lua_node() -> Node {
         entry("bench:idle", "process.lua", Some(IDLE)),
         entry("bench:fanin", "process.lua", Some(FANIN)),
         entry("bench:sender", "process.lua", Some(SENDER)),
-    ];
+        entry("bench:sleeper", "process.lua", Some(SLEEPER)),
+    ]
+}
+
+const SLEEPER: &str = r#"
+local time = require("time")
+local function main(n)
+  for i = 1, n do
+    time.sleep("1s")
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+/// The same bench processes under the simulator: (seconds of wall time, simulated ns).
+fn sim_run(entry: &str, args: Vec<String>) -> (f64, u64) {
+    let mut entries = bench_entries();
+    let mut host = self::entry("bench:host", "process.host", None);
+    host.data = Table::default().with(
+        "lifecycle",
+        Value::table(Table::default().with("auto_start", Value::Bool(true))),
+    );
+    entries[0] = host;
+    for e in entries.iter_mut().filter(|e| e.kind == "process.lua") {
+        let mods = Table {
+            array: vec![Value::from("time")],
+            map: vec![],
+        };
+        e.data = e.data.clone().with("modules", Value::table(mods));
+    }
+    entries.push(self::entry("bench:term", "terminal.host", None));
+    let mut cfg = weft_sim::SimConfig::new(1);
+    cfg.exec = Some(("bench:term".into(), entry.into(), args));
+    cfg.until_ns = u64::MAX / 4;
+    cfg.liveness_ns = 0;
+    let t0 = StdInstant::now();
+    let r = weft_sim::run(&entries, &cfg).expect("sim run");
+    assert_eq!(r.exit_code, Some(0), "{:?}", r.violation);
+    (t0.elapsed().as_secs_f64(), r.sim_time_ns)
+}
+
+fn lua_node() -> Node {
+    let mut node = Node::new(NodeConfig {
+        seed: 1,
+        ..Default::default()
+    });
+    node.core().borrow_mut().log_min = Level::Error;
+    let mut lua = LuaRuntime::new(node.core().clone()).expect("lua");
+    let entries = bench_entries();
     {
         let mut c = node.core().borrow_mut();
         for e in &entries {
@@ -337,6 +380,21 @@ pub fn bench(a: BenchArgs) -> i32 {
         let mut node = rust_node();
         let secs = run_to_exit(&mut node, "bench:rust_pinger", vec![Value::Int(n)]);
         emit("weft_rust_pingpong", n as f64 / secs, "roundtrips/s");
+    }
+    if want("sim_pingpong") {
+        // Numbers reach main() as strings from the terminal's argument list; Lua coerces them.
+        let n = scaled(100_000.0);
+        let (secs, _) = sim_run("bench:pinger", vec![n.to_string()]);
+        emit("weft_sim_lua_pingpong", n as f64 / secs, "roundtrips/s");
+    }
+    if want("sim_timer") {
+        let n = scaled(36_000.0);
+        let (secs, sim_ns) = sim_run("bench:sleeper", vec![n.to_string()]);
+        emit(
+            "weft_sim_time_compression",
+            sim_ns as f64 / 1e9 / secs,
+            "x_real_time",
+        );
     }
     if want("idle_bytes") {
         let n = scaled(100_000.0);
