@@ -6,6 +6,7 @@ use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use weft_engine::command::ids;
 use weft_engine::entries::Entry;
@@ -13,6 +14,7 @@ use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::{Input, Node, Output, Pid, Work};
+use weft_world::{Storage, World};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -189,6 +191,11 @@ pub fn run(a: RunArgs) -> i32 {
         LogMode::Off => Level::Error,
         LogMode::Text(l) | LogMode::Json(l) => l,
     };
+    let mut world = World::new(Storage::Disk { root: root.clone() });
+    if let Err(e) = world.configure(&entries) {
+        return fail(e);
+    }
+    let world = Arc::new(Mutex::new(world));
     let mut lua = match LuaRuntime::new(node.core().clone()) {
         Ok(l) => l,
         Err(e) => return fail(format!("starting Lua: {e}")),
@@ -214,7 +221,7 @@ pub fn run(a: RunArgs) -> i32 {
             return fail(format!("cannot start {id} on {h}: {}", e.message));
         }
     }
-    drive(node, log_mode)
+    drive(node, log_mode, world)
 }
 
 enum StdinReq {
@@ -313,7 +320,7 @@ fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, Str
     }
 }
 
-fn drive(mut node: Node, log_mode: LogMode) -> i32 {
+fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
     let start = StdInstant::now();
     let now = move || start.elapsed().as_nanos() as u64;
     let (tx, rx): (Sender<Input>, Receiver<Input>) = unbounded();
@@ -365,20 +372,22 @@ fn drive(mut node: Node, log_mode: LogMode) -> i32 {
                                 let _ = out.flush();
                                 let _ = stdin_tx.send(r);
                             }
-                            None => node.handle(
-                                now(),
-                                Input::Completed {
-                                    pid,
-                                    tag,
-                                    result: Err(ErrorValue::new(
-                                        kind::UNAVAILABLE,
-                                        format!(
-                                            "command {} is not supported by this driver",
-                                            cmd.0
-                                        ),
-                                    )),
-                                },
-                            ),
+                            None => {
+                                // World commands (SQL, stores, …) run off the engine's thread.
+                                let (w, tx) = (world.clone(), tx.clone());
+                                smol::spawn(async move {
+                                    let result = smol::unblock(move || match w.lock() {
+                                        Ok(mut w) => w.handle(cmd, &args),
+                                        Err(_) => Err(ErrorValue::new(
+                                            kind::INTERNAL,
+                                            "world handlers poisoned",
+                                        )),
+                                    })
+                                    .await;
+                                    let _ = tx.send(Input::Completed { pid, tag, result }).await;
+                                })
+                                .detach();
+                            }
                         }
                     }
                     Output::Exit(code) => {

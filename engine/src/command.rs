@@ -22,6 +22,11 @@ pub mod ids {
     pub const CLOCK_TICKER: CommandId = CommandId(11);
     pub const TERMINAL_READ_LINE: CommandId = CommandId(30);
     pub const TERMINAL_READ: CommandId = CommandId(31);
+    // Ranges for world commands (answered by the driver's handlers, weft-world):
+    // events 40–49, registry 50–59, store 60–79, sql 80–99, env 100–109, function 140–149.
+    pub const REGISTRY_RANGE: std::ops::RangeInclusive<u16> = 50..=59;
+    pub const STORE_RANGE: std::ops::RangeInclusive<u16> = 60..=79;
+    pub const SQL_RANGE: std::ops::RangeInclusive<u16> = 80..=99;
     pub const FUNCTION_CALL: CommandId = CommandId(140);
     pub const CUSTOM_START: u16 = 256;
 }

@@ -21,6 +21,7 @@ use weft_engine::supervisor::ServiceState;
 use weft_engine::trace::{TraceEvent, TraceHash};
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::{Input, Node, Output, Work};
+use weft_world::{Storage, World};
 
 /// Simulated wall clock at node start: 2026-01-01T00:00:00Z, so runs never depend on the date.
 pub const EPOCH_NS: i64 = 1_767_225_600_000_000_000;
@@ -148,6 +149,8 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
             o.borrow_mut().see(now, ev)
         }));
     }
+    let world = Rc::new(RefCell::new(World::new(Storage::Memory)));
+    world.borrow_mut().configure(entries)?;
     let mut lua = LuaRuntime::new(node.core().clone()).map_err(|e| e.to_string())?;
     weft_engine::boot::boot(&mut node, &mut lua, entries.to_vec()).map_err(|e| e.to_string())?;
     node.add_factory("process.lua", Box::new(lua));
@@ -235,7 +238,12 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
                 Output::Stdout(b) => stdout.push_str(&String::from_utf8_lossy(&b)),
                 Output::Stderr(_) | Output::Log { .. } => {}
                 Output::Exit(code) => exit_code = Some(code),
-                Output::Execute { pid, tag, cmd, .. } => {
+                Output::Execute {
+                    pid,
+                    tag,
+                    cmd,
+                    args,
+                } => {
                     let mut r = rng.borrow_mut();
                     let mut delay = r.next_u64() % (SECOND / 1000);
                     if faults.late > 0.0 && unit(&mut r) < faults.late {
@@ -255,15 +263,20 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
                             None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
                         }
                     } else {
-                        Err(ErrorValue::new(
-                            kind::UNAVAILABLE,
-                            "command not supported in simulation",
-                        ))
+                        // Answered by the world when the task runs, in seeded order.
+                        Ok(Value::Nil)
                     };
-                    let (c, q) = (clock.clone(), inputs.clone());
+                    let to_world =
+                        !failed && cmd != ids::TERMINAL_READ_LINE && cmd != ids::TERMINAL_READ;
+                    let (c, q, w) = (clock.clone(), inputs.clone(), world.clone());
                     let at = now + delay;
                     exec.spawn(async move {
                         sleep_until(&c, at).await;
+                        let result = if to_world {
+                            w.borrow_mut().handle(cmd, &args)
+                        } else {
+                            result
+                        };
                         q.borrow_mut()
                             .push_back(Input::Completed { pid, tag, result });
                     });

@@ -2,8 +2,6 @@
 //! Output goes to the driver as `Output::Stdout`; reads are world commands answered by tag.
 
 use super::errors::{display, fail};
-use super::process::park_recv;
-use super::task::{Chan, WaitKind};
 use super::{current, host};
 use crate::command::ids;
 use crate::node::Output;
@@ -31,18 +29,7 @@ fn read_cmd(lua: &Lua, cmd: crate::command::CommandId, args: Vec<Value>) -> mlua
     if !terminal(lua)? {
         return fail(lua, no_terminal());
     }
-    let st = current(lua)?;
-    let id = st.borrow().id;
-    let tag = host(lua).core.borrow_mut().execute(id, cmd, args);
-    let Some(tag) = tag else {
-        return fail(
-            lua,
-            ErrorValue::new(kind::INTERNAL, "process not registered"),
-        );
-    };
-    let ch = Chan::new(1);
-    st.borrow_mut().tag_waits.insert(tag, ch.clone());
-    Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
+    super::process::world_call(lua, cmd, args)
 }
 
 pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {

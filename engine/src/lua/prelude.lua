@@ -34,6 +34,13 @@ local function read(n)
   return park(raw.read(n))
 end
 
+-- Turns a Rust primitive that may return PARK into a blocking Lua function.
+local function blocking(f)
+  return function(...)
+    return park(f(...))
+  end
+end
+
 -- Runs each imported library once, dependencies first, binding its return value under its
 -- alias in the importer's env; the last step is the process's own env (no chunk).
 -- libs = { {chunk, env, {alias, index, ...}}, ... }
@@ -73,4 +80,5 @@ return {
   readline = readline,
   read = read,
   boot = boot,
+  blocking = blocking,
 }

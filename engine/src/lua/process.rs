@@ -596,6 +596,28 @@ pub fn require(lua: &Lua, name: String) -> mlua::Result<LV> {
     Ok(v)
 }
 
+/// Asks the driver to run `cmd` (SQL, store, terminal, …) and parks the current coroutine until
+/// the completion arrives; it then returns `value` or `nil, err`. Lua-side, the function calling
+/// this must be wrapped with the prelude's `blocking` so the PARK it returns is yielded.
+pub fn world_call(
+    lua: &Lua,
+    cmd: crate::command::CommandId,
+    args: Vec<Value>,
+) -> mlua::Result<(LV, LV)> {
+    let st = current(lua)?;
+    let id = st.borrow().id;
+    let tag = host(lua).core.borrow_mut().execute(id, cmd, args);
+    let Some(tag) = tag else {
+        return errors::fail(
+            lua,
+            ErrorValue::new(kind::INTERNAL, "process not registered"),
+        );
+    };
+    let ch = new_private_chan();
+    st.borrow_mut().tag_waits.insert(tag, ch.clone());
+    Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
+}
+
 /// Parks the current coroutine until `chan` yields one item, resumed as `kind`.
 pub fn park_recv(lua: &Lua, chan: ChanRef, kind: WaitKind) -> mlua::Result<LV> {
     let st = current(lua)?;
