@@ -789,3 +789,107 @@ fn second_sigint_exits_at_once_with_1() {
     );
     assert!(!r.stderr.contains("panicked"), "{}", r.dump());
 }
+
+// ---- weft sim ----------------------------------------------------------------------------------
+
+fn sim_hash(r: &Run) -> String {
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace hash "))
+        .unwrap_or_else(|| panic!("no trace hash\n{}", r.dump()))
+        .to_string()
+}
+
+#[test]
+fn sim_replays_a_seed_across_processes_and_its_replay_line_works() {
+    let t = TempDir::new("sim");
+    let input = t.write("lines.txt", "hello world\nsecond line\n");
+    let dir = example("echo-service");
+    let dir = dir.to_str().unwrap();
+    let args = [
+        "sim",
+        dir,
+        "--seed",
+        "7",
+        "-x",
+        "app:cli",
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    let a = weft(&args, "");
+    let b = weft(&args, "");
+    a.assert_code(0);
+    assert!(
+        a.stdout.starts_with("seed 7\n"),
+        "the seed comes first\n{}",
+        a.dump()
+    );
+    assert!(
+        a.stdout.contains("HELLO WORLD") && a.stdout.contains("SECOND LINE"),
+        "{}",
+        a.dump()
+    );
+    assert_eq!(
+        sim_hash(&a),
+        sim_hash(&b),
+        "two OS processes, one seed, one hash"
+    );
+
+    // The printed replay line reproduces the run.
+    let replay = a
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: weft "))
+        .expect("replay line")
+        .to_string();
+    let replay_args: Vec<&str> = replay.split(' ').collect();
+    let c = weft(&replay_args, "");
+    assert_eq!(sim_hash(&c), sim_hash(&a), "{}", c.dump());
+
+    // Another seed: the same lines come out, whatever the interleaving.
+    let mut other = args;
+    other[3] = "8";
+    let d = weft(&other, "");
+    let body = |r: &Run| -> Vec<String> {
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("HELLO") || l.contains("SECOND") || l.contains("bye"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(body(&a), body(&d));
+}
+
+#[test]
+fn sim_sweep_reports_a_planted_bug_with_its_replay_line() {
+    let t = TempDir::new("simbug");
+    let input = t.write("lines.txt", "a\nb\nc\n");
+    let dir = example("echo-service");
+    let r = weft(
+        &[
+            "sim",
+            dir.to_str().unwrap(),
+            "-x",
+            "app:cli",
+            "--input",
+            input.to_str().unwrap(),
+            "--seeds",
+            "0..40",
+            "--plant",
+            "double-exit",
+        ],
+        "",
+    );
+    r.assert_code(1);
+    assert!(r.stdout.contains("FAILED seed "), "{}", r.dump());
+    assert!(
+        r.stdout.contains("exactly one EXIT per monitor per death"),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        r.stdout.contains("replay: weft sim ") && r.stdout.contains("--plant double-exit"),
+        "{}",
+        r.dump()
+    );
+}
