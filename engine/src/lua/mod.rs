@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod convert;
 pub mod errors;
+pub mod interrupt;
 pub mod io;
 pub mod json;
 pub mod logger;
@@ -17,9 +18,9 @@ use crate::entries::Entry;
 use crate::node::{CoreRef, Factory};
 use crate::pid::Pid;
 use crate::value::{kind, ErrorValue, Value};
-use mlua::{Function, LightUserData, Lua, Table, Value as LV, VmState};
+use mlua::{Function, LightUserData, Lua, Table, Value as LV};
 use process::{LuaProcess, ProcState};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -44,12 +45,6 @@ pub(crate) fn is_park(v: &LV) -> bool {
 pub struct Host {
     pub core: CoreRef,
     pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
-    /// Interrupt ticks used in the current step, and the step's budget.
-    pub used: Cell<u32>,
-    pub budget: Cell<u32>,
-    /// Raw pointer of the coroutine being resumed: only it may be preempted.
-    pub root: Cell<usize>,
-    pub preempted: Cell<bool>,
 }
 
 thread_local! {
@@ -168,14 +163,9 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 impl LuaRuntime {
     pub fn new(core: CoreRef) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
-        let budget = core.borrow().step_budget();
         let shared = Rc::new(Host {
             core,
             current: RefCell::new(None),
-            used: Cell::new(0),
-            budget: Cell::new(budget),
-            root: Cell::new(0),
-            preempted: Cell::new(false),
         });
         lua.set_app_data(shared.clone());
         let g = lua.globals();
@@ -235,22 +225,8 @@ impl LuaRuntime {
         let globals = lua.globals();
         let _ = globals;
 
-        let h = shared;
-        lua.set_interrupt(move |lua| {
-            let used = h.used.get() + 1;
-            h.used.set(used);
-            if used < h.budget.get() || h.root.get() == 0 {
-                return Ok(VmState::Continue);
-            }
-            // Only the coroutine the scheduler resumed may be preempted: a yield from a user's
-            // nested coroutine would surface in user code as a spurious yield.
-            if lua.current_thread().to_pointer() as usize == h.root.get() {
-                h.preempted.set(true);
-                Ok(VmState::Yield)
-            } else {
-                Ok(VmState::Continue)
-            }
-        });
+        let _ = shared;
+        interrupt::install(&lua)?;
 
         Ok(LuaRuntime {
             lua,

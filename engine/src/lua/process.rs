@@ -369,10 +369,7 @@ impl LuaProcess {
     }
 
     fn run_tasks(&mut self, budget: u32) -> mlua::Result<Option<Step>> {
-        let h = host(&self.lua);
-        h.used.set(0);
-        h.budget.set(budget);
-        drop(h);
+        super::interrupt::begin_step(budget);
         loop {
             let next = self.st.borrow_mut().tasks.ready.pop_front();
             let Some(tid) = next else {
@@ -404,18 +401,12 @@ impl LuaProcess {
                         None => Ok(MultiValue::new()),
                     }
                 };
-            let h = host(&self.lua);
-            h.root.set(thread.to_pointer() as usize);
-            h.preempted.set(false);
-            drop(h);
+            super::interrupt::set_root(thread.to_pointer() as usize);
             let r = match args {
                 Ok(a) => thread.resume::<MultiValue>(a),
                 Err(msg) => thread.resume_error::<MultiValue>(msg),
             };
-            let h = host(&self.lua);
-            h.root.set(0);
-            let preempted = h.preempted.replace(false);
-            drop(h);
+            let preempted = super::interrupt::end_resume();
             let is_main = tid == self.st.borrow().main_task;
             match r {
                 Err(e) => {
