@@ -893,3 +893,40 @@ fn sim_sweep_reports_a_planted_bug_with_its_replay_line() {
         r.dump()
     );
 }
+
+#[test]
+fn loader_skips_dirs_named_by_skip_variables_and_missing_modules_fail_late() {
+    let t = TempDir::new("skips");
+    t.write(
+        "src/_index.yaml",
+        "namespace: app\nentries:\n  - {name: terminal, kind: terminal.host, lifecycle: {auto_start: true}}\n  - {name: main, kind: process.lua, source: file://main.lua, method: main, modules: [io, notyet]}\n  - {name: runner, kind: exec.native, command: ls}\n",
+    );
+    t.write(
+        "src/main.lua",
+        "local io = require('io')\nreturn { main = function() io.print('ran', pcall(require, 'notyet')) return 0 end }\n",
+    );
+    // A folder the skip list names may hold anything, even broken YAML.
+    t.write("src/temporal/_index.yaml", "namespace: [broken\n");
+    t.write("src/extra/_index.yaml", "namespace: [broken\n");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(["run", "-C", t.s(), "-x", "app:main"])
+        .env("SKIP_TEST_DIRS", "extra,other")
+        .env("SKIP_TEMPORAL_TESTS", "1");
+    let out = cmd.output().expect("run weft");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ran\tfalse\tmodule 'notyet' not found"),
+        "{stdout}"
+    );
+
+    // Without the skips the broken files are reported with their path.
+    let r = weft(&["run", "-C", t.s(), "-x", "app:main"], "");
+    r.assert_code(1);
+    assert!(r.stderr.contains("_index.yaml"), "{}", r.dump());
+}

@@ -43,9 +43,33 @@ fn skip_dir(name: &str) -> bool {
     if name == "node_modules" || name.starts_with('.') {
         return true;
     }
-    // Wippy's loader skips test folders when SKIP_TEST_DIRS is set.
-    std::env::var("SKIP_TEST_DIRS").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-        && (name == "test" || name == "tests")
+    skipped_dirs().iter().any(|d| d == name)
+}
+
+fn flag(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Folder names the loader skips, as Wippy's loader reads them from the environment:
+/// SKIP_TEST_DIRS (comma-separated names) and the SKIP_*_TESTS switches.
+fn skipped_dirs() -> Vec<String> {
+    let mut dirs: Vec<String> = std::env::var("SKIP_TEST_DIRS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for (var, names) in [
+        ("SKIP_TEMPORAL_TESTS", &["_temporal", "temporal"][..]),
+        ("SKIP_CLOUDSTORAGE_TESTS", &["cloudstorage"][..]),
+        ("SKIP_SQS_TESTS", &["sqs"][..]),
+        ("SKIP_NETWORK_TESTS", &["network"][..]),
+    ] {
+        if flag(var) {
+            dirs.extend(names.iter().map(|s| s.to_string()));
+        }
+    }
+    dirs
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {

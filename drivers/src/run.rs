@@ -36,9 +36,12 @@ pub struct RunArgs {
     /// Show logs on the console (info and above).
     #[arg(short = 'c', long)]
     console: bool,
-    /// Show logs as structured JSON lines.
+    /// No logs at all (as Wippy's -s); wins over -c and -v.
     #[arg(short = 's', long)]
-    structured: bool,
+    silent: bool,
+    /// Logs as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 enum LogMode {
@@ -86,8 +89,12 @@ fn list_commands(entries: &[Entry]) -> i32 {
 }
 
 pub fn run(a: RunArgs) -> i32 {
-    let log_mode = if a.structured {
-        LogMode::Json(if a.verbose { Level::Debug } else { Level::Info })
+    let level = if a.verbose { Level::Debug } else { Level::Info };
+    let shown = a.verbose || a.console || a.json || (a.exec.is_none() && a.command.is_empty());
+    let log_mode = if a.silent || !shown {
+        LogMode::Off
+    } else if a.json {
+        LogMode::Json(level)
     } else if a.verbose {
         LogMode::Text(Level::Debug)
     } else if a.console || (a.exec.is_none() && a.command.is_empty()) {

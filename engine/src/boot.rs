@@ -19,6 +19,31 @@ pub const SUPPORTED: &[&str] = &[
 ];
 
 /// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
+/// Families of Wippy kinds (by prefix) that Weft accepts and ignores for now.
+pub const LATER_FAMILIES: &[&str] = &[
+    "store.",
+    "http.",
+    "queue.",
+    "temporal.",
+    "exec.",
+    "cloudstorage.",
+    "security.",
+    "contract.",
+    "template.",
+    "fs.",
+    "ns.",
+    "network",
+    "pg.",
+    "config.",
+    "env.",
+    "db.",
+    "function.",
+    "process.wasm",
+    "workflow.",
+    "library.lua.bc",
+    "process.lua.bc",
+];
+
 pub const LATER: &[&str] = &[
     "function.lua",
     "workflow.lua",
@@ -104,8 +129,7 @@ pub fn boot(
     for e in &entries {
         if !SUPPORTED.contains(&e.kind.as_str()) {
             if LATER.contains(&e.kind.as_str())
-                || e.kind.starts_with("store.")
-                || e.kind.starts_with("http.")
+                || LATER_FAMILIES.iter().any(|f| e.kind.starts_with(f))
             {
                 report.warnings.push(format!(
                     "{}: entry '{}': kind {} is not supported by weft yet; ignored",
@@ -132,6 +156,12 @@ pub fn boot(
             }
             "process.lua" | "library.lua" => {
                 lua.prepare(e).map_err(|ce| at(e, ce.message))?;
+                for m in crate::lua::unavailable_modules(e) {
+                    report.warnings.push(format!(
+                        "{}: entry '{}': module '{m}' is not available in weft yet; require(\"{m}\") will fail",
+                        e.file, e.id
+                    ));
+                }
             }
             _ => {}
         }
@@ -183,6 +213,7 @@ pub fn boot(
         .map(|(k, &i)| (k.clone(), i))
         .collect();
     pending.sort_by_key(|(_, i)| *i);
+    let mut level = 0;
     while !pending.is_empty() {
         let (ready, wait): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, i)| {
             c.services[*i]
@@ -204,10 +235,12 @@ pub fn boot(
             });
         }
         for (name, idx) in ready {
+            c.services[idx].level = level;
             c.start_service(idx);
             started.insert(name);
             report.services += 1;
         }
+        level += 1;
         pending = wait;
     }
     for w in &report.warnings {

@@ -156,11 +156,12 @@ pub struct SpawnOptions {
 enum Shutdown {
     #[default]
     Running,
-    /// Stopping services in reverse start order; `current` is the one being waited for.
+    /// Stopping services level by level in reverse start order; `waiting` is the level being
+    /// stopped (CANCEL sent, each with its own stop_timeout).
     Stopping {
         code: i32,
         queue: Vec<usize>,
-        current: Option<usize>,
+        waiting: std::collections::BTreeSet<usize>,
         grace_cap_ns: Option<u64>,
     },
     Done,
@@ -830,6 +831,7 @@ impl Core {
             started_at_ns: 0,
             timer: None,
             supervisor: None,
+            level: 0,
         });
         Ok(self.services.len() - 1)
     }
@@ -933,9 +935,8 @@ impl Core {
             );
             self.services[idx].timer = Some(key);
         }
-        if let Shutdown::Stopping { current, .. } = &mut self.shutdown {
-            if *current == Some(idx) {
-                *current = None;
+        if let Shutdown::Stopping { waiting, .. } = &mut self.shutdown {
+            if waiting.remove(&idx) && waiting.is_empty() {
                 self.advance_shutdown();
             }
         }
@@ -963,7 +964,7 @@ impl Core {
         self.shutdown = Shutdown::Stopping {
             code,
             queue,
-            current: None,
+            waiting: Default::default(),
             grace_cap_ns,
         };
         self.advance_shutdown();
@@ -974,18 +975,19 @@ impl Core {
             let Shutdown::Stopping {
                 code,
                 queue,
-                current,
+                waiting,
                 grace_cap_ns,
             } = &mut self.shutdown
             else {
                 return;
             };
-            if current.is_some() {
+            if !waiting.is_empty() {
                 return;
             }
             let code = *code;
             let cap = grace_cap_ns.unwrap_or(u64::MAX);
-            let Some(idx) = queue.pop() else {
+            // The highest start level still running stops together; lower levels wait for it.
+            let Some(level) = queue.iter().map(|i| self.services[*i].level).max() else {
                 // Whatever is left (terminal process, plain spawns) ends with the node.
                 let rest: Vec<u64> = self.procs.keys().copied().collect();
                 for id in rest {
@@ -995,26 +997,35 @@ impl Core {
                 self.emit(Output::Exit(code));
                 return;
             };
-            let Some(proc) = self.services[idx].proc else {
-                continue;
-            };
-            self.services[idx].state = ServiceState::Stopping;
-            if let Shutdown::Stopping { current, .. } = &mut self.shutdown {
-                *current = Some(idx);
+            let (group, rest): (Vec<usize>, Vec<usize>) = queue
+                .iter()
+                .partition(|i| self.services[**i].level == level);
+            *queue = rest;
+            let mut stopping = Vec::new();
+            for idx in group.into_iter().rev() {
+                let Some(proc) = self.services[idx].proc else {
+                    continue;
+                };
+                self.services[idx].state = ServiceState::Stopping;
+                stopping.push((idx, proc));
             }
-            let pid = self.procs[&proc].pid.to_string();
-            let _ = self.cancel(0, &pid, "service stopping".into());
-            let deadline = self
-                .now
-                .saturating_add(self.services[idx].lifecycle.stop_timeout_ns.min(cap));
-            self.timers.arm(
-                deadline,
-                Timer {
-                    target: Target::StopDeadline { service: idx },
-                    period: None,
-                },
-            );
-            return;
+            if let Shutdown::Stopping { waiting, .. } = &mut self.shutdown {
+                waiting.extend(stopping.iter().map(|(i, _)| *i));
+            }
+            for (idx, proc) in stopping {
+                let pid = self.procs[&proc].pid.to_string();
+                let _ = self.cancel(0, &pid, "service stopping".into());
+                let deadline = self
+                    .now
+                    .saturating_add(self.services[idx].lifecycle.stop_timeout_ns.min(cap));
+                self.timers.arm(
+                    deadline,
+                    Timer {
+                        target: Target::StopDeadline { service: idx },
+                        period: None,
+                    },
+                );
+            }
         }
     }
 

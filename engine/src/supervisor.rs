@@ -152,6 +152,8 @@ pub struct Service {
     pub timer: Option<u64>,
     /// The PID number reserved for this service's supervisor.
     pub supervisor: Option<u64>,
+    /// Dependency level it started in (0 = needs nothing); shutdown stops the highest first.
+    pub level: usize,
 }
 
 /// What to do after a service's process ended.
@@ -242,6 +244,7 @@ mod tests {
             started_at_ns: 0,
             timer: None,
             supervisor: None,
+            level: 0,
         }
     }
 

@@ -36,12 +36,24 @@ pub fn display(v: &LV) -> String {
         LV::Integer(i) => i.to_string(),
         LV::Boolean(b) => b.to_string(),
         LV::Nil => "nil".into(),
+        // A Rust-side error caught by pcall: show its message, not the wrapper.
+        LV::Error(e) => {
+            let m = e.to_string();
+            let m = m.strip_prefix("runtime error: ").unwrap_or(&m).to_string();
+            match m.find("\nstack traceback:") {
+                Some(i) => m[..i].to_string(),
+                None => m,
+            }
+        }
         other => format!("{}: {:p}", other.type_name(), other.to_pointer()),
     }
 }
 
 /// `nil, err` as a Lua multi-value.
-pub fn fail(lua: &Lua, e: ErrorValue) -> LuaResult<(LV, LV)> {
+/// Errors the runtime returns are not retryable unless the module says so (Wippy's modules
+/// answer `false`, not `nil`); errors built with `errors.new` keep what the caller gave.
+pub fn fail(lua: &Lua, mut e: ErrorValue) -> LuaResult<(LV, LV)> {
+    e.retryable.get_or_insert(false);
     Ok((LV::Nil, LV::UserData(lua.create_userdata(ErrorUd(e))?)))
 }
 

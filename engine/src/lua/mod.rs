@@ -31,6 +31,21 @@ pub const MODULES: &[&str] = &[
 
 static PARK_ADDR: u8 = 0;
 
+const STRING_COMPAT: &str = r#"
+local string = ...
+local find, match, gmatch, gsub = string.find, string.match, string.gmatch, string.gsub
+local function str(v)
+  local t = type(v)
+  if t == "userdata" or t == "table" then return tostring(v) end
+  return v
+end
+string.find = function(s, ...) return find(str(s), ...) end
+string.match = function(s, ...) return match(str(s), ...) end
+string.gmatch = function(s, ...) return gmatch(str(s), ...) end
+string.gsub = function(s, ...) return gsub(str(s), ...) end
+setmetatable(string, { __call = function(_, v) return tostring(v) end })
+"#;
+
 pub(crate) fn park_value() -> LV {
     LV::LightUserData(LightUserData(
         &PARK_ADDR as *const u8 as *mut std::ffi::c_void,
@@ -190,6 +205,10 @@ impl LuaRuntime {
         channel::install_raw(&lua, &raw)?;
         time::install_raw(&lua, &raw)?;
         io::install_raw(&lua, &raw)?;
+        raw.set(
+            "require_lookup",
+            lua.create_function(process::require_lookup)?,
+        )?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=weft-prelude")
@@ -198,6 +217,11 @@ impl LuaRuntime {
         let boot: Function = prelude.get("boot")?;
 
         coroutine.raw_set("spawn", lua.create_function(process::coroutine_spawn)?)?;
+        // Wippy's dialect: `string(x)` casts, and the pattern functions take error values and
+        // other objects with a string form (Wippy's tests do string.find(err, "...")).
+        lua.load(STRING_COMPAT)
+            .set_name("=weft-string")
+            .call::<()>(g.get::<Table>("string")?)?;
         let math: Table = g.get("math")?;
         math.raw_set("random", lua.create_function(process::math_random)?)?;
         math.raw_set("randomseed", lua.create_function(process::math_randomseed)?)?;
@@ -206,7 +230,7 @@ impl LuaRuntime {
         g.raw_set("errors", errors::module(&lua)?)?;
         g.raw_set("os", time::os_module(&lua)?)?;
         g.raw_set("print", lua.create_function(logger::global_print)?)?;
-        g.raw_set("require", lua.create_function(process::require)?)?;
+        g.raw_set("require", prelude.get::<LV>("require")?)?;
         g.raw_set("subscribe", LV::Nil)?;
 
         let mut modules = BTreeMap::new();
@@ -282,14 +306,8 @@ impl LuaRuntime {
         let name = chunk_name(e);
         let bc = compile(src, &name).map_err(cerr)?;
         let mods = modules_of(e);
-        for m in &mods {
-            if !MODULES.contains(&m.as_str()) {
-                return Err(cerr(format!(
-                    "module '{m}' is not available in weft yet (available: {})",
-                    MODULES.join(", ")
-                )));
-            }
-        }
+        // A module Weft does not have yet is not a boot error (Wippy binds modules lazily and
+        // an entry may never run): boot warns, and `require` raises when it is reached.
         let imports = imports_of(e).map_err(cerr)?;
         for (alias, _) in &imports {
             // Luau resolves reads of shared global names at load time (luau-notes §2.3): an
@@ -528,6 +546,14 @@ pub fn imports_of(e: &Entry) -> Result<Vec<(String, String)>, String> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Modules an entry lists that this runtime does not provide.
+pub fn unavailable_modules(e: &Entry) -> Vec<String> {
+    modules_of(e)
+        .into_iter()
+        .filter(|m| !MODULES.contains(&m.as_str()))
+        .collect()
 }
 
 pub fn modules_of(e: &Entry) -> Vec<String> {

@@ -34,6 +34,16 @@ local function read(n)
   return park(raw.read(n))
 end
 
+-- require(name): a plain lookup in the caller's globals; raises like Lua does (a string error
+-- at the caller's line) when the module is absent.
+local function require(name)
+  local v = raw.require_lookup(name)
+  if v == nil then
+    error("module '" .. tostring(name) .. "' not found", 2)
+  end
+  return v
+end
+
 -- Turns a Rust primitive that may return PARK into a blocking Lua function.
 local function blocking(f)
   return function(...)
@@ -81,4 +91,5 @@ return {
   read = read,
   boot = boot,
   blocking = blocking,
+  require = require,
 }

@@ -454,6 +454,14 @@ fn main_result(vals: MultiValue) -> Result<Value, ErrorValue> {
     to_value(&first)
 }
 
+/// Lua errors reach users as Wippy prints them: the message, without Luau's traceback.
+fn without_traceback(m: &str) -> String {
+    match m.find("\nstack traceback:") {
+        Some(i) => m[..i].to_string(),
+        None => m.to_string(),
+    }
+}
+
 fn lua_error_value(e: &mlua::Error) -> ErrorValue {
     match e {
         mlua::Error::CallbackError { cause, traceback } => {
@@ -463,7 +471,7 @@ fn lua_error_value(e: &mlua::Error) -> ErrorValue {
             }
             v
         }
-        mlua::Error::RuntimeError(m) => ErrorValue::new(kind::UNKNOWN, m.clone()),
+        mlua::Error::RuntimeError(m) => ErrorValue::new(kind::UNKNOWN, without_traceback(m)),
         mlua::Error::ExternalError(x) => ErrorValue::new(kind::UNKNOWN, x.to_string()),
         other => ErrorValue::new(kind::UNKNOWN, other.to_string()),
     }
@@ -567,24 +575,22 @@ pub fn math_randomseed(lua: &Lua, seed: f64) -> mlua::Result<()> {
 /// `require(name)`: a plain lookup in the caller's globals; raises when the module is absent.
 /// The caller's globals are its function's environment (a library sees its own `modules:` and
 /// `imports:`), else the process's.
-pub fn require(lua: &Lua, name: String) -> mlua::Result<LV> {
+/// The lookup behind `require`: the module bound under `name` in the caller's globals, or nil.
+/// Called from the prelude's `require`, so the user's function is two levels up.
+pub fn require_lookup(lua: &Lua, name: String) -> mlua::Result<LV> {
     let st = current(lua)?;
     let (env, has_libs) = {
         let s = st.borrow();
         (s.env.clone(), s.has_libs)
     };
     let env = if has_libs {
-        lua.inspect_stack(1, |d| d.function())
+        lua.inspect_stack(2, |d| d.function())
             .and_then(|f| f.environment())
             .unwrap_or(env)
     } else {
         env
     };
-    let v: LV = env.get(name.as_str())?;
-    if v.is_nil() {
-        return Err(mlua::Error::runtime(format!("module '{name}' not found")));
-    }
-    Ok(v)
+    env.get(name.as_str())
 }
 
 /// Asks the driver to run `cmd` (SQL, store, terminal, …) and parks the current coroutine until

@@ -184,3 +184,23 @@ fn syntax_errors_name_file_and_line() {
     let err = lua.prepare(&e).unwrap_err();
     assert!(err.message.starts_with("src/bad.lua:2:"), "{}", err.message);
 }
+
+#[test]
+fn wippy_string_compat_and_runtime_error_values() {
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local _, err = require("time").parse_duration("soon")
+            io.print(string(5), string.find(err, "invalid") ~= nil, err:retryable(), err:kind())
+            local ok, e = pcall(require, "sql")
+            io.print(ok, tostring(e))
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5\ttrue\tfalse\tInvalid"), "{out}");
+    assert!(
+        out.contains("false\t") && out.contains("module 'sql' not found"),
+        "{out}"
+    );
+}
