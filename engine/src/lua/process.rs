@@ -179,7 +179,7 @@ pub fn item_to_lua(lua: &Lua, item: Item) -> mlua::Result<LV> {
         Item::Lua(v) => v,
         Item::Msg(m) => LV::UserData(lua.create_userdata(MessageUd(m))?),
         Item::Ev(e) => LV::Table(event_table(lua, &e)?),
-        Item::Time(ns) => LV::UserData(lua.create_userdata(super::time::TimeUd(ns))?),
+        Item::Time(ns) => LV::UserData(lua.create_userdata(super::time::TimeUd::utc(ns))?),
         Item::Done(Ok(v)) => to_lua(lua, &v)?,
         Item::Done(Err(e)) => LV::UserData(lua.create_userdata(ErrorUd(e))?),
     })

@@ -13,8 +13,8 @@ use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataMethods, Value
 pub const SECOND: i64 = 1_000_000_000;
 
 /// A point in time: Unix nanoseconds, UTC.
-#[derive(Clone, Copy, Debug)]
-pub struct TimeUd(pub i64);
+#[derive(Clone, Debug)]
+pub struct TimeUd(pub i64, pub Zone);
 
 /// A span of time in nanoseconds.
 #[derive(Clone, Copy, Debug)]
@@ -108,52 +108,334 @@ pub fn rfc3339(unix_ns: i64, nanos: bool) -> String {
     s
 }
 
+fn other(o: &AnyUserData) -> mlua::Result<i64> {
+    Ok(o.borrow::<TimeUd>()?.0)
+}
+
+fn months_days(t: &TimeUd, years: i64, months: i64, days: i64) -> TimeUd {
+    let local = t.local_ns();
+    let p = parts(local);
+    let total = p.year * 12 + (p.month as i64 - 1) + years * 12 + months;
+    let (y, m) = (total.div_euclid(12), total.rem_euclid(12) + 1);
+    let day_ns = (p.hour as i64 * 3600 + p.min as i64 * 60 + p.sec as i64) * SECOND + p.nano as i64;
+    let d = days_from_civil(y, m as u32, 1) + p.day as i64 - 1 + days;
+    TimeUd(
+        d * 86_400 * SECOND + day_ns - t.1.offset as i64 * SECOND,
+        t.1.clone(),
+    )
+}
+
 impl UserData for TimeUd {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("unix", |_, t, ()| Ok(t.0.div_euclid(SECOND)));
         m.add_method("unix_nano", |_, t, ()| Ok(t.0));
-        m.add_method("format_rfc3339", |_, t, ()| Ok(rfc3339(t.0, false)));
-        m.add_method("format", |_, t, layout: String| Ok(go_format(t.0, &layout)));
+        m.add_method("format_rfc3339", |_, t, ()| {
+            Ok(t.format("2006-01-02T15:04:05Z07:00"))
+        });
+        m.add_method("format", |_, t, layout: String| Ok(t.format(&layout)));
         m.add_method("add", |_, t, d: LV| match to_ns(&d) {
-            Ok(n) => Ok(TimeUd(t.0.saturating_add(n))),
+            Ok(n) => Ok(TimeUd(t.0.saturating_add(n), t.1.clone())),
             Err(e) => Err(mlua::Error::runtime(e.message)),
         });
+        m.add_method("add_date", |_, t, (y, mo, d): (i64, i64, i64)| {
+            Ok(months_days(t, y, mo, d))
+        });
         m.add_method("sub", |_, t, o: AnyUserData| {
-            Ok(DurationUd(t.0 - o.borrow::<TimeUd>()?.0))
+            Ok(DurationUd(t.0 - other(&o)?))
         });
-        m.add_method("before", |_, t, o: AnyUserData| {
-            Ok(t.0 < o.borrow::<TimeUd>()?.0)
-        });
-        m.add_method("after", |_, t, o: AnyUserData| {
-            Ok(t.0 > o.borrow::<TimeUd>()?.0)
-        });
-        m.add_method("equal", |_, t, o: AnyUserData| {
-            Ok(t.0 == o.borrow::<TimeUd>()?.0)
-        });
+        m.add_method("before", |_, t, o: AnyUserData| Ok(t.0 < other(&o)?));
+        m.add_method("after", |_, t, o: AnyUserData| Ok(t.0 > other(&o)?));
+        m.add_method("equal", |_, t, o: AnyUserData| Ok(t.0 == other(&o)?));
         m.add_method("is_zero", |_, t, ()| Ok(t.0 == ZERO_TIME_NS));
-        m.add_method("year", |_, t, ()| Ok(parts(t.0).year));
-        m.add_method("month", |_, t, ()| Ok(parts(t.0).month));
-        m.add_method("day", |_, t, ()| Ok(parts(t.0).day));
-        m.add_method("hour", |_, t, ()| Ok(parts(t.0).hour));
-        m.add_method("minute", |_, t, ()| Ok(parts(t.0).min));
-        m.add_method("second", |_, t, ()| Ok(parts(t.0).sec));
-        m.add_method("nanosecond", |_, t, ()| Ok(parts(t.0).nano));
-        m.add_method("weekday", |_, t, ()| Ok(parts(t.0).wday));
-        m.add_method("year_day", |_, t, ()| Ok(parts(t.0).yday));
+        m.add_method("year", |_, t, ()| Ok(parts(t.local_ns()).year));
+        m.add_method("month", |_, t, ()| Ok(parts(t.local_ns()).month));
+        m.add_method("day", |_, t, ()| Ok(parts(t.local_ns()).day));
+        m.add_method("hour", |_, t, ()| Ok(parts(t.local_ns()).hour));
+        m.add_method("minute", |_, t, ()| Ok(parts(t.local_ns()).min));
+        m.add_method("second", |_, t, ()| Ok(parts(t.local_ns()).sec));
+        m.add_method("nanosecond", |_, t, ()| Ok(parts(t.local_ns()).nano));
+        m.add_method("weekday", |_, t, ()| Ok(parts(t.local_ns()).wday));
+        m.add_method("year_day", |_, t, ()| Ok(parts(t.local_ns()).yday));
         m.add_method("date", |_, t, ()| {
-            let p = parts(t.0);
+            let p = parts(t.local_ns());
             Ok((p.year, p.month, p.day))
         });
         m.add_method("clock", |_, t, ()| {
-            let p = parts(t.0);
+            let p = parts(t.local_ns());
             Ok((p.hour, p.min, p.sec))
         });
-        m.add_method("utc", |_, t, ()| Ok(*t));
-        m.add_method("in_local", |_, t, ()| Ok(*t));
+        m.add_method("utc", |_, t, ()| Ok(TimeUd::utc(t.0)));
+        m.add_method("in_local", |_, t, ()| Ok(TimeUd(t.0, Zone::local())));
+        m.add_method("in_location", |_, t, l: AnyUserData| {
+            Ok(TimeUd(t.0, l.borrow::<Zone>()?.clone()))
+        });
+        m.add_method("location", |_, t, ()| Ok(t.1.clone()));
+        m.add_method("round", |_, t, d: AnyUserData| {
+            let d = d.borrow::<DurationUd>()?.0;
+            if d <= 0 {
+                return Ok(TimeUd(t.0, t.1.clone()));
+            }
+            let r = t.0.rem_euclid(d);
+            let base = t.0 - r;
+            Ok(TimeUd(if r + r < d { base } else { base + d }, t.1.clone()))
+        });
+        m.add_method("truncate", |_, t, d: AnyUserData| {
+            let d = d.borrow::<DurationUd>()?.0;
+            if d <= 0 {
+                return Ok(TimeUd(t.0, t.1.clone()));
+            }
+            Ok(TimeUd(t.0 - t.0.rem_euclid(d), t.1.clone()))
+        });
         m.add_meta_method(MetaMethod::ToString, |_, t, ()| {
-            Ok(go_format(t.0, "2006-01-02 15:04:05.999999999 -0700 MST"))
+            Ok(t.format("2006-01-02 15:04:05.999999999 -0700 MST"))
         });
     }
+}
+
+/// A location: a name and a fixed offset east of UTC in seconds. Weft carries no time-zone
+/// database yet, so named zones other than UTC resolve with offset 0 (see load_location).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Zone {
+    pub name: std::rc::Rc<str>,
+    pub offset: i32,
+}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            name: "UTC".into(),
+            offset: 0,
+        }
+    }
+
+    /// The node's local zone. Deterministic on purpose: the engine may not read the host's zone.
+    pub fn local() -> Zone {
+        Zone {
+            name: "Local".into(),
+            offset: 0,
+        }
+    }
+}
+
+impl UserData for Zone {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("string", |_, z, ()| Ok(z.name.to_string()));
+        m.add_meta_method(MetaMethod::ToString, |_, z, ()| Ok(z.name.to_string()));
+    }
+}
+
+impl TimeUd {
+    pub fn utc(ns: i64) -> TimeUd {
+        TimeUd(ns, Zone::utc())
+    }
+
+    fn local_ns(&self) -> i64 {
+        self.0.saturating_add(self.1.offset as i64 * SECOND)
+    }
+
+    pub fn format(&self, layout: &str) -> String {
+        go_format_in(self.local_ns(), &self.1, layout)
+    }
+}
+
+/// Go's time.Parse for the reference-layout tokens Wippy apps use. Returns Unix ns.
+pub fn go_parse(layout: &str, value: &str) -> Result<i64, String> {
+    let fail =
+        |what: &str| format!("parsing time \"{value}\" as \"{layout}\": cannot parse {what}");
+    let (mut year, mut month, mut day, mut hour, mut min, mut sec, mut nano) =
+        (1i64, 1i64, 1i64, 0i64, 0i64, 0i64, 0i64);
+    let mut pm: Option<bool> = None;
+    let mut offset = 0i64;
+    let (mut l, mut v) = (layout, value);
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    fn digits(v: &str, min: usize, max: usize) -> Option<(i64, &str)> {
+        let n = v
+            .bytes()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if n < min {
+            return None;
+        }
+        Some((v[..n].parse().ok()?, &v[n..]))
+    }
+    fn frac(v: &str) -> (i64, &str) {
+        if let Some(rest) = v.strip_prefix('.').or_else(|| v.strip_prefix(',')) {
+            let n = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+            if n > 0 {
+                let d = &rest[..n.min(9)];
+                let mut x: i64 = d.parse().unwrap_or(0);
+                for _ in d.len()..9 {
+                    x *= 10;
+                }
+                return (x, &rest[n..]);
+            }
+        }
+        (0, v)
+    }
+    fn offset_of(v: &str, colon: bool, z: bool) -> Option<(i64, &str)> {
+        if z {
+            if let Some(rest) = v.strip_prefix('Z') {
+                return Some((0, rest));
+            }
+        }
+        let sign = match v.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, rest) = digits(&v[1..], 2, 2)?;
+        let rest = if colon { rest.strip_prefix(':')? } else { rest };
+        let (m, rest) = digits(rest, 2, 2)?;
+        Some((sign * (h * 3600 + m * 60), rest))
+    }
+    while !l.is_empty() {
+        macro_rules! take {
+            ($tok:expr) => {
+                l.starts_with($tok) && {
+                    l = &l[$tok.len()..];
+                    true
+                }
+            };
+        }
+        if take!("2006") {
+            (year, v) = digits(v, 4, 4).ok_or_else(|| fail("year"))?;
+        } else if take!("January") {
+            let i = MONTHS
+                .iter()
+                .position(|m| v.starts_with(m))
+                .ok_or_else(|| fail("month"))?;
+            v = &v[MONTHS[i].len()..];
+            month = i as i64 + 1;
+        } else if take!("Monday") {
+            let i = DAYS
+                .iter()
+                .position(|d| v.starts_with(d))
+                .ok_or_else(|| fail("day"))?;
+            v = &v[DAYS[i].len()..];
+        } else if take!("Jan") {
+            let i = MONTHS
+                .iter()
+                .position(|m| v.starts_with(&m[..3]))
+                .ok_or_else(|| fail("month"))?;
+            v = &v[3..];
+            month = i as i64 + 1;
+        } else if take!("Mon") {
+            DAYS.iter()
+                .position(|d| v.starts_with(&d[..3]))
+                .ok_or_else(|| fail("day"))?;
+            v = &v[3..];
+        } else if take!("MST") {
+            let n = v.bytes().take_while(|b| b.is_ascii_uppercase()).count();
+            if n < 3 {
+                return Err(fail("zone"));
+            }
+            v = &v[n..];
+        } else if take!("Z07:00") {
+            (offset, v) = offset_of(v, true, true).ok_or_else(|| fail("offset"))?;
+        } else if take!("-07:00") {
+            (offset, v) = offset_of(v, true, false).ok_or_else(|| fail("offset"))?;
+        } else if take!("Z0700") {
+            (offset, v) = offset_of(v, false, true).ok_or_else(|| fail("offset"))?;
+        } else if take!("-0700") {
+            (offset, v) = offset_of(v, false, false).ok_or_else(|| fail("offset"))?;
+        } else if l.starts_with(".0") || l.starts_with(".9") {
+            let n = 1 + l[1..]
+                .bytes()
+                .take_while(|b| *b == b'0' || *b == b'9')
+                .count();
+            l = &l[n..];
+            (nano, v) = frac(v);
+        } else if take!("01") {
+            (month, v) = digits(v, 2, 2).ok_or_else(|| fail("month"))?;
+        } else if take!("02") {
+            (day, v) = digits(v, 2, 2).ok_or_else(|| fail("day"))?;
+        } else if take!("15") {
+            (hour, v) = digits(v, 1, 2).ok_or_else(|| fail("hour"))?;
+        } else if take!("03") {
+            (hour, v) = digits(v, 2, 2).ok_or_else(|| fail("hour"))?;
+        } else if take!("04") {
+            (min, v) = digits(v, 2, 2).ok_or_else(|| fail("minute"))?;
+        } else if take!("05") {
+            (sec, v) = digits(v, 2, 2).ok_or_else(|| fail("second"))?;
+            if !l.starts_with('.') {
+                (nano, v) = frac(v); // Go accepts fractional seconds the layout does not show
+            }
+        } else if take!("PM") {
+            pm = Some(if v.starts_with("PM") {
+                true
+            } else if v.starts_with("AM") {
+                false
+            } else {
+                return Err(fail("AM/PM"));
+            });
+            v = &v[2..];
+        } else if take!("06") {
+            let (y, rest) = digits(v, 2, 2).ok_or_else(|| fail("year"))?;
+            year = if y >= 69 { 1900 + y } else { 2000 + y };
+            v = rest;
+        } else if take!("_2") {
+            (day, v) = digits(v.trim_start_matches(' '), 1, 2).ok_or_else(|| fail("day"))?;
+        } else if take!("1") {
+            (month, v) = digits(v, 1, 2).ok_or_else(|| fail("month"))?;
+        } else if take!("2") {
+            (day, v) = digits(v, 1, 2).ok_or_else(|| fail("day"))?;
+        } else if take!("3") {
+            (hour, v) = digits(v, 1, 2).ok_or_else(|| fail("hour"))?;
+        } else if take!("4") {
+            (min, v) = digits(v, 1, 2).ok_or_else(|| fail("minute"))?;
+        } else if take!("5") {
+            (sec, v) = digits(v, 1, 2).ok_or_else(|| fail("second"))?;
+        } else {
+            let c = l.chars().next().unwrap_or(' ');
+            if !v.starts_with(c) {
+                return Err(fail(&format!("\"{v}\"")));
+            }
+            l = &l[c.len_utf8()..];
+            v = &v[c.len_utf8()..];
+        }
+    }
+    if !v.is_empty() {
+        return Err(format!("parsing time \"{value}\": extra text \"{v}\""));
+    }
+    match pm {
+        Some(true) if hour < 12 => hour += 12,
+        Some(false) if hour == 12 => hour = 0,
+        _ => {}
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
+        return Err(format!("parsing time \"{value}\": value out of range"));
+    }
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    // Unix nanoseconds cover 1678–2262; Go's year-1 default for date-less layouts does not fit.
+    secs.checked_mul(SECOND)
+        .and_then(|n| n.checked_add(nano))
+        .ok_or_else(|| {
+            format!("parsing time \"{value}\": outside the years 1678-2262 that weft can represent")
+        })
 }
 
 /// Go's zero Time (year 1) in Unix ns does not fit; use i64::MIN as its stand-in.
@@ -161,6 +443,24 @@ const ZERO_TIME_NS: i64 = i64::MIN;
 
 /// Go reference-layout formatting for the common tokens.
 pub fn go_format(ns: i64, layout: &str) -> String {
+    go_format_in(ns, &Zone::utc(), layout)
+}
+
+fn zone_offset(offset: i32, colon: bool, z: bool) -> String {
+    if z && offset == 0 {
+        return "Z".into();
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let o = offset.unsigned_abs();
+    if colon {
+        format!("{sign}{:02}:{:02}", o / 3600, o % 3600 / 60)
+    } else {
+        format!("{sign}{:02}{:02}", o / 3600, o % 3600 / 60)
+    }
+}
+
+/// Formats local-time nanoseconds `ns` (already shifted by the zone's offset) in `zone`.
+pub fn go_format_in(ns: i64, zone: &Zone, layout: &str) -> String {
     let p = parts(ns);
     const MONTHS: [&str; 12] = [
         "January",
@@ -194,11 +494,11 @@ pub fn go_format(ns: i64, layout: &str) -> String {
             ("Monday", DAYS[p.wday as usize].to_string()),
             ("Jan", MONTHS[(p.month - 1) as usize][..3].to_string()),
             ("Mon", DAYS[p.wday as usize][..3].to_string()),
-            ("MST", "UTC".to_string()),
-            ("Z07:00", "Z".to_string()),
-            ("-07:00", "+00:00".to_string()),
-            ("-0700", "+0000".to_string()),
-            ("Z0700", "Z".to_string()),
+            ("MST", zone.name.to_string()),
+            ("Z07:00", zone_offset(zone.offset, true, true)),
+            ("-07:00", zone_offset(zone.offset, true, false)),
+            ("-0700", zone_offset(zone.offset, false, false)),
+            ("Z0700", zone_offset(zone.offset, false, true)),
             (".999999999", frac(p.nano, 9, true)),
             (".000000000", frac(p.nano, 9, false)),
             (".999999", frac(p.nano / 1000, 6, true)),
@@ -405,7 +705,7 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "now",
-        lua.create_function(|lua, ()| Ok(TimeUd(host(lua).core.borrow().wall_now_ns())))?,
+        lua.create_function(|lua, ()| Ok(TimeUd::utc(host(lua).core.borrow().wall_now_ns())))?,
     )?;
     t.set("sleep", prelude.get::<LV>("sleep")?)?;
     t.set(
@@ -452,22 +752,143 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     )?;
     t.set(
         "unix",
-        lua.create_function(|_, (s, ns): (i64, i64)| Ok(TimeUd(s * SECOND + ns)))?,
+        lua.create_function(|_, (s, ns): (i64, i64)| Ok(TimeUd::utc(s * SECOND + ns)))?,
     )?;
     t.set(
         "date",
         lua.create_function(
-            |_, (y, mo, d, h, mi, s, ns): (i64, i64, i64, i64, i64, i64, i64)| {
+            |_,
+             (y, mo, d, h, mi, s, ns, loc): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                Option<AnyUserData>,
+            )| {
                 // Out-of-range fields normalise, as Go's time.Date does.
+                let zone = match loc {
+                    Some(l) => l.borrow::<Zone>()?.clone(),
+                    None => Zone::local(),
+                };
                 let months = y * 12 + (mo - 1);
                 let (y, mo) = (months.div_euclid(12), months.rem_euclid(12) + 1);
                 let days = days_from_civil(y, mo as u32, 1) + d - 1;
-                Ok(TimeUd(
-                    ((days * 86_400 + h * 3600 + mi * 60 + s) * SECOND) + ns,
-                ))
+                let local = ((days * 86_400 + h * 3600 + mi * 60 + s) * SECOND) + ns;
+                Ok(TimeUd(local - zone.offset as i64 * SECOND, zone))
             },
         )?,
     )?;
+    t.set(
+        "parse",
+        lua.create_function(
+            |lua, (layout, value, loc): (String, String, Option<AnyUserData>)| match go_parse(
+                &layout, &value,
+            ) {
+                Ok(ns) => {
+                    let zone = match loc {
+                        Some(l) => l.borrow::<Zone>()?.clone(),
+                        None => Zone::utc(),
+                    };
+                    Ok((
+                        LV::UserData(lua.create_userdata(TimeUd(ns, zone))?),
+                        LV::Nil,
+                    ))
+                }
+                Err(m) => fail(lua, ErrorValue::new(kind::INVALID, m)),
+            },
+        )?,
+    )?;
+    t.set("utc", Zone::utc())?;
+    t.set("localtz", Zone::local())?;
+    t.set(
+        "load_location",
+        lua.create_function(|lua, name: String| {
+            if name.is_empty() {
+                return fail(
+                    lua,
+                    ErrorValue::new(kind::INVALID, "location name must not be empty"),
+                );
+            }
+            // No time-zone database yet: UTC/Local and well-formed Area/City names resolve,
+            // the latter with offset 0 (recorded as a known gap).
+            const AREAS: [&str; 11] = [
+                "Africa",
+                "America",
+                "Antarctica",
+                "Arctic",
+                "Asia",
+                "Atlantic",
+                "Australia",
+                "Europe",
+                "Indian",
+                "Pacific",
+                "Etc",
+            ];
+            let known = name == "UTC"
+                || name == "Local"
+                || name
+                    .split_once('/')
+                    .is_some_and(|(a, c)| AREAS.contains(&a) && !c.is_empty());
+            if !known {
+                return fail(
+                    lua,
+                    ErrorValue::new(kind::NOT_FOUND, format!("unknown time zone {name}")),
+                );
+            }
+            Ok((
+                LV::UserData(lua.create_userdata(Zone {
+                    name: name.as_str().into(),
+                    offset: 0,
+                })?),
+                LV::Nil,
+            ))
+        })?,
+    )?;
+    t.set(
+        "fixed_zone",
+        lua.create_function(|_, (name, offset): (String, i64)| {
+            Ok(Zone {
+                name: name.as_str().into(),
+                offset: offset.clamp(-86_400, 86_400) as i32,
+            })
+        })?,
+    )?;
+    for (i, name) in [
+        "JANUARY",
+        "FEBRUARY",
+        "MARCH",
+        "APRIL",
+        "MAY",
+        "JUNE",
+        "JULY",
+        "AUGUST",
+        "SEPTEMBER",
+        "OCTOBER",
+        "NOVEMBER",
+        "DECEMBER",
+    ]
+    .iter()
+    .enumerate()
+    {
+        t.set(*name, i as i64 + 1)?;
+    }
+    for (i, name) in [
+        "SUNDAY",
+        "MONDAY",
+        "TUESDAY",
+        "WEDNESDAY",
+        "THURSDAY",
+        "FRIDAY",
+        "SATURDAY",
+    ]
+    .iter()
+    .enumerate()
+    {
+        t.set(*name, i as i64)?;
+    }
     for (name, v) in [
         ("NANOSECOND", 1i64),
         ("MICROSECOND", 1_000),
@@ -485,6 +906,15 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
         ("DATE_ONLY", "2006-01-02"),
         ("TIME_ONLY", "15:04:05"),
         ("KITCHEN", "3:04PM"),
+        ("RFC822", "02 Jan 06 15:04 MST"),
+        ("RFC822Z", "02 Jan 06 15:04 -0700"),
+        ("RFC850", "Monday, 02-Jan-06 15:04:05 MST"),
+        ("RFC1123", "Mon, 02 Jan 2006 15:04:05 MST"),
+        ("RFC1123Z", "Mon, 02 Jan 2006 15:04:05 -0700"),
+        ("STAMP", "Jan _2 15:04:05"),
+        ("STAMP_MILLI", "Jan _2 15:04:05.000"),
+        ("STAMP_MICRO", "Jan _2 15:04:05.000000"),
+        ("STAMP_NANO", "Jan _2 15:04:05.000000000"),
     ] {
         t.set(name, v)?;
     }
@@ -634,6 +1064,51 @@ mod tests {
             (2023, 11, 14, 22, 13, 20)
         );
         assert_eq!(p.wday, 2);
+    }
+
+    #[test]
+    fn parses_like_go() {
+        let t = go_parse("2006-01-02 15:04:05", "2024-12-29 15:04:05").unwrap();
+        assert_eq!(
+            go_format(t, "Mon Jan 2 15:04:05 MST 2006"),
+            "Sun Dec 29 15:04:05 UTC 2024"
+        );
+        let f = go_parse("2006-01-02T15:04:05.999999999Z", "2024-01-01T12:34:56.789Z").unwrap();
+        assert_eq!(f.rem_euclid(SECOND), 789_000_000);
+        let z = go_parse("2006-01-02T15:04:05Z07:00", "2024-01-01T12:00:00+02:00").unwrap();
+        assert_eq!(go_format(z, "15:04"), "10:00");
+        assert_eq!(
+            go_parse("2006-01-02 3:04PM", "2024-01-01 1:30PM")
+                .map(|n| go_format(n, "15:04"))
+                .unwrap(),
+            "13:30"
+        );
+        assert!(go_parse("2006-01-02", "invalid-date")
+            .unwrap_err()
+            .contains("cannot parse"));
+        assert!(go_parse("2006-01-02", "2024-13-01").is_err());
+        assert!(go_parse("2006", "2024x").is_err());
+        assert!(go_parse("3:04PM", "1:30PM")
+            .unwrap_err()
+            .contains("outside the years"));
+    }
+
+    #[test]
+    fn formats_in_a_zone_and_adds_dates() {
+        let est = Zone {
+            name: "EST".into(),
+            offset: -5 * 3600,
+        };
+        let t = TimeUd(
+            go_parse("2006-01-02 15:04", "2024-12-29 15:04").unwrap(),
+            est,
+        );
+        assert_eq!(
+            t.format("2006-01-02 15:04 MST -07:00"),
+            "2024-12-29 10:04 EST -05:00"
+        );
+        let later = months_days(&TimeUd::utc(t.0), 1, 2, 3);
+        assert_eq!(later.format("2006-01-02"), "2026-03-04");
     }
 
     #[test]
