@@ -11,6 +11,7 @@ use std::rc::Rc;
 /// Kinds Weft runs today.
 pub const SUPPORTED: &[&str] = &[
     "process.lua",
+    "function.lua",
     "process.host",
     "process.service",
     "terminal.host",
@@ -20,7 +21,6 @@ pub const SUPPORTED: &[&str] = &[
 
 /// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
 pub const LATER: &[&str] = &[
-    "function.lua",
     "workflow.lua",
     "module.lua",
     "http.service",
@@ -130,17 +130,19 @@ pub fn boot(
                     c.hosts.insert(e.id.clone(), e.kind.clone());
                 }
             }
-            "process.lua" | "library.lua" => {
+            "process.lua" | "function.lua" | "library.lua" => {
                 lua.prepare(e).map_err(|ce| at(e, ce.message))?;
             }
             _ => {}
         }
     }
     // Imports resolve once everything is compiled; an error points at the importing entry.
-    for e in entries
-        .iter()
-        .filter(|e| e.kind == "process.lua" || e.kind == "library.lua")
-    {
+    for e in entries.iter().filter(|e| {
+        matches!(
+            e.kind.as_str(),
+            "process.lua" | "function.lua" | "library.lua"
+        )
+    }) {
         let lookup = |id: &str| c.entries.get(id).cloned();
         if let Err(ce) = lua.link(e, &lookup) {
             let owner = c.entries.get(&ce.entry).cloned();
