@@ -11,6 +11,7 @@ use std::rc::Rc;
 /// Kinds Weft runs today.
 pub const SUPPORTED: &[&str] = &[
     "process.lua",
+    "function.lua",
     "process.host",
     "process.service",
     "terminal.host",
@@ -45,7 +46,6 @@ pub const LATER_FAMILIES: &[&str] = &[
 ];
 
 pub const LATER: &[&str] = &[
-    "function.lua",
     "workflow.lua",
     "module.lua",
     "http.service",
@@ -154,7 +154,7 @@ pub fn boot(
                     c.hosts.insert(e.id.clone(), e.kind.clone());
                 }
             }
-            "process.lua" | "library.lua" => {
+            "process.lua" | "function.lua" | "library.lua" => {
                 lua.prepare(e).map_err(|ce| at(e, ce.message))?;
                 for m in crate::lua::unavailable_modules(e) {
                     report.warnings.push(format!(
@@ -167,10 +167,12 @@ pub fn boot(
         }
     }
     // Imports resolve once everything is compiled; an error points at the importing entry.
-    for e in entries
-        .iter()
-        .filter(|e| e.kind == "process.lua" || e.kind == "library.lua")
-    {
+    for e in entries.iter().filter(|e| {
+        matches!(
+            e.kind.as_str(),
+            "process.lua" | "function.lua" | "library.lua"
+        )
+    }) {
         let lookup = |id: &str| c.entries.get(id).cloned();
         if let Err(ce) = lua.link(e, &lookup) {
             let owner = c.entries.get(&ce.entry).cloned();

@@ -393,6 +393,10 @@ impl Model {
                     self.owed_completion.remove(&(to, *tag)),
                     "engine_ops: completion of tag {tag} for {to} applied twice or never issued"
                 ),
+                // The ops never subscribe to the event bus.
+                Signal::Bus { .. } => {
+                    panic!("engine_ops: bus event for {to} without a subscription")
+                }
             }
         }
         senders

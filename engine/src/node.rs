@@ -30,6 +30,13 @@ pub const CONTROL_HOST: &str = "node:control";
 /// applies on a signal). Wippy's tutorial relay ignores CANCEL; waiting 10 s there helps no one.
 pub const TERMINAL_STOP_GRACE_NS: u64 = 1_000_000_000;
 
+/// Host id `funcs.call` runs function.lua entries on. Decision (spec: functions run in a pool, not
+/// on an app host): an internal host, so apps need no process.host to call functions.
+pub const FUNCTION_HOST: &str = "node:function";
+
+/// Context values (`ctx`) a process carries: inherited down spawn and call chains, read-only.
+pub type Context = Rc<BTreeMap<String, Value>>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
@@ -133,6 +140,12 @@ pub struct ProcInfo {
     pub service: Option<usize>,
     pub terminal: bool,
     pub rng: u64,
+    /// Set for a `funcs.call`/`async` callee: (caller, caller's tag) completed with the result.
+    pub reply: Option<(Pid, u64)>,
+    /// Context values (`ctx.get`), inherited from the parent unless the spawn set its own.
+    pub context: Context,
+    /// Function calls this process has under way; canceled when it exits.
+    pub calls: Vec<u64>,
 }
 
 /// A spawn accepted by the core whose process object the node has not built yet.
@@ -150,6 +163,10 @@ pub struct SpawnOptions {
     pub link: bool,
     pub service: Option<usize>,
     pub terminal: bool,
+    /// A function call: when the process ends, complete this tag of `parent` with its result.
+    pub reply: Option<u64>,
+    /// Context values for the child; None inherits the parent's.
+    pub context: Option<Context>,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -195,6 +212,8 @@ pub struct Core {
     pub buggify: bool,
     /// Bugs planted on purpose so tests can show the simulator finds them. Off unless a test sets them.
     pub planted: Planted,
+    /// The node's event bus (`events` module and system topics).
+    pub bus: crate::eventbus::Bus,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -237,6 +256,7 @@ impl Core {
             next_msg_seq: 0,
             buggify: false,
             planted: Planted::default(),
+            bus: Default::default(),
         }
     }
 
@@ -470,7 +490,7 @@ impl Core {
     }
 
     pub fn take_mailbox(&mut self, id: u64) -> Mailbox {
-        let mb = self
+        let mut mb = self
             .procs
             .get_mut(&id)
             .map(|p| std::mem::take(&mut p.mailbox))
@@ -484,7 +504,97 @@ impl Core {
                 });
             }
         }
+        if !self.bus.is_empty() {
+            for (sub, event) in self.bus.take(id) {
+                mb.signals.push_back(Signal::Bus { sub, event });
+            }
+        }
         mb
+    }
+
+    // ---- event bus -----------------------------------------------------------------------------
+
+    /// Publishes on the node's event bus and wakes the subscribers that got it. This is the hook
+    /// other parts of the node call (system topics; the registry calls it with system
+    /// "registry", kind "entry.create|update|delete", path = entry id, data = the entry).
+    pub fn publish(&mut self, system: &str, kind: &str, path: &str, data: Value) {
+        if self.bus.is_empty() {
+            return;
+        }
+        let owners = self
+            .bus
+            .publish(crate::eventbus::BusEvent::new(system, kind, path, data));
+        for o in owners {
+            if self.procs.contains_key(&o) {
+                self.wake(o);
+            }
+        }
+    }
+
+    // ---- function calls ------------------------------------------------------------------------
+
+    /// Starts `funcs.call`/`async` of `target` for `caller`: the callee runs as a short-lived
+    /// process on FUNCTION_HOST and its end completes the returned tag of the caller (a
+    /// `Signal::Completed`, dropped if the caller is gone). Returns (tag, callee id).
+    pub fn call(
+        &mut self,
+        caller: u64,
+        target: &str,
+        args: Vec<Value>,
+        context: Option<Context>,
+    ) -> Result<(u64, u64), ErrorValue> {
+        let valid = match target.split_once(':') {
+            Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
+            None => false,
+        };
+        if !valid {
+            return Err(err(
+                kind::INVALID,
+                format!("invalid function id (want namespace:name): '{target}'"),
+            ));
+        }
+        match self.entries.get(target) {
+            Some(e) if e.kind == "function.lua" => {}
+            _ => {
+                return Err(err(
+                    kind::NOT_FOUND,
+                    format!("function not found: {target}"),
+                ))
+            }
+        }
+        let tag = self
+            .procs
+            .get_mut(&caller)
+            .ok_or_else(|| err(kind::INTERNAL, "caller is not a live process"))?
+            .tags
+            .issue(crate::command::ids::FUNCTION_CALL)
+            .tag;
+        let r = self.spawn(
+            target,
+            FUNCTION_HOST,
+            args,
+            SpawnOptions {
+                parent: Some(caller),
+                reply: Some(tag),
+                context,
+                ..Default::default()
+            },
+        );
+        match r {
+            Ok(pid) => {
+                if let Some(p) = self.procs.get_mut(&caller) {
+                    p.calls.retain(|c| *c != pid.uniq);
+                    p.calls.push(pid.uniq);
+                }
+                Ok((tag, pid.uniq))
+            }
+            Err(e) => {
+                if let Some(p) = self.procs.get_mut(&caller) {
+                    p.tags.complete(tag);
+                }
+                Err(e)
+            }
+        }
     }
 
     // ---- spawning ------------------------------------------------------------------------------
@@ -496,7 +606,8 @@ impl Core {
         args: Vec<Value>,
         opts: SpawnOptions,
     ) -> Result<Pid, ErrorValue> {
-        if self.is_stopping() && !opts.terminal {
+        let call = opts.reply.is_some() && opts.parent.is_some();
+        if self.is_stopping() && !opts.terminal && !call {
             return Err(err(kind::UNAVAILABLE, "node is stopping"));
         }
         let entry = self
@@ -504,13 +615,15 @@ impl Core {
             .get(entry_id)
             .cloned()
             .ok_or_else(|| err(kind::NOT_FOUND, format!("entry not found: {entry_id}")))?;
-        if !entry.kind.starts_with("process.") && entry.kind != "native" {
+        let function_ok = call && entry.kind == "function.lua";
+        if !entry.kind.starts_with("process.") && entry.kind != "native" && !function_ok {
             return Err(err(
                 kind::INVALID,
                 format!("entry {entry_id} is a {}, not a process", entry.kind),
             ));
         }
-        if !self.hosts.contains_key(host) {
+        let host_ok = self.hosts.contains_key(host) || (call && host == FUNCTION_HOST);
+        if !host_ok {
             return Err(err(
                 kind::NOT_FOUND,
                 format!("host not found or not running: {host}"),
@@ -520,6 +633,15 @@ impl Core {
         let uniq = self.next_uniq;
         let pid = Pid::new(Arc::from(host), uniq);
         let seed = self.cfg.seed ^ uniq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let context = match (&opts.context, opts.parent.and_then(|p| self.procs.get(&p))) {
+            (Some(c), _) => c.clone(),
+            (None, Some(parent)) => parent.context.clone(),
+            (None, None) => Context::default(),
+        };
+        let reply = match (opts.reply, opts.parent.and_then(|p| self.procs.get(&p))) {
+            (Some(tag), Some(parent)) => Some((parent.pid.clone(), tag)),
+            _ => None,
+        };
         self.procs.insert(
             uniq,
             ProcInfo {
@@ -531,6 +653,9 @@ impl Core {
                 service: opts.service,
                 terminal: opts.terminal,
                 rng: seed,
+                reply,
+                context,
+                calls: Vec::new(),
             },
         );
         self.trace(TraceEvent::Spawn {
@@ -552,6 +677,21 @@ impl Core {
             }
         }
         self.stats.spawned += 1;
+        // System topic (decision: system "process", kind "started", path = pid). Function calls
+        // are not processes in Wippy, so they publish nothing.
+        if !call && !self.bus.is_empty() {
+            let parent = opts
+                .parent
+                .and_then(|p| self.procs.get(&p))
+                .map(|p| Value::from(p.pid.to_string().as_str()))
+                .unwrap_or(Value::Nil);
+            let data = crate::value::Table::default()
+                .with("pid", Value::from(pid.to_string().as_str()))
+                .with("id", Value::from(entry_id))
+                .with("host", Value::from(host))
+                .with("parent", parent);
+            self.publish("process", "started", &pid.to_string(), Value::table(data));
+        }
         self.spawns.push_back(PendingSpawn {
             proc: uniq,
             entry,
@@ -707,6 +847,36 @@ impl Core {
                 ok: result.is_ok(),
             });
             self.names.release_all(id);
+            if !self.bus.is_empty() {
+                self.bus.remove_owner(id);
+            }
+            for c in &info.calls {
+                if self.procs.contains_key(c) {
+                    self.sched.remove(*c);
+                    self.killed.push(*c);
+                    work.push((*c, Err(err(kind::CANCELED, "caller exited"))));
+                }
+            }
+            if let Some((caller, tag)) = &info.reply {
+                if let Some(p) = self.procs.get_mut(&caller.uniq) {
+                    p.calls.retain(|c| *c != id);
+                }
+                self.complete(caller, *tag, result.clone());
+            } else if !self.bus.is_empty() {
+                let mut data = crate::value::Table::default()
+                    .with("pid", Value::from(info.pid.to_string().as_str()))
+                    .with("id", Value::from(&*info.entry))
+                    .with("ok", Value::Bool(result.is_ok()));
+                if let Err(e) = &result {
+                    data = data.with("error", Value::error(e.clone()));
+                }
+                self.publish(
+                    "process",
+                    "stopped",
+                    &info.pid.to_string(),
+                    Value::table(data),
+                );
+            }
             let fallout = self.topology.on_exit(id);
             let at = self.wall_now_ns();
             let mut monitors = fallout.monitors;
@@ -749,7 +919,8 @@ impl Core {
                 }
             }
             if let Err(e) = &result {
-                if info.service.is_none() && !info.terminal {
+                // A function call's error is the caller's return value, not a crash to log.
+                if info.service.is_none() && !info.terminal && info.reply.is_none() {
                     self.log(
                         Level::Error,
                         "process failed",
@@ -864,6 +1035,7 @@ impl Core {
                     service: &sid,
                     state: "running",
                 });
+                self.publish_service_state(idx);
                 if !self.start_order.contains(&idx) {
                     self.start_order.push(idx);
                 }
@@ -901,6 +1073,7 @@ impl Core {
             service: &id,
             state,
         });
+        self.publish_service_state(idx);
         if let Err(e) = result {
             if !stopping {
                 self.log(
@@ -940,6 +1113,25 @@ impl Core {
                 self.advance_shutdown();
             }
         }
+    }
+
+    /// System topic on a service state change (decision: system "supervisor", kind
+    /// "state.<state>", path = service entry id, data = {id, state}).
+    fn publish_service_state(&mut self, idx: usize) {
+        if self.bus.is_empty() {
+            return;
+        }
+        let id = self.services[idx].id.clone();
+        let state = self.services[idx].state.as_str();
+        let data = crate::value::Table::default()
+            .with("id", Value::from(id.as_str()))
+            .with("state", Value::from(state));
+        self.publish(
+            "supervisor",
+            &format!("state.{state}"),
+            &id,
+            Value::table(data),
+        );
     }
 
     // ---- shutdown ------------------------------------------------------------------------------
@@ -1007,6 +1199,7 @@ impl Core {
                     continue;
                 };
                 self.services[idx].state = ServiceState::Stopping;
+                self.publish_service_state(idx);
                 stopping.push((idx, proc));
             }
             if let Shutdown::Stopping { waiting, .. } = &mut self.shutdown {
@@ -1112,7 +1305,12 @@ impl Node {
                 Some(p) => p.clone(),
                 None => continue, // killed before it was built
             };
-            let made = match self.factories.get_mut(&sp.entry.kind) {
+            // function.lua entries run on the Lua runtime registered for process.lua.
+            let fkind = match sp.entry.kind.as_str() {
+                "function.lua" if !self.factories.contains_key("function.lua") => "process.lua",
+                k => k,
+            };
+            let made = match self.factories.get_mut(fkind) {
                 Some(f) => f.create(&self.core, &pid, &sp.entry, sp.args),
                 None => Err(ErrorValue::new(
                     kind::INVALID,

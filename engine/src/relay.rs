@@ -58,6 +58,11 @@ pub enum Signal {
         tag: u64,
         result: Result<Value, ErrorValue>,
     },
+    /// An event-bus item for one of the process's subscriptions.
+    Bus {
+        sub: u64,
+        event: crate::eventbus::BusEvent,
+    },
 }
 
 /// Everything delivered to a process and not yet taken by it.

@@ -4,6 +4,8 @@
 pub mod channel;
 pub mod convert;
 pub mod errors;
+pub mod events;
+pub mod funcs;
 pub mod interrupt;
 pub mod io;
 pub mod json;
@@ -26,7 +28,7 @@ use std::rc::Rc;
 
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
-    "io", "time", "logger", "json", "process", "channel", "errors", "os",
+    "io", "time", "logger", "json", "process", "channel", "errors", "os", "funcs", "ctx", "events",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -226,7 +228,9 @@ impl LuaRuntime {
         math.raw_set("random", lua.create_function(process::math_random)?)?;
         math.raw_set("randomseed", lua.create_function(process::math_randomseed)?)?;
         g.raw_set("channel", channel::module(&lua, &prelude)?)?;
-        g.raw_set("process", proc_mod::module(&lua)?)?;
+        let process_table = proc_mod::module(&lua)?;
+        funcs::extend_process(&lua, &process_table)?;
+        g.raw_set("process", process_table)?;
         g.raw_set("errors", errors::module(&lua)?)?;
         g.raw_set("os", time::os_module(&lua)?)?;
         g.raw_set("print", lua.create_function(logger::global_print)?)?;
@@ -238,6 +242,9 @@ impl LuaRuntime {
         modules.insert("time", LV::Table(time::module(&lua, &prelude)?));
         modules.insert("logger", LV::UserData(logger::root(&lua)?));
         modules.insert("json", LV::Table(json::module(&lua)?));
+        modules.insert("funcs", LV::Table(funcs::module(&lua, &prelude)?));
+        modules.insert("ctx", LV::Table(funcs::ctx_module(&lua)?));
+        modules.insert("events", LV::Table(events::module(&lua)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -461,7 +468,12 @@ impl LuaRuntime {
             .get("method")
             .and_then(|v| v.as_str())
             .filter(|m| !m.is_empty())
-            .unwrap_or("main")
+            // function.lua without a method: the chunk itself is the body (prelude's boot).
+            .unwrap_or(if entry.kind == "function.lua" {
+                ""
+            } else {
+                "main"
+            })
             .to_string();
         let terminal = core
             .borrow()
@@ -601,3 +613,6 @@ impl Factory for LuaRuntime {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod funcs_tests;

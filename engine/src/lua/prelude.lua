@@ -72,6 +72,10 @@ local function boot(chunk, method, libs, ...)
   if libs then
     link(libs)
   end
+  if method == "" then
+    -- function.lua without `method:`: the chunk is the function body, arguments in `...`.
+    return chunk(...)
+  end
   local mod = chunk()
   local f = mod
   if type(mod) == "table" then

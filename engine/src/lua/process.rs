@@ -45,6 +45,10 @@ pub struct ProcState {
     pub args: Vec<Value>,
     /// Whether the process runs imported libraries (`require` then looks at the caller's env).
     pub has_libs: bool,
+    /// `funcs.async` futures waiting on a call tag.
+    pub futures: BTreeMap<u64, Rc<RefCell<super::funcs::FutureSlot>>>,
+    /// Event-bus subscriptions: subscription id → its channel.
+    pub bus_subs: BTreeMap<u64, ChanRef>,
 }
 
 impl ProcState {
@@ -70,6 +74,8 @@ impl ProcState {
             failure: None,
             args: Vec::new(),
             has_libs: false,
+            futures: BTreeMap::new(),
+            bus_subs: BTreeMap::new(),
         }
     }
 
@@ -137,12 +143,12 @@ impl ProcState {
         Ok(())
     }
 
-    fn route_signal(&mut self, s: Signal) {
+    /// Routes a timer, completion or bus item; returns the id of a bus subscription whose
+    /// channel was full (the item was dropped) so the caller can count it.
+    fn route_signal(&mut self, s: Signal) -> Option<u64> {
         match s {
             Signal::Timer { id, at_unix_ns } => {
-                let Some(slot) = self.timers.get(&id) else {
-                    return;
-                };
+                let slot = self.timers.get(&id)?;
                 let ch = slot.chan.clone();
                 if !slot.ticker {
                     self.timers.remove(&id);
@@ -151,11 +157,24 @@ impl ProcState {
                 self.tasks.deliver(&ch, Item::Time(at_unix_ns));
             }
             Signal::Completed { tag, result } => {
-                if let Some(ch) = self.tag_waits.remove(&tag) {
+                if let Some(f) = self.futures.remove(&tag) {
+                    let item = super::funcs::complete_future(&f, result);
+                    let ch = f.borrow().chan.clone();
+                    self.tasks.deliver(&ch, item);
+                } else if let Some(ch) = self.tag_waits.remove(&tag) {
                     self.tasks.deliver(&ch, Item::Done(result));
                 }
             }
+            Signal::Bus { sub, event } => {
+                if let Some(ch) = self.bus_subs.get(&sub) {
+                    let ch = ch.clone();
+                    if !self.tasks.deliver(&ch, Item::Done(Ok(event.to_value()))) {
+                        return Some(sub);
+                    }
+                }
+            }
         }
+        None
     }
 }
 
@@ -182,6 +201,7 @@ pub fn item_to_lua(lua: &Lua, item: Item) -> mlua::Result<LV> {
         Item::Time(ns) => LV::UserData(lua.create_userdata(super::time::TimeUd::utc(ns))?),
         Item::Done(Ok(v)) => to_lua(lua, &v)?,
         Item::Done(Err(e)) => LV::UserData(lua.create_userdata(ErrorUd(e))?),
+        Item::Payload(v) => LV::UserData(lua.create_userdata(PayloadUd(v))?),
     })
 }
 
@@ -310,8 +330,18 @@ impl LuaProcess {
                 None => st.pending_events.push_back(e),
             }
         }
+        let mut dropped = Vec::new();
         for s in mb.signals {
-            st.route_signal(s);
+            if let Some(sub) = st.route_signal(s) {
+                dropped.push(sub);
+            }
+        }
+        drop(st);
+        if !dropped.is_empty() {
+            let mut core = cx.core.borrow_mut();
+            for sub in dropped {
+                core.bus.note_drop(sub);
+            }
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ pub enum Item {
     Time(i64),
     /// A completed world command (readline, …).
     Done(Result<Value, ErrorValue>),
+    /// A value handed out as a Payload object (a `funcs.async` result).
+    Payload(Value),
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,478 @@
+//! `funcs` (call/async/new → Executor), Future objects, the `ctx` module and the context-carrying
+//! Spawner (`process.with_context` / `process.with_options`).
+//!
+//! A call runs the `function.lua` entry as a short-lived process on `node::FUNCTION_HOST`
+//! (`Core::call`); its end completes a tag of the caller, so the caller's coroutine parks on
+//! that tag like on any world command, and a completion for a dead caller is dropped.
+//!
+//! Decisions where the spec says 'unclear':
+//! - `with_options` keys are stored and not interpreted (no timeout yet).
+//! - `with_actor` / `with_scope` are accepted and stored; there is no security model yet.
+//! - A future's channel is not closed after its one delivery.
+//! - `future:cancel()` does not block: it stops the callee if it is still running and the
+//!   future fails with kind Canceled; if the callee already finished, its result stands.
+
+use super::channel::new_chan_ud;
+use super::convert::{to_lua, to_value};
+use super::errors::{fail, ErrorUd};
+use super::process::{new_private_chan, park_recv, PayloadUd};
+use super::task::{ChanRef, Item, WaitKind};
+use super::{current, host};
+use crate::node::{Context, SpawnOptions};
+use crate::value::{kind, ErrorValue, Value};
+use mlua::{
+    AnyUserData, Function, Lua, MetaMethod, Table, UserData, UserDataFields, UserDataMethods,
+    Value as LV, Variadic,
+};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+type Ctx = BTreeMap<String, Value>;
+
+fn invalid(m: impl Into<String>) -> ErrorValue {
+    ErrorValue::new(kind::INVALID, m)
+}
+
+/// Reads a `with_context` table: string keys, values copied as they would cross a process.
+fn ctx_table(v: &LV) -> Result<Ctx, ErrorValue> {
+    let LV::Table(t) = v else {
+        return Err(invalid("context must be a table"));
+    };
+    let mut out = Ctx::new();
+    for pair in t.pairs::<LV, LV>() {
+        let (k, v) = pair.map_err(|e| ErrorValue::new(kind::INTERNAL, e.to_string()))?;
+        let LV::String(k) = k else {
+            return Err(invalid("context keys must be strings"));
+        };
+        let k = k.to_string_lossy();
+        if k.is_empty() {
+            return Err(invalid("context keys must not be empty"));
+        }
+        out.insert(k, to_value(&v)?);
+    }
+    Ok(out)
+}
+
+fn merged(base: &Ctx, over: &Ctx) -> Ctx {
+    let mut m = base.clone();
+    for (k, v) in over {
+        m.insert(k.clone(), v.clone());
+    }
+    m
+}
+
+/// The caller's id and context.
+fn caller(lua: &Lua) -> mlua::Result<(u64, Context)> {
+    let me = current(lua)?.borrow().id;
+    let c = host(lua)
+        .core
+        .borrow()
+        .proc(me)
+        .map(|p| p.context.clone())
+        .unwrap_or_default();
+    Ok((me, c))
+}
+
+/// Context for a child: the caller's, overlaid with the builder's values (None: inherit).
+fn child_context(parent: &Context, own: &Ctx) -> Option<Context> {
+    if own.is_empty() {
+        None
+    } else {
+        Some(Rc::new(merged(parent, own)))
+    }
+}
+
+/// Starts a call; `args[0]` is the target. Returns the tag and callee id.
+fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<(u64, u64), ErrorValue>> {
+    let target = match args.first() {
+        Some(LV::String(s)) => s.to_string_lossy(),
+        _ => {
+            return Ok(Err(invalid(
+                "function id must be a string (namespace:name)",
+            )))
+        }
+    };
+    let vals: Result<Vec<Value>, ErrorValue> = args[1..].iter().map(to_value).collect();
+    let vals = match vals {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (me, parent) = caller(lua)?;
+    let ctx = child_context(&parent, own);
+    let r = host(lua).core.borrow_mut().call(me, &target, vals, ctx);
+    Ok(r)
+}
+
+/// `call`: parks the calling coroutine until the callee ends (wrapped by the prelude's `blocking`).
+fn do_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
+    match start_call(lua, own, args)? {
+        Err(e) => fail(lua, e),
+        Ok((tag, _)) => {
+            let ch = new_private_chan();
+            current(lua)?.borrow_mut().tag_waits.insert(tag, ch.clone());
+            Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
+        }
+    }
+}
+
+fn do_async(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
+    match start_call(lua, own, args)? {
+        Err(e) => fail(lua, e),
+        Ok((tag, callee)) => {
+            let chan = new_private_chan();
+            let chan_ud = new_chan_ud(lua, chan.clone())?;
+            let slot = Rc::new(RefCell::new(FutureSlot {
+                chan,
+                result: None,
+                canceled: false,
+                callee,
+                tag,
+            }));
+            current(lua)?.borrow_mut().futures.insert(tag, slot.clone());
+            let ud = lua.create_userdata(FutureUd { slot, chan_ud })?;
+            Ok((LV::UserData(ud), LV::Nil))
+        }
+    }
+}
+
+// ---- Future ------------------------------------------------------------------------------------
+
+/// The state of one `funcs.async` call, shared by the Future userdata and the process routing.
+pub struct FutureSlot {
+    pub chan: ChanRef,
+    pub result: Option<Result<Value, ErrorValue>>,
+    pub canceled: bool,
+    pub callee: u64,
+    pub tag: u64,
+}
+
+/// Records a completed call on its future; returns what its channel delivers (a Payload on
+/// success, the error object on failure).
+pub fn complete_future(f: &Rc<RefCell<FutureSlot>>, result: Result<Value, ErrorValue>) -> Item {
+    let item = match &result {
+        Ok(v) => Item::Payload(v.clone()),
+        Err(e) => Item::Done(Err(e.clone())),
+    };
+    f.borrow_mut().result = Some(result);
+    item
+}
+
+pub struct FutureUd {
+    slot: Rc<RefCell<FutureSlot>>,
+    chan_ud: AnyUserData,
+}
+
+impl UserData for FutureUd {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("response", |_, f, ()| Ok(f.chan_ud.clone()));
+        m.add_method("channel", |_, f, ()| Ok(f.chan_ud.clone()));
+        m.add_method("is_complete", |_, f, ()| {
+            Ok(f.slot.borrow().result.is_some())
+        });
+        m.add_method("is_canceled", |_, f, ()| Ok(f.slot.borrow().canceled));
+        m.add_method("result", |lua, f, ()| match &f.slot.borrow().result {
+            None => Ok((LV::Nil, LV::Nil)),
+            Some(Ok(v)) => Ok((
+                LV::UserData(lua.create_userdata(PayloadUd(v.clone()))?),
+                LV::Nil,
+            )),
+            Some(Err(e)) => fail(lua, e.clone()),
+        });
+        m.add_method("error", |lua, f, ()| match &f.slot.borrow().result {
+            Some(Err(e)) => Ok((LV::UserData(lua.create_userdata(ErrorUd(e.clone()))?), true)),
+            _ => Ok((LV::Nil, false)),
+        });
+        m.add_method("cancel", |lua, f, ()| {
+            let (callee, tag, pending) = {
+                let mut s = f.slot.borrow_mut();
+                s.canceled = true;
+                (s.callee, s.tag, s.result.is_none())
+            };
+            let h = host(lua);
+            let alive = h.core.borrow().is_alive(callee);
+            if pending && alive {
+                let e = ErrorValue::new(kind::CANCELED, "function call canceled");
+                let st = current(lua)?;
+                {
+                    let mut st = st.borrow_mut();
+                    st.futures.remove(&tag);
+                    let item = complete_future(&f.slot, Err(e.clone()));
+                    let ch = f.slot.borrow().chan.clone();
+                    st.tasks.deliver(&ch, item);
+                }
+                h.core.borrow_mut().kill(callee, e);
+            }
+            Ok((true, LV::Nil))
+        });
+        m.add_meta_method(MetaMethod::ToString, |_, _, ()| Ok("Future"));
+    }
+}
+
+// ---- Executor ----------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+pub struct ExecUd {
+    context: Ctx,
+    // Stored for later use (options, security); not interpreted yet.
+    #[allow(dead_code)]
+    options: Value,
+    #[allow(dead_code)]
+    actor: Value,
+    #[allow(dead_code)]
+    scope: Value,
+}
+
+impl UserData for ExecUd {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_meta_field_with(MetaMethod::Index, |lua| {
+            lua.named_registry_value::<Table>("weft.exec_methods")
+        });
+    }
+}
+
+fn exec_of(ud: &AnyUserData) -> mlua::Result<ExecUd> {
+    Ok(ud
+        .borrow::<ExecUd>()
+        .map_err(|_| mlua::Error::runtime("bad argument #1 (executor expected)"))?
+        .clone())
+}
+
+fn exec_methods(lua: &Lua, blocking: &Function) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "with_context",
+        lua.create_function(|lua, (ud, v): (AnyUserData, LV)| {
+            let mut e = exec_of(&ud)?;
+            match ctx_table(&v) {
+                Ok(c) => {
+                    e.context = merged(&e.context, &c);
+                    Ok((LV::UserData(lua.create_userdata(e)?), LV::Nil))
+                }
+                Err(err) => fail(lua, err),
+            }
+        })?,
+    )?;
+    for field in ["with_options", "with_actor", "with_scope"] {
+        t.set(
+            field,
+            lua.create_function(move |lua, (ud, v): (AnyUserData, LV)| {
+                let mut e = exec_of(&ud)?;
+                let val = to_value(&v).unwrap_or(Value::Nil);
+                match field {
+                    "with_options" => e.options = val,
+                    "with_actor" => e.actor = val,
+                    _ => e.scope = val,
+                }
+                lua.create_userdata(e)
+            })?,
+        )?;
+    }
+    let raw_call = lua.create_function(|lua, args: Variadic<LV>| {
+        let Some(LV::UserData(ud)) = args.first() else {
+            return Err(mlua::Error::runtime("bad argument #1 (executor expected)"));
+        };
+        let e = exec_of(ud)?;
+        do_call(lua, &e.context, &args[1..])
+    })?;
+    t.set("call", blocking.call::<Function>(raw_call)?)?;
+    t.set(
+        "async",
+        lua.create_function(|lua, args: Variadic<LV>| {
+            let Some(LV::UserData(ud)) = args.first() else {
+                return Err(mlua::Error::runtime("bad argument #1 (executor expected)"));
+            };
+            let e = exec_of(ud)?;
+            do_async(lua, &e.context, &args[1..])
+        })?,
+    )?;
+    t.set_readonly(true);
+    Ok(t)
+}
+
+/// The `funcs` module.
+pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
+    let blocking: Function = prelude.get("blocking")?;
+    lua.set_named_registry_value("weft.exec_methods", exec_methods(lua, &blocking)?)?;
+    let t = lua.create_table()?;
+    let raw_call =
+        lua.create_function(|lua, args: Variadic<LV>| do_call(lua, &Ctx::new(), &args))?;
+    t.set("call", blocking.call::<Function>(raw_call)?)?;
+    t.set(
+        "async",
+        lua.create_function(|lua, args: Variadic<LV>| do_async(lua, &Ctx::new(), &args))?,
+    )?;
+    t.set(
+        "new",
+        lua.create_function(|lua, ()| lua.create_userdata(ExecUd::default()))?,
+    )?;
+    Ok(t)
+}
+
+// ---- ctx ---------------------------------------------------------------------------------------
+
+/// The `ctx` module: read-only view of the process's context values.
+pub fn ctx_module(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "get",
+        lua.create_function(|lua, key: LV| {
+            let key = match &key {
+                LV::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
+                _ => return fail(lua, invalid("context key must be a non-empty string")),
+            };
+            let (_, c) = caller(lua)?;
+            match c.get(&key) {
+                Some(v) => Ok((to_lua(lua, v)?, LV::Nil)),
+                None => fail(
+                    lua,
+                    ErrorValue::new(kind::NOT_FOUND, format!("context key not found: {key}")),
+                ),
+            }
+        })?,
+    )?;
+    t.set(
+        "all",
+        lua.create_function(|lua, ()| {
+            let (_, c) = caller(lua)?;
+            let t = lua.create_table()?;
+            for (k, v) in c.iter() {
+                t.raw_set(k.as_str(), to_lua(lua, v)?)?;
+            }
+            Ok((t, LV::Nil))
+        })?,
+    )?;
+    Ok(t)
+}
+
+// ---- Spawner -----------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+pub struct SpawnerUd {
+    context: Ctx,
+    // Stored for later use (options such as network, security); not interpreted yet.
+    #[allow(dead_code)]
+    options: Value,
+    #[allow(dead_code)]
+    actor: Value,
+    #[allow(dead_code)]
+    scope: Value,
+    name: Option<String>,
+}
+
+impl SpawnerUd {
+    fn spawn(
+        &self,
+        lua: &Lua,
+        args: Variadic<LV>,
+        monitor: bool,
+        link: bool,
+    ) -> mlua::Result<(LV, LV)> {
+        let (Some(LV::String(id)), Some(LV::String(hostname))) = (args.first(), args.get(1)) else {
+            return fail(lua, invalid("spawn needs an entry id and a host (strings)"));
+        };
+        let (id, hostname) = (id.to_string_lossy(), hostname.to_string_lossy());
+        let vals: Result<Vec<Value>, ErrorValue> = args[2..].iter().map(to_value).collect();
+        let vals = match vals {
+            Ok(v) => v,
+            Err(e) => return fail(lua, e),
+        };
+        let (me, parent) = caller(lua)?;
+        let h = host(lua);
+        let mut core = h.core.borrow_mut();
+        let r = core.spawn(
+            &id,
+            &hostname,
+            vals,
+            SpawnOptions {
+                parent: Some(me),
+                monitor,
+                link,
+                context: child_context(&parent, &self.context),
+                ..Default::default()
+            },
+        );
+        let r = r.and_then(|pid| match &self.name {
+            Some(n) => core.register_name(n, pid.uniq).map(|_| pid),
+            None => Ok(pid),
+        });
+        drop(core);
+        match r {
+            Ok(pid) => Ok((LV::String(lua.create_string(pid.to_string())?), LV::Nil)),
+            Err(e) => fail(lua, e),
+        }
+    }
+}
+
+impl UserData for SpawnerUd {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("with_context", |lua, s, v: LV| match ctx_table(&v) {
+            Ok(c) => {
+                let mut n = s.clone();
+                n.context = merged(&n.context, &c);
+                Ok((LV::UserData(lua.create_userdata(n)?), LV::Nil))
+            }
+            Err(e) => fail(lua, e),
+        });
+        m.add_method("with_options", |lua, s, v: LV| {
+            let mut n = s.clone();
+            n.options = to_value(&v).unwrap_or(Value::Nil);
+            lua.create_userdata(n)
+        });
+        m.add_method("with_actor", |lua, s, v: LV| {
+            let mut n = s.clone();
+            n.actor = to_value(&v).unwrap_or(Value::Nil);
+            lua.create_userdata(n)
+        });
+        m.add_method("with_scope", |lua, s, v: LV| {
+            let mut n = s.clone();
+            n.scope = to_value(&v).unwrap_or(Value::Nil);
+            lua.create_userdata(n)
+        });
+        m.add_method("with_name", |lua, s, name: String| {
+            let mut n = s.clone();
+            n.name = Some(name);
+            lua.create_userdata(n)
+        });
+        m.add_method("spawn", |lua, s, a: Variadic<LV>| {
+            s.spawn(lua, a, false, false)
+        });
+        m.add_method("spawn_monitored", |lua, s, a: Variadic<LV>| {
+            s.spawn(lua, a, true, false)
+        });
+        m.add_method("spawn_linked", |lua, s, a: Variadic<LV>| {
+            s.spawn(lua, a, false, true)
+        });
+        m.add_method("spawn_linked_monitored", |lua, s, a: Variadic<LV>| {
+            s.spawn(lua, a, true, true)
+        });
+        m.add_meta_method(MetaMethod::ToString, |_, _, ()| Ok("process.Spawner"));
+    }
+}
+
+/// Adds `with_context` / `with_options` (Spawner constructors) to the `process` table.
+pub fn extend_process(lua: &Lua, p: &Table) -> mlua::Result<()> {
+    p.set(
+        "with_context",
+        lua.create_function(|lua, v: LV| match ctx_table(&v) {
+            Ok(c) => Ok((
+                LV::UserData(lua.create_userdata(SpawnerUd {
+                    context: c,
+                    ..Default::default()
+                })?),
+                LV::Nil,
+            )),
+            Err(e) => fail(lua, e),
+        })?,
+    )?;
+    p.set(
+        "with_options",
+        lua.create_function(|lua, v: LV| {
+            lua.create_userdata(SpawnerUd {
+                options: to_value(&v).unwrap_or(Value::Nil),
+                ..Default::default()
+            })
+        })?,
+    )?;
+    Ok(())
+}
