@@ -1,17 +1,24 @@
 //! The Luau runtime: one VM per node, each process a sandboxed thread with its own globals.
 //! Owns VM setup, entry compilation and the process factory; the modules live beside it.
 
+pub mod base64;
 pub mod channel;
 pub mod convert;
+pub mod env;
 pub mod errors;
+pub mod hash;
 pub mod io;
 pub mod json;
+pub mod jsonschema;
 pub mod logger;
+pub mod payload;
 pub mod prepass;
 pub mod proc_mod;
 pub mod process;
 pub mod task;
 pub mod time;
+pub mod uuid;
+pub mod yaml;
 
 use crate::entries::Entry;
 use crate::node::{CoreRef, Factory};
@@ -25,7 +32,8 @@ use std::rc::Rc;
 
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
-    "io", "time", "logger", "json", "process", "channel", "errors", "os",
+    "io", "time", "logger", "json", "process", "channel", "errors", "os", "payload", "env", "uuid",
+    "hash", "base64", "yaml",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -215,6 +223,7 @@ impl LuaRuntime {
         g.raw_set("process", proc_mod::module(&lua)?)?;
         g.raw_set("errors", errors::module(&lua)?)?;
         g.raw_set("os", time::os_module(&lua)?)?;
+        g.raw_set("payload", payload::module(&lua)?)?;
         g.raw_set("print", lua.create_function(logger::global_print)?)?;
         g.raw_set("require", lua.create_function(process::require)?)?;
         g.raw_set("subscribe", LV::Nil)?;
@@ -224,6 +233,11 @@ impl LuaRuntime {
         modules.insert("time", LV::Table(time::module(&lua, &prelude)?));
         modules.insert("logger", LV::UserData(logger::root(&lua)?));
         modules.insert("json", LV::Table(json::module(&lua)?));
+        modules.insert("env", LV::Table(env::module(&lua, &prelude)?));
+        modules.insert("uuid", LV::Table(uuid::module(&lua)?));
+        modules.insert("hash", LV::Table(hash::module(&lua)?));
+        modules.insert("base64", LV::Table(base64::module(&lua)?));
+        modules.insert("yaml", LV::Table(yaml::module(&lua)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -599,3 +613,5 @@ impl Factory for LuaRuntime {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_modules;
