@@ -377,10 +377,14 @@ pub fn boot_entries(
         .filter(|e| !KINDS.contains(&e.kind.as_str()))
     {
         let mut missing = Vec::new();
-        let mut data = Value::table(std::mem::take(&mut e.data));
-        env.interpolate_value(&mut data, &mut missing);
-        if let Value::Table(t) = data {
-            e.data = *t;
+        // `source:` is Lua code (often loaded from a file), not configuration: left as is.
+        for (k, v) in e.data.map.iter_mut() {
+            if k.as_str() != Some("source") {
+                env.interpolate_value(v, &mut missing);
+            }
+        }
+        for v in e.data.array.iter_mut() {
+            env.interpolate_value(v, &mut missing);
         }
         for m in missing {
             warnings.push(format!(
