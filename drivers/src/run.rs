@@ -192,6 +192,7 @@ pub fn run(a: RunArgs) -> i32 {
     let mut node = Node::new(NodeConfig {
         seed,
         wall_epoch_ns: wall,
+        env_os: std::env::vars().collect(),
         ..Default::default()
     });
     node.core().borrow_mut().log_min = match log_mode {
@@ -202,6 +203,7 @@ pub fn run(a: RunArgs) -> i32 {
     if let Err(e) = world.configure(&entries) {
         return fail(e);
     }
+    node.core().borrow_mut().env.files = world.env_files(&entries);
     let world = Arc::new(Mutex::new(world));
     let mut lua = match LuaRuntime::new(node.core().clone()) {
         Ok(l) => l,

@@ -17,6 +17,12 @@ pub const SUPPORTED: &[&str] = &[
     "terminal.host",
     "library.lua",
     "registry.entry",
+    "env.storage.os",
+    "env.storage.file",
+    "env.storage.memory",
+    "env.storage.static",
+    "env.storage.router",
+    "env.variable",
 ];
 
 /// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
@@ -57,12 +63,6 @@ pub const LATER: &[&str] = &[
     "db.sql.mysql",
     "store.memory",
     "store.sql",
-    "env.storage.os",
-    "env.storage.file",
-    "env.storage.memory",
-    "env.storage.static",
-    "env.storage.router",
-    "env.variable",
     "ns.definition",
     "ns.requirement",
     "ns.dependency",
@@ -126,6 +126,8 @@ pub fn boot(
     let mut report = BootReport::default();
     let core = node.core().clone();
     let mut c = core.borrow_mut();
+    let entries = crate::env::boot_entries(&mut c.env, entries, &mut report.warnings)
+        .map_err(|b| at(&b.0, b.1.clone()))?;
     for e in &entries {
         if !SUPPORTED.contains(&e.kind.as_str()) {
             if LATER.contains(&e.kind.as_str())

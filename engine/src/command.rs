@@ -27,6 +27,8 @@ pub mod ids {
     pub const REGISTRY_RANGE: std::ops::RangeInclusive<u16> = 50..=59;
     pub const STORE_RANGE: std::ops::RangeInclusive<u16> = 60..=79;
     pub const SQL_RANGE: std::ops::RangeInclusive<u16> = 80..=99;
+    /// Persist one `KEY=value` in a `.env` file: args path, key, value, auto_create, modes.
+    pub const ENV_FILE_SET: CommandId = CommandId(100);
     pub const FUNCTION_CALL: CommandId = CommandId(140);
     pub const CUSTOM_START: u16 = 256;
 }
@@ -166,6 +168,7 @@ impl CommandRegistry {
             (ids::TERMINAL_READ_LINE, "io", "readline"),
             (ids::TERMINAL_READ, "io", "read"),
             (ids::FUNCTION_CALL, "funcs", "call"),
+            (ids::ENV_FILE_SET, "env", "file.set"),
         ];
         for (id, m, n) in builtins {
             r.register(id, m, n)

@@ -138,6 +138,7 @@ impl LuaFuzz {
             seed: 1,
             wall_epoch_ns: 0,
             step_budget: 200,
+            ..Default::default()
         });
         {
             let mut c = node.core().borrow_mut();

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod command;
 pub mod duration;
 pub mod entries;
+pub mod env;
 pub mod eventbus;
 pub mod fuzzing;
 pub mod json;

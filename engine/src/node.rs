@@ -108,6 +108,8 @@ pub struct NodeConfig {
     pub wall_epoch_ns: i64,
     /// Per-step instruction budget for Lua processes.
     pub step_budget: u32,
+    /// The OS environment the driver hands in for `env.storage.os` (empty under the simulator).
+    pub env_os: Vec<(String, String)>,
 }
 
 impl Default for NodeConfig {
@@ -116,6 +118,7 @@ impl Default for NodeConfig {
             seed: 0,
             wall_epoch_ns: 0,
             step_budget: 10_000,
+            env_os: Vec::new(),
         }
     }
 }
@@ -214,6 +217,8 @@ pub struct Core {
     pub planted: Planted,
     /// The node's event bus (`events` module and system topics).
     pub bus: crate::eventbus::Bus,
+    /// Env storages and variables (`env` module, `${env:NAME}` at boot).
+    pub env: crate::env::EnvState,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -231,6 +236,7 @@ impl Core {
     pub fn new(cfg: NodeConfig) -> Core {
         let mut commands = CommandRegistry::with_builtins();
         commands.freeze();
+        let cfg_env_os = cfg.env_os.iter().cloned().collect();
         Core {
             now: 0,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
@@ -257,6 +263,10 @@ impl Core {
             buggify: false,
             planted: Planted::default(),
             bus: Default::default(),
+            env: crate::env::EnvState {
+                os: cfg_env_os,
+                ..Default::default()
+            },
         }
     }
 

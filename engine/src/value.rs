@@ -25,6 +25,9 @@ pub struct ErrorValue {
     pub message: String,
     pub retryable: Option<bool>,
     pub details: Option<Value>,
+    /// Text added by `errors.wrap` (outermost first, joined by ": "); the message stays the
+    /// inner one, `tostring` shows `context: message`.
+    pub context: Option<String>,
 }
 
 impl ErrorValue {
@@ -34,12 +37,16 @@ impl ErrorValue {
             message: message.into(),
             retryable: None,
             details: None,
+            context: None,
         }
     }
 }
 
 impl fmt::Display for ErrorValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = &self.context {
+            write!(f, "{c}: ")?;
+        }
         f.write_str(&self.message)
     }
 }

@@ -151,6 +151,9 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
     }
     let world = Rc::new(RefCell::new(World::new(Storage::Memory)));
     world.borrow_mut().configure(entries)?;
+    // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
+    // the seed only. `.env` files start absent in the in-memory world.
+    node.core().borrow_mut().env.files = world.borrow().env_files(entries);
     let mut lua = LuaRuntime::new(node.core().clone()).map_err(|e| e.to_string())?;
     weft_engine::boot::boot(&mut node, &mut lua, entries.to_vec()).map_err(|e| e.to_string())?;
     node.add_factory("process.lua", Box::new(lua));

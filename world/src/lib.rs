@@ -1,7 +1,9 @@
 //! Command handlers for work that needs the world: one `World` answers `Output::Execute` commands
 //! for both drivers (production runs it off the engine thread; the simulator inline, in memory).
 
-use weft_engine::command::CommandId;
+pub mod env;
+
+use weft_engine::command::{ids, CommandId};
 use weft_engine::entries::Entry;
 use weft_engine::value::{kind, ErrorValue, Value};
 
@@ -15,11 +17,16 @@ pub enum Storage {
 /// State behind world commands. Handlers for each command range live in their own module.
 pub struct World {
     pub storage: Storage,
+    /// Files written under `Storage::Memory` (path → text), e.g. `.env` files.
+    pub mem_files: std::collections::BTreeMap<String, String>,
 }
 
 impl World {
     pub fn new(storage: Storage) -> World {
-        World { storage }
+        World {
+            storage,
+            mem_files: Default::default(),
+        }
     }
 
     /// Opens what the app's entries declare (databases, stores). Errors name the entry.
@@ -28,7 +35,10 @@ impl World {
     }
 
     /// Runs one command to completion.
-    pub fn handle(&mut self, cmd: CommandId, _args: &[Value]) -> Result<Value, ErrorValue> {
+    pub fn handle(&mut self, cmd: CommandId, args: &[Value]) -> Result<Value, ErrorValue> {
+        if cmd == ids::ENV_FILE_SET {
+            return self.env_file_set(args);
+        }
         Err(ErrorValue::new(
             kind::UNAVAILABLE,
             format!("command {} has no handler in this runtime", cmd.0),

@@ -18,7 +18,7 @@ impl UserData for ErrorUd {
             None => Ok(LV::Nil),
         });
         m.add_method("stack", |_, _, ()| Ok(String::new()));
-        m.add_meta_method(MetaMethod::ToString, |_, e, ()| Ok(e.0.message.clone()));
+        m.add_meta_method(MetaMethod::ToString, |_, e, ()| Ok(e.0.to_string()));
         m.add_meta_function(MetaMethod::Concat, |_, (a, b): (LV, LV)| {
             Ok(format!("{}{}", display(&a), display(&b)))
         });
@@ -28,7 +28,7 @@ impl UserData for ErrorUd {
 pub fn display(v: &LV) -> String {
     match v {
         LV::UserData(ud) => match ud.borrow::<ErrorUd>() {
-            Ok(e) => e.0.message.clone(),
+            Ok(e) => e.0.to_string(),
             Err(_) => "userdata".into(),
         },
         LV::String(s) => s.to_string_lossy(),
@@ -107,6 +107,7 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
                         message: tb.get::<Option<String>>("message")?.unwrap_or_default(),
                         retryable: tb.get::<Option<bool>>("retryable")?,
                         details,
+                        context: None,
                     }
                 }
                 other => ErrorValue::new(kind::UNKNOWN, display(other)),
@@ -117,15 +118,20 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
     t.set(
         "wrap",
         lua.create_function(|lua, (inner, context): (LV, Option<String>)| {
-            let mut e = from_lua(&inner).unwrap_or_else(|| ErrorValue::new(kind::UNKNOWN, ""));
-            if let Some(c) = context {
-                // The message stays the inner one; the context is kept in details.
-                let d = crate::value::Table::default().with("context", Value::from(c));
-                if e.details.is_none() {
-                    e.details = Some(Value::table(d));
-                }
+            // `errors.wrap(nil, ...)` wraps nothing: nil back, as Go's Wrap(nil) does.
+            let Some(mut e) = from_lua(&inner) else {
+                return Ok(LV::Nil);
+            };
+            // Kind, retryable, details and message stay the inner error's (spec T2.1); the
+            // context is kept beside them and shown by tostring as `context: message`
+            // (decision where the spec says unclear).
+            if let Some(c) = context.filter(|c| !c.is_empty()) {
+                e.context = Some(match e.context.take() {
+                    Some(inner) => format!("{c}: {inner}"),
+                    None => c,
+                });
             }
-            lua.create_userdata(ErrorUd(e))
+            Ok(LV::UserData(lua.create_userdata(ErrorUd(e))?))
         })?,
     )?;
     t.set(
@@ -140,6 +146,8 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
             })
         })?,
     )?;
+    // Weft does not record where an error was created, so there is no stack to give: nil, which
+    // the spec allows ("... or nil"). Decision recorded here; `err:stack()` is "" likewise.
     t.set("call_stack", lua.create_function(|_, _: LV| Ok(LV::Nil))?)?;
     Ok(t)
 }

@@ -42,5 +42,60 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
             }
         })?,
     )?;
+    t.set(
+        "validate",
+        lua.create_function(|lua, (schema, data): (LV, LV)| {
+            let data = match to_value(&data) {
+                Ok(d) => super::jsonschema::to_json(&d),
+                Err(e) => return invalid(lua, e.message),
+            };
+            check(lua, &schema, &data)
+        })?,
+    )?;
+    t.set(
+        "validate_string",
+        lua.create_function(|lua, (schema, data): (LV, LV)| {
+            let LV::String(s) = data else {
+                return invalid(lua, "json.validate_string expects a JSON string".into());
+            };
+            match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
+                Ok(d) => check(lua, &schema, &d),
+                Err(e) => invalid(lua, format!("invalid JSON: {e}")),
+            }
+        })?,
+    )?;
     Ok(t)
+}
+
+/// `false, err` (Invalid): the validate functions return false rather than nil (spec §0.1).
+fn invalid(lua: &Lua, m: String) -> mlua::Result<(LV, LV)> {
+    let (_, e) = fail(lua, ErrorValue::new(kind::INVALID, m))?;
+    Ok((LV::Boolean(false), e))
+}
+
+/// Schemas come as a Lua table or as JSON text.
+fn check(lua: &Lua, schema: &LV, data: &serde_json::Value) -> mlua::Result<(LV, LV)> {
+    let schema = match schema {
+        LV::String(s) => match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
+            Ok(j) => j,
+            Err(e) => return invalid(lua, format!("invalid schema JSON: {e}")),
+        },
+        LV::Table(_) => match to_value(schema) {
+            Ok(v) => super::jsonschema::to_json(&v),
+            Err(e) => return invalid(lua, e.message),
+        },
+        other => {
+            return invalid(
+                lua,
+                format!(
+                    "schema must be a table or JSON string, got {}",
+                    other.type_name()
+                ),
+            )
+        }
+    };
+    match super::jsonschema::validate(&schema, data, "") {
+        Ok(()) => Ok((LV::Boolean(true), LV::Nil)),
+        Err(m) => invalid(lua, m),
+    }
 }

@@ -1,20 +1,27 @@
 //! The Luau runtime: one VM per node, each process a sandboxed thread with its own globals.
 //! Owns VM setup, entry compilation and the process factory; the modules live beside it.
 
+pub mod base64;
 pub mod channel;
 pub mod convert;
+pub mod env;
 pub mod errors;
 pub mod events;
 pub mod funcs;
+pub mod hash;
 pub mod interrupt;
 pub mod io;
 pub mod json;
+pub mod jsonschema;
 pub mod logger;
+pub mod payload;
 pub mod prepass;
 pub mod proc_mod;
 pub mod process;
 pub mod task;
 pub mod time;
+pub mod uuid;
+pub mod yaml;
 
 use crate::entries::Entry;
 use crate::node::{CoreRef, Factory};
@@ -29,6 +36,7 @@ use std::rc::Rc;
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
     "io", "time", "logger", "json", "process", "channel", "errors", "os", "funcs", "ctx", "events",
+    "payload", "env", "uuid", "hash", "base64", "yaml",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -233,6 +241,7 @@ impl LuaRuntime {
         g.raw_set("process", process_table)?;
         g.raw_set("errors", errors::module(&lua)?)?;
         g.raw_set("os", time::os_module(&lua)?)?;
+        g.raw_set("payload", payload::module(&lua)?)?;
         g.raw_set("print", lua.create_function(logger::global_print)?)?;
         g.raw_set("require", prelude.get::<LV>("require")?)?;
         g.raw_set("subscribe", LV::Nil)?;
@@ -245,6 +254,11 @@ impl LuaRuntime {
         modules.insert("funcs", LV::Table(funcs::module(&lua, &prelude)?));
         modules.insert("ctx", LV::Table(funcs::ctx_module(&lua)?));
         modules.insert("events", LV::Table(events::module(&lua)?));
+        modules.insert("env", LV::Table(env::module(&lua, &prelude)?));
+        modules.insert("uuid", LV::Table(uuid::module(&lua)?));
+        modules.insert("hash", LV::Table(hash::module(&lua)?));
+        modules.insert("base64", LV::Table(base64::module(&lua)?));
+        modules.insert("yaml", LV::Table(yaml::module(&lua)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -616,3 +630,5 @@ mod tests;
 
 #[cfg(test)]
 mod funcs_tests;
+#[cfg(test)]
+mod tests_modules;

@@ -236,13 +236,16 @@ impl mlua::UserData for MessageUd {
         });
         m.add_method("payload", |lua, s, ()| match s.0.payload.len() {
             0 => Ok(LV::Nil),
-            1 => Ok(LV::UserData(
-                lua.create_userdata(PayloadUd(s.0.payload[0].clone()))?,
-            )),
+            1 => Ok(LV::UserData(lua.create_userdata(
+                super::payload::Payload::of(s.0.payload[0].clone()),
+            )?)),
             _ => {
                 let t = lua.create_table()?;
                 for (i, v) in s.0.payload.iter().enumerate() {
-                    t.raw_set(i + 1, lua.create_userdata(PayloadUd(v.clone()))?)?;
+                    t.raw_set(
+                        i + 1,
+                        lua.create_userdata(super::payload::Payload::of(v.clone()))?,
+                    )?;
                 }
                 Ok(LV::Table(t))
             }
