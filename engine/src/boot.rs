@@ -16,6 +16,9 @@ pub const SUPPORTED: &[&str] = &[
     "terminal.host",
     "library.lua",
     "registry.entry",
+    "db.sql.sqlite",
+    "store.memory",
+    "store.sql",
 ];
 
 /// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
@@ -27,11 +30,8 @@ pub const LATER: &[&str] = &[
     "http.router",
     "http.endpoint",
     "http.static",
-    "db.sql.sqlite",
     "db.sql.postgres",
     "db.sql.mysql",
-    "store.memory",
-    "store.sql",
     "env.storage.os",
     "env.storage.file",
     "env.storage.memory",
@@ -132,6 +132,9 @@ pub fn boot(
             }
             "process.lua" | "library.lua" => {
                 lua.prepare(e).map_err(|ce| at(e, ce.message))?;
+            }
+            "db.sql.sqlite" | "store.memory" | "store.sql" => {
+                crate::storage::check(e, &c.entries).map_err(|m| at(e, m))?;
             }
             _ => {}
         }
