@@ -23,9 +23,11 @@ pub const SUPPORTED: &[&str] = &[
     "env.storage.static",
     "env.storage.router",
     "env.variable",
+    "db.sql.sqlite",
+    "store.memory",
+    "store.sql",
 ];
 
-/// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
 /// Families of Wippy kinds (by prefix) that Weft accepts and ignores for now.
 pub const LATER_FAMILIES: &[&str] = &[
     "store.",
@@ -51,6 +53,7 @@ pub const LATER_FAMILIES: &[&str] = &[
     "process.lua.bc",
 ];
 
+/// Kinds Wippy has that Weft accepts and ignores for now (with a warning), so apps still boot.
 pub const LATER: &[&str] = &[
     "workflow.lua",
     "module.lua",
@@ -58,11 +61,8 @@ pub const LATER: &[&str] = &[
     "http.router",
     "http.endpoint",
     "http.static",
-    "db.sql.sqlite",
     "db.sql.postgres",
     "db.sql.mysql",
-    "store.memory",
-    "store.sql",
     "ns.definition",
     "ns.requirement",
     "ns.dependency",
@@ -164,6 +164,9 @@ pub fn boot(
                         e.file, e.id
                     ));
                 }
+            }
+            "db.sql.sqlite" | "store.memory" | "store.sql" => {
+                crate::storage::check(e, &c.entries).map_err(|m| at(e, m))?;
             }
             _ => {}
         }

@@ -29,6 +29,36 @@ pub mod ids {
     pub const SQL_RANGE: std::ops::RangeInclusive<u16> = 80..=99;
     /// Persist one `KEY=value` in a `.env` file: args path, key, value, auto_create, modes.
     pub const ENV_FILE_SET: CommandId = CommandId(100);
+    // Store commands: args `[store id, now (node clock, Unix ns), ...]`.
+    /// `[id, now, key]` → value | NotFound.
+    pub const STORE_GET: CommandId = CommandId(60);
+    /// `[id, now, key, value, ttl_seconds?]` → true.
+    pub const STORE_SET: CommandId = CommandId(61);
+    /// `[id, now, key]` → bool.
+    pub const STORE_HAS: CommandId = CommandId(62);
+    /// `[id, now, key]` → bool (deleted).
+    pub const STORE_DELETE: CommandId = CommandId(63);
+    /// `[id, now, key]` → `{key, value, version}` | NotFound.
+    pub const STORE_ENTRY: CommandId = CommandId(64);
+    /// `[id, now, key, value, {ttl, only_if_absent, if_version}?]` → entry.
+    pub const STORE_PUT: CommandId = CommandId(65);
+    /// `[id, now, {prefix, after, limit}?]` → `{items, cursor, has_more}`.
+    pub const STORE_LIST: CommandId = CommandId(66);
+    /// `[id]` → info table.
+    pub const STORE_INFO: CommandId = CommandId(67);
+    // SQL commands: args `[db id, owner process id, transaction id (0 = none), ...]`.
+    /// `[db, owner, tx, sql, params]` → array of rows.
+    pub const SQL_QUERY: CommandId = CommandId(80);
+    /// `[db, owner, tx, sql, params]` → `{last_insert_id, rows_affected}`.
+    pub const SQL_EXECUTE: CommandId = CommandId(81);
+    /// `[db, owner, tx, sql]` → true when the statement compiles.
+    pub const SQL_PREPARE: CommandId = CommandId(82);
+    /// `[db, owner, isolation, read_only]` → transaction id.
+    pub const SQL_BEGIN: CommandId = CommandId(83);
+    /// `[db, owner, tx, op, name?]`, op ∈ commit/rollback/savepoint/rollback_to/release → true.
+    pub const SQL_TX: CommandId = CommandId(84);
+    /// `[owner]`: rolls back every transaction the (closing) process left open.
+    pub const SQL_RELEASE_OWNER: CommandId = CommandId(85);
     pub const FUNCTION_CALL: CommandId = CommandId(140);
     pub const CUSTOM_START: u16 = 256;
 }
@@ -169,6 +199,20 @@ impl CommandRegistry {
             (ids::TERMINAL_READ, "io", "read"),
             (ids::FUNCTION_CALL, "funcs", "call"),
             (ids::ENV_FILE_SET, "env", "file.set"),
+            (ids::STORE_GET, "store", "get"),
+            (ids::STORE_SET, "store", "set"),
+            (ids::STORE_HAS, "store", "has"),
+            (ids::STORE_DELETE, "store", "delete"),
+            (ids::STORE_ENTRY, "store", "entry"),
+            (ids::STORE_PUT, "store", "put"),
+            (ids::STORE_LIST, "store", "list"),
+            (ids::STORE_INFO, "store", "info"),
+            (ids::SQL_QUERY, "sql", "query"),
+            (ids::SQL_EXECUTE, "sql", "execute"),
+            (ids::SQL_PREPARE, "sql", "prepare"),
+            (ids::SQL_BEGIN, "sql", "begin"),
+            (ids::SQL_TX, "sql", "transaction"),
+            (ids::SQL_RELEASE_OWNER, "sql", "release_owner"),
         ];
         for (id, m, n) in builtins {
             r.register(id, m, n)

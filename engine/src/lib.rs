@@ -15,6 +15,7 @@ pub mod pid;
 pub mod process;
 pub mod relay;
 pub mod scheduler;
+pub mod storage;
 pub mod supervisor;
 pub mod timers;
 pub mod topology;

@@ -2,6 +2,8 @@
 //! for both drivers (production runs it off the engine thread; the simulator inline, in memory).
 
 pub mod env;
+pub mod sql;
+pub mod store;
 
 use weft_engine::command::{ids, CommandId};
 use weft_engine::entries::Entry;
@@ -19,6 +21,8 @@ pub struct World {
     pub storage: Storage,
     /// Files written under `Storage::Memory` (path → text), e.g. `.env` files.
     pub mem_files: std::collections::BTreeMap<String, String>,
+    pub dbs: sql::Databases,
+    pub stores: store::Stores,
 }
 
 impl World {
@@ -26,11 +30,30 @@ impl World {
         World {
             storage,
             mem_files: Default::default(),
+            dbs: sql::Databases::default(),
+            stores: store::Stores::default(),
         }
     }
 
     /// Opens what the app's entries declare (databases, stores). Errors name the entry.
-    pub fn configure(&mut self, _entries: &[Entry]) -> Result<(), String> {
+    /// Databases first (stores refer to them); under `Storage::Memory` every database is an
+    /// in-memory SQLite so simulated runs touch no file and stay deterministic.
+    pub fn configure(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let root = match &self.storage {
+            Storage::Disk { root } => Some(root.as_path()),
+            Storage::Memory => None,
+        };
+        for e in entries.iter().filter(|e| e.kind == "db.sql.sqlite") {
+            let conn = sql::open(root, e)?;
+            self.dbs.insert(&e.id, conn);
+        }
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == "store.memory" || e.kind == "store.sql")
+        {
+            let s = store::from_entry(e, &self.dbs)?;
+            self.stores.stores.insert(e.id.clone(), s);
+        }
         Ok(())
     }
 
@@ -39,6 +62,12 @@ impl World {
         if cmd == ids::ENV_FILE_SET {
             return self.env_file_set(args);
         }
+        if ids::SQL_RANGE.contains(&cmd.0) {
+            return self.dbs.handle(cmd, args);
+        }
+        if ids::STORE_RANGE.contains(&cmd.0) {
+            return self.stores.handle(&mut self.dbs, cmd, args);
+        }
         Err(ErrorValue::new(
             kind::UNAVAILABLE,
             format!("command {} has no handler in this runtime", cmd.0),
@@ -46,8 +75,19 @@ impl World {
     }
 }
 
+/// A configuration error naming the entry's file, line and id, like boot errors do.
+pub fn config_error(e: &Entry, msg: impl std::fmt::Display) -> String {
+    match e.line {
+        Some(l) => format!("{}:{l}: entry '{}': {msg}", e.file, e.id),
+        None => format!("{}: entry '{}': {msg}", e.file, e.id),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unknown {
     use super::*;
 
     #[test]

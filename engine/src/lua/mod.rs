@@ -18,6 +18,8 @@ pub mod payload;
 pub mod prepass;
 pub mod proc_mod;
 pub mod process;
+pub mod sql;
+pub mod store;
 pub mod task;
 pub mod time;
 pub mod uuid;
@@ -36,7 +38,7 @@ use std::rc::Rc;
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
     "io", "time", "logger", "json", "process", "channel", "errors", "os", "funcs", "ctx", "events",
-    "payload", "env", "uuid", "hash", "base64", "yaml",
+    "payload", "env", "uuid", "hash", "base64", "yaml", "sql", "store",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -259,6 +261,9 @@ impl LuaRuntime {
         modules.insert("hash", LV::Table(hash::module(&lua)?));
         modules.insert("base64", LV::Table(base64::module(&lua)?));
         modules.insert("yaml", LV::Table(yaml::module(&lua)?));
+        let glue = storage_glue(&lua, &prelude)?;
+        modules.insert("sql", LV::Table(sql::module(&lua, &glue)?));
+        modules.insert("store", LV::Table(store::module(&lua, &glue)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -543,6 +548,24 @@ impl LuaRuntime {
         out.raw_set(plan.libs.len() + 1, step)?;
         Ok(out)
     }
+}
+
+/// Loads storage.lua over the sql/store primitives; its method tables back the handles'
+/// `__index` (read-only: every process shares them).
+fn storage_glue(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
+    let raw = lua.create_table()?;
+    sql::install_raw(lua, &raw)?;
+    store::install_raw(lua, &raw)?;
+    let glue: Table = lua
+        .load(include_str!("storage.lua"))
+        .set_name("=weft-storage")
+        .call((raw, prelude.get::<Function>("blocking")?))?;
+    for k in ["sql_db", "sql_tx", "sql_stmt", "store"] {
+        let t: Table = glue.get(k)?;
+        t.set_readonly(true);
+        lua.set_named_registry_value(&format!("weft.{k}"), t)?;
+    }
+    Ok(glue)
 }
 
 /// An entry's `imports:` map as (alias, absolute library id); ids without a namespace are

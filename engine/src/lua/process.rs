@@ -49,6 +49,9 @@ pub struct ProcState {
     pub futures: BTreeMap<u64, Rc<RefCell<super::funcs::FutureSlot>>>,
     /// Event-bus subscriptions: subscription id → its channel.
     pub bus_subs: BTreeMap<u64, ChanRef>,
+    /// World commands to send when the process closes, whatever the reason (e.g. roll back the
+    /// SQL transactions it left open); their completions are dropped.
+    pub on_close: Vec<(crate::command::CommandId, Vec<Value>)>,
 }
 
 impl ProcState {
@@ -76,6 +79,7 @@ impl ProcState {
             has_libs: false,
             futures: BTreeMap::new(),
             bus_subs: BTreeMap::new(),
+            on_close: Vec::new(),
         }
     }
 
@@ -535,11 +539,22 @@ impl Process for LuaProcess {
         // Disarm this process's timers so tickers stop firing for a dead process.
         let st = self.st.borrow();
         let keys: Vec<u64> = st.timers.values().map(|t| t.key).collect();
+        let pid = st.pid.clone();
         drop(st);
+        let on_close = std::mem::take(&mut self.st.borrow_mut().on_close);
         let h = host(&self.lua);
         let mut core = h.core.borrow_mut();
         for k in keys {
             core.cancel_timer(k);
+        }
+        // Tag 0 is never issued, so the completion is dropped rather than delivered.
+        for (cmd, args) in on_close {
+            core.emit(crate::node::Output::Execute {
+                pid: pid.clone(),
+                tag: 0,
+                cmd,
+                args,
+            });
         }
     }
 }

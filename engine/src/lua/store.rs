@@ -1,0 +1,174 @@
+//! The `store` module: key-value stores (`store.memory`, `store.sql`). Every operation is a world
+//! command (ids 60–79) carrying the node's clock, so TTLs follow node time (virtual under the
+//! simulator). Decision: both kinds live in the world, see weft-world's `store` module.
+
+use super::convert::to_value;
+use super::errors::fail;
+use super::process::world_call;
+use super::sql::kind_of;
+use super::{current, host};
+use crate::command::ids;
+use crate::value::{kind, ErrorValue, Value};
+use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
+
+pub struct StoreUd {
+    pub id: String,
+    pub released: bool,
+}
+
+impl UserData for StoreUd {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_meta_field_with(MetaMethod::Index, |lua| {
+            lua.named_registry_value::<Table>("weft.store")
+        });
+    }
+}
+
+fn invalid(m: impl Into<String>) -> ErrorValue {
+    ErrorValue::new(kind::INVALID, m)
+}
+
+fn key(v: &LV) -> Result<Value, ErrorValue> {
+    match v {
+        LV::String(s) => Ok(Value::Str(s.as_bytes().to_vec())),
+        other => Err(invalid(format!(
+            "store key must be a string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
+    raw.set(
+        "store_get",
+        lua.create_function(|lua, id: LV| {
+            let Some(id) = id.as_string().map(|s| s.to_string_lossy()) else {
+                return fail(lua, invalid("store id must be a string"));
+            };
+            let id = if id.contains(':') {
+                id
+            } else {
+                let ns = current(lua)?.borrow().entry.namespace.clone();
+                format!("{ns}:{id}")
+            };
+            match kind_of(lua, &id).as_deref() {
+                Some("store.memory") | Some("store.sql") => Ok((
+                    LV::UserData(lua.create_userdata(StoreUd {
+                        id,
+                        released: false,
+                    })?),
+                    LV::Nil,
+                )),
+                _ => fail(
+                    lua,
+                    ErrorValue::new(kind::NOT_FOUND, format!("store '{id}' not found")),
+                ),
+            }
+        })?,
+    )?;
+    // store_op(store, op, a, b, c): one primitive for every method that asks the world.
+    raw.set(
+        "store_op",
+        lua.create_function(
+            |lua, (ud, op, a, b, c): (AnyUserData, String, LV, LV, LV)| {
+                let id = {
+                    let s = ud
+                        .borrow::<StoreUd>()
+                        .map_err(|_| mlua::Error::runtime("bad argument #1 (store expected)"))?;
+                    if s.released {
+                        return fail(lua, invalid("store handle was released"));
+                    }
+                    s.id.clone()
+                };
+                let now = host(lua).core.borrow().wall_now_ns();
+                let mut args = vec![Value::from(id), Value::Int(now)];
+                let copy = |v: &LV| to_value(v);
+                let r: Result<_, ErrorValue> = (|| {
+                    Ok(match op.as_str() {
+                        "get" => {
+                            args.push(key(&a)?);
+                            ids::STORE_GET
+                        }
+                        "has" => {
+                            args.push(key(&a)?);
+                            ids::STORE_HAS
+                        }
+                        "delete" => {
+                            args.push(key(&a)?);
+                            ids::STORE_DELETE
+                        }
+                        "entry" => {
+                            args.push(key(&a)?);
+                            ids::STORE_ENTRY
+                        }
+                        "set" | "put" => {
+                            args.push(key(&a)?);
+                            if b.is_nil() {
+                                return Err(invalid("store value must not be nil"));
+                            }
+                            args.push(copy(&b)?);
+                            args.push(copy(&c)?);
+                            if op == "set" {
+                                ids::STORE_SET
+                            } else {
+                                ids::STORE_PUT
+                            }
+                        }
+                        "list" => {
+                            args.push(copy(&a)?);
+                            ids::STORE_LIST
+                        }
+                        "info" => {
+                            args.truncate(1);
+                            ids::STORE_INFO
+                        }
+                        other => return Err(invalid(format!("unknown store operation '{other}'"))),
+                    })
+                })();
+                match r {
+                    Ok(cmd) => world_call(lua, cmd, args),
+                    Err(e) => fail(lua, e),
+                }
+            },
+        )?,
+    )?;
+    raw.set(
+        "store_release",
+        // Idempotent; the handle's other methods answer Invalid afterwards.
+        lua.create_function(|_, ud: AnyUserData| {
+            let mut s = ud
+                .borrow_mut::<StoreUd>()
+                .map_err(|_| mlua::Error::runtime("bad argument #1 (store expected)"))?;
+            s.released = true;
+            Ok(true)
+        })?,
+    )?;
+    Ok(())
+}
+
+pub fn module(lua: &Lua, glue: &Table) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("get", glue.get::<LV>("store_get")?)?;
+    let backend = lua.create_table()?;
+    for (k, v) in [
+        ("MEMORY", "memory"),
+        ("SQL", "sql"),
+        ("KV_RAFT", "kv.raft"),
+        ("KV_CRDT", "kv.crdt"),
+        ("UNKNOWN", "unknown"),
+    ] {
+        backend.set(k, v)?;
+    }
+    t.set("backend", backend)?;
+    let cons = lua.create_table()?;
+    for (k, v) in [
+        ("LINEARIZABLE", "linearizable"),
+        ("EVENTUAL", "eventual"),
+        ("LOCAL", "local"),
+        ("UNKNOWN", "unknown"),
+    ] {
+        cons.set(k, v)?;
+    }
+    t.set("consistency", cons)?;
+    Ok(t)
+}
