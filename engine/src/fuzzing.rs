@@ -35,7 +35,7 @@ pub fn entries(data: &[u8]) {
         );
         if p.ends_with(".lua") {
             Ok(RESOLVED_LUA.to_string())
-        } else if p.len() % 2 == 0 {
+        } else if p.len().is_multiple_of(2) {
             Ok(String::new())
         } else {
             Err("no such file".to_string())
