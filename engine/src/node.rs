@@ -553,6 +553,30 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<(u64, u64), ErrorValue> {
+        self.call_on(caller, target, FUNCTION_HOST, args, context, "function.lua")
+    }
+
+    /// `process.exec`: runs a process entry on `host` and answers the caller's tag with its result.
+    pub fn exec(
+        &mut self,
+        caller: u64,
+        target: &str,
+        host: &str,
+        args: Vec<Value>,
+        context: Option<Context>,
+    ) -> Result<(u64, u64), ErrorValue> {
+        self.call_on(caller, target, host, args, context, "process.lua")
+    }
+
+    fn call_on(
+        &mut self,
+        caller: u64,
+        target: &str,
+        host: &str,
+        args: Vec<Value>,
+        context: Option<Context>,
+        want_kind: &str,
+    ) -> Result<(u64, u64), ErrorValue> {
         let valid = match target.split_once(':') {
             Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
             None => false,
@@ -564,12 +588,14 @@ impl Core {
             ));
         }
         match self.entries.get(target) {
-            Some(e) if e.kind == "function.lua" => {}
+            Some(e) if e.kind == want_kind => {}
             _ => {
-                return Err(err(
-                    kind::NOT_FOUND,
-                    format!("function not found: {target}"),
-                ))
+                let what = if want_kind == "function.lua" {
+                    "function"
+                } else {
+                    "process"
+                };
+                return Err(err(kind::NOT_FOUND, format!("{what} not found: {target}")));
             }
         }
         let tag = self
@@ -581,7 +607,7 @@ impl Core {
             .tag;
         let r = self.spawn(
             target,
-            FUNCTION_HOST,
+            host,
             args,
             SpawnOptions {
                 parent: Some(caller),

@@ -31,7 +31,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 Ok(b) => Ok((LV::String(lua.create_string(b)?), LV::Nil)),
                 Err(e) => fail(
                     lua,
-                    ErrorValue::new(kind::INVALID, format!("base64.decode: {e}")),
+                    ErrorValue::new(kind::INVALID, format!("illegal base64 data: {e}")),
                 ),
             },
             other => fail(

@@ -15,7 +15,8 @@
 use super::channel::new_chan_ud;
 use super::convert::{to_lua, to_value};
 use super::errors::{fail, ErrorUd};
-use super::process::{new_private_chan, park_recv, PayloadUd};
+use super::payload::Payload;
+use super::process::{new_private_chan, park_recv};
 use super::task::{ChanRef, Item, WaitKind};
 use super::{current, host};
 use crate::node::{Context, SpawnOptions};
@@ -174,7 +175,7 @@ impl UserData for FutureUd {
         m.add_method("result", |lua, f, ()| match &f.slot.borrow().result {
             None => Ok((LV::Nil, LV::Nil)),
             Some(Ok(v)) => Ok((
-                LV::UserData(lua.create_userdata(PayloadUd(v.clone()))?),
+                LV::UserData(lua.create_userdata(Payload::of(v.clone()))?),
                 LV::Nil,
             )),
             Some(Err(e)) => fail(lua, e.clone()),
@@ -448,6 +449,42 @@ impl UserData for SpawnerUd {
         });
         m.add_meta_method(MetaMethod::ToString, |_, _, ()| Ok("process.Spawner"));
     }
+}
+
+/// `process.exec(id, host, ...)`: spawn, wait for the end, return the result (a Rust primitive
+/// wrapped by the prelude's `blocking`). Context values propagate as for calls.
+fn process_exec(lua: &Lua, args: mlua::Variadic<LV>) -> mlua::Result<(LV, LV)> {
+    let (Some(LV::String(id)), Some(LV::String(host_id))) = (args.first(), args.get(1)) else {
+        return fail(lua, invalid("process.exec needs an entry id and a host"));
+    };
+    let (id, host_id) = (id.to_string_lossy(), host_id.to_string_lossy());
+    let vals: Result<Vec<Value>, ErrorValue> = args[2..].iter().map(to_value).collect();
+    let vals = match vals {
+        Ok(v) => v,
+        Err(e) => return fail(lua, e),
+    };
+    let (me, parent) = caller(lua)?;
+    let ctx = child_context(&parent, &Ctx::new());
+    let r = host(lua)
+        .core
+        .borrow_mut()
+        .exec(me, &id, &host_id, vals, ctx);
+    match r {
+        Err(e) => fail(lua, e),
+        Ok((tag, _)) => {
+            let ch = new_private_chan();
+            current(lua)?.borrow_mut().tag_waits.insert(tag, ch.clone());
+            Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
+        }
+    }
+}
+
+/// Adds `with_context` / `with_options` (Spawner constructors) and `exec` to the `process` table.
+pub fn extend_process_exec(lua: &Lua, p: &Table, prelude: &Table) -> mlua::Result<()> {
+    let blocking: Function = prelude.get("blocking")?;
+    let raw = lua.create_function(process_exec)?;
+    p.set("exec", blocking.call::<Function>(raw)?)?;
+    Ok(())
 }
 
 /// Adds `with_context` / `with_options` (Spawner constructors) to the `process` table.

@@ -239,7 +239,8 @@ fn async_future_result_channel_and_cancel() {
     assert!(out.contains("canceled\ttrue\ttrue\tCanceled\n"), "{out}");
     assert!(out.contains("canceled channel\tCanceled\n"), "{out}");
     assert!(out.contains("still\tCanceled\n"), "{out}");
-    assert!(out.contains("late cancel\ttrue\t3\n"), "{out}");
+    // data() may return a trailing nil (spec §0.1: not part of the contract).
+    assert!(out.contains("late cancel\ttrue\t3"), "{out}");
     assert!(out.contains("async invalid\tInvalid\n"), "{out}");
 }
 

@@ -45,6 +45,9 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "validate",
         lua.create_function(|lua, (schema, data): (LV, LV)| {
+            if data.is_nil() {
+                return invalid(lua, "data is required".into());
+            }
             let data = match to_value(&data) {
                 Ok(d) => super::jsonschema::to_json(&d),
                 Err(e) => return invalid(lua, e.message),

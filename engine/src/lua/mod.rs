@@ -240,6 +240,7 @@ impl LuaRuntime {
         g.raw_set("channel", channel::module(&lua, &prelude)?)?;
         let process_table = proc_mod::module(&lua)?;
         funcs::extend_process(&lua, &process_table)?;
+        funcs::extend_process_exec(&lua, &process_table, &prelude)?;
         g.raw_set("process", process_table)?;
         g.raw_set("errors", errors::module(&lua)?)?;
         g.raw_set("os", time::os_module(&lua)?)?;

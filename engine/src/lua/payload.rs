@@ -99,8 +99,12 @@ impl UserData for Payload {
         });
         m.add_meta_method(MetaMethod::ToString, |_, p, ()| {
             Ok(match p.format.as_str() {
-                LUA | GOLANG | ERROR => format!("Payload({}: {})", p.format, p.value.to_display()),
-                _ => format!("Payload({}: {})", p.format, p.text()),
+                LUA | GOLANG | ERROR => format!(
+                    "payload{{format={}, value={}}}",
+                    p.format,
+                    p.value.to_display()
+                ),
+                _ => format!("payload{{format={}, value={}}}", p.format, p.text()),
             })
         });
     }

@@ -205,7 +205,7 @@ pub fn item_to_lua(lua: &Lua, item: Item) -> mlua::Result<LV> {
         Item::Time(ns) => LV::UserData(lua.create_userdata(super::time::TimeUd::utc(ns))?),
         Item::Done(Ok(v)) => to_lua(lua, &v)?,
         Item::Done(Err(e)) => LV::UserData(lua.create_userdata(ErrorUd(e))?),
-        Item::Payload(v) => LV::UserData(lua.create_userdata(PayloadUd(v))?),
+        Item::Payload(v) => LV::UserData(lua.create_userdata(super::payload::Payload::of(v))?),
     })
 }
 
@@ -256,26 +256,6 @@ impl mlua::UserData for MessageUd {
         });
         m.add_meta_method(mlua::MetaMethod::ToString, |_, s, ()| {
             Ok(format!("process.Message{{topic={}}}", s.0.topic))
-        });
-    }
-}
-
-/// A payload: a value with a format; Lua-format payloads hand back the stored value.
-pub struct PayloadUd(pub Value);
-
-impl mlua::UserData for PayloadUd {
-    fn add_methods<M: mlua::UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("data", |lua, s, ()| to_lua(lua, &s.0));
-        m.add_method("unmarshal", |lua, s, ()| to_lua(lua, &s.0));
-        m.add_method("get_format", |_, s, ()| {
-            Ok(if matches!(s.0, Value::Error(_)) {
-                "golang/error"
-            } else {
-                "lua/any"
-            })
-        });
-        m.add_meta_method(mlua::MetaMethod::ToString, |_, s, ()| {
-            Ok(format!("Payload({})", s.0.to_display()))
         });
     }
 }

@@ -190,6 +190,9 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
             let Some(id) = id.as_string().map(|s| s.to_string_lossy()) else {
                 return fail(lua, invalid("database id must be a string"));
             };
+            if id.is_empty() {
+                return fail(lua, invalid("database id must not be empty"));
+            }
             let id = resolve(lua, &id)?;
             match kind_of(lua, &id).as_deref() {
                 Some("db.sql.sqlite") => Ok((

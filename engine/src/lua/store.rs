@@ -18,6 +18,9 @@ pub struct StoreUd {
 
 impl UserData for StoreUd {
     fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_meta_field_with(MetaMethod::ToString, |lua| {
+            lua.create_function(|_, _: LV| Ok("store.Store{}"))
+        });
         f.add_meta_field_with(MetaMethod::Index, |lua| {
             lua.named_registry_value::<Table>("weft.store")
         });
@@ -45,6 +48,9 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
             let Some(id) = id.as_string().map(|s| s.to_string_lossy()) else {
                 return fail(lua, invalid("store id must be a string"));
             };
+            if id.is_empty() {
+                return fail(lua, invalid("store id must not be empty"));
+            }
             let id = if id.contains(':') {
                 id
             } else {

@@ -204,3 +204,27 @@ fn wippy_string_compat_and_runtime_error_values() {
         "{out}"
     );
 }
+
+#[test]
+fn process_exec_returns_the_child_result_or_its_error() {
+    let child = r#"return { main = function(a, b)
+        if a == "fail" then return nil, "child said no" end
+        return { sum = a + b }
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local r, err = process.exec("t:child", "t:host", 2, 3)
+            io.print("sum", r and r.sum, err)
+            local r2, err2 = process.exec("t:child", "t:host", "fail")
+            io.print("failed", r2, tostring(err2))
+            local r3, err3 = process.exec("t:nope", "t:host")
+            io.print("missing", r3, err3:kind())
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:child", child)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sum\t5\tnil"), "{out}");
+    assert!(out.contains("failed\tnil\tchild said no"), "{out}");
+    assert!(out.contains("missing\tnil\tNotFound"), "{out}");
+}
