@@ -292,11 +292,14 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
     )?;
     raw.set(
         "sql_stmt_close",
-        lua.create_function(|_, ud: AnyUserData| {
-            if let Ok(mut s) = ud.borrow_mut::<StmtUd>() {
-                s.closed = true;
+        lua.create_function(|lua, ud: AnyUserData| {
+            let mut s = ud.borrow_mut::<StmtUd>()?;
+            if s.closed {
+                drop(s);
+                return fail(lua, invalid("statement is already closed"));
             }
-            Ok(true)
+            s.closed = true;
+            Ok((LV::Boolean(true), LV::Nil))
         })?,
     )?;
     raw.set(

@@ -19,7 +19,14 @@ pub struct StoreUd {
 impl UserData for StoreUd {
     fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
         f.add_meta_field_with(MetaMethod::ToString, |lua| {
-            lua.create_function(|_, _: LV| Ok("store.Store{}"))
+            lua.create_function(|_, ud: AnyUserData| {
+                let released = ud.borrow::<StoreUd>().map(|s| s.released).unwrap_or(false);
+                Ok(if released {
+                    "store.Store{released}"
+                } else {
+                    "store.Store{}"
+                })
+            })
         });
         f.add_meta_field_with(MetaMethod::Index, |lua| {
             lua.named_registry_value::<Table>("weft.store")
