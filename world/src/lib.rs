@@ -1,7 +1,9 @@
 //! Command handlers for work that needs the world: one `World` answers `Output::Execute` commands
 //! for both drivers (production runs it off the engine thread; the simulator inline, in memory).
 
-use weft_engine::command::CommandId;
+pub mod registry;
+
+use weft_engine::command::{ids, CommandId};
 use weft_engine::entries::Entry;
 use weft_engine::value::{kind, ErrorValue, Value};
 
@@ -15,11 +17,31 @@ pub enum Storage {
 /// State behind world commands. Handlers for each command range live in their own module.
 pub struct World {
     pub storage: Storage,
+    registry: Option<registry::RegistryStore>,
 }
 
 impl World {
     pub fn new(storage: Storage) -> World {
-        World { storage }
+        World {
+            storage,
+            registry: None,
+        }
+    }
+
+    /// The registry history store, opened on first use.
+    pub fn registry(&mut self) -> Result<&mut registry::RegistryStore, String> {
+        if self.registry.is_none() {
+            self.registry = Some(registry::RegistryStore::open(&self.storage)?);
+        }
+        Ok(self.registry.as_mut().expect("opened above"))
+    }
+
+    /// After boot: restores the stored registry history into the node (see `RegistryStore::boot`).
+    pub fn boot_registry(
+        &mut self,
+        core: &mut weft_engine::node::Core,
+    ) -> Result<weft_engine::registry::Restored, String> {
+        self.registry()?.boot(core)
     }
 
     /// Opens what the app's entries declare (databases, stores). Errors name the entry.
@@ -28,7 +50,15 @@ impl World {
     }
 
     /// Runs one command to completion.
-    pub fn handle(&mut self, cmd: CommandId, _args: &[Value]) -> Result<Value, ErrorValue> {
+    pub fn handle(&mut self, cmd: CommandId, args: &[Value]) -> Result<Value, ErrorValue> {
+        if cmd == ids::REGISTRY_COMMIT {
+            let (version, ops) = registry::commit_args(args)?;
+            let store = self
+                .registry()
+                .map_err(|m| ErrorValue::new(kind::INTERNAL, m))?;
+            store.commit(version, ops)?;
+            return Ok(Value::Int(version as i64));
+        }
         Err(ErrorValue::new(
             kind::UNAVAILABLE,
             format!("command {} has no handler in this runtime", cmd.0),

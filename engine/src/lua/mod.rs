@@ -10,6 +10,7 @@ pub mod logger;
 pub mod prepass;
 pub mod proc_mod;
 pub mod process;
+pub mod registry;
 pub mod task;
 pub mod time;
 
@@ -25,7 +26,7 @@ use std::rc::Rc;
 
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
-    "io", "time", "logger", "json", "process", "channel", "errors", "os",
+    "io", "time", "logger", "json", "process", "channel", "errors", "os", "registry",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -224,6 +225,7 @@ impl LuaRuntime {
         modules.insert("time", LV::Table(time::module(&lua, &prelude)?));
         modules.insert("logger", LV::UserData(logger::root(&lua)?));
         modules.insert("json", LV::Table(json::module(&lua)?));
+        modules.insert("registry", LV::Table(registry::module(&lua, &prelude)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -446,6 +448,7 @@ impl LuaRuntime {
         entry: &Rc<Entry>,
         args: Vec<Value>,
     ) -> mlua::Result<LuaProcess> {
+        self.drop_stale(core);
         if !self.compiled.contains_key(&entry.id) {
             self.prepare(entry)
                 .map_err(|e| mlua::Error::runtime(e.to_string()))?;
@@ -485,6 +488,18 @@ impl LuaRuntime {
             libs,
             args,
         ))
+    }
+
+    /// Forgets compiled code of entries a registry change replaced or removed; link plans are
+    /// rebuilt (a library may have changed under any importer).
+    fn drop_stale(&mut self, core: &CoreRef) {
+        let stale = core.borrow_mut().registry.take_stale();
+        if !stale.is_empty() {
+            for id in &stale {
+                self.compiled.remove(id);
+            }
+            self.plans.clear();
+        }
     }
 
     /// The libraries a process imports, ready for the prelude's `boot` to run and bind:
@@ -597,5 +612,7 @@ impl Factory for LuaRuntime {
     }
 }
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;
