@@ -18,6 +18,9 @@ pub enum Storage {
 pub struct World {
     pub storage: Storage,
     registry: Option<registry::RegistryStore>,
+    /// Version 1 not yet stored: the database is created on the first registry change, so an
+    /// app that never changes its registry leaves no file behind.
+    registry_base: Option<(u64, Value)>,
 }
 
 impl World {
@@ -25,6 +28,7 @@ impl World {
         World {
             storage,
             registry: None,
+            registry_base: None,
         }
     }
 
@@ -41,6 +45,16 @@ impl World {
         &mut self,
         core: &mut weft_engine::node::Core,
     ) -> Result<weft_engine::registry::Restored, String> {
+        if let Storage::Disk { root } = &self.storage {
+            if !registry::db_path(root).exists() {
+                let r = weft_engine::registry::restore(core, Vec::new());
+                self.registry_base = core
+                    .registry
+                    .current()
+                    .map(|v| (v.id, weft_engine::registry::ops_to_value(&v.ops)));
+                return Ok(r);
+            }
+        }
         self.registry()?.boot(core)
     }
 
@@ -53,9 +67,22 @@ impl World {
     pub fn handle(&mut self, cmd: CommandId, args: &[Value]) -> Result<Value, ErrorValue> {
         if cmd == ids::REGISTRY_COMMIT {
             let (version, ops) = registry::commit_args(args)?;
-            let store = self
-                .registry()
-                .map_err(|m| ErrorValue::new(kind::INTERNAL, m))?;
+            let base = self.registry_base.take();
+            let store = match self.registry() {
+                Ok(s) => s,
+                Err(m) => {
+                    self.registry_base = base;
+                    return Err(ErrorValue::new(kind::INTERNAL, m));
+                }
+            };
+            if let Some((v1, b)) = &base {
+                if *v1 < version {
+                    if let Err(e) = store.commit(*v1, b) {
+                        self.registry_base = base;
+                        return Err(e);
+                    }
+                }
+            }
             store.commit(version, ops)?;
             return Ok(Value::Int(version as i64));
         }

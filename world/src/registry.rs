@@ -16,6 +16,11 @@ fn sql_err(e: rusqlite::Error) -> String {
     format!("registry store: {e}")
 }
 
+/// Where a project's registry history lives.
+pub fn db_path(root: &std::path::Path) -> std::path::PathBuf {
+    root.join(".wippy").join("registry.db")
+}
+
 impl RegistryStore {
     pub fn open(storage: &Storage) -> Result<RegistryStore, String> {
         let conn = match storage {
@@ -24,7 +29,7 @@ impl RegistryStore {
                 let dir = root.join(".wippy");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("registry store: {}: {e}", dir.display()))?;
-                let c = Connection::open(dir.join("registry.db")).map_err(sql_err)?;
+                let c = Connection::open(db_path(root)).map_err(sql_err)?;
                 c.pragma_update(None, "journal_mode", "WAL")
                     .map_err(sql_err)?;
                 c.pragma_update(None, "synchronous", "FULL")
@@ -105,5 +110,38 @@ pub fn commit_args(args: &[Value]) -> Result<(u64, &Value), ErrorValue> {
             kind::INVALID,
             "registry commit expects [version, ops]",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::entries::Entry;
+    use weft_engine::value::Table;
+
+    fn op(id: &str) -> Op {
+        let (namespace, name) = weft_engine::entries::parse_id(id);
+        Op::Create(Entry {
+            id: id.into(),
+            namespace,
+            name,
+            kind: "registry.entry".into(),
+            data: Table::default().with("x", Value::Int(1)),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn versions_round_trip_and_rewrites_drop_later_ones() {
+        let mut s = RegistryStore::open(&Storage::Memory).unwrap();
+        for v in 1..=3 {
+            s.commit(v, &reg::ops_to_value(&[op(&format!("a:e{v}"))]))
+                .unwrap();
+        }
+        s.commit(2, &reg::ops_to_value(&[op("a:other")])).unwrap();
+        let got = s.load().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], (2, vec![op("a:other")]));
+        assert!(commit_args(&[Value::Int(0), Value::Nil]).is_err());
     }
 }
