@@ -214,6 +214,13 @@ pub fn run(a: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
     tracing::debug!(services = report.services, "booted");
+    let restored = world
+        .lock()
+        .map_err(|_| "world handlers poisoned".to_string())
+        .and_then(|mut w| w.boot_registry(&mut node.core().borrow_mut()));
+    if let Err(e) = restored {
+        return fail(e);
+    }
     node.add_factory("process.lua", Box::new(lua));
     if let (Some((_, id, args)), Some(h)) = (target, terminal_host) {
         let args = args.into_iter().map(Value::from).collect();

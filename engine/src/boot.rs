@@ -253,6 +253,8 @@ pub fn boot(
     for w in &report.warnings {
         c.log(Level::Warn, w.clone(), vec![]);
     }
+    let loaded = c.entries.clone();
+    c.registry.init(&loaded);
     Ok(report)
 }
 

@@ -13,6 +13,7 @@ pub mod lua;
 pub mod node;
 pub mod pid;
 pub mod process;
+pub mod registry;
 pub mod relay;
 pub mod scheduler;
 pub mod storage;

@@ -202,6 +202,8 @@ pub struct Core {
     spawns: VecDeque<PendingSpawn>,
     killed: Vec<u64>,
     pub entries: BTreeMap<String, Rc<Entry>>,
+    /// Versions of `entries` (which stays the live view of the current one).
+    pub registry: crate::registry::Registry,
     /// process.host / terminal.host ids that are running.
     pub hosts: BTreeMap<String, String>,
     pub services: Vec<Service>,
@@ -252,6 +254,7 @@ impl Core {
             spawns: VecDeque::new(),
             killed: Vec::new(),
             entries: BTreeMap::new(),
+            registry: Default::default(),
             hosts: BTreeMap::new(),
             services: Vec::new(),
             start_order: Vec::new(),
@@ -1264,7 +1267,8 @@ impl Core {
 
     // ---- world input ---------------------------------------------------------------------------
 
-    fn complete(&mut self, pid: &Pid, tag: u64, result: Result<Value, ErrorValue>) {
+    pub(crate) fn complete(&mut self, pid: &Pid, tag: u64, result: Result<Value, ErrorValue>) {
+        let result = crate::registry::on_completion(self, pid, tag, result);
         let ok = self
             .procs
             .get_mut(&pid.uniq)

@@ -156,6 +156,9 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
     node.core().borrow_mut().env.files = world.borrow().env_files(entries);
     let mut lua = LuaRuntime::new(node.core().clone()).map_err(|e| e.to_string())?;
     weft_engine::boot::boot(&mut node, &mut lua, entries.to_vec()).map_err(|e| e.to_string())?;
+    world
+        .borrow_mut()
+        .boot_registry(&mut node.core().borrow_mut())?;
     node.add_factory("process.lua", Box::new(lua));
     let mut terminal = None;
     if let Some((host, entry, args)) = &cfg.exec {

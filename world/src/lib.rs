@@ -2,6 +2,7 @@
 //! for both drivers (production runs it off the engine thread; the simulator inline, in memory).
 
 pub mod env;
+pub mod registry;
 pub mod sql;
 pub mod store;
 
@@ -23,6 +24,10 @@ pub struct World {
     pub mem_files: std::collections::BTreeMap<String, String>,
     pub dbs: sql::Databases,
     pub stores: store::Stores,
+    registry: Option<registry::RegistryStore>,
+    /// Version 1 not yet stored: the database is created on the first registry change, so an
+    /// app that never changes its registry leaves no file behind.
+    registry_base: Option<(u64, Value)>,
 }
 
 impl World {
@@ -32,7 +37,35 @@ impl World {
             mem_files: Default::default(),
             dbs: sql::Databases::default(),
             stores: store::Stores::default(),
+            registry: None,
+            registry_base: None,
         }
+    }
+
+    /// The registry history store, opened on first use.
+    pub fn registry(&mut self) -> Result<&mut registry::RegistryStore, String> {
+        if self.registry.is_none() {
+            self.registry = Some(registry::RegistryStore::open(&self.storage)?);
+        }
+        Ok(self.registry.as_mut().expect("opened above"))
+    }
+
+    /// After boot: restores the stored registry history into the node (see `RegistryStore::boot`).
+    pub fn boot_registry(
+        &mut self,
+        core: &mut weft_engine::node::Core,
+    ) -> Result<weft_engine::registry::Restored, String> {
+        if let Storage::Disk { root } = &self.storage {
+            if !registry::db_path(root).exists() {
+                let r = weft_engine::registry::restore(core, Vec::new());
+                self.registry_base = core
+                    .registry
+                    .current()
+                    .map(|v| (v.id, weft_engine::registry::ops_to_value(&v.ops)));
+                return Ok(r);
+            }
+        }
+        self.registry()?.boot(core)
     }
 
     /// Opens what the app's entries declare (databases, stores). Errors name the entry.
@@ -67,6 +100,27 @@ impl World {
         }
         if ids::STORE_RANGE.contains(&cmd.0) {
             return self.stores.handle(&mut self.dbs, cmd, args);
+        }
+        if cmd == ids::REGISTRY_COMMIT {
+            let (version, ops) = registry::commit_args(args)?;
+            let base = self.registry_base.take();
+            let store = match self.registry() {
+                Ok(s) => s,
+                Err(m) => {
+                    self.registry_base = base;
+                    return Err(ErrorValue::new(kind::INTERNAL, m));
+                }
+            };
+            if let Some((v1, b)) = &base {
+                if *v1 < version {
+                    if let Err(e) = store.commit(*v1, b) {
+                        self.registry_base = base;
+                        return Err(e);
+                    }
+                }
+            }
+            store.commit(version, ops)?;
+            return Ok(Value::Int(version as i64));
         }
         Err(ErrorValue::new(
             kind::UNAVAILABLE,

@@ -18,6 +18,7 @@ pub mod payload;
 pub mod prepass;
 pub mod proc_mod;
 pub mod process;
+pub mod registry;
 pub mod sql;
 pub mod store;
 pub mod task;
@@ -38,7 +39,7 @@ use std::rc::Rc;
 /// Names a granted module can have in `modules:`.
 pub const MODULES: &[&str] = &[
     "io", "time", "logger", "json", "process", "channel", "errors", "os", "funcs", "ctx", "events",
-    "payload", "env", "uuid", "hash", "base64", "yaml", "sql", "store",
+    "payload", "env", "uuid", "hash", "base64", "yaml", "sql", "store", "registry",
 ];
 
 static PARK_ADDR: u8 = 0;
@@ -265,6 +266,7 @@ impl LuaRuntime {
         let glue = storage_glue(&lua, &prelude)?;
         modules.insert("sql", LV::Table(sql::module(&lua, &glue)?));
         modules.insert("store", LV::Table(store::module(&lua, &glue)?));
+        modules.insert("registry", LV::Table(registry::module(&lua, &prelude)?));
         for (name, v) in &modules {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
@@ -467,6 +469,7 @@ impl LuaRuntime {
         entry: &Rc<Entry>,
         args: Vec<Value>,
     ) -> mlua::Result<LuaProcess> {
+        self.drop_stale(core);
         if !self.compiled.contains_key(&entry.id) {
             self.prepare(entry)
                 .map_err(|e| mlua::Error::runtime(e.to_string()))?;
@@ -511,6 +514,18 @@ impl LuaRuntime {
             libs,
             args,
         ))
+    }
+
+    /// Forgets compiled code of entries a registry change replaced or removed; link plans are
+    /// rebuilt (a library may have changed under any importer).
+    fn drop_stale(&mut self, core: &CoreRef) {
+        let stale = core.borrow_mut().registry.take_stale();
+        if !stale.is_empty() {
+            for id in &stale {
+                self.compiled.remove(id);
+            }
+            self.plans.clear();
+        }
     }
 
     /// The libraries a process imports, ready for the prelude's `boot` to run and bind:
@@ -649,6 +664,8 @@ impl Factory for LuaRuntime {
     }
 }
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;
 

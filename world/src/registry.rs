@@ -1,0 +1,147 @@
+//! Registry history on SQLite: one row per committed version (its changeset, byte-encoded by
+//! `weft_engine::registry::encode`). On disk at `<project>/.wippy/registry.db` (WAL,
+//! synchronous=FULL, so a confirmed version survives a kill -9); in memory for the simulator.
+
+use crate::Storage;
+use rusqlite::{params, Connection};
+use weft_engine::node::Core;
+use weft_engine::registry::{self as reg, Op, Restored};
+use weft_engine::value::{kind, ErrorValue, Value};
+
+pub struct RegistryStore {
+    conn: Connection,
+}
+
+fn sql_err(e: rusqlite::Error) -> String {
+    format!("registry store: {e}")
+}
+
+/// Where a project's registry history lives.
+pub fn db_path(root: &std::path::Path) -> std::path::PathBuf {
+    root.join(".wippy").join("registry.db")
+}
+
+impl RegistryStore {
+    pub fn open(storage: &Storage) -> Result<RegistryStore, String> {
+        let conn = match storage {
+            Storage::Memory => Connection::open_in_memory().map_err(sql_err)?,
+            Storage::Disk { root } => {
+                let dir = root.join(".wippy");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("registry store: {}: {e}", dir.display()))?;
+                let c = Connection::open(db_path(root)).map_err(sql_err)?;
+                c.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(sql_err)?;
+                c.pragma_update(None, "synchronous", "FULL")
+                    .map_err(sql_err)?;
+                c
+            }
+        };
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS registry_versions (
+                 version INTEGER PRIMARY KEY,
+                 ops BLOB NOT NULL
+             );",
+        )
+        .map_err(sql_err)?;
+        Ok(RegistryStore { conn })
+    }
+
+    /// Every stored version, in order.
+    pub fn load(&self) -> Result<Vec<(u64, Vec<Op>)>, String> {
+        let mut st = self
+            .conn
+            .prepare("SELECT version, ops FROM registry_versions ORDER BY version")
+            .map_err(sql_err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(sql_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (v, blob) = row.map_err(sql_err)?;
+            let ops = reg::decode(&blob)
+                .and_then(|v| reg::ops_from_value(&v))
+                .map_err(|e| format!("registry store: version {v}: {e}"))?;
+            out.push((v as u64, ops));
+        }
+        Ok(out)
+    }
+
+    /// Stores `version` (replacing it and dropping later ones: the engine only ever writes the
+    /// version after its current one, so anything above is a leftover of an unconfirmed write).
+    pub fn commit(&mut self, version: u64, ops: &Value) -> Result<(), ErrorValue> {
+        let mut blob = Vec::new();
+        reg::encode(ops, &mut blob);
+        let internal = |e: rusqlite::Error| ErrorValue::new(kind::INTERNAL, sql_err(e));
+        let tx = self.conn.transaction().map_err(internal)?;
+        tx.execute(
+            "DELETE FROM registry_versions WHERE version >= ?1",
+            params![version as i64],
+        )
+        .map_err(internal)?;
+        tx.execute(
+            "INSERT INTO registry_versions (version, ops) VALUES (?1, ?2)",
+            params![version as i64, blob],
+        )
+        .map_err(internal)?;
+        tx.commit().map_err(internal)
+    }
+
+    /// At boot: combines the stored history with the entries boot loaded (see
+    /// `weft_engine::registry::restore`) and stores what the files added.
+    pub fn boot(&mut self, core: &mut Core) -> Result<Restored, String> {
+        let stored = self.load()?;
+        let r = reg::restore(core, stored);
+        if r != Restored::Resumed {
+            if let Some(v) = core.registry.current() {
+                let (id, ops) = (v.id, reg::ops_to_value(&v.ops));
+                self.commit(id, &ops).map_err(|e| e.message)?;
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// `REGISTRY_COMMIT` args: `[version, ops]`.
+pub fn commit_args(args: &[Value]) -> Result<(u64, &Value), ErrorValue> {
+    match args {
+        [Value::Int(v), ops] if *v > 0 => Ok((*v as u64, ops)),
+        _ => Err(ErrorValue::new(
+            kind::INVALID,
+            "registry commit expects [version, ops]",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::entries::Entry;
+    use weft_engine::value::Table;
+
+    fn op(id: &str) -> Op {
+        let (namespace, name) = weft_engine::entries::parse_id(id);
+        Op::Create(Entry {
+            id: id.into(),
+            namespace,
+            name,
+            kind: "registry.entry".into(),
+            data: Table::default().with("x", Value::Int(1)),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn versions_round_trip_and_rewrites_drop_later_ones() {
+        let mut s = RegistryStore::open(&Storage::Memory).unwrap();
+        for v in 1..=3 {
+            s.commit(v, &reg::ops_to_value(&[op(&format!("a:e{v}"))]))
+                .unwrap();
+        }
+        s.commit(2, &reg::ops_to_value(&[op("a:other")])).unwrap();
+        let got = s.load().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], (2, vec![op("a:other")]));
+        assert!(commit_args(&[Value::Int(0), Value::Nil]).is_err());
+    }
+}
