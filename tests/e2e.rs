@@ -930,3 +930,23 @@ fn loader_skips_dirs_named_by_skip_variables_and_missing_modules_fail_late() {
     r.assert_code(1);
     assert!(r.stderr.contains("_index.yaml"), "{}", r.dump());
 }
+
+#[test]
+fn an_import_alias_may_shadow_a_builtin_global() {
+    let t = TempDir::new("shadow");
+    t.write(
+        "src/_index.yaml",
+        "namespace: app\nentries:\n  - {name: terminal, kind: terminal.host, lifecycle: {auto_start: true}}\n  - {name: asserts, kind: library.lua, source: file://asserts.lua}\n  - {name: main, kind: process.lua, source: file://main.lua, method: main, modules: [io], imports: {assert: app:asserts}}\n",
+    );
+    t.write(
+        "src/asserts.lua",
+        "return { eq = function(a, b) if a ~= b then error('not equal', 2) end return true end }\n",
+    );
+    t.write(
+        "src/main.lua",
+        "local io = require('io')\nreturn { main = function() io.print('eq', assert.eq(1, 1), require('assert') == assert) return 0 end }\n",
+    );
+    let r = weft(&["run", "-C", t.s(), "-x", "app:main"], "");
+    r.assert_code(0);
+    assert!(r.stdout.contains("eq\ttrue\ttrue"), "{}", r.dump());
+}

@@ -337,10 +337,13 @@ mod tests {
         )]);
         assert!(e.message.contains("import cycle: app:a -> app:a"), "{e}");
 
-        let e = boot_err(vec![
-            lua_entry("app:p", "process.lua", 1, &[("string", "app:a")]),
+        // An alias may shadow a built-in global (Wippy's tests import a library as `assert`).
+        let shadow = vec![
+            lua_entry("app:p", "process.lua", 1, &[("assert", "app:a")]),
             lua_entry("app:a", "library.lua", 2, &[]),
-        ]);
-        assert!(e.message.contains("built-in global 'string'"), "{e}");
+        ];
+        let mut node = Node::new(NodeConfig::default());
+        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+        boot(&mut node, &mut lua, shadow).expect("an alias may shadow a built-in");
     }
 }

@@ -333,3 +333,37 @@ fn store_semantics_ttl_and_conditional_put() {
     );
     assert_eq!(out.matches("ok ").count(), 25, "{out}");
 }
+
+#[test]
+fn query_builder_renders_and_runs_in_coroutines() {
+    let out = check(
+        &script(
+            r#"
+  local db = sql.get("t:db")
+  db:execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, active INTEGER)")
+  local b = sql.builder
+  local ins = b.insert("items"):columns("name", "active"):values("a", 1):values("b", 0):values("c", 1)
+  local s, args = ins:to_sql()
+  ok("insert sql", s == "INSERT INTO items (name, active) VALUES (?, ?), (?, ?), (?, ?)" and #args == 6, s)
+  local r, err = ins:run_with(db):exec()
+  ok("insert exec", err == nil and r.rows_affected == 3, err)
+  local q = b.select("id", "name"):from("items"):where({active = 1}):where(b.gt({id = 0})):order_by("id DESC"):limit(5)
+  s, args = q:to_sql()
+  ok("select sql", s == "SELECT id, name FROM items WHERE active = ? AND id > ? ORDER BY id DESC LIMIT 5" and #args == 2, s)
+  local base = b.select("name"):from("items")
+  local _ = base:where({id = 1})
+  ok("immutable", (base:to_sql()) == "SELECT name FROM items", base:to_sql())
+  ok("dollar", (b.update("items"):set("name", "z"):where("id = ?", 2):placeholder_format(b.dollar):to_sql()) == "UPDATE items SET name = $1 WHERE id = $2")
+  ok("or", tostring(b.delete("items"):where(b.or_({ {id = 1}, {id = 2} }))) == "DELETE FROM items WHERE (id = ?) OR (id = ?)")
+  local done = channel.new(1)
+  coroutine.spawn(function()
+    local rows, err = q:run_with(sql.get("t:db")):query()
+    done:send(err == nil and #rows == 2 and rows[1].name == "c")
+  end)
+  ok("in coroutine", done:receive())
+"#,
+        ),
+        &[],
+    );
+    assert!(out.contains("ok in coroutine"), "{out}");
+}

@@ -132,6 +132,8 @@ struct Compiled {
     env_meta: Table,
     /// `imports:` as (alias, library entry id), ids made absolute.
     imports: Vec<(String, String)>,
+    /// An import alias hides a shared global: the env must not be marked safe.
+    shadows: bool,
 }
 
 /// How to build the imported libraries of one entry, computed once at link time.
@@ -338,17 +340,17 @@ impl LuaRuntime {
         // A module Weft does not have yet is not a boot error (Wippy binds modules lazily and
         // an entry may never run): boot warns, and `require` raises when it is reached.
         let imports = imports_of(e).map_err(cerr)?;
-        for (alias, _) in &imports {
-            // Luau resolves reads of shared global names at load time (luau-notes §2.3): an
-            // alias shadowing one would be ignored by plain global reads, so refuse it.
-            let shared: LV = self.lua.globals().get(alias.as_str()).unwrap_or(LV::Nil);
-            if !shared.is_nil() {
-                return Err(cerr(format!(
-                    "imports: alias '{alias}' would hide the built-in global '{alias}'; \
-                     pick another name"
-                )));
-            }
-        }
+        // Luau resolves reads of shared global names at load time (luau-notes §2.3). An alias
+        // that shadows one (Wippy's tests import a library as `assert`) is only seen if the
+        // chunk's env is not marked safe, which makes global reads take the slow path.
+        let shadows = imports.iter().any(|(alias, _)| {
+            !self
+                .lua
+                .globals()
+                .get::<LV>(alias.as_str())
+                .unwrap_or(LV::Nil)
+                .is_nil()
+        });
         let env_meta = self.layer(&mods).map_err(|e| cerr(e.to_string()))?;
         let env = self.lua.create_table().map_err(|e| cerr(e.to_string()))?;
         env.set_metatable(Some(env_meta.clone()))
@@ -367,6 +369,7 @@ impl LuaRuntime {
                 template,
                 env_meta,
                 imports,
+                shadows,
             }),
         );
         Ok(())
@@ -477,7 +480,7 @@ impl LuaRuntime {
         let c = self.compiled[&entry.id].clone();
         let env = self.lua.create_table()?;
         env.set_metatable(Some(c.env_meta.clone()))?;
-        env.set_safeenv(true);
+        env.set_safeenv(!c.shadows);
         let chunk = c.template.deep_clone()?;
         chunk.set_environment(env.clone())?;
         let libs = if c.imports.is_empty() {
@@ -548,7 +551,7 @@ impl LuaRuntime {
         for (i, (lib, binds)) in plan.libs.iter().enumerate() {
             let lenv = self.lua.create_table()?;
             lenv.set_metatable(Some(lib.env_meta.clone()))?;
-            lenv.set_safeenv(true);
+            lenv.set_safeenv(!lib.shadows);
             let chunk = lib.template.deep_clone()?;
             chunk.set_environment(lenv.clone())?;
             let step = self.lua.create_table_with_capacity(3, 0)?;

@@ -434,6 +434,11 @@ pub fn module(lua: &Lua, glue: &Table) -> mlua::Result<Table> {
     t.set("get", glue.get::<LV>("sql_get")?)?;
     let null = lua.create_userdata(SqlNull)?;
     t.set("NULL", null.clone())?;
+    let builder: Table = lua
+        .load(include_str!("sqlbuilder.lua"))
+        .set_name("=weft-sql-builder")
+        .call(null.clone())?;
+    t.set("builder", builder)?;
     let types = lua.create_table()?;
     for (k, v) in [
         ("POSTGRES", "postgres"),
