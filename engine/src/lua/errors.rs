@@ -57,6 +57,23 @@ pub fn fail(lua: &Lua, mut e: ErrorValue) -> LuaResult<(LV, LV)> {
     Ok((LV::Nil, LV::UserData(lua.create_userdata(ErrorUd(e))?)))
 }
 
+/// A single return value (no trailing nil): for results that are often passed straight on as
+/// the last argument of another call, where an extra nil would become an extra argument.
+pub fn one(v: LV) -> LuaResult<mlua::MultiValue> {
+    let mut m = mlua::MultiValue::new();
+    m.push_back(v);
+    Ok(m)
+}
+
+/// `nil, err` as a MultiValue, for functions that return `one` on success.
+pub fn fail_multi(lua: &Lua, e: ErrorValue) -> LuaResult<mlua::MultiValue> {
+    let (a, b) = fail(lua, e)?;
+    let mut m = mlua::MultiValue::new();
+    m.push_back(a);
+    m.push_back(b);
+    Ok(m)
+}
+
 pub fn new_error(k: &str, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }

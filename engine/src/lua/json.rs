@@ -24,21 +24,21 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
         "decode",
         lua.create_function(|lua, s: LV| {
             let LV::String(s) = s else {
-                return fail(
+                return super::errors::fail_multi(
                     lua,
                     ErrorValue::new(kind::INVALID, "json.decode expects a string"),
                 );
             };
             let text = s.to_string_lossy();
             if text.is_empty() {
-                return fail(
+                return super::errors::fail_multi(
                     lua,
                     ErrorValue::new(kind::INVALID, "json.decode: empty input"),
                 );
             }
             match crate::json::decode(&text) {
-                Ok(v) => Ok((to_lua(lua, &v)?, LV::Nil)),
-                Err(m) => fail(lua, ErrorValue::new(kind::INTERNAL, m)),
+                Ok(v) => super::errors::one(to_lua(lua, &v)?),
+                Err(m) => super::errors::fail_multi(lua, ErrorValue::new(kind::INTERNAL, m)),
             }
         })?,
     )?;

@@ -77,13 +77,14 @@ impl Payload {
 impl UserData for Payload {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("get_format", |_, p, ()| Ok(p.format.clone()));
+        // One value on success: `process.send(to, t, msg:payload():data())` must send one payload.
         m.add_method("data", |lua, p, ()| match p.decoded() {
-            Ok(v) => Ok((to_lua(lua, &v)?, LV::Nil)),
-            Err(e) => fail(lua, ErrorValue::new(kind::INTERNAL, e)),
+            Ok(v) => super::errors::one(to_lua(lua, &v)?),
+            Err(e) => super::errors::fail_multi(lua, ErrorValue::new(kind::INTERNAL, e)),
         });
         m.add_method("unmarshal", |lua, p, ()| match p.decoded() {
-            Ok(v) => Ok((to_lua(lua, &v)?, LV::Nil)),
-            Err(e) => fail(lua, ErrorValue::new(kind::INTERNAL, e)),
+            Ok(v) => super::errors::one(to_lua(lua, &v)?),
+            Err(e) => super::errors::fail_multi(lua, ErrorValue::new(kind::INTERNAL, e)),
         });
         m.add_method("transcode", |lua, p, to: LV| {
             let LV::String(to) = to else {

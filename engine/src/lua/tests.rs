@@ -228,3 +228,23 @@ fn process_exec_returns_the_child_result_or_its_error() {
     assert!(out.contains("failed\tnil\tchild said no"), "{out}");
     assert!(out.contains("missing\tnil\tNotFound"), "{out}");
 }
+
+#[test]
+fn payload_data_forwards_as_one_payload() {
+    let relay = r#"return { main = function(to)
+        local m = process.inbox():receive()
+        process.send(to, "fwd", m:payload():data())
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local r = process.spawn("t:relay", "t:host", process.pid())
+            process.send(r, "x", {n = 1})
+            local m = process.inbox():receive()
+            io.print("payloads", type(m:payload()), m:payload():data().n)
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:relay", relay)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("payloads\tuserdata\t1"), "{out}");
+}
