@@ -974,7 +974,8 @@ impl Core {
             if let Some(s) = info.service {
                 self.service_exited(s, &result);
             }
-            if info.terminal {
+            // A terminal process ended by the node's own stop (a signal) is not an app error.
+            if info.terminal && !self.is_stopping() {
                 let code = self.exit_code(&result);
                 self.begin_shutdown_with(code, Some(TERMINAL_STOP_GRACE_NS));
             }
