@@ -28,6 +28,8 @@ pub struct ErrorValue {
     /// Text added by `errors.wrap` (outermost first, joined by ": "); the message stays the
     /// inner one, `tostring` shows `context: message`.
     pub context: Option<String>,
+    /// Where `errors.new` was called: (source, line, function name), innermost first.
+    pub frames: Vec<(String, u32, String)>,
 }
 
 impl ErrorValue {
@@ -38,6 +40,7 @@ impl ErrorValue {
             retryable: None,
             details: None,
             context: None,
+            frames: Vec::new(),
         }
     }
 }

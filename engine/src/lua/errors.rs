@@ -17,7 +17,14 @@ impl UserData for ErrorUd {
             Some(d) => to_lua(lua, d),
             None => Ok(LV::Nil),
         });
-        m.add_method("stack", |_, _, ()| Ok(String::new()));
+        m.add_method("stack", |_, e, ()| {
+            Ok(e.0
+                .frames
+                .iter()
+                .map(|(src, line, name)| format!("{src}:{line} in {name}"))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        });
         m.add_meta_method(MetaMethod::ToString, |_, e, ()| Ok(e.0.to_string()));
         m.add_meta_function(MetaMethod::Concat, |_, (a, b): (LV, LV)| {
             Ok(format!("{}{}", display(&a), display(&b)))
@@ -74,6 +81,36 @@ pub fn fail_multi(lua: &Lua, e: ErrorValue) -> LuaResult<mlua::MultiValue> {
     Ok(m)
 }
 
+/// The Lua call stack above the current Rust function, innermost first (bounded).
+fn frames(lua: &Lua) -> Vec<(String, u32, String)> {
+    let mut out = Vec::new();
+    for level in 1..32 {
+        let f = lua.inspect_stack(level, |d| {
+            let src = d
+                .source()
+                .short_src
+                .map(|s| s.into_owned())
+                .unwrap_or_default();
+            let line = d.current_line().unwrap_or(0) as u32;
+            let name = d
+                .names()
+                .name
+                .map(|s| s.into_owned())
+                .unwrap_or_else(|| "?".into());
+            (src, line, name)
+        });
+        match f {
+            Some(fr) => {
+                if fr.0 != "[C]" && !fr.0.starts_with("weft-") {
+                    out.push(fr);
+                }
+            }
+            None => break,
+        }
+    }
+    out
+}
+
 pub fn new_error(k: &str, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
@@ -125,10 +162,13 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
                         retryable: tb.get::<Option<bool>>("retryable")?,
                         details,
                         context: None,
+                        frames: Vec::new(),
                     }
                 }
                 other => ErrorValue::new(kind::UNKNOWN, display(other)),
             };
+            let mut e = e;
+            e.frames = frames(lua);
             lua.create_userdata(ErrorUd(e))
         })?,
     )?;
@@ -165,6 +205,25 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
     )?;
     // Weft does not record where an error was created, so there is no stack to give: nil, which
     // the spec allows ("... or nil"). Decision recorded here; `err:stack()` is "" likewise.
-    t.set("call_stack", lua.create_function(|_, _: LV| Ok(LV::Nil))?)?;
+    t.set(
+        "call_stack",
+        lua.create_function(|lua, v: LV| {
+            let Some(e) = from_lua(&v).filter(|e| !e.frames.is_empty()) else {
+                return Ok(LV::Nil);
+            };
+            let t = lua.create_table()?;
+            t.set("thread", "main")?;
+            let fs = lua.create_table()?;
+            for (i, (src, line, name)) in e.frames.iter().enumerate() {
+                let f = lua.create_table()?;
+                f.set("source", src.as_str())?;
+                f.set("line", *line)?;
+                f.set("name", name.as_str())?;
+                fs.raw_set(i + 1, f)?;
+            }
+            t.set("frames", fs)?;
+            Ok(LV::Table(t))
+        })?,
+    )?;
     Ok(t)
 }

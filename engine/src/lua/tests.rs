@@ -248,3 +248,22 @@ fn payload_data_forwards_as_one_payload() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("payloads\tuserdata\t1"), "{out}");
 }
+
+#[test]
+fn errors_remember_where_they_were_made() {
+    let main = r#"
+        local io = require("io")
+        local function inner() return errors.new("deep") end
+        local function outer() return inner() end
+        return { main = function()
+            local e = outer()
+            local cs = errors.call_stack(e)
+            io.print("stack", #e:stack() > 0, cs.frames[1].line, cs.frames[1].name)
+            io.print("plain", errors.call_stack("x"))
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stack\ttrue\t3\tinner"), "{out}");
+    assert!(out.contains("plain\tnil"), "{out}");
+}
