@@ -1,6 +1,10 @@
 //! weft-engine: the sans-IO core of Weft. Pure state machines (commands, scheduler, relay,
 //! topology, timers, supervisor) and the Luau process runtime; the OS is reached only via a driver.
 
+// Error values are the cold path and carry kind, message, details, context and frames by
+// value on purpose (they cross processes as data); boxing them everywhere buys nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod boot;
 pub mod command;
 pub mod duration;
