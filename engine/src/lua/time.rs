@@ -12,6 +12,30 @@ use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataMethods, Value
 
 pub const SECOND: i64 = 1_000_000_000;
 
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
 /// A point in time: Unix nanoseconds, UTC.
 #[derive(Clone, Debug)]
 pub struct TimeUd(pub i64, pub Zone);
@@ -247,29 +271,6 @@ pub fn go_parse(layout: &str, value: &str) -> Result<i64, String> {
     let mut pm: Option<bool> = None;
     let mut offset = 0i64;
     let (mut l, mut v) = (layout, value);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
     fn digits(v: &str, min: usize, max: usize) -> Option<(i64, &str)> {
         let n = v
             .bytes()
@@ -462,29 +463,6 @@ fn zone_offset(offset: i32, colon: bool, z: bool) -> String {
 /// Formats local-time nanoseconds `ns` (already shifted by the zone's offset) in `zone`.
 pub fn go_format_in(ns: i64, zone: &Zone, layout: &str) -> String {
     let p = parts(ns);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
     let mut out = String::new();
     let mut rest = layout;
     while !rest.is_empty() {
@@ -982,29 +960,6 @@ pub fn os_module(lua: &Lua) -> mlua::Result<Table> {
 }
 
 fn strftime(p: &Parts, f: &str) -> String {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
     let mut out = String::new();
     let mut chars = f.chars();
     while let Some(c) = chars.next() {
