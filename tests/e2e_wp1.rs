@@ -1,81 +1,11 @@
 //! End-to-end tests for functions, context and the event bus: the real `weft` binary on
 //! tests/apps/funcs-events, under `weft run` and under `weft sim`.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
-
-/// How long any single `weft` run may take before the test kills it and fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("drivers/ has a parent")
-        .to_path_buf()
-}
-
-fn app(name: &str) -> PathBuf {
-    repo_root().join("tests/apps").join(name)
-}
-
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn dump(&self) -> String {
-        format!(
-            "--- exit: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Runs `weft args...` from the repo root with stdin closed, under `DEADLINE`.
-fn weft(args: &[&str]) -> Run {
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weft");
-    let out = reader(child.stdout.take().expect("stdout"));
-    let err = reader(child.stderr.take().expect("stderr"));
-    let status = loop {
-        match child.try_wait().expect("wait for weft") {
-            Some(s) => break s,
-            None if start.elapsed() > DEADLINE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("weft {args:?} did not finish within {DEADLINE:?}");
-            }
-            None => thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
-    }
-}
 
 const CHECKS: &[&str] = &[
     "call",
@@ -111,16 +41,8 @@ fn assert_all_ok(r: &Run) {
 #[test]
 fn funcs_ctx_events_app_runs() {
     let dir = app("funcs-events");
-    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"]);
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
     assert_all_ok(&r);
-}
-
-fn sim_hash(r: &Run) -> String {
-    r.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("trace hash "))
-        .unwrap_or_else(|| panic!("no trace hash\n{}", r.dump()))
-        .to_string()
 }
 
 #[test]
@@ -134,8 +56,8 @@ fn funcs_ctx_events_app_under_sim_replays_its_seed() {
         "-x",
         "app:cli",
     ];
-    let a = weft(&args);
-    let b = weft(&args);
+    let a = weft(&args, "");
+    let b = weft(&args, "");
     assert_eq!(a.code, Some(0), "{}", a.dump());
     assert!(
         a.stdout.contains("done") && !a.stdout.contains("FAIL"),

@@ -1,0 +1,217 @@
+//! Helpers shared by the end-to-end test files: run the real `weft` binary with piped stdin
+//! and a deadline, and make throwaway project folders. Each test file includes this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long any single `weft` run may take before the test kills it and fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("drivers/ has a parent")
+        .to_path_buf()
+}
+
+pub fn app(name: &str) -> PathBuf {
+    repo_root().join("tests/apps").join(name)
+}
+
+pub fn example(name: &str) -> PathBuf {
+    repo_root().join("examples").join(name)
+}
+
+/// What one `weft` run did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Exit code, failing the test (with the output) if the process was killed by a signal.
+    pub fn code(&self) -> i32 {
+        match self.code {
+            Some(c) => c,
+            None => panic!("weft was killed by a signal\n{}", self.dump()),
+        }
+    }
+
+    pub fn dump(&self) -> String {
+        format!(
+            "--- exit: {:?} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+
+    pub fn assert_code(&self, want: i32) {
+        assert_eq!(self.code(), want, "unexpected exit code\n{}", self.dump());
+    }
+
+    pub fn assert_stdout_has(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.dump()
+        );
+    }
+
+    pub fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.dump()
+        );
+    }
+
+    /// A failed run that reported the problem instead of crashing.
+    pub fn assert_clean_failure(&self) {
+        self.assert_code(1);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "weft panicked\n{}",
+            self.dump()
+        );
+        assert!(
+            self.stderr.contains("error"),
+            "no error message on stderr\n{}",
+            self.dump()
+        );
+    }
+}
+
+pub fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Runs `weft args...` in `cwd` with `stdin` piped in (then closed), under `DEADLINE`.
+pub fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft");
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.as_bytes().to_vec();
+    // Writing on a thread: a process that never reads must not block the test.
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&text);
+        // Dropping `input` closes the pipe: the app sees EOF after the given text.
+    });
+    let out = reader(child.stdout.take().expect("stdout"));
+    let err = reader(child.stderr.take().expect("stderr"));
+    let status = loop {
+        match child.try_wait().expect("wait for weft") {
+            Some(s) => break s,
+            None if start.elapsed() > DEADLINE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+                let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+                panic!(
+                    "weft {args:?} did not finish within {DEADLINE:?}; killed it\n\
+                     --- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+                );
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let elapsed = start.elapsed();
+    let _ = writer.join();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+        elapsed,
+    }
+}
+
+pub fn weft(args: &[&str], stdin: &str) -> Run {
+    weft_in(&repo_root(), args, stdin)
+}
+
+/// A fresh folder under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "weft-e2e-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn s(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+
+    /// Writes `rel` (creating folders) and returns its full path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.insert(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+pub fn sim_hash(r: &Run) -> String {
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace hash "))
+        .unwrap_or_else(|| panic!("no trace hash\n{}", r.dump()))
+        .to_string()
+}
