@@ -747,3 +747,40 @@ fn an_import_alias_may_shadow_a_builtin_global() {
     r.assert_code(0);
     assert!(r.stdout.contains("eq\ttrue\ttrue"), "{}", r.dump());
 }
+
+#[test]
+fn apply_version_moves_the_current_version_and_it_survives_a_restart() {
+    let t = TempDir::new("head");
+    t.write(
+        "src/_index.yaml",
+        "namespace: app\nentries:\n  - {name: terminal, kind: terminal.host, lifecycle: {auto_start: true}}\n  - {name: main, kind: process.lua, source: file://main.lua, method: main, modules: [io, registry], meta: {command: {name: go}}}\n",
+    );
+    t.write(
+        "src/main.lua",
+        r#"local io, registry = require("io"), require("registry")
+return { main = function(mode)
+  if mode == "write" then
+    registry.snapshot():changes():create({id = "app:note", kind = "registry.entry"}):apply()
+    registry.snapshot():changes():create({id = "app:note2", kind = "registry.entry"}):apply()
+    registry.apply_version(2)
+  end
+  io.print("current", registry.current_version():id(), registry.get("app:note") ~= nil, registry.get("app:note2") ~= nil, #registry.versions())
+  return 0
+end }
+"#,
+    );
+    let first = weft(&["run", "-C", t.s(), "go", "write"], "");
+    first.assert_code(0);
+    assert!(
+        first.stdout.contains("current\t2\ttrue\tfalse\t3"),
+        "{}",
+        first.dump()
+    );
+    let second = weft(&["run", "-C", t.s(), "go"], "");
+    second.assert_code(0);
+    assert!(
+        second.stdout.contains("current\t2\ttrue\tfalse\t3"),
+        "{}",
+        second.dump()
+    );
+}

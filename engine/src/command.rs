@@ -26,6 +26,8 @@ pub mod ids {
     // events 40–49, registry 50–59, store 60–79, sql 80–99, env 100–109, function 140–149.
     /// Store one registry version: args `[version, ops]`.
     pub const REGISTRY_COMMIT: CommandId = CommandId(50);
+    /// `[version]`: persist which version is current after `apply_version` moved back or forth.
+    pub const REGISTRY_HEAD: CommandId = CommandId(51);
     pub const REGISTRY_RANGE: std::ops::RangeInclusive<u16> = 50..=59;
     pub const STORE_RANGE: std::ops::RangeInclusive<u16> = 60..=79;
     pub const SQL_RANGE: std::ops::RangeInclusive<u16> = 80..=99;
@@ -200,6 +202,7 @@ impl CommandRegistry {
             (ids::TERMINAL_READ_LINE, "io", "readline"),
             (ids::TERMINAL_READ, "io", "read"),
             (ids::REGISTRY_COMMIT, "registry", "commit"),
+            (ids::REGISTRY_HEAD, "registry", "head"),
             (ids::FUNCTION_CALL, "funcs", "call"),
             (ids::ENV_FILE_SET, "env", "file.set"),
             (ids::STORE_GET, "store", "get"),

@@ -69,6 +69,8 @@ pub struct Registry {
     queue: VecDeque<Request>,
     /// Lua entries whose compiled code is out of date (the Lua runtime drops them).
     stale: Vec<String>,
+    /// The current version when `apply_version` moved away from the newest one; None = newest.
+    head: Option<u64>,
 }
 
 fn err(k: &str, m: impl Into<String>) -> ErrorValue {
@@ -230,7 +232,33 @@ impl Registry {
     }
 
     pub fn current(&self) -> Option<&Version> {
-        self.versions.last()
+        match self.head {
+            Some(h) => self.version(h),
+            None => self.versions.last(),
+        }
+    }
+
+    /// The newest version's id (new versions are numbered after it, wherever the head is).
+    pub fn last_id(&self) -> u64 {
+        self.versions.last().map(|v| v.id).unwrap_or(0)
+    }
+
+    /// Makes `id` current (Wippy's `apply_version`: a pointer move, no new version).
+    pub fn set_head(&mut self, id: u64) -> bool {
+        if self.version(id).is_none() {
+            return false;
+        }
+        self.head = (id != self.last_id()).then_some(id);
+        true
+    }
+
+    /// Ops that take the newest version to `state`: what a new version stores, so the history
+    /// stays a chain even when it was made from an older head.
+    fn chain_ops(&self, ops: &[Op], state: &State) -> Vec<Op> {
+        match (self.head, self.versions.last()) {
+            (Some(_), Some(last)) => delta(&last.state, state),
+            _ => ops.to_vec(),
+        }
     }
 
     pub fn current_id(&self) -> u64 {
@@ -262,7 +290,9 @@ impl Registry {
 
     /// Records a committed version (the world confirmed it).
     pub fn push(&mut self, ops: Vec<Op>, state: State) -> u64 {
-        let id = self.current_id() + 1;
+        let id = self.last_id() + 1;
+        let ops = self.chain_ops(&ops, &state);
+        self.head = None;
         self.versions.push(Version {
             id,
             ops: Rc::new(ops),
@@ -510,8 +540,9 @@ fn dispatch(core: &mut Core) {
         match core.registry.prepare(&r.ops) {
             Err(e) => core.complete(&r.pid, r.tag, Err(e)),
             Ok(next) => {
-                let version = core.registry.current_id() + 1;
-                let args = vec![Value::Int(version as i64), ops_to_value(&r.ops)];
+                let version = core.registry.last_id() + 1;
+                let stored = core.registry.chain_ops(&r.ops, &next);
+                let args = vec![Value::Int(version as i64), ops_to_value(&stored)];
                 core.emit(crate::node::Output::Execute {
                     pid: r.pid.clone(),
                     tag: r.tag,
@@ -548,6 +579,48 @@ pub fn on_completion(
     };
     dispatch(core);
     out
+}
+
+/// `apply_version(target)`: moves the current version to `target` and makes it live at once;
+/// the new head is persisted by a world command whose answer nobody waits for (a head move is
+/// not a committed version, so losing it in a crash loses no version). Ok(false) = already there.
+pub fn move_head(core: &mut Core, proc: u64, target: u64) -> Result<bool, ErrorValue> {
+    if core.registry.version(target).is_none() {
+        return Err(err(
+            kind::NOT_FOUND,
+            format!("registry version {target} not found"),
+        ));
+    }
+    if core.registry.inflight.is_some() || !core.registry.queue.is_empty() {
+        let mut e = err(
+            kind::UNAVAILABLE,
+            "registry is applying a change; try again",
+        );
+        e.retryable = Some(true);
+        return Err(e);
+    }
+    if target == core.registry.current_id() {
+        return Ok(false);
+    }
+    let old = core.registry.current_state();
+    core.registry.set_head(target);
+    let new = core.registry.current_state();
+    let ops = delta(&old, &new);
+    go_live(core, &ops);
+    let _ = core.execute(proc, ids::REGISTRY_HEAD, vec![Value::Int(target as i64)]);
+    Ok(true)
+}
+
+/// At boot, after `restore`: resumes at the stored head if it names a version we have.
+pub fn restore_head(core: &mut Core, head: u64) {
+    if head == core.registry.current_id() || core.registry.version(head).is_none() {
+        return;
+    }
+    let old = core.registry.current_state();
+    core.registry.set_head(head);
+    let new = core.registry.current_state();
+    let ops = delta(&old, &new);
+    go_live(core, &ops);
 }
 
 /// Makes the current version the live view and carries its effects to the running node:

@@ -104,6 +104,22 @@ impl World {
         if ids::STORE_RANGE.contains(&cmd.0) {
             return self.stores.handle(&mut self.dbs, cmd, args);
         }
+        if cmd == ids::REGISTRY_HEAD {
+            let v = match args.first() {
+                Some(Value::Int(v)) if *v > 0 => *v as u64,
+                _ => {
+                    return Err(ErrorValue::new(
+                        kind::INVALID,
+                        "registry head: version expected",
+                    ))
+                }
+            };
+            let store = self
+                .registry()
+                .map_err(|m| ErrorValue::new(kind::INTERNAL, m))?;
+            store.set_head(v)?;
+            return Ok(Value::Int(v as i64));
+        }
         if cmd == ids::REGISTRY_COMMIT {
             let (version, ops) = registry::commit_args(args)?;
             let base = self.registry_base.take();

@@ -41,6 +41,10 @@ impl RegistryStore {
             "CREATE TABLE IF NOT EXISTS registry_versions (
                  version INTEGER PRIMARY KEY,
                  ops BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS registry_head (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 version INTEGER NOT NULL
              );",
         )
         .map_err(sql_err)?;
@@ -84,7 +88,33 @@ impl RegistryStore {
             params![version as i64, blob],
         )
         .map_err(internal)?;
+        // A new version is current: any moved head is gone.
+        tx.execute("DELETE FROM registry_head", [])
+            .map_err(internal)?;
         tx.commit().map_err(internal)
+    }
+
+    /// Records which version `apply_version` made current.
+    pub fn set_head(&mut self, version: u64) -> Result<(), ErrorValue> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO registry_head (id, version) VALUES (1, ?1)",
+                params![version as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| ErrorValue::new(kind::INTERNAL, sql_err(e)))
+    }
+
+    pub fn head(&self) -> Result<Option<u64>, String> {
+        let mut st = self
+            .conn
+            .prepare("SELECT version FROM registry_head WHERE id = 1")
+            .map_err(sql_err)?;
+        let mut rows = st.query([]).map_err(sql_err)?;
+        match rows.next().map_err(sql_err)? {
+            Some(r) => Ok(Some(r.get::<_, i64>(0).map_err(sql_err)? as u64)),
+            None => Ok(None),
+        }
     }
 
     /// At boot: combines the stored history with the entries boot loaded (see
@@ -92,6 +122,11 @@ impl RegistryStore {
     pub fn boot(&mut self, core: &mut Core) -> Result<Restored, String> {
         let stored = self.load()?;
         let r = reg::restore(core, stored);
+        if r == Restored::Resumed {
+            if let Some(h) = self.head()? {
+                reg::restore_head(core, h);
+            }
+        }
         if r != Restored::Resumed {
             if let Some(v) = core.registry.current() {
                 let (id, ops) = (v.id, reg::ops_to_value(&v.ops));
@@ -143,5 +178,20 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], (2, vec![op("a:other")]));
         assert!(commit_args(&[Value::Int(0), Value::Nil]).is_err());
+    }
+
+    #[test]
+    fn a_moved_head_is_stored_until_the_next_version() {
+        let mut s = RegistryStore::open(&Storage::Memory).unwrap();
+        for v in 1..=3 {
+            s.commit(v, &reg::ops_to_value(&[op(&format!("a:e{v}"))]))
+                .unwrap();
+        }
+        assert_eq!(s.head().unwrap(), None);
+        s.set_head(2).unwrap();
+        s.set_head(1).unwrap();
+        assert_eq!(s.head().unwrap(), Some(1));
+        s.commit(4, &reg::ops_to_value(&[op("a:e4")])).unwrap();
+        assert_eq!(s.head().unwrap(), None, "a new version is current again");
     }
 }

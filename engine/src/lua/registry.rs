@@ -460,20 +460,17 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
         let ops = ud.borrow::<ChangesUd>()?.ops.borrow().clone();
         submit(lua, ops)
     })?;
+    // Wippy's apply_version moves the current version (no new version is made).
     let raw_apply_version = lua.create_function(|lua, v: LV| {
         let n = version_arg(&v)?;
-        let plan = {
-            let h = host(lua);
-            let c = h.core.borrow();
-            match (c.registry.version(n), c.registry.current()) {
-                (Some(t), Some(cur)) => Some(reg::delta(&cur.state, &t.state)),
-                _ => None,
-            }
-        };
-        match plan {
-            None => fail(lua, not_found_version(&v)),
-            Some(ops) if ops.is_empty() => Ok((LV::Integer(0), LV::Nil)),
-            Some(ops) => submit(lua, ops),
+        if host(lua).core.borrow().registry.version(n).is_none() {
+            return fail(lua, not_found_version(&v));
+        }
+        let me = current(lua)?.borrow().id;
+        let r = reg::move_head(&mut host(lua).core.borrow_mut(), me, n);
+        match r {
+            Ok(_) => Ok((LV::Boolean(true), LV::Nil)),
+            Err(e) => fail(lua, e),
         }
     })?;
     let mkversion = lua.create_function(|lua, v: LV| {

@@ -210,6 +210,8 @@ fn changes_apply_history_and_rollback() {
             local ok, rerr = registry.apply_version(1)
             io.print("rollback", ok, rerr, registry.current_version():id(), registry.get("app:other").id, registry.get("app:new"))
             io.print("v3 == v1", #registry.snapshot():entries() == #old:entries(), registry.get("app:calc").data.x)
+            local v3 = registry.snapshot():changes():create({id = "app:after", kind = "registry.entry"}):apply()
+            io.print("after rollback", v3:id(), registry.get("app:new"), registry.get("app:after").id, registry.get("app:other").id)
             local bad, berr = registry.apply_version(42)
             io.print("rollback missing", bad, berr:kind())
             local d = registry.build_delta(old:entries(), registry.snapshot_at(2):entries())
@@ -238,8 +240,14 @@ fn changes_apply_history_and_rollback() {
     assert!(out.contains("dup\tAlreadyExists\t2"), "{out}");
     assert!(out.contains("old\tapp:other\t1"), "{out}");
     assert!(out.contains("history\t2\t2\t5"), "{out}");
+    // apply_version moves the current version back (Wippy): no new version is made.
     assert!(
-        out.contains("rollback\ttrue\tnil\t3\tapp:other\tnil"),
+        out.contains("rollback\ttrue\tnil\t1\tapp:other\tnil"),
+        "{out}"
+    );
+    // The next change is numbered after the newest and built on the current (rolled-back) state.
+    assert!(
+        out.contains("after rollback\t3\tnil\tapp:after\tapp:other"),
         "{out}"
     );
     assert!(out.contains("v3 == v1\ttrue\t1"), "{out}");
