@@ -132,6 +132,24 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
     let bad = |id: &str, m: String| err(kind::INVALID, format!("entry '{id}': {m}"));
     for id in changed {
         let Some(e) = next.get(*id) else { continue };
+        if e.kind == "ns.dependency" {
+            // Resolving a module dependency needs Wippy's module hub, which Weft does not have:
+            // refuse the change the way a failed resolution is refused.
+            let component = e
+                .data
+                .get("component")
+                .map(|v| v.to_display())
+                .unwrap_or_default();
+            let version = e
+                .data
+                .get("version")
+                .map(|v| v.to_display())
+                .unwrap_or_default();
+            return Err(err(
+                kind::CONFLICT,
+                format!("entry '{id}': dependency resolution failed: no module hub to resolve {component} {version}"),
+            ));
+        }
         if matches!(
             e.kind.as_str(),
             "process.lua" | "library.lua" | "function.lua"

@@ -247,3 +247,24 @@ proptest! {
         prop_assert_eq!(r.versions().len(), history.len());
     }
 }
+
+#[test]
+fn module_dependencies_are_refused_without_a_hub() {
+    let mut dep = e("app:dep", "ns.dependency", Table::default());
+    dep.data = Table::default()
+        .with("component", Value::from("wippy/terminal"))
+        .with("version", Value::from(">=9999.0.0"));
+    let next = state(vec![dep]);
+    let err = check_state(&next, &["app:dep"]).unwrap_err();
+    assert_eq!(err.kind, kind::CONFLICT);
+    assert!(
+        err.message.contains("dependency resolution failed"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("wippy/terminal >=9999.0.0"),
+        "{}",
+        err.message
+    );
+}
