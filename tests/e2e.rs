@@ -784,3 +784,20 @@ end }
         second.dump()
     );
 }
+
+#[test]
+fn scheduler_app_finds_jobs_in_the_registry_and_calls_them_on_tickers() {
+    let dir = app("scheduler");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    assert!(r.stdout.contains("jobs\t2"), "{}", r.dump());
+    assert!(r.stdout.contains("app:job.count\t3\t30"), "{}", r.dump());
+    assert!(r.stdout.contains("app:job.ping\t3\tpong 3"), "{}", r.dump());
+    // The same app under the simulator: same lines, a stable hash per seed.
+    let args = ["sim", dir.to_str().unwrap(), "-x", "app:cli", "--seed", "5"];
+    let a = weft(&args, "");
+    let b = weft(&args, "");
+    a.assert_code(0);
+    assert!(a.stdout.contains("app:job.ping\t3\tpong 3"), "{}", a.dump());
+    assert_eq!(sim_hash(&a), sim_hash(&b));
+}
