@@ -671,6 +671,8 @@ impl Factory for LuaRuntime {
 mod registry_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_support;
 
 #[cfg(test)]
 mod funcs_tests;

@@ -3,10 +3,11 @@
 
 use super::LuaRuntime;
 use crate::command::ids;
+use crate::command::CommandId;
 use crate::entries::Entry;
 use crate::node::{Level, NodeConfig, SpawnOptions};
 use crate::value::{ErrorValue, Table, Value};
-use crate::{Input, Node, Output, Work};
+use crate::Node;
 
 fn entry(id: &str, kind: &str, data: Table, meta: Table) -> Entry {
     let (namespace, name) = crate::entries::parse_id(id);
@@ -81,48 +82,23 @@ fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Ve
         )
         .unwrap();
     node.add_factory("process.lua", Box::new(lua));
-    let mut now = 0;
-    let mut out = String::new();
     let mut writes = Vec::new();
-    let mut pending = Vec::new();
-    for _ in 0..100_000 {
-        let work = node.run(now, 64);
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
-                Output::Exit(code) => return (code, out, writes),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } if cmd == ids::REGISTRY_COMMIT => {
-                    let result = if fail_writes {
-                        Err(ErrorValue::new("Internal", "disk full"))
-                    } else {
-                        let Value::Int(v) = args[0] else {
-                            panic!("version")
-                        };
-                        writes.push(v);
-                        Ok(Value::Int(v))
-                    };
-                    pending.push(Input::Completed { pid, tag, result });
-                }
-                _ => {}
-            }
+    let mut world = |cmd: CommandId, args: &[Value]| {
+        if cmd != ids::REGISTRY_COMMIT {
+            return None;
         }
-        for i in pending.drain(..) {
-            node.handle(now, i);
-        }
-        match work {
-            Work::More => now += 100_000,
-            Work::Idle => match node.poll_timeout() {
-                Some(t) => now = now.max(t),
-                None => now += 1_000_000,
-            },
-        }
-    }
-    panic!("did not finish; output so far:\n{out}");
+        Some(if fail_writes {
+            Err(ErrorValue::new("Internal", "disk full"))
+        } else {
+            let Value::Int(v) = args[0] else {
+                panic!("version")
+            };
+            writes.push(v);
+            Ok(Value::Int(v))
+        })
+    };
+    let (code, out) = super::tests_support::drive(&mut node, &mut world, &mut |_, _| {});
+    (code, out, writes)
 }
 
 fn tool(id: &str, ty: &str) -> Entry {

@@ -4,7 +4,7 @@ use super::LuaRuntime;
 use crate::entries::Entry;
 use crate::node::{Level, NodeConfig, SpawnOptions};
 use crate::value::{Table, Value};
-use crate::{Node, Output, Work};
+use crate::Node;
 use std::rc::Rc;
 
 fn entry(id: &str, kind: &str, source: Option<&str>, modules: &[&str]) -> Entry {
@@ -64,27 +64,11 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
         .unwrap();
     }
     node.add_factory("process.lua", Box::new(lua));
-    let mut now = 0;
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        let work = node.run(now, 64);
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
-                Output::Exit(code) => return (code, out),
-                _ => {}
-            }
-        }
-        match work {
-            // A busy node still sees time pass, as under a real clock.
-            Work::More => now += 100_000,
-            Work::Idle => match node.poll_timeout() {
-                Some(t) => now = now.max(t),
-                None => panic!("node idle with nothing scheduled; output so far:\n{out}"),
-            },
-        }
-    }
-    panic!("did not finish; output so far:\n{out}");
+    super::tests_support::drive(
+        &mut node,
+        &mut super::tests_support::no_world,
+        &mut |_, _| {},
+    )
 }
 
 #[test]

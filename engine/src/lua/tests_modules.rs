@@ -5,7 +5,7 @@ use super::LuaRuntime;
 use crate::entries::Entry;
 use crate::node::{Level, NodeConfig, SpawnOptions};
 use crate::value::{Table, Value};
-use crate::{Node, Output, Work};
+use crate::Node;
 
 const MODS: &[&str] = &[
     "io", "time", "json", "env", "uuid", "hash", "base64", "yaml",
@@ -66,38 +66,12 @@ fn run_with(src: &str, extra: Vec<Entry>, seed: u64, os: Vec<(String, String)>) 
         )
         .unwrap();
     node.add_factory("process.lua", Box::new(lua));
-    let mut now = 0;
-    let mut out = String::new();
-    for _ in 0..10_000 {
-        let work = node.run(now, 64);
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
-                Output::Exit(code) => return (code, out),
-                Output::Execute { pid, tag, .. } => {
-                    // Stands in for the world: every command succeeds.
-                    node.handle(
-                        now,
-                        crate::Input::Completed {
-                            pid,
-                            tag,
-                            result: Ok(Value::Bool(true)),
-                        },
-                    );
-                }
-                _ => {}
-            }
-        }
-        match work {
-            Work::More => now += 100_000,
-            Work::Idle => {
-                if let Some(t) = node.poll_timeout() {
-                    now = now.max(t);
-                }
-            }
-        }
-    }
-    panic!("did not finish; output so far:\n{out}");
+    // Stands in for the world: every command succeeds.
+    super::tests_support::drive(
+        &mut node,
+        &mut |_, _| Some(Ok(Value::Bool(true))),
+        &mut |_, _| {},
+    )
 }
 
 fn run(src: &str) -> String {
