@@ -599,9 +599,9 @@ pub fn on_completion(
     out
 }
 
-/// `apply_version(target)`: moves the current version to `target` and makes it live at once;
-/// the new head is persisted by a world command whose answer nobody waits for (a head move is
-/// not a committed version, so losing it in a crash loses no version). Ok(false) = already there.
+/// `apply_version(target)`: moves the current version to `target` and makes it live at once.
+/// The caller then persists the new head (`REGISTRY_HEAD`) and waits for the write, so a
+/// process that ends right after still leaves it stored. Ok(false) = already there.
 pub fn move_head(core: &mut Core, proc: u64, target: u64) -> Result<bool, ErrorValue> {
     if core.registry.version(target).is_none() {
         return Err(err(
@@ -625,7 +625,7 @@ pub fn move_head(core: &mut Core, proc: u64, target: u64) -> Result<bool, ErrorV
     let new = core.registry.current_state();
     let ops = delta(&old, &new);
     go_live(core, &ops);
-    let _ = core.execute(proc, ids::REGISTRY_HEAD, vec![Value::Int(target as i64)]);
+    let _ = proc;
     Ok(true)
 }
 

@@ -469,7 +469,13 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
         let me = current(lua)?.borrow().id;
         let r = reg::move_head(&mut host(lua).core.borrow_mut(), me, n);
         match r {
-            Ok(_) => Ok((LV::Boolean(true), LV::Nil)),
+            Ok(false) => Ok((LV::Boolean(true), LV::Nil)),
+            // Waits for the world to store the new head (wrapped by the prelude's blocking).
+            Ok(true) => super::process::world_call(
+                lua,
+                crate::command::ids::REGISTRY_HEAD,
+                vec![crate::value::Value::Int(n as i64)],
+            ),
             Err(e) => fail(lua, e),
         }
     })?;

@@ -84,6 +84,9 @@ fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Ve
     node.add_factory("process.lua", Box::new(lua));
     let mut writes = Vec::new();
     let mut world = |cmd: CommandId, args: &[Value]| {
+        if cmd == ids::REGISTRY_HEAD {
+            return Some(Ok(args[0].clone()));
+        }
         if cmd != ids::REGISTRY_COMMIT {
             return None;
         }
