@@ -2,10 +2,9 @@
 
 use super::LuaRuntime;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig, SpawnOptions};
+use crate::node::{Level, NodeConfig};
 use crate::value::{Table, Value};
 use crate::Node;
-use std::rc::Rc;
 
 const MODS: &[&str] = &["io", "time", "funcs", "ctx", "events"];
 
@@ -49,31 +48,12 @@ fn run_with(
         ..Default::default()
     });
     node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+    let lua = LuaRuntime::new(node.core().clone()).unwrap();
     let mut entries = vec![entry("t:main", "process.lua", main, Some("main"))];
     for (id, kind, src, method) in others {
         entries.push(entry(id, kind, src, *method));
     }
-    {
-        let mut c = node.core().borrow_mut();
-        for e in &entries {
-            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
-            lua.prepare(e).unwrap();
-        }
-        c.hosts.insert("t:term".into(), "terminal.host".into());
-        c.hosts.insert("t:host".into(), "process.host".into());
-        c.spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
-    node.add_factory("process.lua", Box::new(lua));
+    super::tests_support::launch(&mut node, lua, &entries);
     super::tests_support::drive(&mut node, &mut super::tests_support::no_world, probe)
 }
 

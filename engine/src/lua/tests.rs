@@ -2,10 +2,9 @@
 
 use super::LuaRuntime;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig, SpawnOptions};
+use crate::node::{Level, NodeConfig};
 use crate::value::{Table, Value};
 use crate::Node;
-use std::rc::Rc;
 
 fn entry(id: &str, kind: &str, source: Option<&str>, modules: &[&str]) -> Entry {
     let (ns, name) = crate::entries::parse_id(id);
@@ -39,31 +38,12 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
         ..Default::default()
     });
     node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+    let lua = LuaRuntime::new(node.core().clone()).unwrap();
     let mut entries = vec![entry("t:main", "process.lua", Some(main), &["io", "time"])];
     for (id, src) in others {
         entries.push(entry(id, "process.lua", Some(src), &["io", "time"]));
     }
-    {
-        let mut c = node.core().borrow_mut();
-        for e in &entries {
-            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
-            lua.prepare(e).unwrap();
-        }
-        c.hosts.insert("t:term".into(), "terminal.host".into());
-        c.hosts.insert("t:host".into(), "process.host".into());
-        c.spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
-    node.add_factory("process.lua", Box::new(lua));
+    super::tests_support::launch(&mut node, lua, &entries);
     super::tests_support::drive(
         &mut node,
         &mut super::tests_support::no_world,

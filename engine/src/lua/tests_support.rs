@@ -1,9 +1,38 @@
 //! Test support: drives a node whose terminal process runs the test, answering world commands
 //! with a stand-in. One loop for every Lua-level test module.
 
+use super::LuaRuntime;
 use crate::command::CommandId;
+use crate::entries::Entry;
+use crate::node::SpawnOptions;
 use crate::value::{ErrorValue, Value};
 use crate::{Input, Node, Output, Work};
+use std::rc::Rc;
+
+/// Registers and compiles `entries` on a node with the test hosts `t:term` (terminal) and
+/// `t:host`, starts `t:main` as the terminal process and installs the Lua runtime.
+pub(crate) fn launch(node: &mut Node, mut lua: LuaRuntime, entries: &[Entry]) {
+    {
+        let mut c = node.core().borrow_mut();
+        for e in entries {
+            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
+            lua.prepare(e).unwrap();
+        }
+        c.hosts.insert("t:term".into(), "terminal.host".into());
+        c.hosts.insert("t:host".into(), "process.host".into());
+        c.spawn(
+            "t:main",
+            "t:term",
+            vec![],
+            SpawnOptions {
+                terminal: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    node.add_factory("process.lua", Box::new(lua));
+}
 
 /// What a test's stand-in world answers for a command (`None` leaves it unanswered).
 pub(crate) type World<'a> =
