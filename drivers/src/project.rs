@@ -97,7 +97,7 @@ pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
     let src = source_dir(root)?;
     let mut files = Vec::new();
     walk(&src, &mut files)?;
-    let root_s = root.to_string_lossy().replace('\\', "/");
+
     let mut all = Vec::new();
     for f in files {
         let text = fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -110,7 +110,7 @@ pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
             let full = root.join(p);
             fs::read_to_string(&full).map_err(|e| format!("cannot read {p}: {e}"))
         };
-        let _ = &root_s;
+
         let entries =
             entries::parse_file(&rel, &text, "", &mut resolve).map_err(|e| e.to_string())?;
         all.extend(entries);

@@ -602,7 +602,7 @@ pub fn on_completion(
 /// `apply_version(target)`: moves the current version to `target` and makes it live at once.
 /// The caller then persists the new head (`REGISTRY_HEAD`) and waits for the write, so a
 /// process that ends right after still leaves it stored. Ok(false) = already there.
-pub fn move_head(core: &mut Core, proc: u64, target: u64) -> Result<bool, ErrorValue> {
+pub fn move_head(core: &mut Core, target: u64) -> Result<bool, ErrorValue> {
     if core.registry.version(target).is_none() {
         return Err(err(
             kind::NOT_FOUND,
@@ -620,13 +620,16 @@ pub fn move_head(core: &mut Core, proc: u64, target: u64) -> Result<bool, ErrorV
     if target == core.registry.current_id() {
         return Ok(false);
     }
-    let old = core.registry.current_state();
-    core.registry.set_head(target);
-    let new = core.registry.current_state();
-    let ops = delta(&old, &new);
-    go_live(core, &ops);
-    let _ = proc;
+    switch_head(core, target);
     Ok(true)
+}
+
+/// Makes `head` current and carries the difference to the running node.
+fn switch_head(core: &mut Core, head: u64) {
+    let old = core.registry.current_state();
+    core.registry.set_head(head);
+    let new = core.registry.current_state();
+    go_live(core, &delta(&old, &new));
 }
 
 /// At boot, after `restore`: resumes at the stored head if it names a version we have.
@@ -634,11 +637,7 @@ pub fn restore_head(core: &mut Core, head: u64) {
     if head == core.registry.current_id() || core.registry.version(head).is_none() {
         return;
     }
-    let old = core.registry.current_state();
-    core.registry.set_head(head);
-    let new = core.registry.current_state();
-    let ops = delta(&old, &new);
-    go_live(core, &ops);
+    switch_head(core, head);
 }
 
 /// Makes the current version the live view and carries its effects to the running node:

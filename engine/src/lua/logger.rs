@@ -3,7 +3,7 @@
 
 use super::errors::display;
 use super::{current, host};
-use crate::node::{Level, Output};
+use crate::node::Level;
 use mlua::{AnyUserData, Lua, Table, UserData, UserDataMethods, Value as LV, Variadic};
 
 #[derive(Clone, Default)]
@@ -121,7 +121,6 @@ pub fn root(lua: &Lua) -> mlua::Result<AnyUserData> {
 pub fn global_print(lua: &Lua, args: Variadic<LV>) -> mlua::Result<()> {
     let msg = args.iter().map(display).collect::<Vec<_>>().join(" ");
     record(lua, Level::Info, &LoggerUd::default(), msg, vec![])?;
-    let _ = Output::Exit;
     Ok(())
 }
 

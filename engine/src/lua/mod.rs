@@ -193,11 +193,11 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 impl LuaRuntime {
     pub fn new(core: CoreRef) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
-        let shared = Rc::new(Host {
+        lua.set_app_data(Rc::new(Host {
             core,
             current: RefCell::new(None),
-        });
-        lua.set_app_data(shared.clone());
+        }));
+
         let g = lua.globals();
         for name in [
             "getfenv",
@@ -269,18 +269,13 @@ impl LuaRuntime {
         modules.insert("sql", LV::Table(sql::module(&lua, &glue)?));
         modules.insert("store", LV::Table(store::module(&lua, &glue)?));
         modules.insert("registry", LV::Table(registry::module(&lua, &prelude)?));
-        for (name, v) in &modules {
+        for v in modules.values() {
             if let LV::Table(t) = v {
                 freeze(t, &mut Vec::new());
             }
-            let _ = name;
         }
         freeze(&g, &mut Vec::new());
         lua.sandbox(true)?;
-        let globals = lua.globals();
-        let _ = globals;
-
-        let _ = shared;
         interrupt::install(&lua)?;
 
         Ok(LuaRuntime {

@@ -5,11 +5,10 @@ use super::channel::{new_chan_ud, ChanUd};
 use super::convert::to_value;
 use super::errors::{fail, ErrorUd};
 use super::process::unbounded_chan;
-use super::task::Chan;
 use super::{current, host};
 use crate::node::SpawnOptions;
 use crate::value::{kind, ErrorValue, Value};
-use mlua::{AnyUserData, Lua, MultiValue, Table, Value as LV, Variadic};
+use mlua::{AnyUserData, Lua, Table, Value as LV, Variadic};
 
 fn ok_true() -> mlua::Result<(LV, LV)> {
     Ok((LV::Boolean(true), LV::Nil))
@@ -285,7 +284,6 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     ev.set("CANCEL", "pid.cancel")?;
     p.set("event", ev)?;
     p.set("registry", registry(lua)?)?;
-    let _ = Chan::new;
     Ok(p)
 }
 
@@ -347,6 +345,5 @@ fn registry(lua: &Lua) -> mlua::Result<Table> {
             Ok(host(lua).core.borrow_mut().names.unregister(&name))
         })?,
     )?;
-    let _ = MultiValue::new;
     Ok(r)
 }

@@ -466,8 +466,7 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
         if host(lua).core.borrow().registry.version(n).is_none() {
             return fail(lua, not_found_version(&v));
         }
-        let me = current(lua)?.borrow().id;
-        let r = reg::move_head(&mut host(lua).core.borrow_mut(), me, n);
+        let r = reg::move_head(&mut host(lua).core.borrow_mut(), n);
         match r {
             Ok(false) => Ok((LV::Boolean(true), LV::Nil)),
             // Waits for the world to store the new head (wrapped by the prelude's blocking).

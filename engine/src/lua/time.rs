@@ -955,7 +955,6 @@ pub fn os_module(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
     t.set("platform", "wippy")?;
-    let _ = kind::INVALID;
     Ok(t)
 }
 
