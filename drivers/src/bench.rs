@@ -1,14 +1,13 @@
 //! `weft bench`: runtime figures as `name value unit` lines, to set against
 //! `../shared/bench/anchors/run.sh` (Erlang, PUC Lua) measured in the same session.
 
-use std::rc::Rc;
 use std::time::Instant as StdInstant;
+use weft_engine::command::{Command, Dest};
 use weft_engine::entries::Entry;
-use weft_engine::lua::LuaRuntime;
-use weft_engine::node::{CoreRef, Factory, Level, NodeConfig, SpawnOptions};
+use weft_engine::node::{Factory, Level, NodeConfig, Spawning};
 use weft_engine::process::{Cx, Process, Step};
 use weft_engine::value::{ErrorValue, Table, Value};
-use weft_engine::{Node, Output, Pid, Work};
+use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Wake, Work};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -184,57 +183,58 @@ fn sim_run(entry: &str, args: Vec<String>) -> (f64, u64) {
 }
 
 fn lua_node() -> Node {
-    let mut node = Node::new(NodeConfig {
+    Node::builder(NodeConfig {
         seed: 1,
         ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).expect("lua");
-    let entries = bench_entries();
-    {
-        let mut c = node.core().borrow_mut();
-        for e in &entries {
-            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
+    })
+    .log_level(Level::Error)
+    .preload(bench_entries())
+    .host("bench:host", "process.host")
+    .host("bench:term", "terminal.host")
+    .lua()
+    .build(None)
+    .expect("bench sources compile")
+    .node
+}
+
+/// Real clock, no inputs: the bench's side of the drive loop.
+struct BenchDriver {
+    t0: StdInstant,
+}
+
+impl Driver for BenchDriver {
+    fn now(&mut self) -> Instant {
+        self.t0.elapsed().as_nanos() as u64
+    }
+    fn output(&mut self, o: Output) {
+        if let Output::Stderr(b) = o {
+            eprint!("{}", String::from_utf8_lossy(&b));
         }
-        c.hosts.insert("bench:host".into(), "process.host".into());
     }
-    for e in entries.iter().filter(|e| e.kind == "process.lua") {
-        lua.prepare(e).expect("bench source compiles");
+    fn poll_input(&mut self) -> Option<Input> {
+        None
     }
-    node.add_factory("process.lua", Box::new(lua));
-    node
+    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
+        match deadline {
+            Some(at) => {
+                let now = self.now();
+                std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
+                Wake::Again
+            }
+            None => Wake::Stop,
+        }
+    }
 }
 
 /// Runs `entry` as the node's terminal process until it ends; returns seconds taken.
 fn run_to_exit(node: &mut Node, entry: &str, args: Vec<Value>) -> f64 {
-    node.core()
-        .borrow_mut()
-        .hosts
-        .insert("bench:term".into(), "terminal.host".into());
-    node.core()
-        .borrow_mut()
-        .spawn(
-            entry,
-            "bench:term",
-            args,
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .expect("spawn");
-    let t0 = StdInstant::now();
-    loop {
-        let now = t0.elapsed().as_nanos() as u64;
-        node.run(now, 4096);
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Exit(0) => return t0.elapsed().as_secs_f64(),
-                Output::Exit(c) => panic!("bench process exited with {c}"),
-                Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
-                _ => {}
-            }
-        }
+    node.spawn(entry, "bench:term", args, true).expect("spawn");
+    let mut d = BenchDriver {
+        t0: StdInstant::now(),
+    };
+    match weft_engine::drive(node, &mut d, 4096) {
+        Some(0) => d.t0.elapsed().as_secs_f64(),
+        other => panic!("bench process ended with {other:?}"),
     }
 }
 
@@ -254,40 +254,51 @@ fn rss_bytes() -> Option<u64> {
 
 struct RustPinger {
     n: i64,
-    peer: Option<String>,
+    peer: Option<Pid>,
     host: String,
 }
 
 impl Process for RustPinger {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        let me = cx.pid.uniq;
-        let mut core = cx.core.borrow_mut();
         if self.peer.is_none() {
-            let peer = core
-                .spawn(
-                    "bench:rust_ponger",
-                    &self.host,
-                    vec![],
-                    SpawnOptions::default(),
-                )
-                .expect("spawn ponger");
-            let peer = peer.to_string();
-            core.send(Some(me), &peer, "ping".into(), vec![Value::Int(self.n)])
-                .expect("send");
+            let spawn = Command::Spawn {
+                entry: "bench:rust_ponger".into(),
+                host: self.host.clone(),
+                args: vec![],
+                monitor: false,
+                link: false,
+                name: None,
+                context: None,
+            };
+            let peer = match cx.dispatch(spawn).into_result() {
+                Ok(Value::Str(s)) => Pid::parse(&String::from_utf8_lossy(&s)).expect("pid"),
+                other => panic!("spawn ponger: {other:?}"),
+            };
+            self.send(cx, &peer);
             self.peer = Some(peer);
             return Step::Waiting;
         }
-        let mb = core.take_mailbox(me);
+        let mb = cx.take_mailbox();
         for _ in mb.messages {
             self.n -= 1;
             if self.n <= 0 {
                 return Step::Exited(Ok(Value::Int(0)));
             }
-            let peer = self.peer.as_deref().expect("peer");
-            core.send(Some(me), peer, "ping".into(), vec![Value::Int(self.n)])
-                .expect("send");
+            let peer = self.peer.clone().expect("peer");
+            self.send(cx, &peer);
         }
         Step::Waiting
+    }
+}
+
+impl RustPinger {
+    fn send(&self, cx: &Cx<'_>, peer: &Pid) {
+        let send = Command::Send {
+            dest: Dest::Pid(peer.clone()),
+            topic: "ping".into(),
+            payload: vec![Value::Int(self.n)],
+        };
+        cx.dispatch(send).into_result().expect("send");
     }
 }
 
@@ -295,12 +306,14 @@ struct RustPonger;
 
 impl Process for RustPonger {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        let me = cx.pid.uniq;
-        let mut core = cx.core.borrow_mut();
-        let mb = core.take_mailbox(me);
+        let mb = cx.take_mailbox();
         for m in mb.messages {
             if let Some(from) = m.from {
-                core.deliver(Some(me), from.uniq, "pong".into(), m.payload);
+                let _ = cx.dispatch(Command::Send {
+                    dest: Dest::Pid(from),
+                    topic: "pong".into(),
+                    payload: m.payload,
+                });
             }
         }
         Step::Waiting
@@ -310,21 +323,15 @@ impl Process for RustPonger {
 struct Native;
 
 impl Factory for Native {
-    fn create(
-        &mut self,
-        _core: &CoreRef,
-        pid: &Pid,
-        entry: &Rc<Entry>,
-        args: Vec<Value>,
-    ) -> Result<Box<dyn Process>, ErrorValue> {
-        Ok(match entry.id.as_str() {
+    fn create(&mut self, sp: Spawning<'_>) -> Result<Box<dyn Process>, ErrorValue> {
+        Ok(match sp.entry.id.as_str() {
             "bench:rust_pinger" => Box::new(RustPinger {
-                n: match args.first() {
+                n: match sp.args.first() {
                     Some(Value::Int(n)) => *n,
                     _ => 0,
                 },
                 peer: None,
-                host: pid.host.to_string(),
+                host: sp.pid.host.to_string(),
             }),
             _ => Box::new(RustPonger),
         })
@@ -332,17 +339,19 @@ impl Factory for Native {
 }
 
 fn rust_node() -> Node {
-    let mut node = Node::new(NodeConfig::default());
-    {
-        let mut c = node.core().borrow_mut();
-        for id in ["bench:rust_pinger", "bench:rust_ponger"] {
-            c.entries
-                .insert(id.into(), Rc::new(entry(id, "native", None)));
-        }
-        c.hosts.insert("bench:host".into(), "process.host".into());
-    }
-    node.add_factory("native", Box::new(Native));
-    node
+    Node::builder(NodeConfig::default())
+        .preload(
+            ["bench:rust_pinger", "bench:rust_ponger"]
+                .iter()
+                .map(|id| entry(id, "native", None))
+                .collect(),
+        )
+        .host("bench:host", "process.host")
+        .host("bench:term", "terminal.host")
+        .factory("native", Box::new(Native))
+        .build(None)
+        .expect("bench node")
+        .node
 }
 
 fn emit(name: &str, value: f64, unit: &str) {
@@ -399,24 +408,13 @@ pub fn bench(a: BenchArgs) -> i32 {
     if want("idle_bytes") {
         let n = scaled(100_000.0);
         let mut node = lua_node();
-        node.core()
-            .borrow_mut()
-            .hosts
-            .insert("bench:term".into(), "terminal.host".into());
         run_to_idle(&mut node);
         let before = rss_bytes().unwrap_or(0);
-        node.core()
-            .borrow_mut()
-            .spawn(
-                "bench:parker",
-                "bench:host",
-                vec![Value::Int(n)],
-                SpawnOptions::default(),
-            )
+        node.spawn("bench:parker", "bench:host", vec![Value::Int(n)], false)
             .expect("spawn");
         run_to_idle(&mut node);
         let after = rss_bytes().unwrap_or(0);
-        let alive = node.core().borrow().process_count() as f64;
+        let alive = node.process_count() as f64;
         emit(
             "weft_lua_idle_process",
             (after.saturating_sub(before)) as f64 / alive.max(1.0),

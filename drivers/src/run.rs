@@ -2,18 +2,16 @@
 //! it feeds the node inputs and carries out its outputs, nothing more.
 
 use crate::project;
-use smol::channel::{unbounded, Receiver, Sender};
-use smol::future::FutureExt;
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use weft_engine::command::ids;
 use weft_engine::entries::Entry;
-use weft_engine::lua::LuaRuntime;
-use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
+use weft_engine::node::{Level, NodeConfig, SignalKind};
 use weft_engine::value::{kind, ErrorValue, Value};
-use weft_engine::{Input, Node, Output, Pid, Work};
+use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Wake};
 use weft_world::{Storage, World};
 
 #[derive(clap::Args, Debug)]
@@ -189,54 +187,38 @@ pub fn run(a: RunArgs) -> i32 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
     let seed = (wall as u64) ^ (u64::from(std::process::id()) << 32);
-    let mut node = Node::new(NodeConfig {
-        seed,
-        wall_epoch_ns: wall,
-        env_os: std::env::vars().collect(),
-        ..Default::default()
-    });
-    node.core().borrow_mut().log_min = match log_mode {
-        LogMode::Off => Level::Error,
-        LogMode::Text(l) | LogMode::Json(l) => l,
-    };
     let mut world = World::new(Storage::Disk { root: root.clone() });
     if let Err(e) = world.configure(&entries) {
         return fail(e);
     }
-    node.core().borrow_mut().env.files = world.env_files(&entries);
-    let world = Arc::new(Mutex::new(world));
-    let mut lua = match LuaRuntime::new(node.core().clone()) {
-        Ok(l) => l,
-        Err(e) => return fail(format!("starting Lua: {e}")),
-    };
-    let report = match weft_engine::boot::boot(&mut node, &mut lua, entries) {
-        Ok(r) => r,
+    let env_files = world.env_files(&entries);
+    let built = Node::builder(NodeConfig {
+        seed,
+        wall_epoch_ns: wall,
+        env_os: std::env::vars().collect(),
+        ..Default::default()
+    })
+    .log_level(match log_mode {
+        LogMode::Off => Level::Error,
+        LogMode::Text(l) | LogMode::Json(l) => l,
+    })
+    .env_files(env_files)
+    .entries(entries)
+    .build(Some(&mut world));
+    let mut node = match built {
+        Ok(b) => {
+            tracing::debug!(services = b.report.services, "booted");
+            b.node
+        }
         Err(e) => return fail(e),
     };
-    tracing::debug!(services = report.services, "booted");
-    let restored = world
-        .lock()
-        .map_err(|_| "world handlers poisoned".to_string())
-        .and_then(|mut w| w.boot_registry(&mut node.core().borrow_mut()));
-    if let Err(e) = restored {
-        return fail(e);
-    }
-    node.add_factory("process.lua", Box::new(lua));
     if let (Some((_, id, args)), Some(h)) = (target, terminal_host) {
         let args = args.into_iter().map(Value::from).collect();
-        let r = node.core().borrow_mut().spawn(
-            &id,
-            &h,
-            args,
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        );
-        if let Err(e) = r {
+        if let Err(e) = node.spawn(&id, &h, args, true) {
             return fail(format!("cannot start {id} on {h}: {}", e.message));
         }
     }
+    let world = Arc::new(Mutex::new(world));
     drive(node, log_mode, world)
 }
 
@@ -246,7 +228,7 @@ enum StdinReq {
 }
 
 /// Reads stdin on its own thread, only when a process asked for input.
-fn stdin_thread(rx: std::sync::mpsc::Receiver<StdinReq>, tx: Sender<Input>) {
+fn stdin_thread(rx: Receiver<StdinReq>, tx: Sender<Input>) {
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for req in rx {
@@ -279,10 +261,7 @@ fn stdin_thread(rx: std::sync::mpsc::Receiver<StdinReq>, tx: Sender<Input>) {
                     (pid, tag, r)
                 }
             };
-            if tx
-                .send_blocking(Input::Completed { pid, tag, result })
-                .is_err()
-            {
+            if tx.send(Input::Completed { pid, tag, result }).is_err() {
                 return;
             }
         }
@@ -301,7 +280,7 @@ fn signal_thread(tx: Sender<Input>) {
             } else {
                 SignalKind::Terminate
             };
-            if tx.send_blocking(Input::Signal(k)).is_err() {
+            if tx.send(Input::Signal(k)).is_err() {
                 return;
             }
         }
@@ -336,107 +315,131 @@ fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, Str
     }
 }
 
-fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
-    let start = StdInstant::now();
-    let now = move || start.elapsed().as_nanos() as u64;
-    let (tx, rx): (Sender<Input>, Receiver<Input>) = unbounded();
-    let (stdin_tx, stdin_rx) = std::sync::mpsc::channel();
-    stdin_thread(stdin_rx, tx.clone());
-    signal_thread(tx.clone());
-    let stdout = std::io::stdout();
-    smol::block_on(async move {
-        loop {
-            let work = node.run(now(), 256);
-            let mut out = stdout.lock();
-            let mut wrote = false;
-            while let Some(o) = node.poll_output() {
-                match o {
-                    Output::Stdout(b) => {
-                        let _ = out.write_all(&b);
-                        wrote = true;
-                    }
-                    Output::Stderr(b) => {
-                        let _ = out.flush();
-                        let _ = std::io::stderr().write_all(&b);
-                    }
-                    Output::Log {
-                        level,
-                        message,
-                        fields,
-                    } => print_log(&log_mode, level, &message, &fields),
-                    Output::Execute {
-                        pid,
-                        tag,
-                        cmd,
-                        args,
-                    } => {
-                        let req = match cmd {
-                            c if c == ids::TERMINAL_READ_LINE => {
-                                Some(StdinReq::Line(pid.clone(), tag))
-                            }
-                            c if c == ids::TERMINAL_READ => {
-                                let n = match args.first() {
-                                    Some(Value::Int(n)) => *n as usize,
-                                    _ => 1024,
-                                };
-                                Some(StdinReq::Bytes(pid.clone(), tag, n))
-                            }
-                            _ => None,
+/// The production side of the drive loop: real clock, stdout/stderr, stdin and signals on
+/// threads of their own, world commands on smol's blocking pool.
+struct RealDriver {
+    start: StdInstant,
+    log_mode: LogMode,
+    world: Arc<Mutex<World>>,
+    tx: Sender<Input>,
+    rx: Receiver<Input>,
+    stdin_tx: Sender<StdinReq>,
+    wrote: bool,
+}
+
+impl Driver for RealDriver {
+    fn now(&mut self) -> Instant {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn output(&mut self, o: Output) {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        match o {
+            Output::Stdout(b) => {
+                let _ = out.write_all(&b);
+                self.wrote = true;
+            }
+            Output::Stderr(b) => {
+                let _ = out.flush();
+                let _ = std::io::stderr().write_all(&b);
+            }
+            Output::Log {
+                level,
+                message,
+                fields,
+            } => print_log(&self.log_mode, level, &message, &fields),
+            Output::Execute {
+                pid,
+                tag,
+                cmd,
+                args,
+            } => {
+                let req = match cmd {
+                    c if c == ids::TERMINAL_READ_LINE => Some(StdinReq::Line(pid.clone(), tag)),
+                    c if c == ids::TERMINAL_READ => {
+                        let n = match args.first() {
+                            Some(Value::Int(n)) => *n as usize,
+                            _ => 1024,
                         };
-                        match req {
-                            Some(r) => {
-                                let _ = out.flush();
-                                let _ = stdin_tx.send(r);
-                            }
-                            None => {
-                                // World commands (SQL, stores, …) run off the engine's thread.
-                                let (w, tx) = (world.clone(), tx.clone());
-                                smol::spawn(async move {
-                                    let result = smol::unblock(move || match w.lock() {
-                                        Ok(mut w) => w.handle(cmd, &args),
-                                        Err(_) => Err(ErrorValue::new(
-                                            kind::INTERNAL,
-                                            "world handlers poisoned",
-                                        )),
-                                    })
-                                    .await;
-                                    let _ = tx.send(Input::Completed { pid, tag, result }).await;
-                                })
-                                .detach();
-                            }
-                        }
+                        Some(StdinReq::Bytes(pid.clone(), tag, n))
                     }
-                    Output::Exit(code) => {
+                    _ => None,
+                };
+                match req {
+                    Some(r) => {
                         let _ = out.flush();
-                        return code;
+                        let _ = self.stdin_tx.send(r);
+                    }
+                    None => {
+                        // World commands (SQL, stores, …) run off the engine's thread.
+                        let (w, tx) = (self.world.clone(), self.tx.clone());
+                        smol::spawn(async move {
+                            let result = smol::unblock(move || match w.lock() {
+                                Ok(mut w) => w.handle(cmd, &args),
+                                Err(_) => {
+                                    Err(ErrorValue::new(kind::INTERNAL, "world handlers poisoned"))
+                                }
+                            })
+                            .await;
+                            let _ = tx.send(Input::Completed { pid, tag, result });
+                        })
+                        .detach();
                     }
                 }
             }
-            if wrote {
+            Output::Exit(_) => {
                 let _ = out.flush();
             }
-            drop(out);
-            if work == Work::More {
-                continue;
-            }
-            let input = match node.poll_timeout() {
-                Some(at) => {
-                    let at = start + Duration::from_nanos(at);
-                    async { rx.recv().await.ok() }
-                        .or(async {
-                            smol::Timer::at(at).await;
-                            None
-                        })
-                        .await
-                }
-                None => rx.recv().await.ok(),
-            };
-            if let Some(i) = input {
-                node.handle(now(), i);
-            }
-            while let Ok(i) = rx.try_recv() {
-                node.handle(now(), i);
-            }
         }
-    })
+    }
+
+    fn between(&mut self, _node: &mut Node, _work: weft_engine::Work) -> bool {
+        if std::mem::take(&mut self.wrote) {
+            let _ = std::io::stdout().flush();
+        }
+        true
+    }
+
+    fn poll_input(&mut self) -> Option<Input> {
+        self.rx.try_recv().ok()
+    }
+
+    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
+        let r = match deadline {
+            Some(at) => {
+                let now = self.now();
+                self.rx
+                    .recv_timeout(Duration::from_nanos(at.saturating_sub(now)))
+            }
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match r {
+            Ok(i) => Wake::Input(i),
+            Err(RecvTimeoutError::Timeout) => Wake::Again,
+            // Every sender is gone (cannot happen while the driver holds one): nothing to wait for.
+            Err(RecvTimeoutError::Disconnected) => Wake::Again,
+        }
+    }
+}
+
+/// Steps between two reads of the inputs: small enough that a busy process delays signals,
+/// completions and terminal input by one slice at most.
+const SLICE_STEPS: usize = 16;
+
+fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
+    let (tx, rx) = channel();
+    let (stdin_tx, stdin_rx) = channel();
+    stdin_thread(stdin_rx, tx.clone());
+    signal_thread(tx.clone());
+    let mut d = RealDriver {
+        start: StdInstant::now(),
+        log_mode,
+        world,
+        tx,
+        rx,
+        stdin_tx,
+        wrote: false,
+    };
+    weft_engine::drive(&mut node, &mut d, SLICE_STEPS).unwrap_or(0)
 }

@@ -3,7 +3,7 @@
 
 use crate::entries::Entry;
 use crate::lua::LuaRuntime;
-use crate::node::{Level, Node};
+use crate::node::{Core, Level};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::rc::Rc;
@@ -118,14 +118,12 @@ pub struct BootReport {
 }
 
 /// Loads entries into the node and the Lua runtime, then starts auto_start services.
-pub fn boot(
-    node: &mut Node,
+pub(crate) fn boot(
+    c: &mut Core,
     lua: &mut LuaRuntime,
     entries: Vec<Entry>,
 ) -> Result<BootReport, BootError> {
     let mut report = BootReport::default();
-    let core = node.core().clone();
-    let mut c = core.borrow_mut();
     let entries = crate::env::boot_entries(&mut c.env, entries, &mut report.warnings)
         .map_err(|b| at(&b.0, b.1.clone()))?;
     for e in &entries {
@@ -286,11 +284,19 @@ mod tests {
         }
     }
 
+    fn try_boot(entries: Vec<Entry>) -> Result<BootReport, BootError> {
+        crate::node::Node::builder(NodeConfig::default())
+            .entries(entries)
+            .build(None)
+            .map(|b| b.report)
+    }
+
     #[track_caller]
     fn boot_err(entries: Vec<Entry>) -> BootError {
-        let mut node = Node::new(NodeConfig::default());
-        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
-        boot(&mut node, &mut lua, entries).expect_err("boot must fail")
+        match try_boot(entries) {
+            Ok(_) => panic!("boot must fail"),
+            Err(e) => e,
+        }
     }
 
     #[test]
@@ -300,9 +306,7 @@ mod tests {
             lua_entry("app:u", "library.lua", 2, &[("v", "v")]),
             lua_entry("app:v", "library.lua", 3, &[]),
         ];
-        let mut node = Node::new(NodeConfig::default());
-        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
-        boot(&mut node, &mut lua, ok).expect("imports resolve");
+        try_boot(ok).expect("imports resolve");
 
         let e = boot_err(vec![lua_entry(
             "app:p",
@@ -342,8 +346,6 @@ mod tests {
             lua_entry("app:p", "process.lua", 1, &[("assert", "app:a")]),
             lua_entry("app:a", "library.lua", 2, &[]),
         ];
-        let mut node = Node::new(NodeConfig::default());
-        let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
-        boot(&mut node, &mut lua, shadow).expect("an alias may shadow a built-in");
+        try_boot(shadow).expect("an alias may shadow a built-in");
     }
 }

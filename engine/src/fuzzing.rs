@@ -5,7 +5,7 @@
 use crate::entries::{self, Entry};
 use crate::json;
 use crate::lua::{self, prepass, LuaRuntime};
-use crate::node::{Core, CoreRef, Factory, NodeConfig, SpawnOptions};
+use crate::node::{Core, Factory, NodeConfig, SpawnOptions, Spawning};
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
 use crate::relay::{EventKind, Mailbox, Signal};
@@ -114,14 +114,8 @@ const LUA_MEMORY_LIMIT: usize = 64 << 20;
 struct SharedRuntime(Rc<RefCell<LuaRuntime>>);
 
 impl Factory for SharedRuntime {
-    fn create(
-        &mut self,
-        core: &CoreRef,
-        pid: &Pid,
-        entry: &Rc<Entry>,
-        args: Vec<Value>,
-    ) -> Result<Box<dyn Process>, ErrorValue> {
-        self.0.borrow_mut().create(core, pid, entry, args)
+    fn create(&mut self, sp: Spawning<'_>) -> Result<Box<dyn Process>, ErrorValue> {
+        self.0.borrow_mut().create(sp)
     }
 }
 
@@ -134,23 +128,24 @@ struct LuaFuzz {
 
 impl LuaFuzz {
     fn new() -> LuaFuzz {
-        let mut node = Node::new(NodeConfig {
+        let mut node = Node::bare(NodeConfig {
             seed: 1,
             wall_epoch_ns: 0,
             step_budget: 200,
             ..Default::default()
         });
         {
-            let mut c = node.core().borrow_mut();
+            let mut c = node.core.borrow_mut();
             c.log_min = crate::node::Level::Error;
             c.hosts.insert("fuzz:host".into(), "process.host".into());
         }
-        let rt = LuaRuntime::new(node.core().clone()).expect("lua runtime");
+        let rt = LuaRuntime::new(node.port()).expect("lua runtime");
         rt.lua()
             .set_memory_limit(LUA_MEMORY_LIMIT)
             .expect("memory limit");
         let rt = Rc::new(RefCell::new(rt));
-        node.add_factory("process.lua", Box::new(SharedRuntime(rt.clone())));
+        node.factories
+            .insert("process.lua".into(), Box::new(SharedRuntime(rt.clone())));
         LuaFuzz {
             node,
             rt,
@@ -192,7 +187,7 @@ impl LuaFuzz {
         }
         // Run the chunk (and its `main`) as a process for a few bounded steps.
         let first = {
-            let mut c = self.node.core().borrow_mut();
+            let mut c = self.node.core.borrow_mut();
             c.entries.insert(entry.id.clone(), Rc::new(entry.clone()));
             match c.spawn(&entry.id, "fuzz:host", vec![], SpawnOptions::default()) {
                 Ok(pid) => pid.uniq,
@@ -212,7 +207,7 @@ impl LuaFuzz {
         }
         // End whatever it started, reap it, and let its timers fire into the void.
         {
-            let mut c = self.node.core().borrow_mut();
+            let mut c = self.node.core.borrow_mut();
             let last = c.stats.spawned;
             for id in first..=last {
                 c.kill(id, ErrorValue::new(kind::CANCELED, "fuzz input done"));
@@ -591,7 +586,7 @@ struct FuzzProc {
 impl Process for FuzzProc {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
         let me = cx.pid.uniq;
-        let mut core = cx.core.borrow_mut();
+        let mut core = cx.port.core.borrow_mut();
         let mut m = self.model.borrow_mut();
         assert!(core.is_alive(me), "engine_ops: dead process {me} stepped");
         let at_start = mail_len(&core, me);
@@ -622,7 +617,17 @@ impl Process for FuzzProc {
                 for from in senders.into_iter().filter(|f| *f != 0) {
                     let dest = m.pid_text[&from].clone();
                     let seq = m.next_seq();
-                    let r = core.send(Some(me), &dest, "m".into(), vec![Value::Int(seq)]);
+                    // Through the command registry, as any process's send.
+                    let r = core
+                        .dispatch(
+                            me,
+                            crate::command::Command::Send {
+                                dest: crate::command::Dest::Text(dest),
+                                topic: "m".into(),
+                                payload: vec![Value::Int(seq)],
+                            },
+                        )
+                        .into_result();
                     assert_eq!(
                         r.is_ok(),
                         m.alive.contains(&from) && core.is_alive(from),
@@ -651,16 +656,13 @@ impl Process for FuzzProc {
 
 struct FuzzFactory {
     model: ModelRef,
+    core: Option<Rc<RefCell<Core>>>,
 }
 
 impl Factory for FuzzFactory {
-    fn create(
-        &mut self,
-        core: &CoreRef,
-        pid: &Pid,
-        _entry: &Rc<Entry>,
-        _args: Vec<Value>,
-    ) -> Result<Box<dyn Process>, ErrorValue> {
+    fn create(&mut self, sp: Spawning<'_>) -> Result<Box<dyn Process>, ErrorValue> {
+        let pid = sp.pid;
+        let core = self.core.as_ref().expect("core attached");
         assert!(
             core.borrow().is_alive(pid.uniq),
             "engine_ops: built a dead process"
@@ -697,9 +699,9 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let mut node = Node::new(NodeConfig::default());
+        let mut node = Node::bare(NodeConfig::default());
         {
-            let mut c = node.core().borrow_mut();
+            let mut c = node.core.borrow_mut();
             c.entries.insert(
                 ENTRY.into(),
                 Rc::new(Entry {
@@ -719,12 +721,19 @@ impl Harness {
             c.hosts.insert(HOST.into(), "process.host".into());
         }
         let m: ModelRef = Rc::default();
-        node.add_factory("native", Box::new(FuzzFactory { model: m.clone() }));
+        let core = Some(node.core.clone());
+        node.factories.insert(
+            "native".into(),
+            Box::new(FuzzFactory {
+                model: m.clone(),
+                core,
+            }),
+        );
         Harness { node, m, now: 0 }
     }
 
     fn core(&self) -> std::cell::RefMut<'_, Core> {
-        self.node.core().borrow_mut()
+        self.node.core.borrow_mut()
     }
 
     fn pick(&self, b: u8) -> Option<u64> {
@@ -892,7 +901,7 @@ impl Harness {
                 .handle(self.now, Input::Signal(crate::node::SignalKind::Interrupt));
             assert!(self.node.is_done());
             if first {
-                assert_eq!(self.node.core().borrow().process_count(), 0);
+                assert_eq!(self.node.core.borrow().process_count(), 0);
             }
             return;
         }
@@ -1158,7 +1167,7 @@ impl Harness {
 
     fn settle(&mut self) {
         self.drain_outputs();
-        let core = self.node.core().borrow();
+        let core = self.node.core.borrow();
         self.m.borrow_mut().settle(&core);
     }
 }

@@ -7,11 +7,13 @@
 
 pub mod boot;
 pub mod command;
+pub mod drive;
 pub mod duration;
 pub mod entries;
 pub mod env;
 pub mod eventbus;
 pub mod fuzzing;
+mod handlers;
 pub mod json;
 pub mod lua;
 pub mod node;
@@ -27,6 +29,7 @@ pub mod topology;
 pub mod trace;
 pub mod value;
 
+pub use drive::{drive, Driver, Wake};
 pub use node::{Input, Instant, Node, NodeConfig, Output, Work};
 pub use pid::Pid;
 pub use value::{ErrorValue, Value};

@@ -1,13 +1,14 @@
 //! One runtime instance: `Core` (all node state that commands touch) and `Node` (the driver-facing
 //! sans-IO surface: handle / run / poll_output / poll_timeout). No clocks, threads or I/O in here.
 
-use crate::command::{CommandId, CommandRegistry, Tags};
+use crate::command::{Command, CommandId, CommandRegistry, Reply, Tags};
 use crate::entries::Entry;
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
 use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Names, Signal};
 use crate::scheduler::{Outcome, Scheduler};
-use crate::supervisor::{AfterExit, Lifecycle, Service, ServiceState};
+pub use crate::supervisor::ServiceState;
+use crate::supervisor::{AfterExit, Lifecycle, Service};
 use crate::timers::{Target, Timer, Timers};
 use crate::trace::{Observer, TraceEvent};
 use crate::value::{kind, ErrorValue, Value};
@@ -17,8 +18,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-
-pub type CoreRef = Rc<RefCell<Core>>;
 
 /// Weft's monotonic time: nanoseconds since the node started, handed in by the driver.
 pub type Instant = u64;
@@ -131,6 +130,8 @@ pub struct Stats {
     pub messages_sent: u64,
     pub completions_dropped: u64,
     pub restarts: u64,
+    /// Commands dispatched through the command registry.
+    pub commands: u64,
 }
 
 #[derive(Debug)]
@@ -147,8 +148,8 @@ pub struct ProcInfo {
     pub reply: Option<(Pid, u64)>,
     /// Context values (`ctx.get`), inherited from the parent unless the spawn set its own.
     pub context: Context,
-    /// Function calls this process has under way; canceled when it exits.
-    pub calls: Vec<u64>,
+    /// Function calls this process has under way, as (reply tag, callee); canceled when it exits.
+    pub calls: Vec<(u64, u64)>,
 }
 
 /// A spawn accepted by the core whose process object the node has not built yet.
@@ -187,8 +188,9 @@ enum Shutdown {
     Done,
 }
 
-pub struct Core {
+pub(crate) struct Core {
     now: Instant,
+    node: crate::pid::NodeId,
     cfg: NodeConfig,
     rng: ChaCha8Rng,
     next_uniq: u64,
@@ -235,12 +237,14 @@ fn err(k: &str, m: impl Into<String>) -> ErrorValue {
 }
 
 impl Core {
-    pub fn new(cfg: NodeConfig) -> Core {
-        let mut commands = CommandRegistry::with_builtins();
+    pub(crate) fn new(cfg: NodeConfig) -> Core {
+        let mut commands =
+            CommandRegistry::with_builtins().expect("built-in command ids are distinct");
         commands.freeze();
         let cfg_env_os = cfg.env_os.iter().cloned().collect();
         Core {
             now: 0,
+            node: crate::pid::NodeId::local(),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
             next_uniq: 0,
@@ -305,10 +309,6 @@ impl Core {
 
     pub fn wall_now_ns(&self) -> i64 {
         self.cfg.wall_epoch_ns.saturating_add(self.now as i64)
-    }
-
-    pub fn step_budget(&self) -> u32 {
-        self.cfg.step_budget
     }
 
     /// The budget for the next step: BUGGIFY sometimes shrinks it to force preemption paths.
@@ -383,6 +383,78 @@ impl Core {
         }
     }
 
+    /// Runs `cmd` for process `caller`: the handler registered for its id answers now or
+    /// issues a tag of the caller that a later completion answers.
+    pub(crate) fn dispatch(&mut self, caller: u64, cmd: Command) -> Reply {
+        let id = cmd.id();
+        self.stats.commands += 1;
+        match self.commands.handler(id) {
+            Some(h) => h(self, caller, cmd),
+            None => Reply::err(err(
+                kind::NOT_FOUND,
+                format!(
+                    "no handler registered for command {} ({})",
+                    id.0,
+                    cmd.name()
+                ),
+            )),
+        }
+    }
+
+    /// A world command for `caller`: a tag now, the driver's completion later.
+    pub(crate) fn world(&mut self, caller: u64, cmd: CommandId, args: Vec<Value>) -> Reply {
+        match self.execute(caller, cmd, args) {
+            Some(tag) => Reply::Pending(tag),
+            None => Reply::err(err(kind::INTERNAL, "process not registered")),
+        }
+    }
+
+    /// A world command whose answer nobody waits for (a closing process's clean-up): tag 0 is
+    /// never issued, so its completion is dropped.
+    pub(crate) fn execute_detached(&mut self, caller: u64, cmd: CommandId, args: Vec<Value>) {
+        let pid = self
+            .pid_of(caller)
+            .cloned()
+            .unwrap_or_else(|| Pid::new(Arc::from(CONTROL_HOST), caller));
+        self.outputs.push_back(Output::Execute {
+            pid,
+            tag: 0,
+            cmd,
+            args,
+        });
+    }
+
+    /// The context for a child of `caller`: the caller's, overlaid with `own` (None inherits).
+    pub(crate) fn child_context(
+        &self,
+        caller: u64,
+        own: Option<crate::command::ContextOverlay>,
+    ) -> Option<Context> {
+        let own = own.filter(|o| !o.is_empty())?;
+        let mut m = self
+            .procs
+            .get(&caller)
+            .map(|p| (*p.context).clone())
+            .unwrap_or_default();
+        m.extend(own);
+        Some(Rc::new(m))
+    }
+
+    /// Stops the callee of the call `caller` is waiting on with `tag`; false when it already ended.
+    pub(crate) fn cancel_call(&mut self, caller: u64, tag: u64) -> bool {
+        let callee = self
+            .procs
+            .get(&caller)
+            .and_then(|p| p.calls.iter().find(|(t, _)| *t == tag).map(|(_, c)| *c));
+        match callee {
+            Some(c) if self.procs.contains_key(&c) => {
+                self.kill(c, err(kind::CANCELED, "function call canceled"));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Issues a tag and asks the driver to run `cmd`; the completion comes back as a Signal.
     pub fn execute(&mut self, proc: u64, cmd: CommandId, args: Vec<Value>) -> Option<u64> {
         debug_assert!(
@@ -403,19 +475,9 @@ impl Core {
 
     // ---- addressing ----------------------------------------------------------------------------
 
-    /// A PID string or a registered name → live process id.
-    pub fn resolve(&self, dest: &str) -> Result<u64, ErrorValue> {
-        if dest.starts_with('{') {
-            let pid = Pid::parse(dest)
-                .ok_or_else(|| err(kind::INVALID, format!("invalid pid: {dest}")))?;
-            return match self.procs.get(&pid.uniq) {
-                Some(p) if p.pid.host == pid.host => Ok(pid.uniq),
-                _ => Err(err(kind::NOT_FOUND, format!("process not found: {dest}"))),
-            };
-        }
-        self.names
-            .lookup(dest)
-            .ok_or_else(|| err(kind::NOT_FOUND, format!("could not resolve: {dest}")))
+    /// The node's identity; every PID it makes carries it.
+    pub fn node_id(&self) -> &crate::pid::NodeId {
+        &self.node
     }
 
     pub fn pid_of(&self, id: u64) -> Option<&Pid> {
@@ -427,6 +489,30 @@ impl Core {
     }
 
     // ---- messaging -----------------------------------------------------------------------------
+
+    /// `send` to a destination as a command carries it.
+    pub(crate) fn send_to(
+        &mut self,
+        from: Option<u64>,
+        dest: &crate::command::Dest,
+        topic: String,
+        payload: Vec<Value>,
+    ) -> Result<(), ErrorValue> {
+        match dest {
+            crate::command::Dest::Text(d) => self.send(from, d, topic, payload),
+            crate::command::Dest::Pid(p) => {
+                if topic.starts_with('@') {
+                    return Err(err(
+                        kind::INVALID,
+                        format!("topic may not start with '@': {topic}"),
+                    ));
+                }
+                let to = self.resolve_pid(p)?;
+                self.deliver(from, to, topic, payload);
+                Ok(())
+            }
+        }
+    }
 
     pub fn send(
         &mut self,
@@ -555,7 +641,7 @@ impl Core {
         target: &str,
         args: Vec<Value>,
         context: Option<Context>,
-    ) -> Result<(u64, u64), ErrorValue> {
+    ) -> Result<u64, ErrorValue> {
         self.call_on(caller, target, FUNCTION_HOST, args, context, "function.lua")
     }
 
@@ -567,7 +653,7 @@ impl Core {
         host: &str,
         args: Vec<Value>,
         context: Option<Context>,
-    ) -> Result<(u64, u64), ErrorValue> {
+    ) -> Result<u64, ErrorValue> {
         self.call_on(caller, target, host, args, context, "process.lua")
     }
 
@@ -579,7 +665,7 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
         want_kind: &str,
-    ) -> Result<(u64, u64), ErrorValue> {
+    ) -> Result<u64, ErrorValue> {
         let valid = match target.split_once(':') {
             Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
             None => false,
@@ -622,10 +708,10 @@ impl Core {
         match r {
             Ok(pid) => {
                 if let Some(p) = self.procs.get_mut(&caller) {
-                    p.calls.retain(|c| *c != pid.uniq);
-                    p.calls.push(pid.uniq);
+                    p.calls.retain(|(_, c)| *c != pid.uniq);
+                    p.calls.push((tag, pid.uniq));
                 }
-                Ok((tag, pid.uniq))
+                Ok(tag)
             }
             Err(e) => {
                 if let Some(p) = self.procs.get_mut(&caller) {
@@ -649,6 +735,7 @@ impl Core {
         if self.is_stopping() && !opts.terminal && !call {
             return Err(err(kind::UNAVAILABLE, "node is stopping"));
         }
+        let host = self.route_host(host)?;
         let entry = self
             .entries
             .get(entry_id)
@@ -670,7 +757,7 @@ impl Core {
         }
         self.next_uniq += 1;
         let uniq = self.next_uniq;
-        let pid = Pid::new(Arc::from(host), uniq);
+        let pid = Pid::on(self.node.clone(), Arc::from(host), uniq);
         let seed = self.cfg.seed ^ uniq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let context = match (&opts.context, opts.parent.and_then(|p| self.procs.get(&p))) {
             (Some(c), _) => c.clone(),
@@ -889,7 +976,7 @@ impl Core {
             if !self.bus.is_empty() {
                 self.bus.remove_owner(id);
             }
-            for c in &info.calls {
+            for (_, c) in &info.calls {
                 if self.procs.contains_key(c) {
                     self.sched.remove(*c);
                     self.killed.push(*c);
@@ -898,7 +985,7 @@ impl Core {
             }
             if let Some((caller, tag)) = &info.reply {
                 if let Some(p) = self.procs.get_mut(&caller.uniq) {
-                    p.calls.retain(|c| *c != id);
+                    p.calls.retain(|(_, c)| *c != id);
                 }
                 self.complete(caller, *tag, result.clone());
             } else if !self.bus.is_empty() {
@@ -1287,26 +1374,61 @@ impl Core {
     }
 }
 
-/// Builds process objects for entries of one kind (the Lua runtime for `process.lua`).
-pub trait Factory {
-    fn create(
-        &mut self,
-        core: &CoreRef,
-        pid: &Pid,
-        entry: &Rc<Entry>,
-        args: Vec<Value>,
-    ) -> Result<Box<dyn Process>, ErrorValue>;
+/// A process runtime's way to its node: it dispatches commands (and, for the process stepping
+/// now, takes its mailbox) and nothing else; the node's state stays out of reach.
+#[derive(Clone)]
+pub struct Port {
+    pub(crate) core: Rc<RefCell<Core>>,
 }
 
-/// The driver-facing node.
+impl Port {
+    /// Runs `cmd` for process `caller` through the node's command registry.
+    pub fn dispatch(&self, caller: u64, cmd: Command) -> Reply {
+        self.core.borrow_mut().dispatch(caller, cmd)
+    }
+
+    pub(crate) fn take_mailbox(&self, id: u64) -> Mailbox {
+        self.core.borrow_mut().take_mailbox(id)
+    }
+
+    pub(crate) fn note_bus_drop(&self, sub: u64) {
+        self.core.borrow_mut().bus.note_drop(sub);
+    }
+}
+
+/// What a factory gets to build one process.
+pub struct Spawning<'a> {
+    pub pid: &'a Pid,
+    pub entry: &'a Rc<Entry>,
+    pub args: Vec<Value>,
+    /// The process runs on the terminal host (reads stdin, gets the CLI arguments).
+    pub terminal: bool,
+    /// Entries a registry change replaced or removed since the last spawn (compiled code to drop).
+    pub stale: Vec<String>,
+    /// The live entries, for resolving imports.
+    pub lookup: &'a dyn Fn(&str) -> Option<Rc<Entry>>,
+}
+
+/// Builds process objects for entries of one kind (the Lua runtime for `process.lua`).
+pub trait Factory {
+    fn create(&mut self, sp: Spawning<'_>) -> Result<Box<dyn Process>, ErrorValue>;
+}
+
+/// The driver-facing node: `handle`, `run`, `poll_output`, `poll_timeout`. Its state (`Core`)
+/// is private to the engine; process runtimes reach it only through a `Port`.
 pub struct Node {
-    core: CoreRef,
+    pub(crate) core: Rc<RefCell<Core>>,
     procs: BTreeMap<u64, Box<dyn Process>>,
-    factories: BTreeMap<String, Box<dyn Factory>>,
+    pub(crate) factories: BTreeMap<String, Box<dyn Factory>>,
 }
 
 impl Node {
-    pub fn new(cfg: NodeConfig) -> Node {
+    /// Starts building a node: configuration, entries, factories, then `build`.
+    pub fn builder(cfg: NodeConfig) -> NodeBuilder {
+        NodeBuilder::new(cfg)
+    }
+
+    pub(crate) fn bare(cfg: NodeConfig) -> Node {
         Node {
             core: Rc::new(RefCell::new(Core::new(cfg))),
             procs: BTreeMap::new(),
@@ -1314,12 +1436,11 @@ impl Node {
         }
     }
 
-    pub fn core(&self) -> &CoreRef {
-        &self.core
-    }
-
-    pub fn add_factory(&mut self, kind: &str, f: Box<dyn Factory>) {
-        self.factories.insert(kind.to_string(), f);
+    /// The port process runtimes dispatch their commands through.
+    pub(crate) fn port(&self) -> Port {
+        Port {
+            core: self.core.clone(),
+        }
     }
 
     /// Delivers something from the world.
@@ -1337,29 +1458,64 @@ impl Node {
         }
     }
 
+    /// Starts a root process (no parent): `terminal` runs it on the terminal host, and its end
+    /// ends the node.
+    pub fn spawn(
+        &mut self,
+        entry: &str,
+        host: &str,
+        args: Vec<Value>,
+        terminal: bool,
+    ) -> Result<Pid, ErrorValue> {
+        self.core.borrow_mut().spawn(
+            entry,
+            host,
+            args,
+            SpawnOptions {
+                terminal,
+                ..Default::default()
+            },
+        )
+    }
+
     fn materialize(&mut self) {
         loop {
             let Some(sp) = self.core.borrow_mut().take_spawn() else {
                 return;
             };
-            let pid = match self.core.borrow().pid_of(sp.proc) {
-                Some(p) => p.clone(),
-                None => continue, // killed before it was built
+            let (pid, terminal, stale) = {
+                let mut core = self.core.borrow_mut();
+                let Some(info) = core.proc(sp.proc) else {
+                    continue; // killed before it was built
+                };
+                let (pid, terminal) = (info.pid.clone(), info.terminal);
+                (pid, terminal, core.registry.take_stale())
             };
             // function.lua entries run on the Lua runtime registered for process.lua.
             let fkind = match sp.entry.kind.as_str() {
                 "function.lua" if !self.factories.contains_key("function.lua") => "process.lua",
                 k => k,
             };
-            let made = match self.factories.get_mut(fkind) {
-                Some(f) => f.create(&self.core, &pid, &sp.entry, sp.args),
-                None => Err(ErrorValue::new(
-                    kind::INVALID,
-                    format!(
-                        "no runtime for entry kind {} ({})",
-                        sp.entry.kind, sp.entry.id
-                    ),
-                )),
+            let made = {
+                let core = self.core.borrow();
+                let lookup = |id: &str| core.entries.get(id).cloned();
+                match self.factories.get_mut(fkind) {
+                    Some(f) => f.create(Spawning {
+                        pid: &pid,
+                        entry: &sp.entry,
+                        args: sp.args,
+                        terminal,
+                        stale,
+                        lookup: &lookup,
+                    }),
+                    None => Err(ErrorValue::new(
+                        kind::INVALID,
+                        format!(
+                            "no runtime for entry kind {} ({})",
+                            sp.entry.kind, sp.entry.id
+                        ),
+                    )),
+                }
             };
             match made {
                 Ok(p) => {
@@ -1389,6 +1545,7 @@ impl Node {
         }
         self.materialize();
         self.reap();
+        let port = self.port();
         for _ in 0..budget {
             let next = self.core.borrow_mut().sched.pick();
             let Some(id) = next else {
@@ -1407,7 +1564,7 @@ impl Node {
                 continue;
             };
             let mut cx = Cx {
-                core: &self.core,
+                port: &port,
                 pid: &pid,
                 budget: step_budget,
             };
@@ -1448,6 +1605,338 @@ impl Node {
 
     pub fn is_done(&self) -> bool {
         self.core.borrow().is_done()
+    }
+
+    /// Counters since the node started.
+    pub fn stats(&self) -> Stats {
+        self.core.borrow().stats.clone()
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.core.borrow().process_count()
+    }
+
+    /// Each supervised service: its id, state, whether it starts with the node, and whether a
+    /// restart is scheduled.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        self.core
+            .borrow()
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                id: s.id.clone(),
+                state: s.state,
+                auto_start: s.lifecycle.auto_start,
+                restart_pending: s.timer.is_some(),
+            })
+            .collect()
+    }
+
+    /// Processes that hold a name, in id order (for invariant checks).
+    pub fn name_owners(&self) -> Vec<u64> {
+        self.core.borrow().names.owners()
+    }
+
+    /// The ids of registered commands with their module and name.
+    pub fn commands(&self) -> Vec<(CommandId, String, String)> {
+        self.core
+            .borrow()
+            .commands
+            .ids()
+            .into_iter()
+            .map(|(id, m, n)| (id, m.to_string(), n.to_string()))
+            .collect()
+    }
+
+    /// The simulator's control surface: faults and seeded choices injected from outside.
+    /// Production drivers have no business here.
+    pub fn sim_control(&mut self) -> SimControl<'_> {
+        SimControl { node: self }
+    }
+}
+
+/// One supervised service as `Node::services` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub id: String,
+    pub state: ServiceState,
+    pub auto_start: bool,
+    pub restart_pending: bool,
+}
+
+/// What the simulator may do to a running node, and nothing more (see `Node::sim_control`).
+pub struct SimControl<'a> {
+    node: &'a mut Node,
+}
+
+impl SimControl<'_> {
+    /// Processes alive now, in id order.
+    pub fn live_processes(&self) -> Vec<u64> {
+        self.node.core.borrow().live_processes()
+    }
+
+    /// Kills a process as a crash would (monitors and links fire as for any failure).
+    pub fn kill(&mut self, proc: u64, reason: &str) {
+        self.node
+            .core
+            .borrow_mut()
+            .kill(proc, ErrorValue::new(kind::CANCELED, reason));
+    }
+
+    /// Delivers a stray message with no sender.
+    pub fn noise(&mut self, to: u64, topic: &str) {
+        self.node
+            .core
+            .borrow_mut()
+            .deliver(None, to, topic.to_string(), vec![]);
+    }
+
+    /// Lets the process `n` places back in the ready queue run first.
+    pub fn rotate(&mut self, n: usize) {
+        self.node.core.borrow_mut().sched.rotate(n);
+    }
+
+    /// Turns the engine's BUGGIFY sites on or off.
+    pub fn set_buggify(&mut self, on: bool) {
+        self.node.core.borrow_mut().buggify = on;
+    }
+
+    /// Records an injected fault in the trace.
+    pub fn trace_fault(&mut self, kind: &str, detail: &str) {
+        self.node
+            .core
+            .borrow_mut()
+            .trace(TraceEvent::Fault { kind, detail });
+    }
+}
+
+/// Restores a registry history into a booting node (the world's SQLite store; nothing in
+/// tests). The engine never reads it itself.
+pub trait RegistryHistory {
+    /// The stored versions and the stored head; None when nothing was ever stored.
+    fn load(&mut self) -> Result<Option<StoredHistory>, String>;
+    /// After boot: how the history combined with the files, and the current version
+    /// `(id, ops)` for the store to keep when it did not already hold it.
+    fn booted(
+        &mut self,
+        restored: crate::registry::Restored,
+        current: Option<(u64, Value)>,
+    ) -> Result<(), String>;
+}
+
+/// A stored registry history: versions in order and the head `apply_version` moved to.
+#[derive(Clone, Debug, Default)]
+pub struct StoredHistory {
+    pub versions: Vec<(u64, Vec<crate::registry::Op>)>,
+    pub head: Option<u64>,
+}
+
+/// Assembles a node: configuration, entries (booted or preloaded), hosts, factories, the Lua
+/// runtime, a registry history, an observer and simulator settings. The one place a node is
+/// put together, for drivers, the simulator, benches and tests alike.
+pub struct NodeBuilder {
+    cfg: NodeConfig,
+    log_min: Level,
+    boot: Option<Vec<Entry>>,
+    preload: Vec<Entry>,
+    hosts: Vec<(String, String)>,
+    env_files: BTreeMap<String, BTreeMap<String, String>>,
+    lua: bool,
+    factories: Vec<(String, Box<dyn Factory>)>,
+    observer: Option<Observer>,
+    buggify: bool,
+    planted: Planted,
+    commands: Vec<(
+        CommandId,
+        &'static str,
+        &'static str,
+        crate::command::Handler,
+    )>,
+}
+
+/// A built node and what its boot reported.
+pub struct Built {
+    pub node: Node,
+    pub report: crate::boot::BootReport,
+}
+
+impl NodeBuilder {
+    fn new(cfg: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            cfg,
+            log_min: Level::Info,
+            boot: None,
+            preload: Vec::new(),
+            hosts: Vec::new(),
+            env_files: BTreeMap::new(),
+            lua: false,
+            factories: Vec::new(),
+            observer: None,
+            buggify: false,
+            planted: Planted::default(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Log records below this level are not emitted.
+    pub fn log_level(mut self, l: Level) -> Self {
+        self.log_min = l;
+        self
+    }
+
+    /// The app's entries, booted: kinds checked, Lua compiled, services started.
+    pub fn entries(mut self, entries: Vec<Entry>) -> Self {
+        self.boot = Some(entries);
+        self
+    }
+
+    /// Entries registered as they are, without boot (tests and benches).
+    pub fn preload(mut self, entries: Vec<Entry>) -> Self {
+        self.preload = entries;
+        self
+    }
+
+    /// A running host (`process.host` or `terminal.host`) besides those boot starts.
+    pub fn host(mut self, id: &str, kind: &str) -> Self {
+        self.hosts.push((id.to_string(), kind.to_string()));
+        self
+    }
+
+    /// Contents of the `.env` files env storages read (path → key → value).
+    pub fn env_files(mut self, f: BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        self.env_files = f;
+        self
+    }
+
+    /// Runs `process.lua`, `function.lua` and `library.lua` entries on the Luau runtime.
+    pub fn lua(mut self) -> Self {
+        self.lua = true;
+        self
+    }
+
+    /// Builds processes of entries of `kind` (e.g. native Rust processes in tests and benches).
+    pub fn factory(mut self, kind: &str, f: Box<dyn Factory>) -> Self {
+        self.factories.push((kind.to_string(), f));
+        self
+    }
+
+    /// Receives every trace event (the simulator's checker and trace hash).
+    pub fn observer(mut self, o: Observer) -> Self {
+        self.observer = Some(o);
+        self
+    }
+
+    /// Seeded BUGGIFY sites on (simulation only).
+    pub fn buggify(mut self, on: bool) -> Self {
+        self.buggify = on;
+        self
+    }
+
+    /// Bugs planted on purpose, for tests of the simulator itself.
+    pub fn planted(mut self, p: Planted) -> Self {
+        self.planted = p;
+        self
+    }
+
+    /// A command of an extra module; a clash with a registered id fails `build` naming both.
+    #[allow(dead_code)]
+    pub(crate) fn command(
+        mut self,
+        id: CommandId,
+        module: &'static str,
+        name: &'static str,
+        handler: crate::command::Handler,
+    ) -> Self {
+        self.commands.push((id, module, name, handler));
+        self
+    }
+
+    /// Assembles the node; `history` restores a stored registry history after boot.
+    pub fn build(
+        self,
+        history: Option<&mut dyn RegistryHistory>,
+    ) -> Result<Built, crate::boot::BootError> {
+        let mut node = Node::bare(self.cfg);
+        let boot_err = |message: String| crate::boot::BootError {
+            file: None,
+            line: None,
+            entry: None,
+            message,
+        };
+        {
+            let mut c = node.core.borrow_mut();
+            c.log_min = self.log_min;
+            c.buggify = self.buggify;
+            c.planted = self.planted;
+            c.env.files = self.env_files;
+            if let Some(o) = self.observer {
+                c.set_observer(o);
+            }
+            if !self.commands.is_empty() {
+                let mut r =
+                    CommandRegistry::with_builtins().map_err(|e| boot_err(e.to_string()))?;
+                for (id, module, name, h) in self.commands {
+                    r.register(id, module, name, h)
+                        .map_err(|e| boot_err(e.to_string()))?;
+                }
+                r.freeze();
+                c.commands = r;
+            }
+            for e in self.preload {
+                c.entries.insert(e.id.clone(), Rc::new(e));
+            }
+            for (id, kind) in self.hosts {
+                c.hosts.insert(id, kind);
+            }
+        }
+        let mut lua = if self.lua || self.boot.is_some() {
+            let l = crate::lua::LuaRuntime::new(node.port())
+                .map_err(|e| boot_err(format!("starting Lua: {e}")))?;
+            Some(l)
+        } else {
+            None
+        };
+        let mut report = crate::boot::BootReport::default();
+        if let Some(entries) = self.boot {
+            let lua = lua.as_mut().expect("created above");
+            report = crate::boot::boot(&mut node.core.borrow_mut(), lua, entries)?;
+        } else if let Some(lua) = lua.as_mut() {
+            let c = node.core.borrow();
+            for e in c.entries.values() {
+                if e.kind.ends_with(".lua") {
+                    lua.prepare(e)
+                        .map_err(|ce| boot_err(format!("entry '{}': {}", ce.entry, ce.message)))?;
+                }
+            }
+        }
+        if let Some(h) = history {
+            let stored = h.load().map_err(boot_err)?;
+            let mut c = node.core.borrow_mut();
+            let (versions, head) = match stored {
+                Some(s) => (s.versions, s.head),
+                None => (Vec::new(), None),
+            };
+            let restored = crate::registry::restore(&mut c, versions);
+            if restored == crate::registry::Restored::Resumed {
+                if let Some(head) = head {
+                    crate::registry::restore_head(&mut c, head);
+                }
+            }
+            let current = c
+                .registry
+                .current()
+                .map(|v| (v.id, crate::registry::ops_to_value(&v.ops)));
+            drop(c);
+            h.booted(restored, current).map_err(boot_err)?;
+        }
+        if let Some(lua) = lua {
+            node.factories
+                .insert("process.lua".to_string(), Box::new(lua));
+        }
+        for (kind, f) in self.factories {
+            node.factories.insert(kind, f);
+        }
+        Ok(Built { node, report })
     }
 }
 

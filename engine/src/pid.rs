@@ -1,32 +1,72 @@
-//! Process identifiers: `{host|0x00004}` locally, `{node@host|0x00004}` once a node id is set.
-//! Owns formatting and parsing only; which processes exist is the process table's business.
+//! Process identifiers: `{host|0x00004}` on a standalone node, `{node@host|0x00004}` in a
+//! cluster. Owns formatting and parsing only; which processes exist is the process table's
+//! business, and where a PID lives is the relay's.
 
 use std::fmt;
 use std::sync::Arc;
 
-/// A process identifier. `uniq` is unique per runtime (one counter shared by every host);
-/// `node` is `None` on a standalone node (Wippy's `"local"`, omitted when printed).
+/// A node's identity, interned: PIDs of one node share one allocation. The standalone node is
+/// Wippy's `"local"`, left out when a PID is printed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    pub const LOCAL: &'static str = "local";
+
+    /// The standalone node.
+    pub fn local() -> NodeId {
+        static LOCAL: std::sync::OnceLock<NodeId> = std::sync::OnceLock::new();
+        LOCAL
+            .get_or_init(|| NodeId(Arc::from(NodeId::LOCAL)))
+            .clone()
+    }
+
+    pub fn named(name: &str) -> NodeId {
+        if name == NodeId::LOCAL {
+            return NodeId::local();
+        }
+        NodeId(Arc::from(name))
+    }
+
+    pub fn is_local(&self) -> bool {
+        &*self.0 == NodeId::LOCAL
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A process identifier. `uniq` is unique per node (one counter shared by every host); `node`
+/// names the node the process runs on.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pid {
-    pub node: Option<Arc<str>>,
+    pub node: NodeId,
     pub host: Arc<str>,
     pub uniq: u64,
 }
 
 impl Pid {
+    /// A PID on the standalone node.
     pub fn new(host: Arc<str>, uniq: u64) -> Pid {
-        Pid {
-            node: None,
-            host,
-            uniq,
-        }
+        Pid::on(NodeId::local(), host, uniq)
+    }
+
+    pub fn on(node: NodeId, host: Arc<str>, uniq: u64) -> Pid {
+        Pid { node, host, uniq }
     }
 
     /// Parses `{host|0x..}` or `{node@host|0x..}`.
     pub fn parse(s: &str) -> Option<Pid> {
         let (node, host, uniq) = Pid::parse_parts(s)?;
         Some(Pid {
-            node: node.map(Arc::from),
+            node: node.map(NodeId::named).unwrap_or_else(NodeId::local),
             host: Arc::from(host),
             uniq,
         })
@@ -68,8 +108,8 @@ fn write_uniq(f: &mut fmt::Formatter<'_>, u: u64) -> fmt::Result {
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("{")?;
-        if let Some(n) = &self.node {
-            write!(f, "{}@", n)?;
+        if !self.node.is_local() {
+            write!(f, "{}@", self.node)?;
         }
         write!(f, "{}|", self.host)?;
         write_uniq(f, self.uniq)?;
@@ -92,7 +132,7 @@ mod tests {
         let widest = Pid::new(Arc::from("h"), 0x1_0000_0000);
         assert_eq!(widest.to_string(), "{h|0x0000000100000000}");
         let remote = Pid {
-            node: Some(Arc::from("n2")),
+            node: NodeId::named("n2"),
             ..p.clone()
         };
         assert_eq!(remote.to_string(), "{n2@app:processes|0x00004}");

@@ -1,9 +1,10 @@
 //! The Process trait: what the node steps. Lua processes implement it in `lua::process`;
 //! plain Rust processes implement it for tests and benchmarks. It must not own scheduling.
 
-use crate::node::CoreRef;
+use crate::command::{Command, Reply};
+use crate::node::Port;
 use crate::pid::Pid;
-use crate::relay::ExitResult;
+use crate::relay::{ExitResult, Mailbox};
 
 /// What one step ended with.
 #[derive(Debug)]
@@ -16,12 +17,29 @@ pub enum Step {
     Exited(ExitResult),
 }
 
-/// Handed to a process for one step.
+/// Handed to a process for one step: its identity, its budget, and its port to the node.
 pub struct Cx<'a> {
-    pub core: &'a CoreRef,
+    pub(crate) port: &'a Port,
     pub pid: &'a Pid,
     /// Instruction budget for this step (interrupt checks for Lua; messages for Rust processes).
     pub budget: u32,
+}
+
+impl Cx<'_> {
+    /// Yields `cmd` to the node: its handler answers now or completes a tag later.
+    pub fn dispatch(&self, cmd: Command) -> Reply {
+        self.port.dispatch(self.pid.uniq, cmd)
+    }
+
+    /// Everything delivered to this process since its last step.
+    pub fn take_mailbox(&self) -> Mailbox {
+        self.port.take_mailbox(self.pid.uniq)
+    }
+
+    /// An event-bus item found this process's subscription buffer full and was dropped.
+    pub fn note_bus_drop(&self, sub: u64) {
+        self.port.note_bus_drop(sub);
+    }
 }
 
 pub trait Process {

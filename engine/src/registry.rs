@@ -526,7 +526,7 @@ pub fn decode(b: &[u8]) -> Result<Value, String> {
 /// Starts an apply for process `proc`: validated now when no write is in flight (errors return at
 /// once), otherwise queued. Returns the tag the caller waits on; the completion carries the new
 /// version id (`Value::Int`).
-pub fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, ErrorValue> {
+pub(crate) fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, ErrorValue> {
     if ops.is_empty() {
         return Err(err(kind::INVALID, "empty changeset"));
     }
@@ -575,7 +575,7 @@ fn dispatch(core: &mut Core) {
 
 /// Hook in `Core::complete`: a completion of the registry write in flight commits the version
 /// (whether or not the process still lives: the world has it) and says what the caller receives.
-pub fn on_completion(
+pub(crate) fn on_completion(
     core: &mut Core,
     pid: &Pid,
     tag: u64,
@@ -602,7 +602,7 @@ pub fn on_completion(
 /// `apply_version(target)`: moves the current version to `target` and makes it live at once.
 /// The caller then persists the new head (`REGISTRY_HEAD`) and waits for the write, so a
 /// process that ends right after still leaves it stored. Ok(false) = already there.
-pub fn move_head(core: &mut Core, target: u64) -> Result<bool, ErrorValue> {
+pub(crate) fn move_head(core: &mut Core, target: u64) -> Result<bool, ErrorValue> {
     if core.registry.version(target).is_none() {
         return Err(err(
             kind::NOT_FOUND,
@@ -633,7 +633,7 @@ fn switch_head(core: &mut Core, head: u64) {
 }
 
 /// At boot, after `restore`: resumes at the stored head if it names a version we have.
-pub fn restore_head(core: &mut Core, head: u64) {
+pub(crate) fn restore_head(core: &mut Core, head: u64) {
     if head == core.registry.current_id() || core.registry.version(head).is_none() {
         return;
     }
@@ -642,7 +642,7 @@ pub fn restore_head(core: &mut Core, head: u64) {
 
 /// Makes the current version the live view and carries its effects to the running node:
 /// Lua caches dropped, hosts brought up or down, services started or stopped.
-pub fn go_live(core: &mut Core, ops: &[Op]) {
+pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
     let old = std::mem::take(&mut core.entries);
     let next = core.registry.current_state();
     core.entries = (*next).clone();
@@ -752,7 +752,7 @@ pub enum Restored {
 /// changes survive restarts). If the files were edited, the files win: the history is kept and a
 /// new version (= the files) is appended. A stored history that does not replay (corrupt, or a
 /// gap) is cut at the first bad version.
-pub fn restore(core: &mut Core, stored: Vec<(u64, Vec<Op>)>) -> Restored {
+pub(crate) fn restore(core: &mut Core, stored: Vec<(u64, Vec<Op>)>) -> Restored {
     let files = core.entries.clone();
     let mut replay = Registry::default();
     for (id, ops) in stored {

@@ -1,9 +1,99 @@
-//! Where a message goes: mailboxes (outside any Lua heap) and the local name registry.
-//! A mailbox is one FIFO per process, so order per sender→receiver pair is kept by construction.
+//! Where a message goes: the router that decides, for every send, spawn, monitor and link,
+//! whether the process is here or on another node (`Route`), the mailboxes (outside any Lua
+//! heap) and the local name registry. A mailbox is one FIFO per process, so order per
+//! sender→receiver pair is kept by construction.
 
-use crate::pid::Pid;
-use crate::value::{ErrorValue, Value};
+use crate::node::Core;
+use crate::pid::{NodeId, Pid};
+use crate::value::{kind, ErrorValue, Value};
 use std::collections::{BTreeMap, VecDeque};
+
+/// Where an operation on a process goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A live process of this node.
+    Local(u64),
+    /// A process of another node. No transport is connected yet, so such operations fail with
+    /// "node not connected"; the cluster plugs in here.
+    Remote(NodeId),
+}
+
+impl Core {
+    /// Routes a destination given as text: a PID (`{host|0x..}` or `{node@host|0x..}`) or a
+    /// registered name.
+    pub(crate) fn route(&self, dest: &str) -> Result<Route, ErrorValue> {
+        if dest.starts_with('{') {
+            let Some((node, host, uniq)) = Pid::parse_parts(dest) else {
+                return Err(ErrorValue::new(
+                    kind::INVALID,
+                    format!("invalid pid: {dest}"),
+                ));
+            };
+            let node = node.unwrap_or(NodeId::LOCAL);
+            if node != self.node_id().as_str() {
+                return Ok(Route::Remote(NodeId::named(node)));
+            }
+            return match self.proc(uniq) {
+                Some(p) if &*p.pid.host == host => Ok(Route::Local(uniq)),
+                _ => Err(ErrorValue::new(
+                    kind::NOT_FOUND,
+                    format!("process not found: {dest}"),
+                )),
+            };
+        }
+        self.names
+            .lookup(dest)
+            .map(Route::Local)
+            .ok_or_else(|| ErrorValue::new(kind::NOT_FOUND, format!("could not resolve: {dest}")))
+    }
+
+    /// Routes a parsed PID.
+    pub(crate) fn route_pid(&self, pid: &Pid) -> Result<Route, ErrorValue> {
+        if pid.node != *self.node_id() {
+            return Ok(Route::Remote(pid.node.clone()));
+        }
+        match self.proc(pid.uniq) {
+            Some(p) if p.pid.host == pid.host => Ok(Route::Local(pid.uniq)),
+            _ => Err(ErrorValue::new(
+                kind::NOT_FOUND,
+                format!("process not found: {pid}"),
+            )),
+        }
+    }
+
+    /// A destination that must be a live local process: remote routes fail until a transport
+    /// is connected.
+    pub fn resolve(&self, dest: &str) -> Result<u64, ErrorValue> {
+        self.route(dest).and_then(local_only)
+    }
+
+    pub(crate) fn resolve_pid(&self, pid: &Pid) -> Result<u64, ErrorValue> {
+        self.route_pid(pid).and_then(local_only)
+    }
+
+    /// Where a spawn on `host` goes: `node@host` names another node.
+    pub(crate) fn route_host<'h>(&self, host: &'h str) -> Result<&'h str, ErrorValue> {
+        match host.split_once('@') {
+            Some((node, h)) if node == self.node_id().as_str() => Ok(h),
+            Some((node, _)) => Err(not_connected(&NodeId::named(node))),
+            None => Ok(host),
+        }
+    }
+}
+
+fn not_connected(node: &NodeId) -> ErrorValue {
+    ErrorValue::new(
+        kind::UNAVAILABLE,
+        format!("node not connected: {node} (this node is not part of a cluster)"),
+    )
+}
+
+fn local_only(r: Route) -> Result<u64, ErrorValue> {
+    match r {
+        Route::Local(id) => Ok(id),
+        Route::Remote(node) => Err(not_connected(&node)),
+    }
+}
 
 /// A message as the receiver sees it: sender (None when unknown), topic and zero or more payloads.
 #[derive(Clone, Debug, PartialEq)]

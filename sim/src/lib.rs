@@ -15,18 +15,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use weft_engine::command::ids;
 use weft_engine::entries::Entry;
-use weft_engine::lua::LuaRuntime;
-use weft_engine::node::{Level, NodeConfig, Planted, SpawnOptions};
-use weft_engine::supervisor::ServiceState;
+use weft_engine::node::{Level, NodeConfig, Planted, ServiceState};
 use weft_engine::trace::{TraceEvent, TraceHash};
 use weft_engine::value::{kind, ErrorValue, Value};
-use weft_engine::{Input, Node, Output, Work};
+use weft_engine::{drive, Driver, Input, Instant, Node, Output, Wake, Work};
 use weft_world::{Storage, World};
 
 /// Simulated wall clock at node start: 2026-01-01T00:00:00Z, so runs never depend on the date.
 pub const EPOCH_NS: i64 = 1_767_225_600_000_000_000;
 const SECOND: u64 = 1_000_000_000;
 const RECENT_LINES: usize = 25;
+/// Virtual time one step costs while other work is waiting to run.
+const BUSY_STEP_NS: u64 = 20_000;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -120,231 +120,264 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn fault(node: &Node, kind: &str, detail: &str) {
-    node.core()
-        .borrow_mut()
-        .trace(TraceEvent::Fault { kind, detail });
+/// The simulator as a `Driver`: virtual clock, seeded faults between steps, world commands run
+/// as executor tasks in seeded order, invariants checked after every step, a liveness phase.
+struct SimDriver<'a> {
+    cfg: &'a SimConfig,
+    clock: ClockRef,
+    rng: Rc<RefCell<ChaCha8Rng>>,
+    exec: Executor,
+    inputs: Rc<RefCell<VecDeque<Input>>>,
+    world: Rc<RefCell<World>>,
+    obs: Rc<RefCell<Observed>>,
+    script: VecDeque<String>,
+    stdout: String,
+    exit_code: Option<i32>,
+    steps: u64,
+    faults: Faults,
+    deadline: u64,
+    in_liveness: bool,
+    terminal: Option<u64>,
+    /// Faults recorded while the driver holds no node (world commands), traced next step.
+    pending_faults: Vec<(&'static str, String)>,
+}
+
+impl SimDriver<'_> {
+    fn unit(&self) -> f64 {
+        unit(&mut self.rng.borrow_mut())
+    }
+
+    /// Seeded faults and choices before a step.
+    fn inject(&mut self, node: &mut Node) {
+        let mut ctl = node.sim_control();
+        for (kind, detail) in self.pending_faults.drain(..) {
+            ctl.trace_fault(kind, &detail);
+        }
+        if self.faults.kill > 0.0 && self.unit() < self.faults.kill {
+            let live: Vec<u64> = ctl
+                .live_processes()
+                .into_iter()
+                .filter(|p| Some(*p) != self.terminal)
+                .collect();
+            if !live.is_empty() {
+                let victim = live[(self.rng.borrow_mut().next_u64() % live.len() as u64) as usize];
+                ctl.trace_fault("kill", &victim.to_string());
+                ctl.kill(victim, "killed by the simulator");
+            }
+        }
+        if self.faults.noise > 0.0 && self.unit() < self.faults.noise {
+            let live = ctl.live_processes();
+            if !live.is_empty() {
+                let to = live[(self.rng.borrow_mut().next_u64() % live.len() as u64) as usize];
+                ctl.trace_fault("noise", &to.to_string());
+                ctl.noise(to, "sim.noise");
+            }
+        }
+        // Seeded interleaving: sometimes let a later process go first.
+        let mut r = self.rng.borrow_mut();
+        if r.next_u64().is_multiple_of(4) {
+            let n = (r.next_u64() % 3) as usize;
+            ctl.rotate(n);
+        }
+    }
+}
+
+impl SimDriver<'_> {
+    /// The run's time is up: after the run, faults stop and a liveness window opens; after the
+    /// liveness window, the run ends.
+    fn reach_deadline(&mut self, node: &mut Node) -> Wake {
+        if self.in_liveness || self.cfg.liveness_ns == 0 {
+            let d = self.deadline;
+            self.clock.borrow_mut().advance(d);
+            return Wake::Stop;
+        }
+        // Faults stop; services get a bounded window to come back.
+        self.in_liveness = true;
+        self.obs.borrow_mut().came_back = Some(Default::default());
+        self.faults = Faults::none();
+        node.sim_control().set_buggify(false);
+        self.deadline = self.deadline.max(self.clock.borrow().now) + self.cfg.liveness_ns;
+        Wake::Again
+    }
+}
+
+impl Driver for SimDriver<'_> {
+    fn now(&mut self) -> Instant {
+        self.clock.borrow().now
+    }
+
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Stdout(b) => self.stdout.push_str(&String::from_utf8_lossy(&b)),
+            Output::Stderr(_) | Output::Log { .. } => {}
+            Output::Exit(code) => self.exit_code = Some(code),
+            Output::Execute {
+                pid,
+                tag,
+                cmd,
+                args,
+            } => {
+                let now = self.clock.borrow().now;
+                let mut delay = self.rng.borrow_mut().next_u64() % (SECOND / 1000);
+                if self.faults.late > 0.0 && self.unit() < self.faults.late {
+                    delay += self.rng.borrow_mut().next_u64() % (2 * SECOND);
+                    self.pending_faults
+                        .push(("late", format!("{}/{tag}", pid.uniq)));
+                }
+                let failed = self.faults.fail > 0.0 && self.unit() < self.faults.fail;
+                let terminal = cmd == ids::TERMINAL_READ_LINE || cmd == ids::TERMINAL_READ;
+                let result = if failed {
+                    self.pending_faults
+                        .push(("fail", format!("{}/{tag}", pid.uniq)));
+                    Err(ErrorValue::new(kind::UNAVAILABLE, "injected failure"))
+                } else if terminal {
+                    match self.script.pop_front() {
+                        Some(line) => Ok(Value::from(line)),
+                        None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
+                    }
+                } else {
+                    // Answered by the world when the task runs, in seeded order.
+                    Ok(Value::Nil)
+                };
+                let to_world = !failed && !terminal;
+                let (c, q, w) = (self.clock.clone(), self.inputs.clone(), self.world.clone());
+                let at = now + delay;
+                self.exec.spawn(async move {
+                    sleep_until(&c, at).await;
+                    let result = if to_world {
+                        w.borrow_mut().handle(cmd, &args)
+                    } else {
+                        result
+                    };
+                    q.borrow_mut()
+                        .push_back(Input::Completed { pid, tag, result });
+                });
+            }
+        }
+    }
+
+    fn poll_input(&mut self) -> Option<Input> {
+        self.inputs.borrow_mut().pop_front()
+    }
+
+    fn between(&mut self, node: &mut Node, work: Work) -> bool {
+        self.steps += 1;
+        if work == Work::More {
+            // Computing takes time: a step that leaves work behind costs virtual time, so a
+            // process that never stops cannot freeze the clock (timers and the world still
+            // come due).
+            let now = self.clock.borrow().now;
+            self.clock.borrow_mut().advance(now + BUSY_STEP_NS);
+            if now + BUSY_STEP_NS > self.deadline && self.reach_deadline(node) == Wake::Stop {
+                return false;
+            }
+        }
+        self.exec.run_ready(&mut self.rng.borrow_mut());
+        let owners = node.name_owners();
+        self.obs.borrow_mut().checker.after_step(&owners);
+        if self.obs.borrow().checker.violation.is_some() || self.exit_code.is_some() {
+            return false;
+        }
+        self.inject(node);
+        true
+    }
+
+    fn wait(&mut self, node: &mut Node, node_next: Option<Instant>) -> Wake {
+        if self.exec.has_ready() {
+            return Wake::Again;
+        }
+        let world_next = self.clock.borrow().next_deadline();
+        let next = match (node_next, world_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(mut next) = next else {
+            return Wake::Stop; // nothing will ever happen again
+        };
+        if self.faults.jitter > 0.0 && self.unit() < self.faults.jitter {
+            next += self.rng.borrow_mut().next_u64() % (5 * SECOND / 1000);
+            node.sim_control().trace_fault("jitter", &next.to_string());
+        }
+        if next > self.deadline {
+            return self.reach_deadline(node);
+        }
+        self.clock.borrow_mut().advance(next);
+        Wake::Again
+    }
 }
 
 /// Runs one seed. Boot problems (bad entries, Lua syntax) come back as Err.
 pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
-    let mut node = Node::new(NodeConfig {
-        seed: cfg.seed,
-        wall_epoch_ns: EPOCH_NS,
-        ..Default::default()
-    });
     let clock: ClockRef = Rc::default();
     let obs = Rc::new(RefCell::new(Observed {
         all: cfg.keep_trace.then(Vec::new),
         ..Default::default()
     }));
-    {
-        let mut c = node.core().borrow_mut();
-        c.log_min = Level::Error;
-        c.buggify = cfg.faults.buggify;
-        c.planted = cfg.planted;
-        let (o, clk) = (obs.clone(), clock.clone());
-        c.set_observer(Box::new(move |ev| {
-            let now = clk.borrow().now;
-            o.borrow_mut().see(now, ev)
-        }));
-    }
     let world = Rc::new(RefCell::new(World::new(Storage::Memory)));
     world.borrow_mut().configure(entries)?;
+    let (o, clk) = (obs.clone(), clock.clone());
     // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
     // the seed only. `.env` files start absent in the in-memory world.
-    node.core().borrow_mut().env.files = world.borrow().env_files(entries);
-    let mut lua = LuaRuntime::new(node.core().clone()).map_err(|e| e.to_string())?;
-    weft_engine::boot::boot(&mut node, &mut lua, entries.to_vec()).map_err(|e| e.to_string())?;
-    world
-        .borrow_mut()
-        .boot_registry(&mut node.core().borrow_mut())?;
-    node.add_factory("process.lua", Box::new(lua));
+    let env_files = world.borrow().env_files(entries);
+    let built = Node::builder(NodeConfig {
+        seed: cfg.seed,
+        wall_epoch_ns: EPOCH_NS,
+        ..Default::default()
+    })
+    .log_level(Level::Error)
+    .buggify(cfg.faults.buggify)
+    .planted(cfg.planted)
+    .observer(Box::new(move |ev| {
+        let now = clk.borrow().now;
+        o.borrow_mut().see(now, ev)
+    }))
+    .env_files(env_files)
+    .entries(entries.to_vec())
+    .build(Some(&mut *world.borrow_mut()))
+    .map_err(|e| e.to_string())?;
+    let mut node = built.node;
     let mut terminal = None;
     if let Some((host, entry, args)) = &cfg.exec {
         let args = args.iter().map(|a| Value::from(a.as_str())).collect();
         let pid = node
-            .core()
-            .borrow_mut()
-            .spawn(
-                entry,
-                host,
-                args,
-                SpawnOptions {
-                    terminal: true,
-                    ..Default::default()
-                },
-            )
+            .spawn(entry, host, args, true)
             .map_err(|e| format!("cannot start {entry} on {host}: {}", e.message))?;
         terminal = Some(pid.uniq);
     }
 
-    let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(
-        cfg.seed ^ 0x5EED_5EED_5EED_5EED,
-    )));
-    let exec = Executor::default();
-    let inputs: Rc<RefCell<VecDeque<Input>>> = Rc::default();
-    let mut script: VecDeque<String> = cfg.input.iter().cloned().collect();
-    let mut stdout = String::new();
-    let mut exit_code = None;
-    let mut steps = 0u64;
-    let mut faults = cfg.faults.clone();
-    let mut deadline = cfg.until_ns;
-    let mut in_liveness = false;
-
-    loop {
-        let now = clock.borrow().now;
-        {
-            let mut r = rng.borrow_mut();
-            if faults.kill > 0.0 && unit(&mut r) < faults.kill {
-                let live: Vec<u64> = node
-                    .core()
-                    .borrow()
-                    .live_processes()
-                    .into_iter()
-                    .filter(|p| Some(*p) != terminal)
-                    .collect();
-                if !live.is_empty() {
-                    let victim = live[(r.next_u64() % live.len() as u64) as usize];
-                    drop(r);
-                    fault(&node, "kill", &victim.to_string());
-                    node.core().borrow_mut().kill(
-                        victim,
-                        ErrorValue::new(kind::CANCELED, "killed by the simulator"),
-                    );
-                }
-            }
-        }
-        {
-            let mut r = rng.borrow_mut();
-            if faults.noise > 0.0 && unit(&mut r) < faults.noise {
-                let live = node.core().borrow().live_processes();
-                if !live.is_empty() {
-                    let to = live[(r.next_u64() % live.len() as u64) as usize];
-                    drop(r);
-                    fault(&node, "noise", &to.to_string());
-                    node.core()
-                        .borrow_mut()
-                        .deliver(None, to, "sim.noise".into(), vec![]);
-                }
-            }
-        }
-        {
-            // Seeded interleaving: sometimes let a later process go first.
-            let mut r = rng.borrow_mut();
-            if r.next_u64() % 4 == 0 {
-                let n = (r.next_u64() % 3) as usize;
-                node.core().borrow_mut().sched.rotate(n);
-            }
-        }
-        let work = node.run(now, 1);
-        steps += 1;
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) => stdout.push_str(&String::from_utf8_lossy(&b)),
-                Output::Stderr(_) | Output::Log { .. } => {}
-                Output::Exit(code) => exit_code = Some(code),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
-                    let mut r = rng.borrow_mut();
-                    let mut delay = r.next_u64() % (SECOND / 1000);
-                    if faults.late > 0.0 && unit(&mut r) < faults.late {
-                        delay += r.next_u64() % (2 * SECOND);
-                        drop(r);
-                        fault(&node, "late", &format!("{}/{tag}", pid.uniq));
-                        r = rng.borrow_mut();
-                    }
-                    let failed = faults.fail > 0.0 && unit(&mut r) < faults.fail;
-                    drop(r);
-                    let result = if failed {
-                        fault(&node, "fail", &format!("{}/{tag}", pid.uniq));
-                        Err(ErrorValue::new(kind::UNAVAILABLE, "injected failure"))
-                    } else if cmd == ids::TERMINAL_READ_LINE || cmd == ids::TERMINAL_READ {
-                        match script.pop_front() {
-                            Some(line) => Ok(Value::from(line)),
-                            None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
-                        }
-                    } else {
-                        // Answered by the world when the task runs, in seeded order.
-                        Ok(Value::Nil)
-                    };
-                    let to_world =
-                        !failed && cmd != ids::TERMINAL_READ_LINE && cmd != ids::TERMINAL_READ;
-                    let (c, q, w) = (clock.clone(), inputs.clone(), world.clone());
-                    let at = now + delay;
-                    exec.spawn(async move {
-                        sleep_until(&c, at).await;
-                        let result = if to_world {
-                            w.borrow_mut().handle(cmd, &args)
-                        } else {
-                            result
-                        };
-                        q.borrow_mut()
-                            .push_back(Input::Completed { pid, tag, result });
-                    });
-                }
-            }
-        }
-        exec.run_ready(&mut rng.borrow_mut());
-        let pending: Vec<Input> = inputs.borrow_mut().drain(..).collect();
-        let had_input = !pending.is_empty();
-        for i in pending {
-            node.handle(now, i);
-        }
-        {
-            let owners = node.core().borrow().names.owners();
-            obs.borrow_mut().checker.after_step(&owners);
-        }
-        if obs.borrow().checker.violation.is_some() || exit_code.is_some() {
-            break;
-        }
-        if work == Work::Idle && !exec.has_ready() && !had_input {
-            let node_next = node.poll_timeout();
-            let world_next = clock.borrow().next_deadline();
-            let next = match (node_next, world_next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let Some(mut next) = next else {
-                break; // nothing will ever happen again
-            };
-            let mut r = rng.borrow_mut();
-            if faults.jitter > 0.0 && unit(&mut r) < faults.jitter {
-                next += r.next_u64() % (5 * SECOND / 1000);
-                drop(r);
-                fault(&node, "jitter", &next.to_string());
-            }
-            if next > deadline {
-                if in_liveness || cfg.liveness_ns == 0 {
-                    clock.borrow_mut().advance(deadline);
-                    break;
-                }
-                // Faults stop; services get a bounded window to come back.
-                in_liveness = true;
-                obs.borrow_mut().came_back = Some(Default::default());
-                faults = Faults::none();
-                node.core().borrow_mut().buggify = false;
-                deadline = deadline.max(clock.borrow().now) + cfg.liveness_ns;
-                continue;
-            }
-            clock.borrow_mut().advance(next);
-        }
-    }
+    let mut d = SimDriver {
+        cfg,
+        clock: clock.clone(),
+        rng: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ 0x5EED_5EED_5EED_5EED,
+        ))),
+        exec: Executor::default(),
+        inputs: Rc::default(),
+        world,
+        obs: obs.clone(),
+        script: cfg.input.iter().cloned().collect(),
+        stdout: String::new(),
+        exit_code: None,
+        steps: 0,
+        faults: cfg.faults.clone(),
+        deadline: cfg.until_ns,
+        in_liveness: false,
+        terminal,
+        pending_faults: Vec::new(),
+    };
+    d.inject(&mut node);
+    drive(&mut node, &mut d, 1);
 
     let sim_time_ns = clock.borrow().now;
+    let exit_code = d.exit_code;
     if exit_code.is_none() && obs.borrow().checker.violation.is_none() && cfg.liveness_ns > 0 {
-        let c = node.core().borrow();
         let back = obs.borrow().came_back.clone().unwrap_or_default();
-        for s in c.services.iter().filter(|s| s.lifecycle.auto_start) {
+        for s in node.services().iter().filter(|s| s.auto_start) {
             // Live: running now, finished for good, or restarted at least once in the window.
             let settled = matches!(
                 s.state,
                 ServiceState::Running | ServiceState::Exited | ServiceState::Stopped
-            ) || (s.state == ServiceState::Failed && s.timer.is_none())
+            ) || (s.state == ServiceState::Failed && !s.restart_pending)
                 || back.contains(&s.id);
             if !settled {
                 let detail = format!(
@@ -360,20 +393,20 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
             }
         }
     }
-    let core = node.core().borrow();
+    let stats = node.stats();
     let o = obs.borrow();
     Ok(SimReport {
         seed: cfg.seed,
         sim_time_ns,
-        steps,
-        processes: core.stats.spawned,
-        messages: core.stats.messages_sent,
-        restarts: core.stats.restarts,
+        steps: d.steps,
+        processes: stats.spawned,
+        messages: stats.messages_sent,
+        restarts: stats.restarts,
         faults: o.faults.clone(),
         trace_hash: o.hash.0,
         trace: o.all.clone().unwrap_or_default(),
         recent: o.recent.iter().cloned().collect(),
-        stdout,
+        stdout: d.stdout,
         exit_code,
         violation: o.checker.violation.clone(),
     })

@@ -31,6 +31,8 @@ pub struct World {
     /// Version 1 not yet stored: the database is created on the first registry change, so an
     /// app that never changes its registry leaves no file behind.
     registry_base: Option<(u64, Value)>,
+    /// The project had no registry database at boot (see `registry_base`).
+    registry_lazy: bool,
 }
 
 impl World {
@@ -42,6 +44,7 @@ impl World {
             stores: store::Stores::default(),
             registry: None,
             registry_base: None,
+            registry_lazy: false,
         }
     }
 
@@ -51,24 +54,6 @@ impl World {
             self.registry = Some(registry::RegistryStore::open(&self.storage)?);
         }
         Ok(self.registry.as_mut().expect("opened above"))
-    }
-
-    /// After boot: restores the stored registry history into the node (see `RegistryStore::boot`).
-    pub fn boot_registry(
-        &mut self,
-        core: &mut weft_engine::node::Core,
-    ) -> Result<weft_engine::registry::Restored, String> {
-        if let Storage::Disk { root } = &self.storage {
-            if !registry::db_path(root).exists() {
-                let r = weft_engine::registry::restore(core, Vec::new());
-                self.registry_base = core
-                    .registry
-                    .current()
-                    .map(|v| (v.id, weft_engine::registry::ops_to_value(&v.ops)));
-                return Ok(r);
-            }
-        }
-        self.registry()?.boot(core)
     }
 
     /// Opens what the app's entries declare (databases, stores). Errors name the entry.
@@ -145,6 +130,41 @@ impl World {
             kind::UNAVAILABLE,
             format!("command {} has no handler in this runtime", cmd.0),
         ))
+    }
+}
+
+/// The world keeps the registry history: a booting node restores it through this.
+impl weft_engine::node::RegistryHistory for World {
+    fn load(&mut self) -> Result<Option<weft_engine::node::StoredHistory>, String> {
+        if let Storage::Disk { root } = &self.storage {
+            if !registry::db_path(root).exists() {
+                // Nothing stored yet: the database is made on the first registry change.
+                self.registry_lazy = true;
+                return Ok(None);
+            }
+        }
+        let store = self.registry()?;
+        Ok(Some(weft_engine::node::StoredHistory {
+            versions: store.load()?,
+            head: store.head()?,
+        }))
+    }
+
+    fn booted(
+        &mut self,
+        restored: weft_engine::registry::Restored,
+        current: Option<(u64, Value)>,
+    ) -> Result<(), String> {
+        if self.registry_lazy {
+            self.registry_base = current;
+            return Ok(());
+        }
+        if restored != weft_engine::registry::Restored::Resumed {
+            if let Some((id, ops)) = current {
+                self.registry()?.commit(id, &ops).map_err(|e| e.message)?;
+            }
+        }
+        Ok(())
     }
 }
 

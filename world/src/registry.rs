@@ -4,8 +4,7 @@
 
 use crate::Storage;
 use rusqlite::{params, Connection};
-use weft_engine::node::Core;
-use weft_engine::registry::{self as reg, Op, Restored};
+use weft_engine::registry::{self as reg, Op};
 use weft_engine::value::{kind, ErrorValue, Value};
 
 pub struct RegistryStore {
@@ -115,25 +114,6 @@ impl RegistryStore {
             Some(r) => Ok(Some(r.get::<_, i64>(0).map_err(sql_err)? as u64)),
             None => Ok(None),
         }
-    }
-
-    /// At boot: combines the stored history with the entries boot loaded (see
-    /// `weft_engine::registry::restore`) and stores what the files added.
-    pub fn boot(&mut self, core: &mut Core) -> Result<Restored, String> {
-        let stored = self.load()?;
-        let r = reg::restore(core, stored);
-        if r == Restored::Resumed {
-            if let Some(h) = self.head()? {
-                reg::restore_head(core, h);
-            }
-        }
-        if r != Restored::Resumed {
-            if let Some(v) = core.registry.current() {
-                let (id, ops) = (v.id, reg::ops_to_value(&v.ops));
-                self.commit(id, &ops).map_err(|e| e.message)?;
-            }
-        }
-        Ok(r)
     }
 }
 

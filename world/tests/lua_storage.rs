@@ -1,12 +1,11 @@
 //! Lua-level tests of the `sql` and `store` modules: real Lua processes on a node whose world
 //! commands are answered by a `World` over in-memory SQLite, with a virtual clock.
 
-use std::rc::Rc;
+use weft_engine::drive::{drive, Scripted};
 use weft_engine::entries::{parse_id, Entry};
-use weft_engine::lua::LuaRuntime;
-use weft_engine::node::{Input, Level, NodeConfig, SpawnOptions};
+use weft_engine::node::{Input, Level, NodeConfig};
 use weft_engine::value::{Table, Value};
-use weft_engine::{Node, Output, Work};
+use weft_engine::{Node, Output};
 use weft_world::{Storage, World};
 
 fn entry(id: &str, kind: &str, fields: &[(&str, Value)]) -> Entry {
@@ -66,77 +65,49 @@ fn storage_entries() -> Vec<Entry> {
 
 /// Runs `t:main` on a terminal with `others` as extra process entries; returns (exit, stdout).
 fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
-    let mut node = Node::new(NodeConfig {
-        seed: 7,
-        step_budget: 1000,
-        ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
     let mut world = World::new(Storage::Memory);
     let mut entries = storage_entries();
     world.configure(&entries).unwrap();
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
     entries.push(lua_entry("t:main", main));
     for (id, src) in others {
         entries.push(lua_entry(id, src));
     }
-    {
-        let mut c = node.core().borrow_mut();
-        for e in &entries {
-            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
-            if e.kind == "process.lua" {
-                lua.prepare(e).unwrap();
-            }
-        }
-        c.hosts.insert("t:term".into(), "terminal.host".into());
-        c.hosts.insert("t:host".into(), "process.host".into());
-        c.spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut node = Node::builder(NodeConfig {
+        seed: 7,
+        step_budget: 1000,
+        ..Default::default()
+    })
+    .log_level(Level::Error)
+    .preload(entries)
+    .host("t:term", "terminal.host")
+    .host("t:host", "process.host")
+    .lua()
+    .build(None)
+    .unwrap()
+    .node;
+    node.spawn("t:main", "t:term", vec![], true).unwrap();
+    // The real world handlers answer every command, on virtual time.
+    let mut answer = |o: &Output| match o {
+        Output::Execute {
+            pid,
+            tag,
+            cmd,
+            args,
+        } => Some(Input::Completed {
+            pid: pid.clone(),
+            tag: *tag,
+            result: world.handle(*cmd, args),
+        }),
+        _ => None,
+    };
+    let mut d = Scripted::new(&mut answer);
+    match drive(&mut node, &mut d, 64) {
+        Some(code) => (code, d.out),
+        None => panic!(
+            "node idle with nothing scheduled; output so far:\n{}",
+            d.out
+        ),
     }
-    node.add_factory("process.lua", Box::new(lua));
-    let mut now = 0;
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        let work = node.run(now, 64);
-        let mut answers = Vec::new();
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
-                Output::Exit(code) => return (code, out),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
-                    let result = world.handle(cmd, &args);
-                    answers.push(Input::Completed { pid, tag, result });
-                }
-                _ => {}
-            }
-        }
-        let had = !answers.is_empty();
-        for a in answers {
-            node.handle(now, a);
-        }
-        match work {
-            Work::More => now += 100_000,
-            Work::Idle if had => {}
-            Work::Idle => match node.poll_timeout() {
-                Some(t) => now = now.max(t),
-                None => panic!("node idle with nothing scheduled; output so far:\n{out}"),
-            },
-        }
-    }
-    panic!("did not finish; output so far:\n{out}");
 }
 
 /// Each script prints `ok <name>` per check or `FAIL ...`; returns the output after asserting

@@ -2,8 +2,8 @@
 //! (engine::env). Setting a variable of a file storage persists it through a world command.
 
 use super::errors::fail;
-use super::host;
-use crate::command::ids;
+use super::{answer, dispatch, request};
+use crate::command::Command;
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{Function, Lua, Table, Value as LV};
 
@@ -26,9 +26,9 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
                 Ok(k) => k,
                 Err(e) => return fail(lua, e),
             };
-            let r = host(lua).core.borrow().env.get(&k);
-            match r {
-                Ok(v) => Ok((LV::String(lua.create_string(v)?), LV::Nil)),
+            match request(lua, Command::EnvGet { key: k })? {
+                Ok(Value::Str(v)) => Ok((LV::String(lua.create_string(v)?), LV::Nil)),
+                Ok(_) => Ok((LV::String(lua.create_string("")?), LV::Nil)),
                 Err(e) => fail(lua, e),
             }
         })?,
@@ -53,32 +53,21 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
                 )
             }
         };
-        let r = host(lua).core.borrow_mut().env.set(&k, &v);
-        match r {
-            Ok(None) => Ok((LV::Boolean(true), LV::Nil)),
-            Ok(Some(w)) => super::process::world_call(
-                lua,
-                ids::ENV_FILE_SET,
-                vec![
-                    Value::from(w.path),
-                    Value::from(w.key),
-                    Value::from(w.value),
-                    Value::Bool(w.auto_create),
-                    Value::Int(w.file_mode),
-                    Value::Int(w.dir_mode),
-                ],
-            ),
-            Err(e) => fail(lua, e),
-        }
+        // A `.env` file storage answers once the file is written.
+        let reply = dispatch(lua, Command::EnvSet { key: k, value: v })?;
+        answer(lua, reply)
     })?;
     t.set("set", blocking.call::<Function>(set_raw)?)?;
     t.set(
         "get_all",
         lua.create_function(|lua, ()| {
-            let all = host(lua).core.borrow().env.all();
             let out = lua.create_table()?;
-            for (k, v) in all {
-                out.set(k, v)?;
+            if let Ok(Value::Table(all)) = request(lua, Command::EnvAll)? {
+                for (k, v) in &all.map {
+                    if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+                        out.set(k, v)?;
+                    }
+                }
             }
             Ok((LV::Table(out), LV::Nil))
         })?,

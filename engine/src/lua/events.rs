@@ -6,7 +6,8 @@ use super::channel::new_chan_ud;
 use super::convert::to_value;
 use super::errors::fail;
 use super::task::{Chan, ChanRef};
-use super::{current, host};
+use super::{current, request};
+use crate::command::Command;
 use crate::eventbus::SUB_BUFFER;
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataMethods, Value as LV};
@@ -24,7 +25,8 @@ impl UserData for SubscriptionUd {
         m.add_method("channel", |_, s, ()| Ok(s.chan_ud.clone()));
         m.add_method("close", |lua, s, ()| {
             if !s.closed.replace(true) {
-                host(lua).core.borrow_mut().bus.unsubscribe(s.id);
+                request(lua, Command::Unsubscribe { sub: s.id })?
+                    .map_err(|e| mlua::Error::runtime(e.message))?;
                 let st = current(lua)?;
                 let mut st = st.borrow_mut();
                 st.bus_subs.remove(&s.id);
@@ -66,12 +68,17 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 _ => return fail(lua, ErrorValue::new(kind::INVALID, "kind must be a string")),
             };
             let st = current(lua)?;
-            let me = st.borrow().id;
-            let id = host(lua)
-                .core
-                .borrow_mut()
-                .bus
-                .subscribe(me, &system, kind_pat.as_deref());
+            let id = match request(
+                lua,
+                Command::Subscribe {
+                    system,
+                    kind: kind_pat,
+                },
+            )? {
+                Ok(Value::Int(id)) => id as u64,
+                Ok(_) => return fail(lua, ErrorValue::new(kind::INTERNAL, "no subscription id")),
+                Err(e) => return fail(lua, e),
+            };
             let chan = Chan::new(SUB_BUFFER);
             let chan_ud = new_chan_ud(lua, chan.clone())?;
             st.borrow_mut().bus_subs.insert(id, chan.clone());
@@ -99,12 +106,18 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 Ok(a) => a,
                 Err(e) => return fail(lua, e),
             };
-            current(lua)?;
-            host(lua)
-                .core
-                .borrow_mut()
-                .publish(&system, &k, &path, data);
-            Ok((LV::Boolean(true), LV::Nil))
+            match request(
+                lua,
+                Command::Publish {
+                    system,
+                    kind: k,
+                    path,
+                    data,
+                },
+            )? {
+                Ok(_) => Ok((LV::Boolean(true), LV::Nil)),
+                Err(e) => fail(lua, e),
+            }
         })?,
     )?;
     Ok(t)

@@ -16,10 +16,10 @@ use super::channel::new_chan_ud;
 use super::convert::{to_lua, to_value};
 use super::errors::{fail, ErrorUd};
 use super::payload::Payload;
-use super::process::{new_private_chan, park_recv};
-use super::task::{ChanRef, Item, WaitKind};
-use super::{current, host};
-use crate::node::{Context, SpawnOptions};
+use super::process::new_private_chan;
+use super::task::{ChanRef, Item};
+use super::{answer, current, dispatch};
+use crate::command::{Command, Reply};
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{
     AnyUserData, Function, Lua, MetaMethod, Table, UserData, UserDataFields, UserDataMethods,
@@ -63,29 +63,25 @@ fn merged(base: &Ctx, over: &Ctx) -> Ctx {
     m
 }
 
-/// The caller's id and context.
-fn caller(lua: &Lua) -> mlua::Result<(u64, Context)> {
-    let me = current(lua)?.borrow().id;
-    let c = host(lua)
-        .core
-        .borrow()
-        .proc(me)
-        .map(|p| p.context.clone())
-        .unwrap_or_default();
-    Ok((me, c))
-}
-
-/// Context for a child: the caller's, overlaid with the builder's values (None: inherit).
-fn child_context(parent: &Context, own: &Ctx) -> Option<Context> {
-    if own.is_empty() {
-        None
-    } else {
-        Some(Rc::new(merged(parent, own)))
+/// The calling process's context values.
+fn caller_context(lua: &Lua) -> mlua::Result<Ctx> {
+    match super::request(lua, Command::Context)? {
+        Ok(Value::Table(t)) => Ok(t
+            .map
+            .iter()
+            .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v.clone())))
+            .collect()),
+        _ => Ok(Ctx::new()),
     }
 }
 
-/// Starts a call; `args[0]` is the target. Returns the tag and callee id.
-fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<(u64, u64), ErrorValue>> {
+/// Context a child adds over its parent's (None: inherit as is).
+fn overlay(own: &Ctx) -> Option<Ctx> {
+    (!own.is_empty()).then(|| own.clone())
+}
+
+/// Starts a call; `args[0]` is the target. Returns the tag its completion will carry.
+fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<u64, ErrorValue>> {
     let target = match args.first() {
         Some(LV::String(s)) => s.to_string_lossy(),
         _ => {
@@ -99,35 +95,43 @@ fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<(u64, u6
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
-    let (me, parent) = caller(lua)?;
-    let ctx = child_context(&parent, own);
-    let r = host(lua).core.borrow_mut().call(me, &target, vals, ctx);
-    Ok(r)
+    let reply = dispatch(
+        lua,
+        Command::Call {
+            target,
+            args: vals,
+            context: overlay(own),
+        },
+    )?;
+    Ok(match reply {
+        Reply::Pending(tag) => Ok(tag),
+        other => other.into_result().and_then(|v| {
+            Err(ErrorValue::new(
+                kind::INTERNAL,
+                format!("call answered without waiting: {v:?}"),
+            ))
+        }),
+    })
 }
 
 /// `call`: parks the calling coroutine until the callee ends (wrapped by the prelude's `blocking`).
 fn do_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
     match start_call(lua, own, args)? {
         Err(e) => fail(lua, e),
-        Ok((tag, _)) => {
-            let ch = new_private_chan();
-            current(lua)?.borrow_mut().tag_waits.insert(tag, ch.clone());
-            Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
-        }
+        Ok(tag) => super::process::await_tag(lua, tag),
     }
 }
 
 fn do_async(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
     match start_call(lua, own, args)? {
         Err(e) => fail(lua, e),
-        Ok((tag, callee)) => {
+        Ok(tag) => {
             let chan = new_private_chan();
             let chan_ud = new_chan_ud(lua, chan.clone())?;
             let slot = Rc::new(RefCell::new(FutureSlot {
                 chan,
                 result: None,
                 canceled: false,
-                callee,
                 tag,
             }));
             current(lua)?.borrow_mut().futures.insert(tag, slot.clone());
@@ -144,7 +148,6 @@ pub struct FutureSlot {
     pub chan: ChanRef,
     pub result: Option<Result<Value, ErrorValue>>,
     pub canceled: bool,
-    pub callee: u64,
     pub tag: u64,
 }
 
@@ -185,24 +188,25 @@ impl UserData for FutureUd {
             _ => Ok((LV::Nil, false)),
         });
         m.add_method("cancel", |lua, f, ()| {
-            let (callee, tag, pending) = {
+            let (tag, pending) = {
                 let mut s = f.slot.borrow_mut();
                 s.canceled = true;
-                (s.callee, s.tag, s.result.is_none())
+                (s.tag, s.result.is_none())
             };
-            let h = host(lua);
-            let alive = h.core.borrow().is_alive(callee);
-            if pending && alive {
+            // The node stops the callee if it still runs; its late result is then ignored.
+            let stopped = pending
+                && matches!(
+                    super::request(lua, Command::CancelCall { tag })?,
+                    Ok(Value::Bool(true))
+                );
+            if stopped {
                 let e = ErrorValue::new(kind::CANCELED, "function call canceled");
                 let st = current(lua)?;
-                {
-                    let mut st = st.borrow_mut();
-                    st.futures.remove(&tag);
-                    let item = complete_future(&f.slot, Err(e.clone()));
-                    let ch = f.slot.borrow().chan.clone();
-                    st.tasks.deliver(&ch, item);
-                }
-                h.core.borrow_mut().kill(callee, e);
+                let mut st = st.borrow_mut();
+                st.futures.remove(&tag);
+                let item = complete_future(&f.slot, Err(e));
+                let ch = f.slot.borrow().chan.clone();
+                st.tasks.deliver(&ch, item);
             }
             Ok((true, LV::Nil))
         });
@@ -322,7 +326,7 @@ pub fn ctx_module(lua: &Lua) -> mlua::Result<Table> {
                 LV::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
                 _ => return fail(lua, invalid("context key must be a non-empty string")),
             };
-            let (_, c) = caller(lua)?;
+            let c = caller_context(lua)?;
             match c.get(&key) {
                 Some(v) => Ok((to_lua(lua, v)?, LV::Nil)),
                 None => fail(
@@ -335,7 +339,7 @@ pub fn ctx_module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "all",
         lua.create_function(|lua, ()| {
-            let (_, c) = caller(lua)?;
+            let c = caller_context(lua)?;
             let t = lua.create_table()?;
             for (k, v) in c.iter() {
                 t.raw_set(k.as_str(), to_lua(lua, v)?)?;
@@ -378,30 +382,19 @@ impl SpawnerUd {
             Ok(v) => v,
             Err(e) => return fail(lua, e),
         };
-        let (me, parent) = caller(lua)?;
-        let h = host(lua);
-        let mut core = h.core.borrow_mut();
-        let r = core.spawn(
-            &id,
-            &hostname,
-            vals,
-            SpawnOptions {
-                parent: Some(me),
+        let reply = dispatch(
+            lua,
+            Command::Spawn {
+                entry: id,
+                host: hostname,
+                args: vals,
                 monitor,
                 link,
-                context: child_context(&parent, &self.context),
-                ..Default::default()
+                name: self.name.clone(),
+                context: overlay(&self.context),
             },
-        );
-        let r = r.and_then(|pid| match &self.name {
-            Some(n) => core.register_name(n, pid.uniq).map(|_| pid),
-            None => Ok(pid),
-        });
-        drop(core);
-        match r {
-            Ok(pid) => Ok((LV::String(lua.create_string(pid.to_string())?), LV::Nil)),
-            Err(e) => fail(lua, e),
-        }
+        )?;
+        answer(lua, reply)
     }
 }
 
@@ -463,20 +456,15 @@ fn process_exec(lua: &Lua, args: mlua::Variadic<LV>) -> mlua::Result<(LV, LV)> {
         Ok(v) => v,
         Err(e) => return fail(lua, e),
     };
-    let (me, parent) = caller(lua)?;
-    let ctx = child_context(&parent, &Ctx::new());
-    let r = host(lua)
-        .core
-        .borrow_mut()
-        .exec(me, &id, &host_id, vals, ctx);
-    match r {
-        Err(e) => fail(lua, e),
-        Ok((tag, _)) => {
-            let ch = new_private_chan();
-            current(lua)?.borrow_mut().tag_waits.insert(tag, ch.clone());
-            Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
-        }
-    }
+    let reply = dispatch(
+        lua,
+        Command::Exec {
+            target: id,
+            host: host_id,
+            args: vals,
+        },
+    )?;
+    answer(lua, reply)
 }
 
 /// Adds `with_context` / `with_options` (Spawner constructors) and `exec` to the `process` table.

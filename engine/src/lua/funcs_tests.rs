@@ -1,8 +1,7 @@
 //! Lua-level tests for `funcs`, Futures, `ctx`, Spawner context and `events`.
 
-use super::LuaRuntime;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig};
+use crate::node::NodeConfig;
 use crate::value::{Table, Value};
 use crate::Node;
 
@@ -42,18 +41,16 @@ fn run_with(
     others: &[(&str, &str, &str, Option<&str>)],
     probe: &mut dyn FnMut(&Node, u64),
 ) -> (i32, String) {
-    let mut node = Node::new(NodeConfig {
+    let cfg = NodeConfig {
         seed: 7,
         step_budget: 1000,
         ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let lua = LuaRuntime::new(node.core().clone()).unwrap();
+    };
     let mut entries = vec![entry("t:main", "process.lua", main, Some("main"))];
     for (id, kind, src, method) in others {
         entries.push(entry(id, kind, src, *method));
     }
-    super::tests_support::launch(&mut node, lua, &entries);
+    let mut node = super::tests_support::launch(cfg, &entries);
     super::tests_support::drive(&mut node, &mut super::tests_support::no_world, probe)
 }
 
@@ -387,7 +384,7 @@ fn subscriptions_end_with_their_process_and_callees_with_their_caller() {
     let mut seen_sub = false;
     let mut checked = false;
     let (code, out) = run_with(main, &others, &mut |node, now| {
-        let c = node.core().borrow();
+        let c = node.core.borrow();
         if c.bus.len() == 1 && c.process_count() == 3 {
             seen_sub = true; // main, subscriber, callee
         } else if seen_sub && now < 1_000_000_000 {

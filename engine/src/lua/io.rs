@@ -2,8 +2,9 @@
 //! Output goes to the driver as `Output::Stdout`; reads are world commands answered by tag.
 
 use super::errors::{display, fail};
-use super::{current, host};
+use super::{current, request};
 use crate::command::ids;
+use crate::command::Command;
 use crate::node::Output;
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{Lua, Table, Value as LV, Variadic};
@@ -21,7 +22,14 @@ fn join(args: &Variadic<LV>, sep: &str) -> String {
 }
 
 fn emit(lua: &Lua, o: Output) {
-    host(lua).core.borrow_mut().emit(o);
+    let (stderr, bytes) = match o {
+        Output::Stderr(b) => (true, b),
+        Output::Stdout(b) => (false, b),
+        _ => return,
+    };
+    // A write cannot fail; a reply other than ok would be a dispatcher bug and is not the
+    // writer's to handle.
+    let _ = request(lua, Command::Write { stderr, bytes });
 }
 
 /// Asks the driver to run a terminal read and parks the caller until it completes.

@@ -1,8 +1,8 @@
 //! The `logger` module (a Logger userdata with fields and names) and the global `print`.
 //! Records go to the driver as `Output::Log` with the process's pid and location attached.
 
+use super::current;
 use super::errors::display;
-use super::{current, host};
 use crate::node::Level;
 use mlua::{AnyUserData, Lua, Table, UserData, UserDataMethods, Value as LV, Variadic};
 
@@ -69,7 +69,14 @@ fn record(
     for (k, v) in base.fields.iter().cloned().chain(extra) {
         put(&mut fields, k, v);
     }
-    host(lua).core.borrow_mut().log(level, msg, fields);
+    let _ = super::request(
+        lua,
+        crate::command::Command::Log {
+            level,
+            message: msg,
+            fields,
+        },
+    );
     Ok(())
 }
 

@@ -26,13 +26,13 @@ pub mod time;
 pub mod uuid;
 pub mod yaml;
 
+use crate::command::{Command, Reply};
 use crate::entries::Entry;
-use crate::node::{CoreRef, Factory};
-use crate::pid::Pid;
+use crate::node::{Factory, Port, Spawning};
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{Function, LightUserData, Lua, Table, Value as LV};
 use process::{LuaProcess, ProcState};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -69,40 +69,20 @@ pub(crate) fn is_park(v: &LV) -> bool {
     matches!(v, LV::LightUserData(p) if std::ptr::eq(p.0 as *const u8, &PARK_ADDR))
 }
 
-/// Node-wide state the shared Rust functions reach through the VM's app data.
+/// What the shared Rust functions of a VM reach through its app data: the node's command port
+/// and the process stepping now. Lua code never holds the node: it builds commands and hands
+/// them to the port, which dispatches them through the node's command registry.
 pub struct Host {
-    pub core: CoreRef,
+    pub port: Port,
     pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
-}
-
-thread_local! {
-    /// The host of the node whose process is stepping on this thread. Looking it up in the VM's
-    /// app data on every call was the largest single cost of a message round trip.
-    static STEPPING: RefCell<Option<Rc<Host>>> = const { RefCell::new(None) };
+    /// Id of the process stepping now (0 between steps).
+    pub current_id: Cell<u64>,
 }
 
 pub(crate) fn host(lua: &Lua) -> Rc<Host> {
-    STEPPING.with(|h| h.borrow().clone()).unwrap_or_else(|| {
-        lua.app_data_ref::<Rc<Host>>()
-            .expect("weft host installed")
-            .clone()
-    })
-}
-
-/// Marks `h` as the host stepping on this thread until the guard drops.
-pub(crate) struct Stepping;
-
-impl Stepping {
-    pub(crate) fn enter(h: Rc<Host>) -> Stepping {
-        STEPPING.with(|s| *s.borrow_mut() = Some(h));
-        Stepping
-    }
-}
-
-impl Drop for Stepping {
-    fn drop(&mut self) {
-        STEPPING.with(|s| *s.borrow_mut() = None);
-    }
+    lua.app_data_ref::<Rc<Host>>()
+        .expect("weft host installed")
+        .clone()
 }
 
 /// The running process's state; raises if called outside a process.
@@ -112,6 +92,37 @@ pub(crate) fn current(lua: &Lua) -> mlua::Result<Rc<RefCell<ProcState>>> {
         .borrow()
         .clone()
         .ok_or_else(|| mlua::Error::runtime("not inside a process"))
+}
+
+/// Runs `cmd` for the process stepping now and returns the node's reply.
+pub(crate) fn dispatch(lua: &Lua, cmd: Command) -> mlua::Result<Reply> {
+    let h = lua
+        .app_data_ref::<Rc<Host>>()
+        .ok_or_else(|| mlua::Error::runtime("weft host not installed"))?;
+    let me = h.current_id.get();
+    if me == 0 {
+        return Err(mlua::Error::runtime("not inside a process"));
+    }
+    let port = h.port.clone();
+    drop(h);
+    Ok(port.dispatch(me, cmd))
+}
+
+/// A command whose reply is a plain result (never pending): the value, or the error raised
+/// as `nil, err` by the caller.
+pub(crate) fn request(lua: &Lua, cmd: Command) -> mlua::Result<Result<Value, ErrorValue>> {
+    Ok(dispatch(lua, cmd)?.into_result())
+}
+
+/// Lua's `value, nil` or `nil, err` for a reply; a pending reply parks the calling coroutine
+/// until its tag completes (the Lua function must be wrapped with the prelude's `blocking`).
+pub(crate) fn answer(lua: &Lua, reply: Reply) -> mlua::Result<(LV, LV)> {
+    match reply {
+        Reply::Pending(tag) => process::await_tag(lua, tag),
+        Reply::Done(Ok(v)) => Ok((convert::to_lua(lua, &v)?, LV::Nil)),
+        Reply::Done(Err(e)) => errors::fail(lua, e),
+        other => errors::fail(lua, other.into_result().unwrap_err()),
+    }
 }
 
 /// A boot-time error in one entry's Lua source.
@@ -191,11 +202,12 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 }
 
 impl LuaRuntime {
-    pub fn new(core: CoreRef) -> mlua::Result<LuaRuntime> {
+    pub fn new(port: Port) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
         lua.set_app_data(Rc::new(Host {
-            core,
+            port,
             current: RefCell::new(None),
+            current_id: Cell::new(0),
         }));
 
         let g = lua.globals();
@@ -241,7 +253,7 @@ impl LuaRuntime {
         math.raw_set("random", lua.create_function(process::math_random)?)?;
         math.raw_set("randomseed", lua.create_function(process::math_randomseed)?)?;
         g.raw_set("channel", channel::module(&lua, &prelude)?)?;
-        let process_table = proc_mod::module(&lua)?;
+        let process_table = proc_mod::module(&lua, &prelude)?;
         funcs::extend_process(&lua, &process_table)?;
         funcs::extend_process_exec(&lua, &process_table, &prelude)?;
         g.raw_set("process", process_table)?;
@@ -460,14 +472,16 @@ impl LuaRuntime {
         Ok(())
     }
 
-    fn new_process(
-        &mut self,
-        core: &CoreRef,
-        pid: &Pid,
-        entry: &Rc<Entry>,
-        args: Vec<Value>,
-    ) -> mlua::Result<LuaProcess> {
-        self.drop_stale(core);
+    fn new_process(&mut self, sp: Spawning<'_>) -> mlua::Result<LuaProcess> {
+        let Spawning {
+            pid,
+            entry,
+            args,
+            terminal,
+            stale,
+            lookup,
+        } = sp;
+        self.drop_stale(stale);
         if !self.compiled.contains_key(&entry.id) {
             self.prepare(entry)
                 .map_err(|e| mlua::Error::runtime(e.to_string()))?;
@@ -481,7 +495,7 @@ impl LuaRuntime {
         let libs = if c.imports.is_empty() {
             LV::Nil
         } else {
-            LV::Table(self.instantiate(core, entry, &env)?)
+            LV::Table(self.instantiate(lookup, entry, &env)?)
         };
         let thread = self.lua.create_thread(self.boot.clone())?;
         let method = entry
@@ -496,11 +510,6 @@ impl LuaRuntime {
                 "main"
             })
             .to_string();
-        let terminal = core
-            .borrow()
-            .proc(pid.uniq)
-            .map(|p| p.terminal)
-            .unwrap_or(false);
         let mut st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
         st.has_libs = !libs.is_nil();
         Ok(LuaProcess::new(
@@ -516,8 +525,7 @@ impl LuaRuntime {
 
     /// Forgets compiled code of entries a registry change replaced or removed; link plans are
     /// rebuilt (a library may have changed under any importer).
-    fn drop_stale(&mut self, core: &CoreRef) {
-        let stale = core.borrow_mut().registry.take_stale();
+    fn drop_stale(&mut self, stale: Vec<String>) {
         if !stale.is_empty() {
             for id in &stale {
                 self.compiled.remove(id);
@@ -530,13 +538,12 @@ impl LuaRuntime {
     /// `{ {chunk, env, binds}..., {nil, process env, binds} }`.
     fn instantiate(
         &mut self,
-        core: &CoreRef,
+        lookup: &dyn Fn(&str) -> Option<Rc<Entry>>,
         entry: &Rc<Entry>,
         env: &Table,
     ) -> mlua::Result<Table> {
         if !self.plans.contains_key(&entry.id) {
-            let lookup = |id: &str| core.borrow().entries.get(id).cloned();
-            self.link(entry, &lookup)
+            self.link(entry, lookup)
                 .map_err(|e| mlua::Error::runtime(e.to_string()))?;
         }
         let plan = self.plans[&entry.id].clone();
@@ -649,14 +656,8 @@ fn freeze(t: &Table, seen: &mut Vec<usize>) {
 }
 
 impl Factory for LuaRuntime {
-    fn create(
-        &mut self,
-        core: &CoreRef,
-        pid: &Pid,
-        entry: &Rc<Entry>,
-        args: Vec<Value>,
-    ) -> Result<Box<dyn crate::process::Process>, ErrorValue> {
-        self.new_process(core, pid, entry, args)
+    fn create(&mut self, sp: Spawning<'_>) -> Result<Box<dyn crate::process::Process>, ErrorValue> {
+        self.new_process(sp)
             .map(|p| Box::new(p) as Box<dyn crate::process::Process>)
             .map_err(|e| ErrorValue::new(kind::INTERNAL, e.to_string()))
     }

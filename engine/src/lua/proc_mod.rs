@@ -1,24 +1,23 @@
 //! The `process` global: identity, send, spawn family, inbox/events/listen, control, names.
-//! Every call acts on the node core at once; none blocks.
+//! Each operation on other processes is a command dispatched through the node's registry; the
+//! spawn family and control functions are wrapped by the prelude's `blocking`, so a handler that
+//! answers later (another shard or node) parks the caller instead of failing.
 
 use super::channel::{new_chan_ud, ChanUd};
 use super::convert::to_value;
 use super::errors::{fail, ErrorUd};
 use super::process::unbounded_chan;
-use super::{current, host};
-use crate::node::SpawnOptions;
+use super::{answer, current, dispatch};
+use crate::command::{Command, NameOp, Reply};
 use crate::value::{kind, ErrorValue, Value};
-use mlua::{AnyUserData, Lua, Table, Value as LV, Variadic};
+use mlua::{AnyUserData, Function, Lua, Table, Value as LV, Variadic};
 
 fn ok_true() -> mlua::Result<(LV, LV)> {
     Ok((LV::Boolean(true), LV::Nil))
 }
 
-fn result(lua: &Lua, r: Result<(), ErrorValue>) -> mlua::Result<(LV, LV)> {
-    match r {
-        Ok(()) => ok_true(),
-        Err(e) => fail(lua, e),
-    }
+fn arg(a: &Variadic<LV>, i: usize) -> LV {
+    a.get(i).cloned().unwrap_or(LV::Nil)
 }
 
 fn dest_string(v: &LV) -> Option<String> {
@@ -49,44 +48,43 @@ fn spawn_with(lua: &Lua, args: Variadic<LV>, monitor: bool, link: bool) -> mlua:
         Ok(v) => v,
         Err(e) => return fail(lua, e),
     };
-    let st = current(lua)?;
-    let me = st.borrow().id;
-    let h = host(lua);
-    let r = h.core.borrow_mut().spawn(
-        &id,
-        &hostname,
-        vals,
-        SpawnOptions {
-            parent: Some(me),
+    let reply = dispatch(
+        lua,
+        Command::Spawn {
+            entry: id,
+            host: hostname,
+            args: vals,
             monitor,
             link,
-            ..Default::default()
+            name: None,
+            context: None,
         },
-    );
-    match r {
-        Ok(pid) => Ok((LV::String(lua.create_string(pid.to_string())?), LV::Nil)),
-        Err(e) => fail(lua, e),
-    }
+    )?;
+    answer(lua, reply)
 }
 
-fn control(
-    lua: &Lua,
-    dest: LV,
-    f: impl FnOnce(&mut crate::node::Core, u64, &str) -> Result<(), ErrorValue>,
-) -> mlua::Result<(LV, LV)> {
+fn control(lua: &Lua, dest: LV, make: impl FnOnce(String) -> Command) -> mlua::Result<(LV, LV)> {
     let Some(d) = dest_string(&dest) else {
         return fail(
             lua,
             ErrorValue::new(kind::INVALID, "destination must be a pid or a name"),
         );
     };
-    let me = current(lua)?.borrow().id;
-    let h = host(lua);
-    let r = f(&mut h.core.borrow_mut(), me, &d);
-    result(lua, r)
+    let reply = dispatch(lua, make(d))?;
+    answer(lua, reply)
 }
 
-pub fn module(lua: &Lua) -> mlua::Result<Table> {
+/// Wraps a Rust function with the prelude's `blocking` so a pending reply parks the caller.
+fn blocking(
+    lua: &Lua,
+    prelude: &Table,
+    f: impl Fn(&Lua, Variadic<LV>) -> mlua::Result<(LV, LV)> + 'static,
+) -> mlua::Result<Function> {
+    let wrap: Function = prelude.get("blocking")?;
+    wrap.call(lua.create_function(f)?)
+}
+
+pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     let p = lua.create_table()?;
     p.set(
         "pid",
@@ -115,27 +113,36 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 Ok(v) => v,
                 Err(e) => return fail(lua, e),
             };
-            let me = current(lua)?.borrow().id;
-            let h = host(lua);
-            let r = h.core.borrow_mut().send(Some(me), &d, topic, vals);
-            result(lua, r)
+            let reply = dispatch(
+                lua,
+                Command::Send {
+                    dest: crate::command::Dest::Text(d),
+                    topic,
+                    payload: vals,
+                },
+            )?;
+            match reply {
+                Reply::Done(Err(e)) => fail(lua, e),
+                // Sends never wait: a remote or sharded route has queued the message.
+                _ => ok_true(),
+            }
         })?,
     )?;
     p.set(
         "spawn",
-        lua.create_function(|lua, a: Variadic<LV>| spawn_with(lua, a, false, false))?,
+        blocking(lua, prelude, |lua, a| spawn_with(lua, a, false, false))?,
     )?;
     p.set(
         "spawn_monitored",
-        lua.create_function(|lua, a: Variadic<LV>| spawn_with(lua, a, true, false))?,
+        blocking(lua, prelude, |lua, a| spawn_with(lua, a, true, false))?,
     )?;
     p.set(
         "spawn_linked",
-        lua.create_function(|lua, a: Variadic<LV>| spawn_with(lua, a, false, true))?,
+        blocking(lua, prelude, |lua, a| spawn_with(lua, a, false, true))?,
     )?;
     p.set(
         "spawn_linked_monitored",
-        lua.create_function(|lua, a: Variadic<LV>| spawn_with(lua, a, true, true))?,
+        blocking(lua, prelude, |lua, a| spawn_with(lua, a, true, true))?,
     )?;
     p.set(
         "inbox",
@@ -212,42 +219,41 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     )?;
     p.set(
         "terminate",
-        lua.create_function(|lua, d: LV| control(lua, d, |c, _, d| c.terminate(d)))?,
-    )?;
-    p.set(
-        "cancel",
-        lua.create_function(|lua, (d, reason): (LV, Option<String>)| {
-            control(lua, d, |c, me, d| {
-                c.cancel(me, d, reason.unwrap_or_default())
-            })
+        blocking(lua, prelude, |lua, a| {
+            control(lua, arg(&a, 0), |dest| Command::Terminate { dest })
         })?,
     )?;
     p.set(
-        "monitor",
-        lua.create_function(|lua, d: LV| control(lua, d, |c, me, d| c.monitor(me, d)))?,
+        "cancel",
+        blocking(lua, prelude, |lua, a| {
+            let reason = dest_string(&arg(&a, 1)).unwrap_or_default();
+            control(lua, arg(&a, 0), |dest| Command::Cancel { dest, reason })
+        })?,
     )?;
-    p.set(
-        "unmonitor",
-        lua.create_function(|lua, d: LV| control(lua, d, |c, me, d| c.unmonitor(me, d)))?,
-    )?;
-    p.set(
-        "link",
-        lua.create_function(|lua, d: LV| control(lua, d, |c, me, d| c.link(me, d)))?,
-    )?;
-    p.set(
-        "unlink",
-        lua.create_function(|lua, d: LV| control(lua, d, |c, me, d| c.unlink(me, d)))?,
-    )?;
+    for (name, on) in [("monitor", true), ("unmonitor", false)] {
+        p.set(
+            name,
+            blocking(lua, prelude, move |lua, a| {
+                control(lua, arg(&a, 0), |dest| Command::Monitor { dest, on })
+            })?,
+        )?;
+    }
+    for (name, on) in [("link", true), ("unlink", false)] {
+        p.set(
+            name,
+            blocking(lua, prelude, move |lua, a| {
+                control(lua, arg(&a, 0), |dest| Command::Link { dest, on })
+            })?,
+        )?;
+    }
     p.set(
         "get_options",
         lua.create_function(|lua, ()| {
-            let me = current(lua)?.borrow().id;
-            let trap = host(lua)
-                .core
-                .borrow()
-                .proc(me)
-                .map(|p| p.trap_links)
-                .unwrap_or(false);
+            let opts = super::request(lua, Command::Options { trap_links: None })?;
+            let trap = match &opts {
+                Ok(Value::Table(t)) => matches!(t.get("trap_links"), Some(Value::Bool(true))),
+                _ => false,
+            };
             let t = lua.create_table()?;
             t.set("trap_links", trap)?;
             Ok(t)
@@ -256,7 +262,6 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     p.set(
         "set_options",
         lua.create_function(|lua, opts: Table| {
-            let me = current(lua)?.borrow().id;
             let mut trap = None;
             for pair in opts.pairs::<LV, LV>() {
                 let (k, v) = pair?;
@@ -270,9 +275,9 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                     }
                 }
             }
-            if let Some(b) = trap {
-                if let Some(p) = host(lua).core.borrow_mut().proc_mut(me) {
-                    p.trap_links = b;
+            if trap.is_some() {
+                if let Err(e) = super::request(lua, Command::Options { trap_links: trap })? {
+                    return fail(lua, e);
                 }
             }
             Ok((LV::Boolean(true), LV::Nil))
@@ -306,43 +311,27 @@ fn registry(lua: &Lua) -> mlua::Result<Table> {
                         ),
                     );
                 }
-                let me = current(lua)?.borrow().id;
-                let h = host(lua);
-                let mut core = h.core.borrow_mut();
-                let target = match pid {
-                    Some(p) => match core.resolve(&p) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            drop(core);
-                            return fail(lua, e);
-                        }
-                    },
-                    None => me,
-                };
-                let r = core.register_name(&name, target);
-                drop(core);
-                result(lua, r)
+                match super::request(lua, Command::Name(NameOp::Register { name, pid }))? {
+                    Ok(_) => ok_true(),
+                    Err(e) => fail(lua, e),
+                }
             },
         )?,
     )?;
     r.set(
         "lookup",
         lua.create_function(|lua, name: String| {
-            let h = host(lua);
-            let core = h.core.borrow();
-            match core.names.lookup(&name).and_then(|id| core.pid_of(id)) {
-                Some(p) => Ok((LV::String(lua.create_string(p.to_string())?), LV::Nil)),
-                None => {
-                    drop(core);
-                    fail(lua, ErrorValue::new(kind::NOT_FOUND, "name not registered"))
-                }
-            }
+            let reply = dispatch(lua, Command::Name(NameOp::Lookup { name }))?;
+            answer(lua, reply)
         })?,
     )?;
     r.set(
         "unregister",
         lua.create_function(|lua, (name, _scope): (String, Option<i64>)| {
-            Ok(host(lua).core.borrow_mut().names.unregister(&name))
+            match super::request(lua, Command::Name(NameOp::Unregister { name }))? {
+                Ok(Value::Bool(b)) => Ok(b),
+                _ => Ok(false),
+            }
         })?,
     )?;
     Ok(r)

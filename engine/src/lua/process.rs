@@ -4,7 +4,8 @@
 use super::convert::{to_lua, to_value};
 use super::errors::{self, ErrorUd};
 use super::task::{Chan, ChanRef, Completion, Item, Tasks, Wait, WaitKind, UNBOUNDED};
-use super::{current, host, is_park};
+use super::{current, is_park};
+use crate::command::Command;
 use crate::entries::Entry;
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
@@ -287,10 +288,7 @@ impl LuaProcess {
             let id = s.tasks.add(main);
             s.main_task = id;
         }
-        let host = lua
-            .app_data_ref::<Rc<super::Host>>()
-            .expect("weft host installed")
-            .clone();
+        let host = super::host(&lua);
         LuaProcess {
             lua,
             host,
@@ -300,7 +298,7 @@ impl LuaProcess {
     }
 
     fn take_mailbox(&mut self, cx: &Cx<'_>) -> mlua::Result<()> {
-        let mb = cx.core.borrow_mut().take_mailbox(self.st.borrow().id);
+        let mb = cx.take_mailbox();
         if mb.is_empty() {
             return Ok(());
         }
@@ -324,11 +322,8 @@ impl LuaProcess {
             }
         }
         drop(st);
-        if !dropped.is_empty() {
-            let mut core = cx.core.borrow_mut();
-            for sub in dropped {
-                core.bus.note_drop(sub);
-            }
+        for sub in dropped {
+            cx.note_bus_drop(sub);
         }
         Ok(())
     }
@@ -496,12 +491,13 @@ fn lua_error_value(e: &mlua::Error) -> ErrorValue {
 
 impl Process for LuaProcess {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
-        let _stepping = super::Stepping::enter(self.host.clone());
         *self.host.current.borrow_mut() = Some(self.st.clone());
+        self.host.current_id.set(cx.pid.uniq);
         let r = self
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
-        *host(&self.lua).current.borrow_mut() = None;
+        *self.host.current.borrow_mut() = None;
+        self.host.current_id.set(0);
         match r {
             Err(e) => Step::Exited(Err(lua_error_value(&e))),
             Ok(Some(s)) => s,
@@ -519,22 +515,23 @@ impl Process for LuaProcess {
         // Disarm this process's timers so tickers stop firing for a dead process.
         let st = self.st.borrow();
         let keys: Vec<u64> = st.timers.values().map(|t| t.key).collect();
-        let pid = st.pid.clone();
+        let me = st.id;
         drop(st);
         let on_close = std::mem::take(&mut self.st.borrow_mut().on_close);
-        let h = host(&self.lua);
-        let mut core = h.core.borrow_mut();
-        for k in keys {
-            core.cancel_timer(k);
+        let port = &self.host.port;
+        for key in keys {
+            port.dispatch(me, Command::TimerStop { key });
         }
-        // Tag 0 is never issued, so the completion is dropped rather than delivered.
+        // Nobody waits for these: their completions are dropped.
         for (cmd, args) in on_close {
-            core.emit(crate::node::Output::Execute {
-                pid: pid.clone(),
-                tag: 0,
-                cmd,
-                args,
-            });
+            port.dispatch(
+                me,
+                Command::World {
+                    cmd,
+                    args,
+                    detached: true,
+                },
+            );
         }
     }
 }
@@ -548,24 +545,12 @@ pub fn coroutine_spawn(lua: &Lua, f: Function) -> mlua::Result<LV> {
     Ok(LV::Thread(th))
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Each process draws from its own generator, seeded from the node's seed and its pid.
 pub fn math_random(lua: &Lua, (m, n): (Option<f64>, Option<f64>)) -> mlua::Result<f64> {
-    let st = current(lua)?;
-    let id = st.borrow().id;
-    let h = host(lua);
-    let mut core = h.core.borrow_mut();
-    let p = core
-        .proc_mut(id)
-        .ok_or_else(|| mlua::Error::runtime("process gone"))?;
-    let r = splitmix(&mut p.rng);
+    let r = match super::request(lua, Command::Random { reseed: None })? {
+        Ok(Value::Int(r)) => r as u64,
+        _ => return Err(mlua::Error::runtime("process gone")),
+    };
     let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
     match (m, n) {
         (None, _) => Ok(unit),
@@ -590,13 +575,13 @@ pub fn math_random(lua: &Lua, (m, n): (Option<f64>, Option<f64>)) -> mlua::Resul
 }
 
 pub fn math_randomseed(lua: &Lua, seed: f64) -> mlua::Result<()> {
-    let st = current(lua)?;
-    let id = st.borrow().id;
-    let h = host(lua);
-    let mut core = h.core.borrow_mut();
-    if let Some(p) = core.proc_mut(id) {
-        p.rng = seed as i64 as u64;
-    }
+    super::request(
+        lua,
+        Command::Random {
+            reseed: Some(seed as i64 as u64),
+        },
+    )?
+    .map_err(|e| mlua::Error::runtime(e.message))?;
     Ok(())
 }
 
@@ -629,15 +614,21 @@ pub fn world_call(
     cmd: crate::command::CommandId,
     args: Vec<Value>,
 ) -> mlua::Result<(LV, LV)> {
+    let reply = super::dispatch(
+        lua,
+        Command::World {
+            cmd,
+            args,
+            detached: false,
+        },
+    )?;
+    super::answer(lua, reply)
+}
+
+/// Parks the current coroutine until the completion of `tag` arrives; it then returns `value`
+/// or `nil, err` (the Lua function must be wrapped with the prelude's `blocking`).
+pub fn await_tag(lua: &Lua, tag: u64) -> mlua::Result<(LV, LV)> {
     let st = current(lua)?;
-    let id = st.borrow().id;
-    let tag = host(lua).core.borrow_mut().execute(id, cmd, args);
-    let Some(tag) = tag else {
-        return errors::fail(
-            lua,
-            ErrorValue::new(kind::INTERNAL, "process not registered"),
-        );
-    };
     let ch = new_private_chan();
     st.borrow_mut().tag_waits.insert(tag, ch.clone());
     Ok((park_recv(lua, ch, WaitKind::Call)?, LV::Nil))

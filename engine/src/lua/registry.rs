@@ -10,8 +10,8 @@
 
 use super::convert::{to_lua, to_value};
 use super::errors::fail;
-use super::task::WaitKind;
-use super::{current, host};
+use super::{answer, dispatch};
+use crate::command::{Command, RegistryQuery, Reply};
 use crate::entries::Entry;
 use crate::registry::{self as reg, Op, State};
 use crate::value::{kind, ErrorValue, Table as VTable, Value};
@@ -114,10 +114,15 @@ fn find_in(lua: &Lua, state: &State, filter: LV) -> LuaResult<(LV, LV)> {
     let criteria = match reg::parse_filter(&pairs) {
         Ok((c, ignored)) => {
             if !ignored.is_empty() {
-                host(lua).core.borrow_mut().log(
-                    crate::node::Level::Warn,
-                    "registry.find: filter keys ignored (use .kind/.ns/.name/.id or meta.*)",
-                    vec![("keys".into(), ignored.join(","))],
+                let _ = dispatch(
+                    lua,
+                    Command::Log {
+                        level: crate::node::Level::Warn,
+                        message:
+                            "registry.find: filter keys ignored (use .kind/.ns/.name/.id or meta.*)"
+                                .into(),
+                        fields: vec![("keys".into(), ignored.join(","))],
+                    },
                 );
             }
             c
@@ -138,12 +143,12 @@ impl UserData for VersionUd {
         m.add_method("id", |_, v, ()| Ok(v.0 as i64));
         m.add_method("string", |_, v, ()| Ok(v.0.to_string()));
         m.add_method("previous", |lua, v, ()| {
-            let ok = v.0 > 1 && host(lua).core.borrow().registry.version(v.0 - 1).is_some();
+            let ok = v.0 > 1 && has_version(lua, v.0 - 1)?;
             ok.then(|| lua.create_userdata(VersionUd(v.0 - 1)))
                 .transpose()
         });
         m.add_method("next", |lua, v, ()| {
-            let ok = host(lua).core.borrow().registry.version(v.0 + 1).is_some();
+            let ok = has_version(lua, v.0 + 1)?;
             ok.then(|| lua.create_userdata(VersionUd(v.0 + 1)))
                 .transpose()
         });
@@ -259,13 +264,30 @@ impl UserData for HistoryUd {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("versions", |lua, _, ()| versions(lua, ()));
         m.add_method("get_version", |lua, _, id: LV| {
-            match host(lua).core.borrow().registry.version(version_arg(&id)?) {
-                Some(v) => Ok((LV::UserData(lua.create_userdata(VersionUd(v.id))?), LV::Nil)),
-                None => fail(lua, not_found_version(&id)),
+            let n = version_arg(&id)?;
+            if n > 0 && has_version(lua, n)? {
+                Ok((LV::UserData(lua.create_userdata(VersionUd(n))?), LV::Nil))
+            } else {
+                fail(lua, not_found_version(&id))
             }
         });
         m.add_method("snapshot_at", |lua, _, v: LV| snapshot_at(lua, v));
     }
+}
+
+/// Reads registry state through the node: (version, entries).
+fn read(lua: &Lua, q: RegistryQuery) -> LuaResult<Result<(u64, Rc<State>), ErrorValue>> {
+    Ok(match dispatch(lua, Command::RegistryRead(q))? {
+        Reply::State { version, state } => Ok((version, state)),
+        other => Err(other
+            .into_result()
+            .err()
+            .unwrap_or_else(|| ErrorValue::new(kind::INTERNAL, "unexpected registry reply"))),
+    })
+}
+
+fn has_version(lua: &Lua, n: u64) -> LuaResult<bool> {
+    Ok(read(lua, RegistryQuery::Version(n))?.is_ok())
 }
 
 fn version_arg(v: &LV) -> LuaResult<u64> {
@@ -289,30 +311,20 @@ fn snapshot_at(lua: &Lua, v: LV) -> LuaResult<(LV, LV)> {
     if n == 0 {
         return fail(lua, invalid("version must be a positive integer"));
     }
-    let found = host(lua)
-        .core
-        .borrow()
-        .registry
-        .version(n)
-        .map(|v| (v.id, v.state.clone()));
-    match found {
-        Some((version, state)) => Ok((
+    match read(lua, RegistryQuery::Version(n))? {
+        Ok((version, state)) => Ok((
             LV::UserData(lua.create_userdata(SnapshotUd { version, state })?),
             LV::Nil,
         )),
-        None => fail(lua, not_found_version(&v)),
+        Err(_) => fail(lua, not_found_version(&v)),
     }
 }
 
 fn versions(lua: &Lua, (): ()) -> LuaResult<(LV, LV)> {
-    let ids: Vec<u64> = host(lua)
-        .core
-        .borrow()
-        .registry
-        .versions()
-        .iter()
-        .map(|v| v.id)
-        .collect();
+    let ids = match dispatch(lua, Command::RegistryRead(RegistryQuery::Versions))? {
+        Reply::Versions(ids) => ids,
+        other => return fail(lua, other.into_result().unwrap_err()),
+    };
     let t = lua.create_table()?;
     for (i, id) in ids.into_iter().enumerate() {
         t.raw_set(i + 1, VersionUd(id))?;
@@ -322,17 +334,8 @@ fn versions(lua: &Lua, (): ()) -> LuaResult<(LV, LV)> {
 
 /// Submits `ops` and parks the caller until the world confirmed (or refused) the write.
 fn submit(lua: &Lua, ops: Vec<Op>) -> LuaResult<(LV, LV)> {
-    let st = current(lua)?;
-    let id = st.borrow().id;
-    let r = reg::submit(&mut host(lua).core.borrow_mut(), id, ops);
-    match r {
-        Err(e) => fail(lua, e),
-        Ok(tag) => {
-            let ch = super::process::new_private_chan();
-            st.borrow_mut().tag_waits.insert(tag, ch.clone());
-            Ok((super::process::park_recv(lua, ch, WaitKind::Call)?, LV::Nil))
-        }
-    }
+    let reply = dispatch(lua, Command::RegistryApply { ops })?;
+    answer(lua, reply)
 }
 
 const WRAP: &str = r#"
@@ -356,21 +359,23 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
     t.set(
         "get",
         lua.create_function(|lua, id: String| {
-            let e = host(lua).core.borrow().entries.get(&id).cloned();
-            match e {
-                Some(e) => Ok((entry_to_lua(lua, &e)?, LV::Nil)),
-                None => fail(
-                    lua,
-                    ErrorValue::new(kind::NOT_FOUND, format!("entry not found: {id}")),
-                ),
+            match read(lua, RegistryQuery::Entry(id.clone()))? {
+                Ok((_, state)) => match state.get(&id) {
+                    Some(e) => Ok((entry_to_lua(lua, e)?, LV::Nil)),
+                    None => fail(
+                        lua,
+                        ErrorValue::new(kind::NOT_FOUND, format!("entry not found: {id}")),
+                    ),
+                },
+                Err(e) => fail(lua, e),
             }
         })?,
     )?;
     t.set(
         "find",
-        lua.create_function(|lua, filter: LV| {
-            let state = host(lua).core.borrow().entries.clone();
-            find_in(lua, &state, filter)
+        lua.create_function(|lua, filter: LV| match read(lua, RegistryQuery::Live)? {
+            Ok((_, state)) => find_in(lua, &state, filter),
+            Err(e) => fail(lua, e),
         })?,
     )?;
     t.set(
@@ -385,30 +390,22 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
     )?;
     t.set(
         "snapshot",
-        lua.create_function(|lua, ()| {
-            let cur = host(lua)
-                .core
-                .borrow()
-                .registry
-                .current()
-                .map(|v| (v.id, v.state.clone()));
-            match cur {
-                Some((version, state)) => Ok((
-                    LV::UserData(lua.create_userdata(SnapshotUd { version, state })?),
-                    LV::Nil,
-                )),
-                None => fail(
-                    lua,
-                    ErrorValue::new(kind::UNAVAILABLE, "registry not loaded"),
-                ),
-            }
+        lua.create_function(|lua, ()| match read(lua, RegistryQuery::Current)? {
+            Ok((version, state)) => Ok((
+                LV::UserData(lua.create_userdata(SnapshotUd { version, state })?),
+                LV::Nil,
+            )),
+            Err(e) => fail(lua, e),
         })?,
     )?;
     t.set("snapshot_at", lua.create_function(snapshot_at)?)?;
     t.set(
         "current_version",
         lua.create_function(|lua, ()| {
-            let id = host(lua).core.borrow().registry.current_id();
+            let id = match super::request(lua, Command::RegistryRead(RegistryQuery::CurrentId))? {
+                Ok(Value::Int(id)) => id as u64,
+                _ => 0,
+            };
             if id == 0 {
                 return fail(
                     lua,
@@ -463,20 +460,12 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
     // Wippy's apply_version moves the current version (no new version is made).
     let raw_apply_version = lua.create_function(|lua, v: LV| {
         let n = version_arg(&v)?;
-        if host(lua).core.borrow().registry.version(n).is_none() {
+        if n == 0 || !has_version(lua, n)? {
             return fail(lua, not_found_version(&v));
         }
-        let r = reg::move_head(&mut host(lua).core.borrow_mut(), n);
-        match r {
-            Ok(false) => Ok((LV::Boolean(true), LV::Nil)),
-            // Waits for the world to store the new head (wrapped by the prelude's blocking).
-            Ok(true) => super::process::world_call(
-                lua,
-                crate::command::ids::REGISTRY_HEAD,
-                vec![crate::value::Value::Int(n as i64)],
-            ),
-            Err(e) => fail(lua, e),
-        }
+        // Answers once the world has stored the new head (wrapped by the prelude's blocking).
+        let reply = dispatch(lua, Command::RegistryMove { version: n })?;
+        answer(lua, reply)
     })?;
     let mkversion = lua.create_function(|lua, v: LV| {
         let id = version_arg(&v)?;

@@ -1,13 +1,11 @@
 //! Lua-level tests of the `registry` module on a booted node whose world answers registry writes
 //! (success, or an injected failure).
 
-use super::LuaRuntime;
 use crate::command::ids;
 use crate::command::CommandId;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig, SpawnOptions};
+use crate::node::NodeConfig;
 use crate::value::{ErrorValue, Table, Value};
-use crate::Node;
 
 fn entry(id: &str, kind: &str, data: Table, meta: Table) -> Entry {
     let (namespace, name) = crate::entries::parse_id(id);
@@ -37,13 +35,11 @@ fn mods(ms: &[&str]) -> Value {
 /// Boots an app with `t:main` (given source) on a terminal host plus `extra` entries; runs it.
 /// `fail_writes`: the world refuses every registry write. Returns (exit code, stdout, writes).
 fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Vec<i64>) {
-    let mut node = Node::new(NodeConfig {
+    let cfg = NodeConfig {
         seed: 3,
         step_budget: 1000,
         ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+    };
     let mut entries = vec![
         entry(
             "t:term",
@@ -68,20 +64,7 @@ fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Ve
         ),
     ];
     entries.extend(extra);
-    crate::boot::boot(&mut node, &mut lua, entries).expect("boot");
-    node.core()
-        .borrow_mut()
-        .spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    node.add_factory("process.lua", Box::new(lua));
+    let (mut node, _) = super::tests_support::boot(cfg, entries);
     let mut writes = Vec::new();
     let mut world = |cmd: CommandId, args: &[Value]| {
         if cmd == ids::REGISTRY_HEAD {

@@ -6,9 +6,9 @@
 //! A process that begins a transaction registers `SQL_RELEASE_OWNER` to be sent from its
 //! `close()`: whatever it leaves open (exit, failure or kill) is rolled back by the world.
 
+use super::current;
 use super::errors::fail;
 use super::process::world_call;
-use super::{current, host};
 use crate::command::{ids, CommandId};
 use crate::value::{kind, ErrorValue, Table as VTable, Value};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
@@ -175,12 +175,11 @@ fn resolve(lua: &Lua, id: &str) -> mlua::Result<String> {
 
 /// The entry kind behind an id, if the node knows it.
 pub(crate) fn kind_of(lua: &Lua, id: &str) -> Option<String> {
-    host(lua)
-        .core
-        .borrow()
-        .entries
-        .get(id)
-        .map(|e| e.kind.clone())
+    let q = crate::command::RegistryQuery::Entry(id.to_string());
+    match super::dispatch(lua, crate::command::Command::RegistryRead(q)).ok()? {
+        crate::command::Reply::State { state, .. } => state.get(id).map(|e| e.kind.clone()),
+        _ => None,
+    }
 }
 
 pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {

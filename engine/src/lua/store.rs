@@ -3,10 +3,10 @@
 //! simulator). Decision: both kinds live in the world, see weft-world's `store` module.
 
 use super::convert::to_value;
+use super::current;
 use super::errors::fail;
 use super::process::world_call;
 use super::sql::kind_of;
-use super::{current, host};
 use crate::command::ids;
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
@@ -93,7 +93,7 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                     }
                     s.id.clone()
                 };
-                let now = host(lua).core.borrow().wall_now_ns();
+                let now = super::time::wall_now(lua)?;
                 let mut args = vec![Value::from(id), Value::Int(now)];
                 let copy = |v: &LV| to_value(v);
                 let r: Result<_, ErrorValue> = (|| {

@@ -2,7 +2,7 @@
 
 use super::LuaRuntime;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig};
+use crate::node::NodeConfig;
 use crate::value::{Table, Value};
 use crate::Node;
 
@@ -32,18 +32,16 @@ fn entry(id: &str, kind: &str, source: Option<&str>, modules: &[&str]) -> Entry 
 
 /// Runs `t:main` on a terminal host with the given extra process entries; returns (exit, stdout).
 fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
-    let mut node = Node::new(NodeConfig {
+    let cfg = NodeConfig {
         seed: 7,
         step_budget: 1000,
         ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let lua = LuaRuntime::new(node.core().clone()).unwrap();
+    };
     let mut entries = vec![entry("t:main", "process.lua", Some(main), &["io", "time"])];
     for (id, src) in others {
         entries.push(entry(id, "process.lua", Some(src), &["io", "time"]));
     }
-    super::tests_support::launch(&mut node, lua, &entries);
+    let mut node = super::tests_support::launch(cfg, &entries);
     super::tests_support::drive(
         &mut node,
         &mut super::tests_support::no_world,
@@ -136,8 +134,8 @@ fn coroutine_error_fails_the_process() {
 
 #[test]
 fn syntax_errors_name_file_and_line() {
-    let core = Node::new(NodeConfig::default()).core().clone();
-    let mut lua = LuaRuntime::new(core).unwrap();
+    let node = Node::bare(NodeConfig::default());
+    let mut lua = LuaRuntime::new(node.port()).unwrap();
     let mut e = entry(
         "t:bad",
         "process.lua",

@@ -1,9 +1,8 @@
 //! Lua-level tests of the Tier-2 modules: errors, payload, env, uuid, hash, base64, yaml, json
 //! schema validation. Each app boots through `boot::boot` on a node with a virtual clock.
 
-use super::LuaRuntime;
 use crate::entries::Entry;
-use crate::node::{Level, NodeConfig, SpawnOptions};
+use crate::node::NodeConfig;
 use crate::value::{Table, Value};
 use crate::Node;
 
@@ -41,31 +40,16 @@ fn main_entry(src: &str) -> Entry {
 
 /// Boots `extra` plus `t:main` (running `src`) and returns (exit code, stdout).
 fn run_with(src: &str, extra: Vec<Entry>, seed: u64, os: Vec<(String, String)>) -> (i32, String) {
-    let mut node = Node::new(NodeConfig {
+    let cfg = NodeConfig {
         seed,
         wall_epoch_ns: 1_700_000_000_000_000_000,
         env_os: os,
         ..Default::default()
-    });
-    node.core().borrow_mut().log_min = Level::Error;
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
+    };
     let mut entries = extra;
     entries.push(entry("t:term", "terminal.host", Table::default()));
     entries.push(main_entry(src));
-    crate::boot::boot(&mut node, &mut lua, entries).unwrap();
-    node.core()
-        .borrow_mut()
-        .spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    node.add_factory("process.lua", Box::new(lua));
+    let (mut node, _) = super::tests_support::boot(cfg, entries);
     // Stands in for the world: every command succeeds.
     super::tests_support::drive(
         &mut node,
@@ -401,22 +385,23 @@ fn env_storages_variables_and_interpolation() {
 
 #[test]
 fn env_interpolation_at_boot() {
-    let mut node = Node::new(NodeConfig::default());
-    let mut lua = LuaRuntime::new(node.core().clone()).unwrap();
     let mut es = env_entries();
     es.push(entry(
         "t:other",
         "registry.entry",
         Table::default().with("x", Value::from("${env:MISSING}!")),
     ));
-    let report = crate::boot::boot(&mut node, &mut lua, es).unwrap();
-    let c = node.core().borrow();
+    let built = Node::builder(NodeConfig::default())
+        .entries(es)
+        .build(None)
+        .unwrap();
+    let (report, c) = (built.report, built.node.core.borrow().entries.clone());
     assert_eq!(
-        c.entries["t:cfg"].data.get("url").and_then(Value::as_str),
+        c["t:cfg"].data.get("url").and_then(Value::as_str),
         Some("http://hi:8080/")
     );
     assert_eq!(
-        c.entries["t:other"].data.get("x").and_then(Value::as_str),
+        c["t:other"].data.get("x").and_then(Value::as_str),
         Some("!")
     );
     assert!(

@@ -1,87 +1,98 @@
-//! Test support: drives a node whose terminal process runs the test, answering world commands
-//! with a stand-in. One loop for every Lua-level test module.
+//! Test support: builds a node whose terminal process runs the test and drives it with the
+//! engine's one drive loop (`crate::drive`) on virtual time, answering world commands with a
+//! stand-in.
 
-use super::LuaRuntime;
 use crate::command::CommandId;
+use crate::drive::{Driver, Scripted, Wake};
 use crate::entries::Entry;
-use crate::node::SpawnOptions;
+use crate::node::{Level, NodeConfig};
 use crate::value::{ErrorValue, Value};
-use crate::{Input, Node, Output, Work};
-use std::rc::Rc;
+use crate::{Input, Instant, Node, Output};
 
-/// Registers and compiles `entries` on a node with the test hosts `t:term` (terminal) and
-/// `t:host`, starts `t:main` as the terminal process and installs the Lua runtime.
-pub(crate) fn launch(node: &mut Node, mut lua: LuaRuntime, entries: &[Entry]) {
-    {
-        let mut c = node.core().borrow_mut();
-        for e in entries {
-            c.entries.insert(e.id.clone(), Rc::new(e.clone()));
-            lua.prepare(e).unwrap();
-        }
-        c.hosts.insert("t:term".into(), "terminal.host".into());
-        c.hosts.insert("t:host".into(), "process.host".into());
-        c.spawn(
-            "t:main",
-            "t:term",
-            vec![],
-            SpawnOptions {
-                terminal: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
-    node.add_factory("process.lua", Box::new(lua));
+/// A node with `entries` registered as they are (no boot), the test hosts `t:term` (terminal)
+/// and `t:host`, the Lua runtime, and `t:main` started as the terminal process.
+pub(crate) fn launch(cfg: NodeConfig, entries: &[Entry]) -> Node {
+    let mut node = Node::builder(cfg)
+        .log_level(Level::Error)
+        .preload(entries.to_vec())
+        .host("t:term", "terminal.host")
+        .host("t:host", "process.host")
+        .lua()
+        .build(None)
+        .expect("test entries compile")
+        .node;
+    node.spawn("t:main", "t:term", vec![], true).unwrap();
+    node
+}
+
+/// A node booted from `entries` (kinds checked, services started) with `t:main` started on
+/// the terminal host `t:term`, which `entries` must declare.
+pub(crate) fn boot(cfg: NodeConfig, entries: Vec<Entry>) -> (Node, crate::boot::BootReport) {
+    let built = Node::builder(cfg)
+        .log_level(Level::Error)
+        .entries(entries)
+        .build(None)
+        .expect("boot");
+    let mut node = built.node;
+    node.spawn("t:main", "t:term", vec![], true).unwrap();
+    (node, built.report)
 }
 
 /// What a test's stand-in world answers for a command (`None` leaves it unanswered).
 pub(crate) type World<'a> =
     &'a mut dyn FnMut(CommandId, &[Value]) -> Option<Result<Value, ErrorValue>>;
 
+struct Probed<'a, 'b> {
+    inner: Scripted<'a>,
+    probe: &'b mut dyn FnMut(&Node, u64),
+}
+
+impl Driver for Probed<'_, '_> {
+    fn now(&mut self) -> Instant {
+        self.inner.now()
+    }
+    fn output(&mut self, o: Output) {
+        self.inner.output(o)
+    }
+    fn poll_input(&mut self) -> Option<Input> {
+        self.inner.poll_input()
+    }
+    fn wait(&mut self, node: &mut Node, deadline: Option<Instant>) -> Wake {
+        self.inner.wait(node, deadline)
+    }
+    fn between(&mut self, node: &mut Node, work: crate::Work) -> bool {
+        (self.probe)(node, self.inner.now);
+        self.inner.between(node, work)
+    }
+}
+
 /// Runs until the terminal process exits; returns its exit code and everything it printed.
-/// Virtual time moves 0.1 ms per busy round and jumps to the next timer when idle.
 pub(crate) fn drive(
     node: &mut Node,
     world: World<'_>,
     probe: &mut dyn FnMut(&Node, u64),
 ) -> (i32, String) {
-    let mut now = 0;
-    let mut out = String::new();
-    for _ in 0..100_000 {
-        let work = node.run(now, 64);
-        probe(node, now);
-        let mut answers = Vec::new();
-        while let Some(o) = node.poll_output() {
-            match o {
-                Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
-                Output::Exit(code) => return (code, out),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
-                    if let Some(result) = world(cmd, &args) {
-                        answers.push(Input::Completed { pid, tag, result });
-                    }
-                }
-                _ => {}
-            }
-        }
-        let answered = !answers.is_empty();
-        for a in answers {
-            node.handle(now, a);
-        }
-        match work {
-            Work::More => now += 100_000,
-            Work::Idle if answered => {}
-            Work::Idle => match node.poll_timeout() {
-                Some(t) => now = now.max(t),
-                None => now += 1_000_000,
-            },
-        }
+    let mut answer = |o: &Output| match o {
+        Output::Execute {
+            pid,
+            tag,
+            cmd,
+            args,
+        } => world(*cmd, args).map(|result| Input::Completed {
+            pid: pid.clone(),
+            tag: *tag,
+            result,
+        }),
+        _ => None,
+    };
+    let mut d = Probed {
+        inner: Scripted::new(&mut answer),
+        probe,
+    };
+    match crate::drive::drive(node, &mut d, 64) {
+        Some(code) => (code, d.inner.out),
+        None => panic!("did not finish; output so far:\n{}", d.inner.out),
     }
-    panic!("did not finish; output so far:\n{out}");
 }
 
 /// A world that answers nothing (the tests that need none).

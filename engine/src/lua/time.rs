@@ -2,12 +2,29 @@
 //! Time is the driver's: wall time = the node's epoch + its monotonic `now`; no clock is read here.
 
 use super::channel::new_chan_ud;
+use super::current;
 use super::errors::fail;
 use super::process::{park_recv, TimerSlot};
 use super::task::{Chan, WaitKind};
-use super::{current, host};
+use crate::command::Command;
 use crate::duration;
-use crate::value::{kind, ErrorValue};
+use crate::value::{kind, ErrorValue, Value};
+
+/// The node's wall clock (Unix ns), as the driver hands it in.
+pub(crate) fn wall_now(lua: &Lua) -> mlua::Result<i64> {
+    match super::request(lua, Command::Now { wall: true })? {
+        Ok(Value::Int(ns)) => Ok(ns),
+        _ => Err(mlua::Error::runtime("clock unavailable")),
+    }
+}
+
+/// The node's monotonic clock (ns since node start).
+pub(crate) fn mono_now(lua: &Lua) -> mlua::Result<i64> {
+    match super::request(lua, Command::Now { wall: false })? {
+        Ok(Value::Int(ns)) => Ok(ns),
+        _ => Err(mlua::Error::runtime("clock unavailable")),
+    }
+}
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataMethods, Value as LV};
 
 pub const SECOND: i64 = 1_000_000_000;
@@ -589,7 +606,8 @@ fn stop_timer(lua: &Lua, local: u64) -> mlua::Result<bool> {
     let slot = st.borrow_mut().timers.remove(&local);
     match slot {
         Some(s) => {
-            host(lua).core.borrow_mut().cancel_timer(s.key);
+            super::request(lua, Command::TimerStop { key: s.key })?
+                .map_err(|e| mlua::Error::runtime(e.message))?;
             let mut s2 = st.borrow_mut();
             let mut c = s.chan.borrow_mut();
             s2.tasks.close(&mut c);
@@ -617,7 +635,16 @@ impl UserData for TimerUd {
             let st = current(lua)?;
             let key = st.borrow().timers.get(&t.local).map(|s| s.key);
             match key {
-                Some(k) => Ok(host(lua).core.borrow_mut().reset_timer(k, ns as u64)),
+                Some(key) => Ok(matches!(
+                    super::request(
+                        lua,
+                        Command::TimerReset {
+                            key,
+                            delay_ns: ns as u64,
+                        },
+                    )?,
+                    Ok(Value::Bool(true))
+                )),
                 None => Ok(false),
             }
         });
@@ -632,12 +659,19 @@ fn arm(lua: &Lua, ns: i64, period: bool, chan: super::task::ChanRef) -> mlua::Re
         (s.id, s.next_id())
     };
     let ns = ns.max(0) as u64;
-    let key = host(lua).core.borrow_mut().arm_timer(
-        me,
-        local,
-        ns,
-        if period { Some(ns.max(1)) } else { None },
-    );
+    let _ = me;
+    let key = match super::request(
+        lua,
+        Command::Timer {
+            local,
+            delay_ns: ns,
+            period_ns: if period { Some(ns.max(1)) } else { None },
+        },
+    )? {
+        Ok(Value::Int(k)) => k as u64,
+        Ok(_) => return Err(mlua::Error::runtime("timer: no key")),
+        Err(e) => return Err(mlua::Error::runtime(e.message)),
+    };
     st.borrow_mut().timers.insert(
         local,
         TimerSlot {
@@ -683,7 +717,7 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "now",
-        lua.create_function(|lua, ()| Ok(TimeUd::utc(host(lua).core.borrow().wall_now_ns())))?,
+        lua.create_function(|lua, ()| Ok(TimeUd::utc(wall_now(lua)?)))?,
     )?;
     t.set("sleep", prelude.get::<LV>("sleep")?)?;
     t.set(
@@ -905,7 +939,7 @@ pub fn os_module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "time",
         lua.create_function(|lua, tbl: Option<Table>| match tbl {
-            None => Ok(host(lua).core.borrow().wall_now_ns().div_euclid(SECOND)),
+            None => Ok(wall_now(lua)?.div_euclid(SECOND)),
             Some(t) => {
                 let y: i64 = t.get("year")?;
                 let m: i64 = t.get("month")?;
@@ -924,7 +958,7 @@ pub fn os_module(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "clock",
-        lua.create_function(|lua, ()| Ok(host(lua).core.borrow().now() as f64 / 1e9))?,
+        lua.create_function(|lua, ()| Ok(mono_now(lua)? as f64 / 1e9))?,
     )?;
     t.set(
         "difftime",
@@ -933,8 +967,10 @@ pub fn os_module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "date",
         lua.create_function(|lua, (fmt, at): (Option<String>, Option<i64>)| {
-            let secs =
-                at.unwrap_or_else(|| host(lua).core.borrow().wall_now_ns().div_euclid(SECOND));
+            let secs = match at {
+                Some(a) => a,
+                None => wall_now(lua)?.div_euclid(SECOND),
+            };
             let p = parts(secs * SECOND);
             let fmt = fmt.unwrap_or_else(|| "%c".into());
             let f = fmt.trim_start_matches('!');

@@ -2,7 +2,8 @@
 //! node's clock, never from the OS, so a simulated run draws the same UUIDs for the same seed.
 
 use super::errors::fail;
-use super::host;
+use crate::command::Command;
+use crate::value::Value;
 use crate::value::{kind, ErrorValue};
 use ::uuid::{Builder, Uuid, Variant};
 use md5::Md5;
@@ -11,12 +12,13 @@ use sha1::Sha1;
 use sha2::Digest;
 
 fn random_bytes<const N: usize>(lua: &Lua) -> [u8; N] {
-    let h = host(lua);
-    let mut c = h.core.borrow_mut();
     let mut out = [0u8; N];
     for chunk in out.chunks_mut(8) {
-        let r = c.random_u64().to_le_bytes();
-        chunk.copy_from_slice(&r[..chunk.len()]);
+        let r = match super::request(lua, Command::NodeRandom) {
+            Ok(Ok(Value::Int(r))) => r as u64,
+            _ => 0,
+        };
+        chunk.copy_from_slice(&r.to_le_bytes()[..chunk.len()]);
     }
     out
 }
@@ -90,7 +92,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "v7",
         lua.create_function(|lua, ()| {
-            let ms = host(lua).core.borrow().wall_now_ns().max(0) as u64 / 1_000_000;
+            let ms = super::time::wall_now(lua)?.max(0) as u64 / 1_000_000;
             let r = random_bytes::<10>(lua);
             let u = Builder::from_unix_timestamp_millis(ms, &r).into_uuid();
             ok_str(lua, u.hyphenated().to_string())
@@ -99,7 +101,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "v1",
         lua.create_function(|lua, ()| {
-            let ns = host(lua).core.borrow().wall_now_ns().max(0) as u64;
+            let ns = super::time::wall_now(lua)?.max(0) as u64;
             let ticks = ns / 100 + GREGORIAN_OFFSET;
             // Node id: random with the multicast bit set (RFC 4122 §4.5), as no MAC is read.
             let r = random_bytes::<8>(lua);
