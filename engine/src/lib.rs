@@ -11,6 +11,7 @@ pub mod duration;
 pub mod entries;
 pub mod env;
 pub mod eventbus;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod json;
 pub mod lua;
