@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -105,8 +104,10 @@ fn fenced_after(doc: &str, marker: &str) -> String {
 
 #[test]
 fn wippy_tutorial_runs_unchanged() {
-    // CI keeps ../shared beside the repo; a missing seed is a failure, not a skip.
-    let seed = repo_root().join("../shared/seeds/004_6a15f14ed060fbae.txt");
+    // The tutorial text is a seed document in ../shared: skipped without it, except under CI.
+    let Some(seed) = shared_file("seeds/004_6a15f14ed060fbae.txt") else {
+        return;
+    };
     let doc = fs::read_to_string(&seed)
         .unwrap_or_else(|e| panic!("tutorial seed {} not readable: {e}", seed.display()));
     let tmp = TempDir::new("tutorial");
@@ -337,13 +338,27 @@ fn help_text() {
 
 // ---- 8. Lua behaviour ------------------------------------------------------------------------
 
+/// The names the semantics app registers, in order, read from its source (`check("name", ...)`).
+fn semantics_checks_in_app() -> Vec<String> {
+    let src = fs::read_to_string(app("semantics").join("src/cli.lua")).expect("read cli.lua");
+    src.lines()
+        .filter_map(|l| l.strip_prefix("check(\""))
+        .map(|rest| {
+            let end = rest.find('"').expect("check name ends with a quote");
+            rest[..end].to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn lua_semantics() {
     let dir = app("semantics");
     let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:cli"], "");
+    r.assert_code(0);
     let fails: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(fails.is_empty(), "failed checks: {fails:#?}\n{}", r.dump());
-    let checks = [
+    // The checks this test was written for: none may disappear from the app unnoticed.
+    let known = [
         "unbuffered_handoff",
         "buffered_close_drain",
         "select_list_order",
@@ -363,19 +378,36 @@ fn lua_semantics() {
         "math_random",
         "send_order",
     ];
-    let ok: BTreeSet<&str> = r
+    let registered = semantics_checks_in_app();
+    let missing: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| !registered.iter().any(|c| c == k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "checks gone from tests/apps/semantics: {missing:?}"
+    );
+    // Every registered check reports `ok`, once, in registration order.
+    let ok: Vec<&str> = r
         .stdout
         .lines()
         .filter_map(|l| l.strip_prefix("ok "))
         .collect();
-    let missing: Vec<&str> = checks.iter().copied().filter(|c| !ok.contains(c)).collect();
-    assert!(
-        missing.is_empty(),
-        "checks not reported ok: {missing:?}\n{}",
+    assert_eq!(
+        ok.len(),
+        registered.len(),
+        "expected {} `ok` lines, one per check in cli.lua\n{}",
+        registered.len(),
         r.dump()
     );
-    r.assert_stdout_has("done");
-    r.assert_code(0);
+    assert_eq!(ok, registered, "`ok` lines out of order\n{}", r.dump());
+    assert_eq!(
+        r.stdout.lines().last(),
+        Some("done"),
+        "the last line must be `done`\n{}",
+        r.dump()
+    );
 }
 
 // ---- 9. library imports ------------------------------------------------------------------------

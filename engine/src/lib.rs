@@ -12,6 +12,7 @@ pub mod duration;
 pub mod entries;
 pub mod env;
 pub mod eventbus;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod handlers;
 pub mod json;

@@ -176,35 +176,79 @@ mod tests {
         ]
     }
 
+    /// The reference model: who is runnable, and for each runnable process the number of
+    /// picks made when it became runnable and how many others were runnable then.
+    #[derive(Default)]
+    struct Model {
+        picks: u64,
+        runnable: BTreeMap<u64, (u64, usize)>,
+    }
+
+    impl Model {
+        /// Added, woken or yielded. A process already runnable keeps its place.
+        fn became_runnable(&mut self, id: u64) {
+            if !self.runnable.contains_key(&id) {
+                let ahead = self.runnable.len();
+                self.runnable.insert(id, (self.picks, ahead));
+            }
+        }
+
+        /// `id` was picked: it must have been runnable, and the picks since it became runnable
+        /// were at most one per process runnable before it (FIFO); those are all live and
+        /// other than `id`, so fewer than `len` at that time: it ran within `len` picks.
+        fn picked(&mut self, id: u64) -> Result<(), TestCaseError> {
+            let Some((since, ahead)) = self.runnable.remove(&id) else {
+                return Err(TestCaseError::fail(format!(
+                    "ran {id} which was not runnable"
+                )));
+            };
+            let waited = self.picks - since;
+            prop_assert!(
+                waited <= ahead as u64,
+                "{} waited {} picks with only {} runnable ahead of it",
+                id,
+                waited,
+                ahead
+            );
+            self.picks += 1;
+            Ok(())
+        }
+
+        fn set(&self) -> std::collections::BTreeSet<u64> {
+            self.runnable.keys().copied().collect()
+        }
+    }
+
     proptest! {
         /// Reference model: a process is runnable iff it was added or woken since its last
         /// Waiting step; the queue never holds one twice; every runnable process runs within
-        /// `len` picks (no starvation); removed and exited processes never run.
+        /// `len` picks (no starvation: before it run at most the processes that were already
+        /// runnable when it became runnable); removed and exited processes never run.
         #[test]
         fn matches_reference_model(ops in proptest::collection::vec(op(), 1..200)) {
             let mut s = Scheduler::default();
             let mut next_id = 0u64;
             let mut live: Vec<u64> = Vec::new();
-            let mut runnable: std::collections::BTreeSet<u64> = Default::default();
+            let mut m = Model::default();
             for o in ops {
                 match o {
-                    Op::Add => { next_id += 1; s.add(next_id); live.push(next_id); runnable.insert(next_id); }
+                    Op::Add => { next_id += 1; s.add(next_id); live.push(next_id); m.became_runnable(next_id); }
                     Op::Wake(i) if !live.is_empty() => {
                         let id = live[i as usize % live.len()];
-                        s.wake(id); runnable.insert(id);
+                        s.wake(id); m.became_runnable(id);
                     }
                     Op::Remove(i) if !live.is_empty() => {
                         let id = live.remove(i as usize % live.len());
-                        s.remove(id); runnable.remove(&id);
+                        s.remove(id); m.runnable.remove(&id);
                     }
                     Op::Step(kind) => {
                         match s.pick() {
-                            None => prop_assert!(runnable.is_empty(), "idle scheduler with runnable {:?}", runnable),
+                            None => prop_assert!(m.runnable.is_empty(), "idle scheduler with runnable {:?}", m.set()),
                             Some(id) => {
-                                prop_assert!(runnable.remove(&id), "ran {} which was not runnable", id);
+                                m.picked(id)?;
                                 prop_assert!(live.contains(&id));
                                 let out = match kind { 0 => Outcome::Yielded, 1 => Outcome::Waiting, _ => Outcome::Exited };
-                                if out == Outcome::Yielded { runnable.insert(id); }
+                                if out == Outcome::Yielded { m.became_runnable(id); }
                                 if out == Outcome::Exited { live.retain(|x| *x != id); }
                                 s.finish(id, out);
                             }
@@ -215,12 +259,17 @@ mod tests {
                 let queued: Vec<u64> = s.ready.iter().copied().filter(|id| s.state(*id) == Some(State::Ready)).collect();
                 let mut dedup = queued.clone(); dedup.sort(); dedup.dedup();
                 prop_assert_eq!(dedup.len(), queued.len(), "a process is queued twice");
-                prop_assert_eq!(dedup.into_iter().collect::<std::collections::BTreeSet<_>>(), runnable.clone());
+                prop_assert_eq!(dedup.into_iter().collect::<std::collections::BTreeSet<_>>(), m.set());
             }
-            // Drain: every runnable process runs exactly once when all wait.
+            // Drain: every runnable process runs exactly once when all wait, within the bound.
+            let want = m.set();
             let mut ran = std::collections::BTreeSet::new();
-            while let Some(id) = s.pick() { prop_assert!(ran.insert(id)); s.finish(id, Outcome::Waiting); }
-            prop_assert_eq!(ran, runnable);
+            while let Some(id) = s.pick() {
+                m.picked(id)?;
+                prop_assert!(ran.insert(id));
+                s.finish(id, Outcome::Waiting);
+            }
+            prop_assert_eq!(ran, want);
         }
     }
 }

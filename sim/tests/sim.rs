@@ -87,6 +87,29 @@ fn different_seeds_print_the_same_lines() {
     };
     let a = run(&entries, &echo_cfg(1)).unwrap();
     let b = run(&entries, &echo_cfg(2)).unwrap();
+    for (seed, r) in [(1, &a), (2, &b)] {
+        assert_eq!(
+            r.exit_code,
+            Some(0),
+            "seed {seed}: {:?}\n{}",
+            r.violation,
+            r.stdout
+        );
+        // What the echo app prints for each input line, and the worker's answers.
+        for line in ["HELLO WORLD", "SECOND LINE", "THIRD", "from worker", "bye"] {
+            assert!(
+                r.stdout.contains(line),
+                "seed {seed}: no {line:?} in\n{}",
+                r.stdout
+            );
+        }
+        assert_eq!(
+            r.stdout.matches("from worker").count(),
+            3,
+            "seed {seed}: one worker answer per input line\n{}",
+            r.stdout
+        );
+    }
     assert_eq!(strip_pids(&a.stdout), strip_pids(&b.stdout));
 }
 

@@ -21,6 +21,27 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `../shared/<rel>` beside the repo (the project's seeds and specs), which a fresh clone does not
+/// have. Absent: `None` after printing why the test is skipped, unless `CI` is set, where a
+/// missing file is a failure (CI keeps `../shared` beside the clone; `.ci/run` sets `CI`).
+pub fn shared_file(rel: &str) -> Option<PathBuf> {
+    let path = repo_root().join("../shared").join(rel);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is missing and CI is set: tests that need ../shared must run in CI",
+            path.display()
+        );
+    }
+    eprintln!(
+        "skipped: {} is missing (this test needs ../shared beside the repo; .ci/run runs it)",
+        path.display()
+    );
+    None
+}
+
 pub fn app(name: &str) -> PathBuf {
     repo_root().join("tests/apps").join(name)
 }

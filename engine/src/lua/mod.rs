@@ -14,6 +14,7 @@ pub mod io;
 pub mod json;
 pub mod jsonschema;
 pub mod logger;
+pub mod os;
 pub mod payload;
 pub mod prepass;
 pub mod proc_mod;
@@ -23,6 +24,7 @@ pub mod sql;
 pub mod store;
 pub mod task;
 pub mod time;
+pub mod timefmt;
 pub mod uuid;
 pub mod yaml;
 
@@ -258,7 +260,7 @@ impl LuaRuntime {
         funcs::extend_process_exec(&lua, &process_table, &prelude)?;
         g.raw_set("process", process_table)?;
         g.raw_set("errors", errors::module(&lua)?)?;
-        g.raw_set("os", time::os_module(&lua)?)?;
+        g.raw_set("os", os::module(&lua)?)?;
         g.raw_set("payload", payload::module(&lua)?)?;
         g.raw_set("print", lua.create_function(logger::global_print)?)?;
         g.raw_set("require", prelude.get::<LV>("require")?)?;
