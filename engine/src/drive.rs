@@ -3,7 +3,12 @@
 //! between every slice, so a process that never stops computing cannot starve signals,
 //! completions or terminal input. The loop owns no clock and no I/O: the `Driver` does.
 
+use crate::command::CommandId;
 use crate::node::{Input, Instant, Node, Output, Work};
+use crate::value::{ErrorValue, Value};
+
+/// A stand-in for the world: answers a command now (Some) or never (None).
+pub type WorldFn<'a> = dyn FnMut(CommandId, &[Value]) -> Option<Result<Value, ErrorValue>> + 'a;
 
 /// What a wait ended with.
 #[derive(Debug, PartialEq)]
@@ -75,15 +80,15 @@ pub fn drive(node: &mut Node, d: &mut impl Driver, slice: usize) -> Option<i32> 
 pub struct Scripted<'a> {
     pub now: Instant,
     pub out: String,
-    world: &'a mut dyn FnMut(&Output) -> Option<Input>,
+    world: &'a mut WorldFn<'a>,
     answers: std::collections::VecDeque<Input>,
     rounds: u64,
     max_rounds: u64,
 }
 
 impl<'a> Scripted<'a> {
-    /// `world` sees every `Output::Execute` and may answer it.
-    pub fn new(world: &'a mut dyn FnMut(&Output) -> Option<Input>) -> Scripted<'a> {
+    /// `world` sees every command of `Output::Execute` and may answer it.
+    pub fn new(world: &'a mut WorldFn<'a>) -> Scripted<'a> {
         Scripted {
             now: 0,
             out: String::new(),
@@ -101,11 +106,19 @@ impl Driver for Scripted<'_> {
     }
 
     fn output(&mut self, o: Output) {
-        match &o {
-            Output::Stdout(b) | Output::Stderr(b) => self.out.push_str(&String::from_utf8_lossy(b)),
-            Output::Execute { .. } => {
-                if let Some(i) = (self.world)(&o) {
-                    self.answers.push_back(i);
+        match o {
+            Output::Stdout(b) | Output::Stderr(b) => {
+                self.out.push_str(&String::from_utf8_lossy(&b))
+            }
+            Output::Execute {
+                pid,
+                tag,
+                cmd,
+                args,
+            } => {
+                if let Some(result) = (self.world)(cmd, &args) {
+                    self.answers
+                        .push_back(Input::Completed { pid, tag, result });
                 }
             }
             _ => {}

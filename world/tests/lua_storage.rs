@@ -3,9 +3,9 @@
 
 use weft_engine::drive::{drive, Scripted};
 use weft_engine::entries::{parse_id, Entry};
-use weft_engine::node::{Input, Level, NodeConfig};
+use weft_engine::node::{Level, NodeConfig};
 use weft_engine::value::{Table, Value};
-use weft_engine::{Node, Output};
+use weft_engine::Node;
 use weft_world::{Storage, World};
 
 fn entry(id: &str, kind: &str, fields: &[(&str, Value)]) -> Entry {
@@ -87,19 +87,7 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
     .node;
     node.spawn("t:main", "t:term", vec![], true).unwrap();
     // The real world handlers answer every command, on virtual time.
-    let mut answer = |o: &Output| match o {
-        Output::Execute {
-            pid,
-            tag,
-            cmd,
-            args,
-        } => Some(Input::Completed {
-            pid: pid.clone(),
-            tag: *tag,
-            result: world.handle(*cmd, args),
-        }),
-        _ => None,
-    };
+    let mut answer = |cmd, args: &[Value]| Some(world.handle(cmd, args));
     let mut d = Scripted::new(&mut answer);
     match drive(&mut node, &mut d, 64) {
         Some(code) => (code, d.out),

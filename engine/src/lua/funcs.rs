@@ -373,28 +373,14 @@ impl SpawnerUd {
         monitor: bool,
         link: bool,
     ) -> mlua::Result<(LV, LV)> {
-        let (Some(LV::String(id)), Some(LV::String(hostname))) = (args.first(), args.get(1)) else {
-            return fail(lua, invalid("spawn needs an entry id and a host (strings)"));
-        };
-        let (id, hostname) = (id.to_string_lossy(), hostname.to_string_lossy());
-        let vals: Result<Vec<Value>, ErrorValue> = args[2..].iter().map(to_value).collect();
-        let vals = match vals {
-            Ok(v) => v,
-            Err(e) => return fail(lua, e),
-        };
-        let reply = dispatch(
+        super::proc_mod::spawn_named(
             lua,
-            Command::Spawn {
-                entry: id,
-                host: hostname,
-                args: vals,
-                monitor,
-                link,
-                name: self.name.clone(),
-                context: overlay(&self.context),
-            },
-        )?;
-        answer(lua, reply)
+            &args,
+            monitor,
+            link,
+            self.name.clone(),
+            overlay(&self.context),
+        )
     }
 }
 

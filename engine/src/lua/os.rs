@@ -39,11 +39,10 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "date",
         lua.create_function(|lua, (fmt, at): (Option<String>, Option<i64>)| {
-            let secs =
-                match at {
-                    Some(a) => a,
-                    None => wall_now(lua)?.div_euclid(SECOND),
-                };
+            let secs = match at {
+                Some(a) => a,
+                None => wall_now(lua)?.div_euclid(SECOND),
+            };
             let p = parts(secs * SECOND);
             let fmt = fmt.unwrap_or_else(|| "%c".into());
             let f = fmt.trim_start_matches('!');

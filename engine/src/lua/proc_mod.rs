@@ -32,6 +32,19 @@ fn payload(args: &[LV]) -> Result<Vec<Value>, ErrorValue> {
 }
 
 fn spawn_with(lua: &Lua, args: Variadic<LV>, monitor: bool, link: bool) -> mlua::Result<(LV, LV)> {
+    spawn_named(lua, &args, monitor, link, None, None)
+}
+
+/// The spawn family (`process.spawn*` and a Spawner's): entry id, host, then arguments;
+/// `name` registers the child, `context` adds to the caller's context values.
+pub(crate) fn spawn_named(
+    lua: &Lua,
+    args: &[LV],
+    monitor: bool,
+    link: bool,
+    name: Option<String>,
+    context: Option<crate::command::ContextOverlay>,
+) -> mlua::Result<(LV, LV)> {
     if args.len() < 2 {
         return fail(
             lua,
@@ -56,8 +69,8 @@ fn spawn_with(lua: &Lua, args: Variadic<LV>, monitor: bool, link: bool) -> mlua:
             args: vals,
             monitor,
             link,
-            name: None,
-            context: None,
+            name,
+            context,
         },
     )?;
     answer(lua, reply)

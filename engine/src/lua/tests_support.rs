@@ -72,21 +72,8 @@ pub(crate) fn drive(
     world: World<'_>,
     probe: &mut dyn FnMut(&Node, u64),
 ) -> (i32, String) {
-    let mut answer = |o: &Output| match o {
-        Output::Execute {
-            pid,
-            tag,
-            cmd,
-            args,
-        } => world(*cmd, args).map(|result| Input::Completed {
-            pid: pid.clone(),
-            tag: *tag,
-            result,
-        }),
-        _ => None,
-    };
     let mut d = Probed {
-        inner: Scripted::new(&mut answer),
+        inner: Scripted::new(world),
         probe,
     };
     match crate::drive::drive(node, &mut d, 64) {
