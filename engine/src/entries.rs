@@ -702,7 +702,7 @@ impl FileCx<'_> {
 #[derive(Default)]
 struct TableBuilder {
     table: Table,
-    index: std::collections::HashMap<Vec<u8>, usize>,
+    index: std::collections::BTreeMap<Vec<u8>, usize>,
 }
 
 impl From<Table> for TableBuilder {
