@@ -8,11 +8,11 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
-use weft_engine::command::ids;
 use weft_engine::entries::Entry;
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
 use weft_engine::value::{kind, ErrorValue, Value};
+use weft_engine::world::WorldCommand;
 use weft_engine::{Input, Node, Output, Pid, Work};
 use weft_world::{Storage, World};
 
@@ -364,22 +364,13 @@ fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
                         message,
                         fields,
                     } => print_log(&log_mode, level, &message, &fields),
-                    Output::Execute {
-                        pid,
-                        tag,
-                        cmd,
-                        args,
-                    } => {
+                    Output::Execute { pid, tag, cmd } => {
                         let req = match cmd {
-                            c if c == ids::TERMINAL_READ_LINE => {
+                            WorldCommand::TerminalReadLine => {
                                 Some(StdinReq::Line(pid.clone(), tag))
                             }
-                            c if c == ids::TERMINAL_READ => {
-                                let n = match args.first() {
-                                    Some(Value::Int(n)) => *n as usize,
-                                    _ => 1024,
-                                };
-                                Some(StdinReq::Bytes(pid.clone(), tag, n))
+                            WorldCommand::TerminalRead { max_bytes } => {
+                                Some(StdinReq::Bytes(pid.clone(), tag, max_bytes))
                             }
                             _ => None,
                         };
@@ -393,7 +384,7 @@ fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
                                 let (w, tx) = (world.clone(), tx.clone());
                                 smol::spawn(async move {
                                     let result = smol::unblock(move || match w.lock() {
-                                        Ok(mut w) => w.handle(cmd, &args),
+                                        Ok(mut w) => w.handle(cmd),
                                         Err(_) => Err(ErrorValue::new(
                                             kind::INTERNAL,
                                             "world handlers poisoned",

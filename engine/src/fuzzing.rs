@@ -1080,13 +1080,14 @@ impl Harness {
                 let Some(a) = self.pick(a) else {
                     return;
                 };
-                use crate::command::ids;
+                use crate::world::WorldCommand;
                 let cmd = [
-                    ids::TERMINAL_READ_LINE,
-                    ids::CLOCK_TIMER,
-                    ids::FUNCTION_CALL,
-                ][c as usize % 3];
-                let tag = self.core().execute(a, cmd, vec![]);
+                    WorldCommand::TerminalReadLine,
+                    WorldCommand::TerminalRead { max_bytes: 1 },
+                    WorldCommand::SqlReleaseOwner { owner: 0 },
+                ][c as usize % 3]
+                    .clone();
+                let tag = self.core().execute(a, cmd);
                 let mut m = self.m.borrow_mut();
                 assert_eq!(tag.is_some(), m.alive.contains(&a), "engine_ops: execute");
                 if let Some(tag) = tag {

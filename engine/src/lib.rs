@@ -26,6 +26,7 @@ pub mod timers;
 pub mod topology;
 pub mod trace;
 pub mod value;
+pub mod world;
 
 pub use node::{Input, Instant, Node, NodeConfig, Output, Work};
 pub use pid::Pid;

@@ -1,7 +1,7 @@
 //! One runtime instance: `Core` (all node state that commands touch) and `Node` (the driver-facing
 //! sans-IO surface: handle / run / poll_output / poll_timeout). No clocks, threads or I/O in here.
 
-use crate::command::{CommandId, CommandRegistry, Tags};
+use crate::command::{CommandRegistry, Tags};
 use crate::entries::Entry;
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
@@ -63,8 +63,7 @@ pub enum Output {
     Execute {
         pid: Pid,
         tag: u64,
-        cmd: CommandId,
-        args: Vec<Value>,
+        cmd: crate::world::WorldCommand,
     },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
@@ -384,19 +383,18 @@ impl Core {
     }
 
     /// Issues a tag and asks the driver to run `cmd`; the completion comes back as a Signal.
-    pub fn execute(&mut self, proc: u64, cmd: CommandId, args: Vec<Value>) -> Option<u64> {
+    pub fn execute(&mut self, proc: u64, cmd: crate::world::WorldCommand) -> Option<u64> {
         debug_assert!(
-            self.commands.lookup(cmd).is_some(),
+            self.commands.lookup(cmd.id()).is_some(),
             "unregistered command {cmd:?}"
         );
         let p = self.procs.get_mut(&proc)?;
-        let y = p.tags.issue(cmd);
+        let y = p.tags.issue(cmd.id());
         let pid = p.pid.clone();
         self.outputs.push_back(Output::Execute {
             pid,
             tag: y.tag,
             cmd,
-            args,
         });
         Some(y.tag)
     }
@@ -1544,7 +1542,7 @@ mod tests {
         let mut c = core();
         let a = spawn(&mut c);
         let tag = c
-            .execute(a, crate::command::ids::TERMINAL_READ_LINE, vec![])
+            .execute(a, crate::world::WorldCommand::TerminalReadLine)
             .unwrap();
         let pid = c.pid_of(a).unwrap().clone();
         c.complete(&pid, tag, Ok(Value::from("x")));

@@ -560,12 +560,13 @@ fn dispatch(core: &mut Core) {
             Ok(next) => {
                 let version = core.registry.last_id() + 1;
                 let stored = core.registry.chain_ops(&r.ops, &next);
-                let args = vec![Value::Int(version as i64), ops_to_value(&stored)];
                 core.emit(crate::node::Output::Execute {
                     pid: r.pid.clone(),
                     tag: r.tag,
-                    cmd: ids::REGISTRY_COMMIT,
-                    args,
+                    cmd: crate::world::WorldCommand::RegistryCommit {
+                        version,
+                        ops: ops_to_value(&stored),
+                    },
                 });
                 core.registry.inflight = Some((r, version, next));
             }

@@ -13,7 +13,6 @@ use rand_core::{RngCore, SeedableRng};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use weft_engine::command::ids;
 use weft_engine::entries::Entry;
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Level, NodeConfig, Planted, SpawnOptions};
@@ -244,12 +243,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
                 Output::Stdout(b) => stdout.push_str(&String::from_utf8_lossy(&b)),
                 Output::Stderr(_) | Output::Log { .. } => {}
                 Output::Exit(code) => exit_code = Some(code),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
+                Output::Execute { pid, tag, cmd } => {
                     let mut r = rng.borrow_mut();
                     let mut delay = r.next_u64() % (SECOND / 1000);
                     if faults.late > 0.0 && unit(&mut r) < faults.late {
@@ -263,7 +257,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
                     let result = if failed {
                         fault(&node, "fail", &format!("{}/{tag}", pid.uniq));
                         Err(ErrorValue::new(kind::UNAVAILABLE, "injected failure"))
-                    } else if cmd == ids::TERMINAL_READ_LINE || cmd == ids::TERMINAL_READ {
+                    } else if cmd.is_terminal_read() {
                         match script.pop_front() {
                             Some(line) => Ok(Value::from(line)),
                             None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
@@ -272,14 +266,13 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
                         // Answered by the world when the task runs, in seeded order.
                         Ok(Value::Nil)
                     };
-                    let to_world =
-                        !failed && cmd != ids::TERMINAL_READ_LINE && cmd != ids::TERMINAL_READ;
+                    let to_world = !failed && !cmd.is_terminal_read();
                     let (c, q, w) = (clock.clone(), inputs.clone(), world.clone());
                     let at = now + delay;
                     exec.spawn(async move {
                         sleep_until(&c, at).await;
                         let result = if to_world {
-                            w.borrow_mut().handle(cmd, &args)
+                            w.borrow_mut().handle(cmd)
                         } else {
                             result
                         };

@@ -111,13 +111,8 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
             match o {
                 Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
                 Output::Exit(code) => return (code, out),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
-                    let result = world.handle(cmd, &args);
+                Output::Execute { pid, tag, cmd } => {
+                    let result = world.handle(cmd);
                     answers.push(Input::Completed { pid, tag, result });
                 }
                 _ => {}
@@ -286,6 +281,10 @@ fn store_semantics_ttl_and_conditional_put() {
   ok("bad key", r == nil and err:kind() == errors.INVALID, err)
   r, err = s:set("n", nil)
   ok("nil value", r == nil and err:kind() == errors.INVALID, err)
+  r, err = s:set("n", 1, -3)
+  ok("bad ttl", r == nil and err:kind() == errors.INVALID and s:has("n") == false, err)
+  r, err = s:list({limit = "ten"})
+  ok("bad list limit", r == nil and err:kind() == errors.INVALID, err)
 
   s:set("ttl", "soon", 2)
   time.sleep("1s")
@@ -331,7 +330,7 @@ fn store_semantics_ttl_and_conditional_put() {
         ),
         &[],
     );
-    assert_eq!(out.matches("ok ").count(), 25, "{out}");
+    assert_eq!(out.matches("ok ").count(), 27, "{out}");
 }
 
 #[test]

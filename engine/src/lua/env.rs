@@ -3,8 +3,7 @@
 
 use super::errors::fail;
 use super::host;
-use crate::command::ids;
-use crate::value::{kind, ErrorValue, Value};
+use crate::value::{kind, ErrorValue};
 use mlua::{Function, Lua, Table, Value as LV};
 
 fn key_arg(v: &LV, f: &str) -> Result<String, ErrorValue> {
@@ -58,15 +57,14 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
             Ok(None) => Ok((LV::Boolean(true), LV::Nil)),
             Ok(Some(w)) => super::process::world_call(
                 lua,
-                ids::ENV_FILE_SET,
-                vec![
-                    Value::from(w.path),
-                    Value::from(w.key),
-                    Value::from(w.value),
-                    Value::Bool(w.auto_create),
-                    Value::Int(w.file_mode),
-                    Value::Int(w.dir_mode),
-                ],
+                crate::world::WorldCommand::EnvFileSet {
+                    path: w.path,
+                    key: w.key,
+                    value: w.value,
+                    auto_create: w.auto_create,
+                    file_mode: (w.file_mode & 0o7777) as u32,
+                    dir_mode: (w.dir_mode & 0o7777) as u32,
+                },
             ),
             Err(e) => fail(lua, e),
         }

@@ -51,7 +51,7 @@ pub struct ProcState {
     pub bus_subs: BTreeMap<u64, ChanRef>,
     /// World commands to send when the process closes, whatever the reason (e.g. roll back the
     /// SQL transactions it left open); their completions are dropped.
-    pub on_close: Vec<(crate::command::CommandId, Vec<Value>)>,
+    pub on_close: Vec<crate::world::WorldCommand>,
 }
 
 impl ProcState {
@@ -528,12 +528,11 @@ impl Process for LuaProcess {
             core.cancel_timer(k);
         }
         // Tag 0 is never issued, so the completion is dropped rather than delivered.
-        for (cmd, args) in on_close {
+        for cmd in on_close {
             core.emit(crate::node::Output::Execute {
                 pid: pid.clone(),
                 tag: 0,
                 cmd,
-                args,
             });
         }
     }
@@ -624,14 +623,10 @@ pub fn require_lookup(lua: &Lua, name: String) -> mlua::Result<LV> {
 /// Asks the driver to run `cmd` (SQL, store, terminal, …) and parks the current coroutine until
 /// the completion arrives; it then returns `value` or `nil, err`. Lua-side, the function calling
 /// this must be wrapped with the prelude's `blocking` so the PARK it returns is yielded.
-pub fn world_call(
-    lua: &Lua,
-    cmd: crate::command::CommandId,
-    args: Vec<Value>,
-) -> mlua::Result<(LV, LV)> {
+pub fn world_call(lua: &Lua, cmd: crate::world::WorldCommand) -> mlua::Result<(LV, LV)> {
     let st = current(lua)?;
     let id = st.borrow().id;
-    let tag = host(lua).core.borrow_mut().execute(id, cmd, args);
+    let tag = host(lua).core.borrow_mut().execute(id, cmd);
     let Some(tag) = tag else {
         return errors::fail(
             lua,

@@ -472,8 +472,7 @@ pub fn module(lua: &Lua, prelude: &Table) -> LuaResult<Table> {
             // Waits for the world to store the new head (wrapped by the prelude's blocking).
             Ok(true) => super::process::world_call(
                 lua,
-                crate::command::ids::REGISTRY_HEAD,
-                vec![crate::value::Value::Int(n as i64)],
+                crate::world::WorldCommand::RegistryHead { version: n },
             ),
             Err(e) => fail(lua, e),
         }

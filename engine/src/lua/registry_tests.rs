@@ -2,11 +2,10 @@
 //! (success, or an injected failure).
 
 use super::LuaRuntime;
-use crate::command::ids;
-use crate::command::CommandId;
 use crate::entries::Entry;
 use crate::node::{Level, NodeConfig, SpawnOptions};
 use crate::value::{ErrorValue, Table, Value};
+use crate::world::WorldCommand;
 use crate::Node;
 
 fn entry(id: &str, kind: &str, data: Table, meta: Table) -> Entry {
@@ -83,19 +82,15 @@ fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Ve
         .unwrap();
     node.add_factory("process.lua", Box::new(lua));
     let mut writes = Vec::new();
-    let mut world = |cmd: CommandId, args: &[Value]| {
-        if cmd == ids::REGISTRY_HEAD {
-            return Some(Ok(args[0].clone()));
-        }
-        if cmd != ids::REGISTRY_COMMIT {
-            return None;
-        }
+    let mut world = |cmd: WorldCommand| {
+        let v = match cmd {
+            WorldCommand::RegistryHead { version } => return Some(Ok(Value::Int(version as i64))),
+            WorldCommand::RegistryCommit { version, .. } => version as i64,
+            _ => return None,
+        };
         Some(if fail_writes {
             Err(ErrorValue::new("Internal", "disk full"))
         } else {
-            let Value::Int(v) = args[0] else {
-                panic!("version")
-            };
             writes.push(v);
             Ok(Value::Int(v))
         })

@@ -69,7 +69,7 @@ fn run_with(src: &str, extra: Vec<Entry>, seed: u64, os: Vec<(String, String)>) 
     // Stands in for the world: every command succeeds.
     super::tests_support::drive(
         &mut node,
-        &mut |_, _| Some(Ok(Value::Bool(true))),
+        &mut |_| Some(Ok(Value::Bool(true))),
         &mut |_, _| {},
     )
 }

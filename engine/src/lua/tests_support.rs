@@ -2,10 +2,10 @@
 //! with a stand-in. One loop for every Lua-level test module.
 
 use super::LuaRuntime;
-use crate::command::CommandId;
 use crate::entries::Entry;
 use crate::node::SpawnOptions;
 use crate::value::{ErrorValue, Value};
+use crate::world::WorldCommand;
 use crate::{Input, Node, Output, Work};
 use std::rc::Rc;
 
@@ -35,8 +35,7 @@ pub(crate) fn launch(node: &mut Node, mut lua: LuaRuntime, entries: &[Entry]) {
 }
 
 /// What a test's stand-in world answers for a command (`None` leaves it unanswered).
-pub(crate) type World<'a> =
-    &'a mut dyn FnMut(CommandId, &[Value]) -> Option<Result<Value, ErrorValue>>;
+pub(crate) type World<'a> = &'a mut dyn FnMut(WorldCommand) -> Option<Result<Value, ErrorValue>>;
 
 /// Runs until the terminal process exits; returns its exit code and everything it printed.
 /// Virtual time moves 0.1 ms per busy round and jumps to the next timer when idle.
@@ -55,13 +54,8 @@ pub(crate) fn drive(
             match o {
                 Output::Stdout(b) | Output::Stderr(b) => out.push_str(&String::from_utf8_lossy(&b)),
                 Output::Exit(code) => return (code, out),
-                Output::Execute {
-                    pid,
-                    tag,
-                    cmd,
-                    args,
-                } => {
-                    if let Some(result) = world(cmd, &args) {
+                Output::Execute { pid, tag, cmd } => {
+                    if let Some(result) = world(cmd) {
                         answers.push(Input::Completed { pid, tag, result });
                     }
                 }
@@ -85,6 +79,6 @@ pub(crate) fn drive(
 }
 
 /// A world that answers nothing (the tests that need none).
-pub(crate) fn no_world(_: CommandId, _: &[Value]) -> Option<Result<Value, ErrorValue>> {
+pub(crate) fn no_world(_: WorldCommand) -> Option<Result<Value, ErrorValue>> {
     None
 }
