@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 use std::time::Instant as StdInstant;
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{CoreRef, Factory, Level, NodeConfig, SpawnOptions};
 use weft_engine::process::{Cx, Process, Step};
@@ -165,7 +165,10 @@ fn sim_run(entry: &str, args: Vec<String>) -> (f64, u64) {
         Value::table(Table::default().with("auto_start", Value::Bool(true))),
     );
     entries[0] = host;
-    for e in entries.iter_mut().filter(|e| e.kind == "process.lua") {
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.kind == EntryKind::ProcessLua)
+    {
         let mods = Table {
             array: vec![Value::from("time")],
             map: vec![],
@@ -198,7 +201,7 @@ fn lua_node() -> Node {
         }
         c.hosts.insert("bench:host".into(), "process.host".into());
     }
-    for e in entries.iter().filter(|e| e.kind == "process.lua") {
+    for e in entries.iter().filter(|e| e.kind == EntryKind::ProcessLua) {
         lua.prepare(e).expect("bench source compiles");
     }
     node.add_factory("process.lua", Box::new(lua));

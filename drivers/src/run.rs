@@ -8,7 +8,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
 use weft_engine::value::{kind, ErrorValue, Value};
@@ -133,7 +133,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
         match entries
             .iter()
-            .find(|e| e.kind.starts_with("process.") && command_name(e).as_deref() == Some(cmd))
+            .find(|e| e.kind.is_process() && command_name(e).as_deref() == Some(cmd))
         {
             Some(e) => target = Some((None, e.id.clone(), a.command[1..].to_vec())),
             None => return fail(format!("no command named '{cmd}' (see `weft run list`)")),
@@ -142,7 +142,7 @@ pub fn run(a: RunArgs) -> i32 {
     if let Some((_, id, _)) = &target {
         match entries.iter().find(|e| &e.id == id) {
             None => return fail(format!("entry '{id}' not found")),
-            Some(e) if !e.kind.starts_with("process.") => {
+            Some(e) if !e.kind.is_process() => {
                 return fail(format!("entry '{id}' is a {}, not a process", e.kind))
             }
             _ => {}
@@ -157,7 +157,7 @@ pub fn run(a: RunArgs) -> i32 {
                 None => {
                     let hosts: Vec<&Entry> = entries
                         .iter()
-                        .filter(|e| e.kind == "terminal.host")
+                        .filter(|e| e.kind == EntryKind::TerminalHost)
                         .collect();
                     match hosts.as_slice() {
                         [one] => Some(one.id.clone()),
@@ -176,7 +176,7 @@ pub fn run(a: RunArgs) -> i32 {
     if let Some(h) = &terminal_host {
         if !entries
             .iter()
-            .any(|e| &e.id == h && e.kind == "terminal.host")
+            .any(|e| &e.id == h && e.kind == EntryKind::TerminalHost)
         {
             return fail(format!(
                 "terminal host '{h}' not found (it must be a terminal.host entry)"

@@ -14,7 +14,7 @@ pub struct Entry {
     pub id: String,
     pub namespace: String,
     pub name: String,
-    pub kind: String,
+    pub kind: EntryKind,
     /// File-level `meta` merged with the entry's own (entry keys win).
     pub meta: Table,
     /// Explicit `data:` map, or every key other than `name`, `kind`, `meta`, `data`.
@@ -25,6 +25,138 @@ pub struct Entry {
     pub line: Option<usize>,
     /// Resolved path of a `source: file://...` field, so script errors can point at the real file.
     pub source_file: Option<String>,
+}
+
+/// Declares `EntryKind`'s named variants with their Wippy kind strings, once.
+macro_rules! entry_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// An entry's `kind:`. Kinds Weft knows by name have a variant; any other kind (a Wippy
+        /// kind of a later tier, or a typo) is kept as `Other` with its text, so it still prints
+        /// exactly as written and boot can warn about it or refuse it naming the entry.
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EntryKind {
+            $($(#[$doc])* $variant,)*
+            Other(String),
+        }
+
+        impl EntryKind {
+            /// The kind as written in a definition file.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(EntryKind::$variant => $text,)*
+                    EntryKind::Other(s) => s,
+                }
+            }
+
+            fn named(text: &str) -> Option<EntryKind> {
+                match text {
+                    $($text => Some(EntryKind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+entry_kinds! {
+    ProcessLua = "process.lua",
+    FunctionLua = "function.lua",
+    LibraryLua = "library.lua",
+    ProcessHost = "process.host",
+    ProcessService = "process.service",
+    TerminalHost = "terminal.host",
+    RegistryEntry = "registry.entry",
+    EnvStorageOs = "env.storage.os",
+    EnvStorageFile = "env.storage.file",
+    EnvStorageMemory = "env.storage.memory",
+    EnvStorageStatic = "env.storage.static",
+    EnvStorageRouter = "env.storage.router",
+    EnvVariable = "env.variable",
+    DbSqlSqlite = "db.sql.sqlite",
+    StoreMemory = "store.memory",
+    StoreSql = "store.sql",
+    /// Rust test processes (never from a definition file: boot refuses it).
+    Native = "native",
+    /// Wippy's namespace dependency (a later tier; the registry reads its requirements).
+    NsDependency = "ns.dependency",
+}
+
+impl EntryKind {
+    /// Whether boot runs entries of this kind (the rest warn or fail, see `boot`).
+    pub fn is_supported(&self) -> bool {
+        !matches!(
+            self,
+            EntryKind::Other(_) | EntryKind::Native | EntryKind::NsDependency
+        )
+    }
+
+    /// `process.*`, whatever the runtime (`process.lua`, `process.host`, later `process.wasm`).
+    pub fn is_process(&self) -> bool {
+        self.as_str().starts_with("process.")
+    }
+
+    /// Entries whose `source:` the Lua runtime compiles.
+    pub fn is_lua(&self) -> bool {
+        matches!(
+            self,
+            EntryKind::ProcessLua | EntryKind::FunctionLua | EntryKind::LibraryLua
+        )
+    }
+
+    /// Hosts processes run on.
+    pub fn is_host(&self) -> bool {
+        matches!(self, EntryKind::ProcessHost | EntryKind::TerminalHost)
+    }
+
+    /// Key-value stores (`store.memory`, `store.sql`).
+    pub fn is_store(&self) -> bool {
+        matches!(self, EntryKind::StoreMemory | EntryKind::StoreSql)
+    }
+
+    /// `env.storage.*` and `env.variable`.
+    pub fn is_env(&self) -> bool {
+        matches!(
+            self,
+            EntryKind::EnvStorageOs
+                | EntryKind::EnvStorageFile
+                | EntryKind::EnvStorageMemory
+                | EntryKind::EnvStorageStatic
+                | EntryKind::EnvStorageRouter
+                | EntryKind::EnvVariable
+        )
+    }
+}
+
+impl Default for EntryKind {
+    /// The empty kind (an entry not filled in yet); prints as "".
+    fn default() -> Self {
+        EntryKind::Other(String::new())
+    }
+}
+
+impl From<&str> for EntryKind {
+    fn from(text: &str) -> Self {
+        EntryKind::named(text).unwrap_or_else(|| EntryKind::Other(text.to_string()))
+    }
+}
+
+impl From<String> for EntryKind {
+    fn from(text: String) -> Self {
+        EntryKind::named(&text).unwrap_or(EntryKind::Other(text))
+    }
+}
+
+impl std::str::FromStr for EntryKind {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(EntryKind::from(text))
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A problem with a definition file, located as precisely as the input allows.
@@ -548,7 +680,7 @@ impl FileCx<'_> {
             id,
             namespace: namespace.to_string(),
             name,
-            kind,
+            kind: kind.into(),
             meta,
             data,
             file: self.path.to_string(),
@@ -1342,5 +1474,60 @@ entries:
             "]".repeat(100_000)
         );
         assert!(parse("src/d.json", &deep_json).is_err());
+    }
+
+    #[test]
+    fn kinds_parse_print_and_classify() {
+        for text in [
+            "process.lua",
+            "terminal.host",
+            "env.storage.file",
+            "store.sql",
+            "native",
+        ] {
+            let k = EntryKind::from(text);
+            assert!(!matches!(k, EntryKind::Other(_)), "{text} has a variant");
+            assert_eq!(k.as_str(), text);
+            assert_eq!(k.to_string(), text);
+            assert_eq!(text.parse::<EntryKind>().unwrap(), k);
+        }
+        let later = EntryKind::from("http.service");
+        assert_eq!(later, EntryKind::Other("http.service".into()));
+        assert_eq!(later.to_string(), "http.service");
+        assert!(!later.is_supported() && !EntryKind::Native.is_supported());
+        assert!(EntryKind::ProcessService.is_supported());
+        assert!(
+            EntryKind::from("process.wasm").is_process(),
+            "process.* by its text"
+        );
+        assert!(!EntryKind::FunctionLua.is_process());
+        assert!(EntryKind::LibraryLua.is_lua() && !EntryKind::from("workflow.lua").is_lua());
+        assert!(EntryKind::StoreSql.is_store() && EntryKind::EnvVariable.is_env());
+        assert_eq!(EntryKind::default().as_str(), "");
+        let e = &parse("src/a.yaml", "namespace: n\nname: a\nkind: store.memory\n").unwrap()[0];
+        assert_eq!(e.kind, EntryKind::StoreMemory);
+    }
+
+    #[test]
+    fn boot_warns_on_later_kinds_and_fails_on_unknown_ones_naming_the_entry() {
+        use crate::node::{Node, NodeConfig};
+        let boot = |text: &str| {
+            let mut node = Node::new(NodeConfig::default());
+            let mut lua = crate::lua::LuaRuntime::new(node.core().clone()).unwrap();
+            crate::boot::boot(&mut node, &mut lua, parse("src/a.yaml", text).unwrap())
+        };
+        let report = boot("namespace: n\nentries:\n  - name: web\n    kind: http.service\n")
+            .expect("a later-tier kind boots");
+        assert_eq!(
+            report.warnings,
+            ["src/a.yaml: entry 'n:web': kind http.service is not supported by weft yet; ignored"]
+        );
+        let e = boot("namespace: n\nentries:\n  - name: x\n    kind: proces.lua\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "src/a.yaml:3: entry 'n:x': unknown kind 'proces.lua'"
+        );
+        let e = boot("namespace: n\nentries:\n  - name: x\n    kind: native\n").unwrap_err();
+        assert!(e.to_string().ends_with("unknown kind 'native'"), "{e}");
     }
 }

@@ -51,7 +51,10 @@ pub fn entries(data: &[u8]) {
                     "entries: namespace {:?}",
                     e.namespace
                 );
-                assert!(!e.kind.trim().is_empty(), "entries: empty kind accepted");
+                assert!(
+                    !e.kind.as_str().trim().is_empty(),
+                    "entries: empty kind accepted"
+                );
             }
             let _ = entries::check_unique(&list).map_err(|e| e.to_string());
         }

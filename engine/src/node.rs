@@ -2,7 +2,7 @@
 //! sans-IO surface: handle / run / poll_output / poll_timeout). No clocks, threads or I/O in here.
 
 use crate::command::{CommandRegistry, Tags};
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
 use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Names, Signal};
@@ -204,7 +204,7 @@ pub struct Core {
     /// Versions of `entries` (which stays the live view of the current one).
     pub registry: crate::registry::Registry,
     /// process.host / terminal.host ids that are running.
-    pub hosts: BTreeMap<String, String>,
+    pub hosts: BTreeMap<String, EntryKind>,
     pub services: Vec<Service>,
     start_order: Vec<usize>,
     shutdown: Shutdown,
@@ -554,7 +554,14 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<(u64, u64), ErrorValue> {
-        self.call_on(caller, target, FUNCTION_HOST, args, context, "function.lua")
+        self.call_on(
+            caller,
+            target,
+            FUNCTION_HOST,
+            args,
+            context,
+            EntryKind::FunctionLua,
+        )
     }
 
     /// `process.exec`: runs a process entry on `host` and answers the caller's tag with its result.
@@ -566,7 +573,7 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<(u64, u64), ErrorValue> {
-        self.call_on(caller, target, host, args, context, "process.lua")
+        self.call_on(caller, target, host, args, context, EntryKind::ProcessLua)
     }
 
     fn call_on(
@@ -576,7 +583,7 @@ impl Core {
         host: &str,
         args: Vec<Value>,
         context: Option<Context>,
-        want_kind: &str,
+        want_kind: EntryKind,
     ) -> Result<(u64, u64), ErrorValue> {
         let valid = match target.split_once(':') {
             Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
@@ -591,7 +598,7 @@ impl Core {
         match self.entries.get(target) {
             Some(e) if e.kind == want_kind => {}
             _ => {
-                let what = if want_kind == "function.lua" {
+                let what = if want_kind == EntryKind::FunctionLua {
                     "function"
                 } else {
                     "process"
@@ -652,8 +659,8 @@ impl Core {
             .get(entry_id)
             .cloned()
             .ok_or_else(|| err(kind::NOT_FOUND, format!("entry not found: {entry_id}")))?;
-        let function_ok = call && entry.kind == "function.lua";
-        if !entry.kind.starts_with("process.") && entry.kind != "native" && !function_ok {
+        let function_ok = call && entry.kind == EntryKind::FunctionLua;
+        if !entry.kind.is_process() && entry.kind != EntryKind::Native && !function_ok {
             return Err(err(
                 kind::INVALID,
                 format!("entry {entry_id} is a {}, not a process", entry.kind),

@@ -42,7 +42,10 @@ impl World {
     /// Contents of every `env.storage.file` the entries declare (absent files are skipped).
     pub fn env_files(&self, entries: &[Entry]) -> BTreeMap<String, BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
-        for e in entries.iter().filter(|e| e.kind == "env.storage.file") {
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == weft_engine::entries::EntryKind::EnvStorageFile)
+        {
             let Some(p) = e.data.get("file_path").and_then(Value::as_str) else {
                 continue;
             };

@@ -9,7 +9,7 @@ pub mod registry;
 pub mod sql;
 pub mod store;
 
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::world::WorldCommand;
 
@@ -79,14 +79,11 @@ impl World {
             Storage::Disk { root } => Some(root.as_path()),
             Storage::Memory => None,
         };
-        for e in entries.iter().filter(|e| e.kind == "db.sql.sqlite") {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::DbSqlSqlite) {
             let conn = sql::open(root, e)?;
             self.dbs.insert(&e.id, conn);
         }
-        for e in entries
-            .iter()
-            .filter(|e| e.kind == "store.memory" || e.kind == "store.sql")
-        {
+        for e in entries.iter().filter(|e| e.kind.is_store()) {
             let s = store::from_entry(e, &self.dbs)?;
             self.stores.stores.insert(e.id.clone(), s);
         }

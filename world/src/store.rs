@@ -64,8 +64,8 @@ fn str_field(e: &Entry, name: &str) -> Option<String> {
 
 /// Builds a store from its entry; `resolve` makes a `database:` reference absolute.
 pub fn from_entry(e: &Entry, dbs: &Databases) -> Result<Store, String> {
-    match e.kind.as_str() {
-        "store.memory" => {
+    match e.kind {
+        weft_engine::entries::EntryKind::StoreMemory => {
             let max_size = match e.data.get("max_size") {
                 None | Some(Value::Nil) => 10_000,
                 Some(Value::Int(n)) if *n > 0 => *n as usize,

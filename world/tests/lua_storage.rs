@@ -2,7 +2,7 @@
 //! commands are answered by a `World` over in-memory SQLite, with a virtual clock.
 
 use std::rc::Rc;
-use weft_engine::entries::{parse_id, Entry};
+use weft_engine::entries::{parse_id, Entry, EntryKind};
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Input, Level, NodeConfig, SpawnOptions};
 use weft_engine::value::{Table, Value};
@@ -84,7 +84,7 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
         let mut c = node.core().borrow_mut();
         for e in &entries {
             c.entries.insert(e.id.clone(), Rc::new(e.clone()));
-            if e.kind == "process.lua" {
+            if e.kind == EntryKind::ProcessLua {
                 lua.prepare(e).unwrap();
             }
         }

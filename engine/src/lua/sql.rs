@@ -9,6 +9,7 @@
 use super::errors::fail;
 use super::process::world_call;
 use super::{current, host};
+use crate::entries::EntryKind;
 use crate::value::{kind, ErrorValue, Table as VTable, Value};
 use crate::world::{Isolation, TxOp, WorldCommand};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
@@ -200,7 +201,7 @@ fn resolve(lua: &Lua, id: &str) -> mlua::Result<String> {
 }
 
 /// The entry kind behind an id, if the node knows it.
-pub(crate) fn kind_of(lua: &Lua, id: &str) -> Option<String> {
+pub(crate) fn kind_of(lua: &Lua, id: &str) -> Option<EntryKind> {
     host(lua)
         .core
         .borrow()
@@ -220,15 +221,15 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 return fail(lua, invalid("database id must not be empty"));
             }
             let id = resolve(lua, &id)?;
-            match kind_of(lua, &id).as_deref() {
-                Some("db.sql.sqlite") => Ok((
+            match kind_of(lua, &id) {
+                Some(EntryKind::DbSqlSqlite) => Ok((
                     LV::UserData(lua.create_userdata(DbUd {
                         id,
                         released: false,
                     })?),
                     LV::Nil,
                 )),
-                Some(k) if k.starts_with("db.sql.") => fail(
+                Some(k) if k.as_str().starts_with("db.sql.") => fail(
                     lua,
                     ErrorValue::new(kind::UNAVAILABLE, format!("{k} is not supported by weft")),
                 ),

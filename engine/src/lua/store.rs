@@ -66,8 +66,8 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 let ns = current(lua)?.borrow().entry.namespace.clone();
                 format!("{ns}:{id}")
             };
-            match kind_of(lua, &id).as_deref() {
-                Some("store.memory") | Some("store.sql") => Ok((
+            match kind_of(lua, &id) {
+                Some(k) if k.is_store() => Ok((
                     LV::UserData(lua.create_userdata(StoreUd {
                         id,
                         released: false,
