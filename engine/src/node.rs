@@ -229,7 +229,7 @@ pub struct Planted {
     pub double_exit: bool,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 

@@ -73,7 +73,7 @@ pub struct Registry {
     head: Option<u64>,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -450,7 +450,7 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
         }
         Value::Error(e) => {
             out.push(6);
-            bytes(e.kind.as_bytes(), out);
+            bytes(e.kind.as_str().as_bytes(), out);
             bytes(e.message.as_bytes(), out);
         }
     }
@@ -502,7 +502,7 @@ pub fn decode(b: &[u8]) -> Result<Value, String> {
             6 => {
                 let k = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
                 let m = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
-                Value::error(ErrorValue::new(&k, m))
+                Value::error(ErrorValue::new(k, m))
             }
             t => return Err(format!("bad tag {t}")),
         })

@@ -46,7 +46,7 @@ pub struct Databases {
     pub dbs: BTreeMap<String, Db>,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: weft_engine::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 

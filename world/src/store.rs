@@ -48,7 +48,7 @@ pub enum Store {
     Sql(SqlStore),
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: weft_engine::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 

@@ -107,6 +107,10 @@ fn errors_new_wrap_is_and_tostring() {
         p("stack", tostring(errors.call_stack(e)))
         local ok, got = pcall(error, e)
         p("raised", ok, errors.is(got, errors.NOT_FOUND))
+        local c = errors.new({message = "m", kind = "QuotaExceeded"})
+        local nf = errors.new({message = "m", kind = "NotFound"})
+        p("custom", c:kind(), errors.is(c, "QuotaExceeded"), errors.is(c, errors.INTERNAL),
+          errors.is(nf, errors.NOT_FOUND), errors.NOT_FOUND, errors.UNKNOWN == "")
     "#,
     ));
     assert!(
@@ -121,6 +125,10 @@ fn errors_new_wrap_is_and_tostring() {
     assert!(out.contains("wrap string\tlow\thigh: low"), "{out}");
     assert!(out.contains("wrap nil\tnil"), "{out}");
     assert!(out.contains("raised\tfalse\ttrue"), "{out}");
+    assert!(
+        out.contains("custom\tQuotaExceeded\ttrue\tfalse\ttrue\tNotFound\ttrue"),
+        "{out}"
+    );
 }
 
 #[test]
