@@ -149,6 +149,34 @@ impl WorldCommand {
         }
     }
 
+    /// A query (`exec` false: rows come back) or a statement run for its effect (`exec` true).
+    pub fn sql(
+        exec: bool,
+        db: String,
+        owner: i64,
+        tx: Option<i64>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> WorldCommand {
+        if exec {
+            WorldCommand::SqlExecute {
+                db,
+                owner,
+                tx,
+                sql,
+                params,
+            }
+        } else {
+            WorldCommand::SqlQuery {
+                db,
+                owner,
+                tx,
+                sql,
+                params,
+            }
+        }
+    }
+
     /// Terminal reads are answered by the driver's stdin, not by weft-world.
     pub fn is_terminal_read(&self) -> bool {
         matches!(

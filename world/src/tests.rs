@@ -41,24 +41,32 @@ fn world() -> World {
     w
 }
 
-fn exec(w: &mut World, tx: i64, owner: i64, q: &str, p: Vec<Value>) -> Result<Value, ErrorValue> {
-    w.handle(WorldCommand::SqlExecute {
-        db: "app:db".into(),
+/// A statement (`exec`) or query on app:db; `tx` 0 runs outside a transaction.
+fn sql(
+    w: &mut World,
+    exec: bool,
+    tx: i64,
+    owner: i64,
+    q: &str,
+    p: Vec<Value>,
+) -> Result<Value, ErrorValue> {
+    let tx = (tx != 0).then_some(tx);
+    w.handle(WorldCommand::sql(
+        exec,
+        "app:db".into(),
         owner,
-        tx: (tx != 0).then_some(tx),
-        sql: q.into(),
-        params: p,
-    })
+        tx,
+        q.into(),
+        p,
+    ))
+}
+
+fn exec(w: &mut World, tx: i64, owner: i64, q: &str, p: Vec<Value>) -> Result<Value, ErrorValue> {
+    sql(w, true, tx, owner, q, p)
 }
 
 fn query(w: &mut World, tx: i64, owner: i64, q: &str, p: Vec<Value>) -> Result<Value, ErrorValue> {
-    w.handle(WorldCommand::SqlQuery {
-        db: "app:db".into(),
-        owner,
-        tx: (tx != 0).then_some(tx),
-        sql: q.into(),
-        params: p,
-    })
+    sql(w, false, tx, owner, q, p)
 }
 
 fn rows(v: Value) -> Vec<Table> {

@@ -147,24 +147,7 @@ fn sql_command(
     params: Vec<Value>,
 ) -> mlua::Result<(LV, LV)> {
     let owner = owner(lua)?;
-    let cmd = if exec {
-        WorldCommand::SqlExecute {
-            db,
-            owner,
-            tx,
-            sql,
-            params,
-        }
-    } else {
-        WorldCommand::SqlQuery {
-            db,
-            owner,
-            tx,
-            sql,
-            params,
-        }
-    };
-    world_call(lua, cmd)
+    world_call(lua, WorldCommand::sql(exec, db, owner, tx, sql, params))
 }
 
 /// SQL text must be UTF-8; anything else is an Invalid error, never a guess.
