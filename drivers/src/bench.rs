@@ -3,7 +3,7 @@
 
 use std::time::Instant as StdInstant;
 use weft_engine::command::{Command, Dest};
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::{Factory, Level, NodeConfig, Spawning};
 use weft_engine::process::{Cx, Process, Step};
 use weft_engine::value::{ErrorValue, Table, Value};
@@ -164,7 +164,10 @@ fn sim_run(entry: &str, args: Vec<String>) -> (f64, u64) {
         Value::table(Table::default().with("auto_start", Value::Bool(true))),
     );
     entries[0] = host;
-    for e in entries.iter_mut().filter(|e| e.kind == "process.lua") {
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.kind == EntryKind::ProcessLua)
+    {
         let mods = Table {
             array: vec![Value::from("time")],
             map: vec![],

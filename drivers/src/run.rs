@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
-use weft_engine::command::ids;
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::{Level, NodeConfig, SignalKind};
 use weft_engine::value::{kind, ErrorValue, Value};
+use weft_engine::world::WorldCommand;
 use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Wake};
 use weft_world::{Storage, World};
 
@@ -131,7 +131,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
         match entries
             .iter()
-            .find(|e| e.kind.starts_with("process.") && command_name(e).as_deref() == Some(cmd))
+            .find(|e| e.kind.is_process() && command_name(e).as_deref() == Some(cmd))
         {
             Some(e) => target = Some((None, e.id.clone(), a.command[1..].to_vec())),
             None => return fail(format!("no command named '{cmd}' (see `weft run list`)")),
@@ -140,7 +140,7 @@ pub fn run(a: RunArgs) -> i32 {
     if let Some((_, id, _)) = &target {
         match entries.iter().find(|e| &e.id == id) {
             None => return fail(format!("entry '{id}' not found")),
-            Some(e) if !e.kind.starts_with("process.") => {
+            Some(e) if !e.kind.is_process() => {
                 return fail(format!("entry '{id}' is a {}, not a process", e.kind))
             }
             _ => {}
@@ -155,7 +155,7 @@ pub fn run(a: RunArgs) -> i32 {
                 None => {
                     let hosts: Vec<&Entry> = entries
                         .iter()
-                        .filter(|e| e.kind == "terminal.host")
+                        .filter(|e| e.kind == EntryKind::TerminalHost)
                         .collect();
                     match hosts.as_slice() {
                         [one] => Some(one.id.clone()),
@@ -174,7 +174,7 @@ pub fn run(a: RunArgs) -> i32 {
     if let Some(h) = &terminal_host {
         if !entries
             .iter()
-            .any(|e| &e.id == h && e.kind == "terminal.host")
+            .any(|e| &e.id == h && e.kind == EntryKind::TerminalHost)
         {
             return fail(format!(
                 "terminal host '{h}' not found (it must be a terminal.host entry)"
@@ -349,20 +349,11 @@ impl Driver for RealDriver {
                 message,
                 fields,
             } => print_log(&self.log_mode, level, &message, &fields),
-            Output::Execute {
-                pid,
-                tag,
-                cmd,
-                args,
-            } => {
+            Output::Execute { pid, tag, cmd } => {
                 let req = match cmd {
-                    c if c == ids::TERMINAL_READ_LINE => Some(StdinReq::Line(pid.clone(), tag)),
-                    c if c == ids::TERMINAL_READ => {
-                        let n = match args.first() {
-                            Some(Value::Int(n)) => *n as usize,
-                            _ => 1024,
-                        };
-                        Some(StdinReq::Bytes(pid.clone(), tag, n))
+                    WorldCommand::TerminalReadLine => Some(StdinReq::Line(pid.clone(), tag)),
+                    WorldCommand::TerminalRead { max_bytes } => {
+                        Some(StdinReq::Bytes(pid.clone(), tag, max_bytes))
                     }
                     _ => None,
                 };
@@ -376,7 +367,7 @@ impl Driver for RealDriver {
                         let (w, tx) = (self.world.clone(), self.tx.clone());
                         smol::spawn(async move {
                             let result = smol::unblock(move || match w.lock() {
-                                Ok(mut w) => w.handle(cmd, &args),
+                                Ok(mut w) => w.handle(cmd),
                                 Err(_) => {
                                     Err(ErrorValue::new(kind::INTERNAL, "world handlers poisoned"))
                                 }

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use std::io::Write;
 use std::path::PathBuf;
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::Planted;
 use weft_sim::faults::{Faults, KINDS};
 use weft_sim::{SimConfig, SimReport};
@@ -89,7 +89,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
             None => {
                 let hosts: Vec<&Entry> = entries
                     .iter()
-                    .filter(|e| e.kind == "terminal.host")
+                    .filter(|e| e.kind == EntryKind::TerminalHost)
                     .collect();
                 match hosts.as_slice() {
                     [one] => (one.id.clone(), x.clone()),

@@ -1,32 +1,12 @@
 //! Boot: turns loaded entries into a running node: kinds checked, hosts up, Lua compiled,
 //! services started level by level in dependency order. Reads no files; entries come parsed.
 
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::lua::LuaRuntime;
 use crate::node::{Core, Level};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::rc::Rc;
-
-/// Kinds Weft runs today.
-pub const SUPPORTED: &[&str] = &[
-    "process.lua",
-    "function.lua",
-    "process.host",
-    "process.service",
-    "terminal.host",
-    "library.lua",
-    "registry.entry",
-    "env.storage.os",
-    "env.storage.file",
-    "env.storage.memory",
-    "env.storage.static",
-    "env.storage.router",
-    "env.variable",
-    "db.sql.sqlite",
-    "store.memory",
-    "store.sql",
-];
 
 /// Families of Wippy kinds (by prefix) that Weft accepts and ignores for now.
 pub const LATER_FAMILIES: &[&str] = &[
@@ -127,9 +107,11 @@ pub(crate) fn boot(
     let entries = crate::env::boot_entries(&mut c.env, entries, &mut report.warnings)
         .map_err(|b| at(&b.0, b.1.clone()))?;
     for e in &entries {
-        if !SUPPORTED.contains(&e.kind.as_str()) {
+        if !e.kind.is_supported() {
             if LATER.contains(&e.kind.as_str())
-                || LATER_FAMILIES.iter().any(|f| e.kind.starts_with(f))
+                || LATER_FAMILIES
+                    .iter()
+                    .any(|f| e.kind.as_str().starts_with(f))
             {
                 report.warnings.push(format!(
                     "{}: entry '{}': kind {} is not supported by weft yet; ignored",
@@ -142,19 +124,19 @@ pub(crate) fn boot(
         c.entries.insert(e.id.clone(), Rc::new(e.clone()));
     }
     for e in &entries {
-        match e.kind.as_str() {
-            "process.host" | "terminal.host" => {
+        match e.kind {
+            EntryKind::ProcessHost | EntryKind::TerminalHost => {
                 if let Err(m) = crate::supervisor::Lifecycle::from_data(&e.data) {
                     return Err(at(e, m));
                 }
                 let auto = crate::supervisor::Lifecycle::from_data(&e.data)
                     .map(|l| l.auto_start)
                     .unwrap_or(false);
-                if auto || e.kind == "terminal.host" {
+                if auto || e.kind == EntryKind::TerminalHost {
                     c.hosts.insert(e.id.clone(), e.kind.clone());
                 }
             }
-            "process.lua" | "function.lua" | "library.lua" => {
+            EntryKind::ProcessLua | EntryKind::FunctionLua | EntryKind::LibraryLua => {
                 lua.prepare(e).map_err(|ce| at(e, ce.message))?;
                 for m in crate::lua::unavailable_modules(e) {
                     report.warnings.push(format!(
@@ -163,19 +145,14 @@ pub(crate) fn boot(
                     ));
                 }
             }
-            "db.sql.sqlite" | "store.memory" | "store.sql" => {
+            EntryKind::DbSqlSqlite | EntryKind::StoreMemory | EntryKind::StoreSql => {
                 crate::storage::check(e, &c.entries).map_err(|m| at(e, m))?;
             }
             _ => {}
         }
     }
     // Imports resolve once everything is compiled; an error points at the importing entry.
-    for e in entries.iter().filter(|e| {
-        matches!(
-            e.kind.as_str(),
-            "process.lua" | "function.lua" | "library.lua"
-        )
-    }) {
+    for e in entries.iter().filter(|e| e.kind.is_lua()) {
         let lookup = |id: &str| c.entries.get(id).cloned();
         if let Err(ce) = lua.link(e, &lookup) {
             let owner = c.entries.get(&ce.entry).cloned();
@@ -183,11 +160,14 @@ pub(crate) fn boot(
         }
     }
     let mut services: BTreeMap<String, usize> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.kind == "process.service") {
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::ProcessService)
+    {
         let idx = c.add_service(e).map_err(|m| at(e, m))?;
         let svc = &c.services[idx];
         match c.entries.get(&svc.process) {
-            Some(p) if p.kind == "process.lua" => {}
+            Some(p) if p.kind == EntryKind::ProcessLua => {}
             Some(p) => {
                 return Err(at(
                     e,
@@ -201,7 +181,7 @@ pub(crate) fn boot(
         }
         if !entries
             .iter()
-            .any(|h| h.id == svc.host && h.kind == "process.host")
+            .any(|h| h.id == svc.host && h.kind == EntryKind::ProcessHost)
         {
             return Err(at(
                 e,

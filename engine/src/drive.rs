@@ -3,12 +3,12 @@
 //! between every slice, so a process that never stops computing cannot starve signals,
 //! completions or terminal input. The loop owns no clock and no I/O: the `Driver` does.
 
-use crate::command::CommandId;
 use crate::node::{Input, Instant, Node, Output, Work};
 use crate::value::{ErrorValue, Value};
+use crate::world::WorldCommand;
 
 /// A stand-in for the world: answers a command now (Some) or never (None).
-pub type WorldFn<'a> = dyn FnMut(CommandId, &[Value]) -> Option<Result<Value, ErrorValue>> + 'a;
+pub type WorldFn<'a> = dyn FnMut(WorldCommand) -> Option<Result<Value, ErrorValue>> + 'a;
 
 /// What a wait ended with.
 #[derive(Debug, PartialEq)]
@@ -110,13 +110,8 @@ impl Driver for Scripted<'_> {
             Output::Stdout(b) | Output::Stderr(b) => {
                 self.out.push_str(&String::from_utf8_lossy(&b))
             }
-            Output::Execute {
-                pid,
-                tag,
-                cmd,
-                args,
-            } => {
-                if let Some(result) = (self.world)(cmd, &args) {
+            Output::Execute { pid, tag, cmd } => {
+                if let Some(result) = (self.world)(cmd) {
                     self.answers
                         .push_back(Input::Completed { pid, tag, result });
                 }

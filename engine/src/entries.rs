@@ -14,7 +14,7 @@ pub struct Entry {
     pub id: String,
     pub namespace: String,
     pub name: String,
-    pub kind: String,
+    pub kind: EntryKind,
     /// File-level `meta` merged with the entry's own (entry keys win).
     pub meta: Table,
     /// Explicit `data:` map, or every key other than `name`, `kind`, `meta`, `data`.
@@ -27,15 +27,205 @@ pub struct Entry {
     pub source_file: Option<String>,
 }
 
-/// A problem with a definition file, located as precisely as the input allows.
-#[derive(Clone, Debug, PartialEq, Default)]
+/// Declares `EntryKind`'s named variants with their Wippy kind strings, once.
+macro_rules! entry_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// An entry's `kind:`. Kinds Weft knows by name have a variant; any other kind (a Wippy
+        /// kind of a later tier, or a typo) is kept as `Other` with its text, so it still prints
+        /// exactly as written and boot can warn about it or refuse it naming the entry.
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EntryKind {
+            $($(#[$doc])* $variant,)*
+            Other(String),
+        }
+
+        impl EntryKind {
+            /// The kind as written in a definition file.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(EntryKind::$variant => $text,)*
+                    EntryKind::Other(s) => s,
+                }
+            }
+
+            fn named(text: &str) -> Option<EntryKind> {
+                match text {
+                    $($text => Some(EntryKind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+entry_kinds! {
+    ProcessLua = "process.lua",
+    FunctionLua = "function.lua",
+    LibraryLua = "library.lua",
+    ProcessHost = "process.host",
+    ProcessService = "process.service",
+    TerminalHost = "terminal.host",
+    RegistryEntry = "registry.entry",
+    EnvStorageOs = "env.storage.os",
+    EnvStorageFile = "env.storage.file",
+    EnvStorageMemory = "env.storage.memory",
+    EnvStorageStatic = "env.storage.static",
+    EnvStorageRouter = "env.storage.router",
+    EnvVariable = "env.variable",
+    DbSqlSqlite = "db.sql.sqlite",
+    StoreMemory = "store.memory",
+    StoreSql = "store.sql",
+    /// Rust test processes (never from a definition file: boot refuses it).
+    Native = "native",
+    /// Wippy's namespace dependency (a later tier; the registry reads its requirements).
+    NsDependency = "ns.dependency",
+}
+
+impl EntryKind {
+    /// Whether boot runs entries of this kind (the rest warn or fail, see `boot`).
+    pub fn is_supported(&self) -> bool {
+        !matches!(
+            self,
+            EntryKind::Other(_) | EntryKind::Native | EntryKind::NsDependency
+        )
+    }
+
+    /// `process.*`, whatever the runtime (`process.lua`, `process.host`, later `process.wasm`).
+    pub fn is_process(&self) -> bool {
+        self.as_str().starts_with("process.")
+    }
+
+    /// Entries whose `source:` the Lua runtime compiles.
+    pub fn is_lua(&self) -> bool {
+        matches!(
+            self,
+            EntryKind::ProcessLua | EntryKind::FunctionLua | EntryKind::LibraryLua
+        )
+    }
+
+    /// Hosts processes run on.
+    pub fn is_host(&self) -> bool {
+        matches!(self, EntryKind::ProcessHost | EntryKind::TerminalHost)
+    }
+
+    /// Key-value stores (`store.memory`, `store.sql`).
+    pub fn is_store(&self) -> bool {
+        matches!(self, EntryKind::StoreMemory | EntryKind::StoreSql)
+    }
+
+    /// `env.storage.*` and `env.variable`.
+    pub fn is_env(&self) -> bool {
+        matches!(
+            self,
+            EntryKind::EnvStorageOs
+                | EntryKind::EnvStorageFile
+                | EntryKind::EnvStorageMemory
+                | EntryKind::EnvStorageStatic
+                | EntryKind::EnvStorageRouter
+                | EntryKind::EnvVariable
+        )
+    }
+}
+
+impl Default for EntryKind {
+    /// The empty kind (an entry not filled in yet); prints as "".
+    fn default() -> Self {
+        EntryKind::Other(String::new())
+    }
+}
+
+impl From<&str> for EntryKind {
+    fn from(text: &str) -> Self {
+        EntryKind::named(text).unwrap_or_else(|| EntryKind::Other(text.to_string()))
+    }
+}
+
+impl From<String> for EntryKind {
+    fn from(text: String) -> Self {
+        EntryKind::named(&text).unwrap_or(EntryKind::Other(text))
+    }
+}
+
+impl std::str::FromStr for EntryKind {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(EntryKind::from(text))
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A problem with a definition file (`problem`), located as precisely as the input allows.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EntryError {
     pub file: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
     /// The entry id (`ns:name`) when the problem belongs to one entry whose name is known.
     pub entry: Option<String>,
-    pub message: String,
+    pub problem: EntryProblem,
+}
+
+/// What is wrong with a definition file; `EntryError` says where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryProblem {
+    /// Not valid YAML or JSON (`format`): the parser's message without its position.
+    Syntax {
+        format: &'static str,
+        detail: String,
+    },
+    /// `what` must be `want` (e.g. "a string"), but is `found`.
+    WrongType {
+        what: String,
+        want: &'static str,
+        found: &'static str,
+    },
+    /// A `namespace` that is not dot-separated non-empty parts without ':'.
+    InvalidNamespace(String),
+    MissingField(String),
+    EmptyField(String),
+    /// The id was declared before, at `first` (file:line).
+    DuplicateId {
+        first: String,
+    },
+    /// A `file://` reference that cannot name a file (empty, or escaping the project root).
+    BadFileRef(String),
+    /// A `file://` reference the caller could not read.
+    Unreadable {
+        reference: String,
+        resolved: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryProblem::Syntax { format, detail } => write!(f, "invalid {format}: {detail}"),
+            EntryProblem::WrongType { what, want, found } => {
+                write!(f, "{what} must be {want}, found {found}")
+            }
+            EntryProblem::InvalidNamespace(ns) => write!(
+                f,
+                "invalid namespace '{ns}': expected dot-separated non-empty parts without ':'"
+            ),
+            EntryProblem::MissingField(key) => write!(f, "missing required field '{key}'"),
+            EntryProblem::EmptyField(key) => write!(f, "'{key}' must not be empty"),
+            EntryProblem::DuplicateId { first } => {
+                write!(f, "duplicate entry id, first defined at {first}")
+            }
+            EntryProblem::BadFileRef(m) => f.write_str(m),
+            EntryProblem::Unreadable {
+                reference,
+                resolved,
+                reason,
+            } => write!(f, "cannot read {reference} ({resolved}): {reason}"),
+        }
+    }
 }
 
 impl fmt::Display for EntryError {
@@ -53,7 +243,7 @@ impl fmt::Display for EntryError {
         if let Some(entry) = &self.entry {
             write!(f, "entry '{entry}': ")?;
         }
-        f.write_str(&self.message)
+        write!(f, "{}", self.problem)
     }
 }
 
@@ -101,10 +291,9 @@ pub fn check_unique(entries: &[Entry]) -> Result<(), EntryError> {
                 line: e.line,
                 column: None,
                 entry: Some(e.id.clone()),
-                message: format!(
-                    "duplicate entry id, first defined at {}",
-                    place(&first.file, first.line)
-                ),
+                problem: EntryProblem::DuplicateId {
+                    first: place(&first.file, first.line),
+                },
             });
         }
         seen.insert(&e.id, e);
@@ -318,7 +507,10 @@ fn parse_document(path: &str, text: &str) -> Result<Option<Node>, EntryError> {
                     line,
                     column,
                     entry: None,
-                    message: format!("invalid JSON: {}", strip_json_location(&e.to_string())),
+                    problem: EntryProblem::Syntax {
+                        format: "JSON",
+                        detail: strip_json_location(&e.to_string()),
+                    },
                 });
             }
         }
@@ -355,7 +547,10 @@ fn parse_document(path: &str, text: &str) -> Result<Option<Node>, EntryError> {
                     line,
                     column,
                     entry: None,
-                    message: format!("invalid YAML: {}", yaml_message(&e.to_string())),
+                    problem: EntryProblem::Syntax {
+                        format: "YAML",
+                        detail: yaml_message(&e.to_string()),
+                    },
                 });
             }
         }
@@ -407,19 +602,30 @@ struct FileCx<'a> {
 }
 
 impl FileCx<'_> {
-    fn err(
-        &self,
-        node: Option<&Node>,
-        entry: Option<&str>,
-        message: impl Into<String>,
-    ) -> EntryError {
+    fn err(&self, node: Option<&Node>, entry: Option<&str>, problem: EntryProblem) -> EntryError {
         EntryError {
             file: self.path.to_string(),
             line: node.and_then(Node::line),
             column: None,
             entry: entry.map(str::to_string),
-            message: message.into(),
+            problem,
         }
+    }
+
+    /// `what` (the node `n`) is not `want`.
+    fn wrong_type(
+        &self,
+        n: &Node,
+        entry: Option<&str>,
+        what: impl Into<String>,
+        want: &'static str,
+    ) -> EntryError {
+        let problem = EntryProblem::WrongType {
+            what: what.into(),
+            want,
+            found: n.type_name(),
+        };
+        self.err(Some(n), entry, problem)
     }
 
     fn entries(&mut self, doc: Node) -> Result<Vec<Entry>, EntryError> {
@@ -429,33 +635,19 @@ impl FileCx<'_> {
                 NodeKind::Nil => return Ok(Vec::new()),
                 NodeKind::Str(s) if s.is_empty() => return Ok(Vec::new()),
                 NodeKind::Str(s) => s.clone(),
-                _ => {
-                    return Err(self.err(
-                        Some(n),
-                        None,
-                        format!("namespace must be a string, found {}", n.type_name()),
-                    ))
-                }
+                _ => return Err(self.wrong_type(n, None, "namespace", "a string")),
             },
         };
         let ns_node = doc.get("namespace");
         if namespace.contains(':') || namespace.split('.').any(|seg| seg.trim().is_empty()) {
-            return Err(self.err(
-                ns_node,
-                None,
-                format!("invalid namespace '{namespace}': expected dot-separated non-empty parts without ':'"),
-            ));
+            return Err(self.err(ns_node, None, EntryProblem::InvalidNamespace(namespace)));
         }
         if let Some(v) = doc.get("version") {
             if !matches!(
                 v.kind,
                 NodeKind::Str(_) | NodeKind::Int(_) | NodeKind::Float(_) | NodeKind::Nil
             ) {
-                return Err(self.err(
-                    Some(v),
-                    None,
-                    format!("version must be a scalar, found {}", v.type_name()),
-                ));
+                return Err(self.wrong_type(v, None, "version", "a scalar"));
             }
         }
         let file_meta = match doc.get("meta") {
@@ -472,13 +664,7 @@ impl FileCx<'_> {
                         out.push(self.entry(item, &namespace, &file_meta, &[])?);
                     }
                 }
-                _ => {
-                    return Err(self.err(
-                        Some(list),
-                        None,
-                        format!("entries must be a sequence, found {}", list.type_name()),
-                    ))
-                }
+                _ => return Err(self.wrong_type(list, None, "entries", "a sequence")),
             },
             None => {
                 if doc.get("name").is_some() || doc.get("kind").is_some() {
@@ -498,11 +684,7 @@ impl FileCx<'_> {
         skip: &[&str],
     ) -> Result<Entry, EntryError> {
         let NodeKind::Map(pairs) = &node.kind else {
-            return Err(self.err(
-                Some(node),
-                None,
-                format!("entry must be a mapping, found {}", node.type_name()),
-            ));
+            return Err(self.wrong_type(node, None, "entry", "a mapping"));
         };
         let name = self.required_str(node, "name", None)?;
         let id = format!("{namespace}:{name}");
@@ -529,11 +711,7 @@ impl FileCx<'_> {
         let data = match explicit {
             Some(d) => {
                 let NodeKind::Map(dp) = &d.kind else {
-                    return Err(self.err(
-                        Some(d),
-                        Some(&id),
-                        format!("data must be a mapping, found {}", d.type_name()),
-                    ));
+                    return Err(self.wrong_type(d, Some(&id), "data", "a mapping"));
                 };
                 self.data_table(dp, &id, &[], &mut source_file)?
             }
@@ -548,7 +726,7 @@ impl FileCx<'_> {
             id,
             namespace: namespace.to_string(),
             name,
-            kind,
+            kind: kind.into(),
             meta,
             data,
             file: self.path.to_string(),
@@ -564,23 +742,19 @@ impl FileCx<'_> {
         entry: Option<&str>,
     ) -> Result<String, EntryError> {
         let Some(v) = node.get(key) else {
-            return Err(self.err(Some(node), entry, format!("missing required field '{key}'")));
+            let problem = EntryProblem::MissingField(key.to_string());
+            return Err(self.err(Some(node), entry, problem));
         };
         let s = match &v.kind {
             NodeKind::Str(s) => s.clone(),
             // Go's YAML decodes a plain `name: 42` into a string field; keep accepting that.
             NodeKind::Int(i) => i.to_string(),
             NodeKind::Nil => String::new(),
-            _ => {
-                return Err(self.err(
-                    Some(v),
-                    entry,
-                    format!("'{key}' must be a string, found {}", v.type_name()),
-                ))
-            }
+            _ => return Err(self.wrong_type(v, entry, format!("'{key}'"), "a string")),
         };
         if s.trim().is_empty() {
-            return Err(self.err(Some(v), entry, format!("'{key}' must not be empty")));
+            let problem = EntryProblem::EmptyField(key.to_string());
+            return Err(self.err(Some(v), entry, problem));
         }
         Ok(s)
     }
@@ -592,11 +766,7 @@ impl FileCx<'_> {
                 Value::Table(t) => Ok(*t),
                 _ => Ok(Table::default()),
             },
-            _ => Err(self.err(
-                Some(m),
-                entry,
-                format!("meta must be a mapping, found {}", m.type_name()),
-            )),
+            _ => Err(self.wrong_type(m, entry, "meta", "a mapping")),
         }
     }
 
@@ -637,11 +807,7 @@ impl FileCx<'_> {
             NodeKind::Float(f) => Ok(crate::value::format_float(*f)),
             NodeKind::Bool(b) => Ok(b.to_string()),
             NodeKind::Nil => Ok(String::new()),
-            _ => Err(self.err(
-                Some(k),
-                entry,
-                format!("mapping keys must be scalars, found {}", k.type_name()),
-            )),
+            _ => Err(self.wrong_type(k, entry, "mapping keys", "scalars")),
         }
     }
 
@@ -685,14 +851,17 @@ impl FileCx<'_> {
     ) -> Result<(String, String), EntryError> {
         let entry = (!id.is_empty()).then_some(id);
         let resolved = resolve_file_ref(self.path, self.root, reference)
-            .map_err(|m| self.err(Some(at), entry, m))?;
+            .map_err(|m| self.err(Some(at), entry, EntryProblem::BadFileRef(m)))?;
         match (self.resolve)(&resolved) {
             Ok(text) => Ok((resolved, text)),
-            Err(e) => Err(self.err(
-                Some(at),
-                entry,
-                format!("cannot read {reference} ({resolved}): {e}"),
-            )),
+            Err(reason) => {
+                let problem = EntryProblem::Unreadable {
+                    reference: reference.to_string(),
+                    resolved,
+                    reason,
+                };
+                Err(self.err(Some(at), entry, problem))
+            }
         }
     }
 }
@@ -702,7 +871,7 @@ impl FileCx<'_> {
 #[derive(Default)]
 struct TableBuilder {
     table: Table,
-    index: std::collections::HashMap<Vec<u8>, usize>,
+    index: std::collections::BTreeMap<Vec<u8>, usize>,
 }
 
 impl From<Table> for TableBuilder {
@@ -1046,7 +1215,8 @@ entries:
         let text = "namespace: n\nname: a\nkind: k\nsource: file://missing.lua\n";
         let err = parse("src/x.yaml", text).unwrap_err();
         assert!(
-            err.message.contains("missing.lua") && err.message.contains("no such file"),
+            matches!(&err.problem, EntryProblem::Unreadable { reference, reason, .. }
+                if reference == "file://missing.lua" && reason.contains("no such file")),
             "{err}"
         );
     }
@@ -1114,10 +1284,10 @@ entries:
         .unwrap_err();
         assert_eq!(err.file, "src/bad.yaml");
         assert!(err.line.is_some() && err.column.is_some(), "{err:?}");
-        assert!(err.message.starts_with("invalid YAML"), "{err}");
+        assert!(err.problem.to_string().starts_with("invalid YAML"), "{err}");
         let err = parse("src/bad.yaml", "namespace: n\nnamespace: m\n").unwrap_err();
         assert_eq!(err.line, Some(2));
-        assert!(!err.message.contains("Options"), "{err}");
+        assert!(!err.problem.to_string().contains("Options"), "{err}");
         assert!(err.to_string().starts_with("src/bad.yaml:2:"), "{err}");
     }
 
@@ -1129,7 +1299,7 @@ entries:
         )
         .unwrap_err();
         assert_eq!((err.line, err.entry.as_deref()), (Some(5), Some("n:b")));
-        assert!(err.message.contains("kind"));
+        assert_eq!(err.problem, EntryProblem::MissingField("kind".into()));
         assert_eq!(
             err.to_string(),
             "src/e.yaml:5: entry 'n:b': missing required field 'kind'"
@@ -1137,7 +1307,7 @@ entries:
 
         let err = parse("src/e.yaml", "namespace: n\nentries:\n  - kind: k\n").unwrap_err();
         assert_eq!((err.line, err.entry.as_deref()), (Some(3), None));
-        assert!(err.message.contains("name"));
+        assert_eq!(err.problem, EntryProblem::MissingField("name".into()));
 
         let err = parse(
             "src/e.yaml",
@@ -1151,12 +1321,24 @@ entries:
         )
         .unwrap_err();
         assert_eq!(err.line, Some(4));
+        let wrong = |what: &str, want, found| EntryProblem::WrongType {
+            what: what.into(),
+            want,
+            found,
+        };
+        assert_eq!(err.problem, wrong("'kind'", "a string", "a mapping"));
         let err = parse("src/e.yaml", "namespace: n\nentries:\n  - just a string\n").unwrap_err();
         assert_eq!(err.line, Some(3));
+        assert_eq!(err.problem, wrong("entry", "a mapping", "a string"));
         let err = parse("src/e.yaml", "namespace: n\nentries: {a: 1}\n").unwrap_err();
         assert_eq!(err.line, Some(2));
+        assert_eq!(
+            err.to_string(),
+            "src/e.yaml:2: entries must be a sequence, found a mapping"
+        );
         let err = parse("src/e.yaml", "namespace: a::b\nentries: []\n").unwrap_err();
         assert_eq!(err.line, Some(1));
+        assert_eq!(err.problem, EntryProblem::InvalidNamespace("a::b".into()));
     }
 
     #[test]
@@ -1199,7 +1381,7 @@ entries:
         assert_eq!(es[0].id, "n:42");
         let deep = format!("namespace: n\nx: {}{}\n", "[".repeat(40), "]".repeat(40));
         let err = parse("src/b.yaml", &deep).unwrap_err();
-        assert!(err.message.contains("nested deeper"), "{err}");
+        assert!(err.problem.to_string().contains("nested deeper"), "{err}");
     }
 
     #[test]
@@ -1254,15 +1436,24 @@ entries:
     #[test]
     fn error_display_omits_unknown_parts() {
         let mut e = EntryError {
-            message: "boom".into(),
-            ..Default::default()
+            file: String::new(),
+            line: None,
+            column: None,
+            entry: None,
+            problem: EntryProblem::MissingField("kind".into()),
         };
-        assert_eq!(e.to_string(), "boom");
+        assert_eq!(e.to_string(), "missing required field 'kind'");
         e.file = "f.yaml".into();
         e.entry = Some("n:a".into());
-        assert_eq!(e.to_string(), "f.yaml: entry 'n:a': boom");
+        assert_eq!(
+            e.to_string(),
+            "f.yaml: entry 'n:a': missing required field 'kind'"
+        );
         e.line = Some(7);
-        assert_eq!(e.to_string(), "f.yaml:7: entry 'n:a': boom");
+        assert_eq!(
+            e.to_string(),
+            "f.yaml:7: entry 'n:a': missing required field 'kind'"
+        );
     }
 
     #[test]
@@ -1342,5 +1533,61 @@ entries:
             "]".repeat(100_000)
         );
         assert!(parse("src/d.json", &deep_json).is_err());
+    }
+
+    #[test]
+    fn kinds_parse_print_and_classify() {
+        for text in [
+            "process.lua",
+            "terminal.host",
+            "env.storage.file",
+            "store.sql",
+            "native",
+        ] {
+            let k = EntryKind::from(text);
+            assert!(!matches!(k, EntryKind::Other(_)), "{text} has a variant");
+            assert_eq!(k.as_str(), text);
+            assert_eq!(k.to_string(), text);
+            assert_eq!(text.parse::<EntryKind>().unwrap(), k);
+        }
+        let later = EntryKind::from("http.service");
+        assert_eq!(later, EntryKind::Other("http.service".into()));
+        assert_eq!(later.to_string(), "http.service");
+        assert!(!later.is_supported() && !EntryKind::Native.is_supported());
+        assert!(EntryKind::ProcessService.is_supported());
+        assert!(
+            EntryKind::from("process.wasm").is_process(),
+            "process.* by its text"
+        );
+        assert!(!EntryKind::FunctionLua.is_process());
+        assert!(EntryKind::LibraryLua.is_lua() && !EntryKind::from("workflow.lua").is_lua());
+        assert!(EntryKind::StoreSql.is_store() && EntryKind::EnvVariable.is_env());
+        assert_eq!(EntryKind::default().as_str(), "");
+        let e = &parse("src/a.yaml", "namespace: n\nname: a\nkind: store.memory\n").unwrap()[0];
+        assert_eq!(e.kind, EntryKind::StoreMemory);
+    }
+
+    #[test]
+    fn boot_warns_on_later_kinds_and_fails_on_unknown_ones_naming_the_entry() {
+        use crate::node::{Node, NodeConfig};
+        let boot = |text: &str| {
+            Node::builder(NodeConfig::default())
+                .entries(parse("src/a.yaml", text).unwrap())
+                .build(None)
+                .map(|b| b.report)
+        };
+        let report = boot("namespace: n\nentries:\n  - name: web\n    kind: http.service\n")
+            .expect("a later-tier kind boots");
+        assert_eq!(
+            report.warnings,
+            ["src/a.yaml: entry 'n:web': kind http.service is not supported by weft yet; ignored"]
+        );
+        let e = boot("namespace: n\nentries:\n  - name: x\n    kind: proces.lua\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "src/a.yaml:3: entry 'n:x': unknown kind 'proces.lua'"
+        );
+        let e = boot("namespace: n\nentries:\n  - name: x\n    kind: native\n").unwrap_err();
+        assert!(e.to_string().ends_with("unknown kind 'native'"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 //! `ENV_FILE_SET`. Decision: a file storage is read once at boot, so edits made to the file by
 //! others while the node runs are not seen.
 
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::value::{kind, ErrorValue, Value};
 use std::collections::BTreeMap;
 
@@ -88,24 +88,15 @@ fn abs_id(e: &Entry, id: &str) -> String {
     }
 }
 
-pub const KINDS: &[&str] = &[
-    "env.storage.os",
-    "env.storage.file",
-    "env.storage.memory",
-    "env.storage.static",
-    "env.storage.router",
-    "env.variable",
-];
-
 impl EnvState {
     /// Reads the env entries; errors are (entry id, message).
     pub fn configure(&mut self, entries: &[Entry]) -> Result<(), (String, String)> {
         for e in entries {
-            let s = match e.kind.as_str() {
-                "env.storage.os" => Storage::Os,
-                "env.storage.memory" => Storage::Memory(BTreeMap::new()),
-                "env.storage.static" => Storage::Static(str_map(e.data.get("values"))),
-                "env.storage.file" => {
+            let s = match e.kind {
+                EntryKind::EnvStorageOs => Storage::Os,
+                EntryKind::EnvStorageMemory => Storage::Memory(BTreeMap::new()),
+                EntryKind::EnvStorageStatic => Storage::Static(str_map(e.data.get("values"))),
+                EntryKind::EnvStorageFile => {
                     let Some(path) = e.data.get("file_path").and_then(Value::as_str) else {
                         return Err((e.id.clone(), "env.storage.file needs `file_path:`".into()));
                     };
@@ -125,7 +116,7 @@ impl EnvState {
                         dir_mode: int("dir_mode", 0o755),
                     }
                 }
-                "env.storage.router" => {
+                EntryKind::EnvStorageRouter => {
                     let list = match e.data.get("storages") {
                         Some(Value::Table(t)) => t
                             .array
@@ -145,7 +136,7 @@ impl EnvState {
             };
             self.storages.insert(e.id.clone(), s);
         }
-        for e in entries.iter().filter(|e| e.kind == "env.variable") {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::EnvVariable) {
             let name = e
                 .data
                 .get("variable")
@@ -372,10 +363,7 @@ pub fn boot_entries(
             .unwrap_or_default();
         return Err(Box::new((e, m)));
     }
-    for e in entries
-        .iter_mut()
-        .filter(|e| !KINDS.contains(&e.kind.as_str()))
-    {
+    for e in entries.iter_mut().filter(|e| !e.kind.is_env()) {
         let mut missing = Vec::new();
         // `source:` is Lua code (often loaded from a file), not configuration: left as is.
         for (k, v) in e.data.map.iter_mut() {

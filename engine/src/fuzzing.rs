@@ -51,7 +51,10 @@ pub fn entries(data: &[u8]) {
                     "entries: namespace {:?}",
                     e.namespace
                 );
-                assert!(!e.kind.trim().is_empty(), "entries: empty kind accepted");
+                assert!(
+                    !e.kind.as_str().trim().is_empty(),
+                    "entries: empty kind accepted"
+                );
             }
             let _ = entries::check_unique(&list).map_err(|e| e.to_string());
         }
@@ -1089,13 +1092,14 @@ impl Harness {
                 let Some(a) = self.pick(a) else {
                     return;
                 };
-                use crate::command::ids;
+                use crate::world::WorldCommand;
                 let cmd = [
-                    ids::TERMINAL_READ_LINE,
-                    ids::CLOCK_TIMER,
-                    ids::FUNCTION_CALL,
-                ][c as usize % 3];
-                let tag = self.core().execute(a, cmd, vec![]);
+                    WorldCommand::TerminalReadLine,
+                    WorldCommand::TerminalRead { max_bytes: 1 },
+                    WorldCommand::SqlReleaseOwner { owner: 0 },
+                ][c as usize % 3]
+                    .clone();
+                let tag = self.core().execute(a, cmd);
                 let mut m = self.m.borrow_mut();
                 assert_eq!(tag.is_some(), m.alive.contains(&a), "engine_ops: execute");
                 if let Some(tag) = tag {

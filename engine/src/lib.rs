@@ -29,6 +29,7 @@ pub mod timers;
 pub mod topology;
 pub mod trace;
 pub mod value;
+pub mod world;
 
 pub use drive::{drive, Driver, Wake};
 pub use node::{Input, Instant, Node, NodeConfig, Output, Work};

@@ -2,7 +2,7 @@
 //! sans-IO surface: handle / run / poll_output / poll_timeout). No clocks, threads or I/O in here.
 
 use crate::command::{Command, CommandId, CommandRegistry, Reply, Tags};
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::pid::Pid;
 use crate::process::{Cx, Process, Step};
 use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Names, Signal};
@@ -62,8 +62,7 @@ pub enum Output {
     Execute {
         pid: Pid,
         tag: u64,
-        cmd: CommandId,
-        args: Vec<Value>,
+        cmd: crate::world::WorldCommand,
     },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
@@ -207,7 +206,7 @@ pub(crate) struct Core {
     /// Versions of `entries` (which stays the live view of the current one).
     pub registry: crate::registry::Registry,
     /// process.host / terminal.host ids that are running.
-    pub hosts: BTreeMap<String, String>,
+    pub hosts: BTreeMap<String, EntryKind>,
     pub services: Vec<Service>,
     start_order: Vec<usize>,
     shutdown: Shutdown,
@@ -232,7 +231,7 @@ pub struct Planted {
     pub double_exit: bool,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -402,8 +401,8 @@ impl Core {
     }
 
     /// A world command for `caller`: a tag now, the driver's completion later.
-    pub(crate) fn world(&mut self, caller: u64, cmd: CommandId, args: Vec<Value>) -> Reply {
-        match self.execute(caller, cmd, args) {
+    pub(crate) fn world(&mut self, caller: u64, cmd: crate::world::WorldCommand) -> Reply {
+        match self.execute(caller, cmd) {
             Some(tag) => Reply::Pending(tag),
             None => Reply::err(err(kind::INTERNAL, "process not registered")),
         }
@@ -411,17 +410,12 @@ impl Core {
 
     /// A world command whose answer nobody waits for (a closing process's clean-up): tag 0 is
     /// never issued, so its completion is dropped.
-    pub(crate) fn execute_detached(&mut self, caller: u64, cmd: CommandId, args: Vec<Value>) {
+    pub(crate) fn execute_detached(&mut self, caller: u64, cmd: crate::world::WorldCommand) {
         let pid = self
             .pid_of(caller)
             .cloned()
             .unwrap_or_else(|| Pid::new(Arc::from(CONTROL_HOST), caller));
-        self.outputs.push_back(Output::Execute {
-            pid,
-            tag: 0,
-            cmd,
-            args,
-        });
+        self.outputs.push_back(Output::Execute { pid, tag: 0, cmd });
     }
 
     /// The context for a child of `caller`: the caller's, overlaid with `own` (None inherits).
@@ -456,19 +450,18 @@ impl Core {
     }
 
     /// Issues a tag and asks the driver to run `cmd`; the completion comes back as a Signal.
-    pub fn execute(&mut self, proc: u64, cmd: CommandId, args: Vec<Value>) -> Option<u64> {
+    pub fn execute(&mut self, proc: u64, cmd: crate::world::WorldCommand) -> Option<u64> {
         debug_assert!(
-            self.commands.lookup(cmd).is_some(),
+            self.commands.lookup(cmd.id()).is_some(),
             "unregistered command {cmd:?}"
         );
         let p = self.procs.get_mut(&proc)?;
-        let y = p.tags.issue(cmd);
+        let y = p.tags.issue(cmd.id());
         let pid = p.pid.clone();
         self.outputs.push_back(Output::Execute {
             pid,
             tag: y.tag,
             cmd,
-            args,
         });
         Some(y.tag)
     }
@@ -642,7 +635,14 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<u64, ErrorValue> {
-        self.call_on(caller, target, FUNCTION_HOST, args, context, "function.lua")
+        self.call_on(
+            caller,
+            target,
+            FUNCTION_HOST,
+            args,
+            context,
+            EntryKind::FunctionLua,
+        )
     }
 
     /// `process.exec`: runs a process entry on `host` and answers the caller's tag with its result.
@@ -654,7 +654,7 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<u64, ErrorValue> {
-        self.call_on(caller, target, host, args, context, "process.lua")
+        self.call_on(caller, target, host, args, context, EntryKind::ProcessLua)
     }
 
     fn call_on(
@@ -664,7 +664,7 @@ impl Core {
         host: &str,
         args: Vec<Value>,
         context: Option<Context>,
-        want_kind: &str,
+        want_kind: EntryKind,
     ) -> Result<u64, ErrorValue> {
         let valid = match target.split_once(':') {
             Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
@@ -679,7 +679,7 @@ impl Core {
         match self.entries.get(target) {
             Some(e) if e.kind == want_kind => {}
             _ => {
-                let what = if want_kind == "function.lua" {
+                let what = if want_kind == EntryKind::FunctionLua {
                     "function"
                 } else {
                     "process"
@@ -741,8 +741,8 @@ impl Core {
             .get(entry_id)
             .cloned()
             .ok_or_else(|| err(kind::NOT_FOUND, format!("entry not found: {entry_id}")))?;
-        let function_ok = call && entry.kind == "function.lua";
-        if !entry.kind.starts_with("process.") && entry.kind != "native" && !function_ok {
+        let function_ok = call && entry.kind == EntryKind::FunctionLua;
+        if !entry.kind.is_process() && entry.kind != EntryKind::Native && !function_ok {
             return Err(err(
                 kind::INVALID,
                 format!("entry {entry_id} is a {}, not a process", entry.kind),
@@ -1886,7 +1886,7 @@ impl NodeBuilder {
                 c.entries.insert(e.id.clone(), Rc::new(e));
             }
             for (id, kind) in self.hosts {
-                c.hosts.insert(id, kind);
+                c.hosts.insert(id, EntryKind::from(kind.as_str()));
             }
         }
         let mut lua = if self.lua || self.boot.is_some() {
@@ -1903,7 +1903,7 @@ impl NodeBuilder {
         } else if let Some(lua) = lua.as_mut() {
             let c = node.core.borrow();
             for e in c.entries.values() {
-                if e.kind.ends_with(".lua") {
+                if e.kind.is_lua() {
                     lua.prepare(e)
                         .map_err(|ce| boot_err(format!("entry '{}': {}", ce.entry, ce.message)))?;
                 }
@@ -2033,7 +2033,7 @@ mod tests {
         let mut c = core();
         let a = spawn(&mut c);
         let tag = c
-            .execute(a, crate::command::ids::TERMINAL_READ_LINE, vec![])
+            .execute(a, crate::world::WorldCommand::TerminalReadLine)
             .unwrap();
         let pid = c.pid_of(a).unwrap().clone();
         c.complete(&pid, tag, Ok(Value::from("x")));

@@ -14,7 +14,7 @@
 //! - Boot with stored history: see `restore`.
 
 use crate::command::ids;
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::node::{Core, Level};
 use crate::pid::Pid;
 use crate::value::{kind, ErrorValue, Table, Value};
@@ -73,7 +73,7 @@ pub struct Registry {
     head: Option<u64>,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -98,7 +98,7 @@ pub fn apply_ops(state: &State, ops: &[Op]) -> Result<State, ErrorValue> {
         check_id(op.id())?;
         match op {
             Op::Create(e) | Op::Update(e) => {
-                if e.kind.is_empty() {
+                if e.kind.as_str().is_empty() {
                     return Err(err(
                         kind::INVALID,
                         format!("entry '{}': kind is required", e.id),
@@ -132,7 +132,7 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
     let bad = |id: &str, m: String| err(kind::INVALID, format!("entry '{id}': {m}"));
     for id in changed {
         let Some(e) = next.get(*id) else { continue };
-        if e.kind == "ns.dependency" {
+        if e.kind == EntryKind::NsDependency {
             // Resolving a module dependency needs Wippy's module hub, which Weft does not have:
             // refuse the change the way a failed resolution is refused.
             let component = e
@@ -150,10 +150,7 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
                 format!("entry '{id}': dependency resolution failed: no module hub to resolve {component} {version}"),
             ));
         }
-        if matches!(
-            e.kind.as_str(),
-            "process.lua" | "library.lua" | "function.lua"
-        ) {
+        if e.kind.is_lua() {
             let src = e
                 .data
                 .get("source")
@@ -168,13 +165,10 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
         }
     }
     for e in next.values() {
-        if matches!(
-            e.kind.as_str(),
-            "process.lua" | "library.lua" | "function.lua"
-        ) {
+        if e.kind.is_lua() {
             for (alias, target) in crate::lua::imports_of(e).map_err(|m| bad(&e.id, m))? {
                 match next.get(&target) {
-                    Some(t) if t.kind == "library.lua" => {}
+                    Some(t) if t.kind == EntryKind::LibraryLua => {}
                     _ => {
                         return Err(bad(
                             &e.id,
@@ -184,11 +178,11 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
                 }
             }
         }
-        if e.kind == "process.service" {
+        if e.kind == EntryKind::ProcessService {
             let field = |f: &str| e.data.get(f).and_then(|v| v.as_str()).map(String::from);
             let p = field("process").ok_or_else(|| bad(&e.id, "needs `process:`".into()))?;
             match next.get(&p) {
-                Some(t) if t.kind == "process.lua" => {}
+                Some(t) if t.kind == EntryKind::ProcessLua => {}
                 _ => {
                     return Err(bad(
                         &e.id,
@@ -198,7 +192,7 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
             }
             let h = field("host").ok_or_else(|| bad(&e.id, "needs `host:`".into()))?;
             match next.get(&h) {
-                Some(t) if t.kind == "process.host" => {}
+                Some(t) if t.kind == EntryKind::ProcessHost => {}
                 _ => {
                     return Err(bad(
                         &e.id,
@@ -409,7 +403,7 @@ pub fn entry_from_value(v: &Value) -> Result<Entry, String> {
         id,
         namespace,
         name,
-        kind: s("kind").ok_or("entry without kind")?,
+        kind: s("kind").ok_or("entry without kind")?.into(),
         meta: tab("meta"),
         data: tab("data"),
         file: s("file").unwrap_or_default(),
@@ -456,7 +450,7 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
         }
         Value::Error(e) => {
             out.push(6);
-            bytes(e.kind.as_bytes(), out);
+            bytes(e.kind.as_str().as_bytes(), out);
             bytes(e.message.as_bytes(), out);
         }
     }
@@ -508,7 +502,7 @@ pub fn decode(b: &[u8]) -> Result<Value, String> {
             6 => {
                 let k = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
                 let m = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
-                Value::error(ErrorValue::new(&k, m))
+                Value::error(ErrorValue::new(k, m))
             }
             t => return Err(format!("bad tag {t}")),
         })
@@ -560,12 +554,13 @@ fn dispatch(core: &mut Core) {
             Ok(next) => {
                 let version = core.registry.last_id() + 1;
                 let stored = core.registry.chain_ops(&r.ops, &next);
-                let args = vec![Value::Int(version as i64), ops_to_value(&stored)];
                 core.emit(crate::node::Output::Execute {
                     pid: r.pid.clone(),
                     tag: r.tag,
-                    cmd: ids::REGISTRY_COMMIT,
-                    args,
+                    cmd: crate::world::WorldCommand::RegistryCommit {
+                        version,
+                        ops: ops_to_value(&stored),
+                    },
                 });
                 core.registry.inflight = Some((r, version, next));
             }
@@ -650,7 +645,7 @@ pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
     for id in &changed {
         let before = old.get(id);
         let after = core.entries.get(id).cloned();
-        if before.is_some_and(|b| b.kind.ends_with(".lua")) {
+        if before.is_some_and(|b| b.kind.is_lua()) {
             core.registry.stale.push(id.clone());
         }
         // System topic: registry / entry.{create,update,delete}, path = the entry id.
@@ -676,17 +671,21 @@ pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
             core.publish("registry", kind, id, crate::value::Value::table(data));
         }
         if let Some(b) = before {
-            match b.kind.as_str() {
-                "process.service" => stop_service(core, id),
-                "process.host" if after.as_ref().is_none_or(|a| a.kind != "process.host") => {
+            match b.kind {
+                EntryKind::ProcessService => stop_service(core, id),
+                EntryKind::ProcessHost
+                    if after
+                        .as_ref()
+                        .is_none_or(|a| a.kind != EntryKind::ProcessHost) =>
+                {
                     core.hosts.remove(id);
                 }
                 _ => {}
             }
         }
         if let Some(a) = after {
-            match a.kind.as_str() {
-                "process.host" => {
+            match a.kind {
+                EntryKind::ProcessHost => {
                     let auto = crate::supervisor::Lifecycle::from_data(&a.data)
                         .map(|l| l.auto_start)
                         .unwrap_or(false);
@@ -694,7 +693,7 @@ pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
                         core.hosts.insert(id.clone(), a.kind.clone());
                     }
                 }
-                "process.service" => match core.add_service(&a) {
+                EntryKind::ProcessService => match core.add_service(&a) {
                     Ok(idx) => {
                         if core.services[idx].lifecycle.auto_start && !core.is_stopping() {
                             core.start_service(idx);
@@ -887,10 +886,10 @@ pub fn matches(e: &Entry, criteria: &[Criterion]) -> bool {
     criteria.iter().all(|c| match c {
         Criterion::Field(f, p) => {
             let v = match *f {
-                "kind" => &e.kind,
-                "ns" => &e.namespace,
-                "name" => &e.name,
-                _ => &e.id,
+                "kind" => e.kind.as_str(),
+                "ns" => e.namespace.as_str(),
+                "name" => e.name.as_str(),
+                _ => e.id.as_str(),
             };
             glob(p, v)
         }

@@ -1,7 +1,7 @@
 //! Boot-time checks of the storage entry kinds (`db.sql.sqlite`, `store.memory`, `store.sql`):
 //! the fields the world needs to open them. Opening happens in the driver's world (weft-world).
 
-use crate::entries::Entry;
+use crate::entries::{Entry, EntryKind};
 use crate::value::Value;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,16 +15,16 @@ fn text<'a>(e: &'a Entry, name: &str) -> Option<&'a str> {
 
 /// A message for the entry's configuration error, or Ok.
 pub fn check(e: &Entry, entries: &BTreeMap<String, Rc<Entry>>) -> Result<(), String> {
-    match e.kind.as_str() {
-        "db.sql.sqlite" => {
+    match e.kind {
+        EntryKind::DbSqlSqlite => {
             text(e, "file").ok_or("db.sql.sqlite needs `file:` (a path or \":memory:\")")?;
         }
-        "store.memory" => match e.data.get("max_size") {
+        EntryKind::StoreMemory => match e.data.get("max_size") {
             None | Some(Value::Nil) => {}
             Some(Value::Int(n)) if *n > 0 => {}
             Some(_) => return Err("max_size must be a positive integer".into()),
         },
-        "store.sql" => {
+        EntryKind::StoreSql => {
             let db =
                 text(e, "database").ok_or("store.sql needs `database:` (a db.sql.sqlite id)")?;
             let db = if db.contains(':') {
@@ -33,7 +33,7 @@ pub fn check(e: &Entry, entries: &BTreeMap<String, Rc<Entry>>) -> Result<(), Str
                 format!("{}:{db}", e.namespace)
             };
             match entries.get(&db) {
-                Some(d) if d.kind == "db.sql.sqlite" => {}
+                Some(d) if d.kind == EntryKind::DbSqlSqlite => {}
                 Some(d) => {
                     return Err(format!(
                         "database: '{db}' is a {}, not a db.sql.sqlite",

@@ -2,26 +2,99 @@
 //! A `Value` never points into a Lua heap; converting to and from Lua lives in `lua::convert`.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// Error kinds as Wippy spells them (CamelCase; the unset kind is the empty string).
+/// An error's kind. Wippy's kinds have a variant each; `errors.new{kind = ...}` may name any
+/// other string, kept as `Custom` so Lua reads back exactly what it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ErrorKind {
+    /// The unset kind (`""`).
+    #[default]
+    Unknown,
+    NotFound,
+    AlreadyExists,
+    Invalid,
+    PermissionDenied,
+    Unavailable,
+    Internal,
+    Canceled,
+    Conflict,
+    Timeout,
+    RateLimited,
+    Custom(Arc<str>),
+}
+
+impl ErrorKind {
+    /// The kind as Lua sees it (CamelCase, as Wippy spells it; the unset kind is `""`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::Unknown => "",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::Invalid => "Invalid",
+            ErrorKind::PermissionDenied => "PermissionDenied",
+            ErrorKind::Unavailable => "Unavailable",
+            ErrorKind::Internal => "Internal",
+            ErrorKind::Canceled => "Canceled",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Timeout => "Timeout",
+            ErrorKind::RateLimited => "RateLimited",
+            ErrorKind::Custom(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "" => ErrorKind::Unknown,
+            "NotFound" => ErrorKind::NotFound,
+            "AlreadyExists" => ErrorKind::AlreadyExists,
+            "Invalid" => ErrorKind::Invalid,
+            "PermissionDenied" => ErrorKind::PermissionDenied,
+            "Unavailable" => ErrorKind::Unavailable,
+            "Internal" => ErrorKind::Internal,
+            "Canceled" => ErrorKind::Canceled,
+            "Conflict" => ErrorKind::Conflict,
+            "Timeout" => ErrorKind::Timeout,
+            "RateLimited" => ErrorKind::RateLimited,
+            other => ErrorKind::Custom(other.into()),
+        }
+    }
+}
+
+impl From<String> for ErrorKind {
+    fn from(s: String) -> Self {
+        ErrorKind::from(s.as_str())
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds under the names the code uses (`ErrorValue::new(kind::INVALID, ..)`).
 pub mod kind {
-    pub const NOT_FOUND: &str = "NotFound";
-    pub const ALREADY_EXISTS: &str = "AlreadyExists";
-    pub const INVALID: &str = "Invalid";
-    pub const PERMISSION_DENIED: &str = "PermissionDenied";
-    pub const UNAVAILABLE: &str = "Unavailable";
-    pub const INTERNAL: &str = "Internal";
-    pub const CANCELED: &str = "Canceled";
-    pub const CONFLICT: &str = "Conflict";
-    pub const TIMEOUT: &str = "Timeout";
-    pub const RATE_LIMITED: &str = "RateLimited";
-    pub const UNKNOWN: &str = "";
+    use super::ErrorKind;
+    pub const NOT_FOUND: ErrorKind = ErrorKind::NotFound;
+    pub const ALREADY_EXISTS: ErrorKind = ErrorKind::AlreadyExists;
+    pub const INVALID: ErrorKind = ErrorKind::Invalid;
+    pub const PERMISSION_DENIED: ErrorKind = ErrorKind::PermissionDenied;
+    pub const UNAVAILABLE: ErrorKind = ErrorKind::Unavailable;
+    pub const INTERNAL: ErrorKind = ErrorKind::Internal;
+    pub const CANCELED: ErrorKind = ErrorKind::Canceled;
+    pub const CONFLICT: ErrorKind = ErrorKind::Conflict;
+    pub const TIMEOUT: ErrorKind = ErrorKind::Timeout;
+    pub const RATE_LIMITED: ErrorKind = ErrorKind::RateLimited;
+    pub const UNKNOWN: ErrorKind = ErrorKind::Unknown;
 }
 
 /// A Wippy error value: survives crossing processes as an error, not as a string.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct ErrorValue {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
     pub retryable: Option<bool>,
     pub details: Option<Value>,
@@ -33,9 +106,9 @@ pub struct ErrorValue {
 }
 
 impl ErrorValue {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
         ErrorValue {
-            kind: kind.to_string(),
+            kind: kind.into(),
             message: message.into(),
             retryable: None,
             details: None,
@@ -168,5 +241,42 @@ impl From<i64> for Value {
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         Value::Bool(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_keep_the_text_lua_sees() {
+        let named = [
+            (kind::NOT_FOUND, "NotFound"),
+            (kind::ALREADY_EXISTS, "AlreadyExists"),
+            (kind::INVALID, "Invalid"),
+            (kind::PERMISSION_DENIED, "PermissionDenied"),
+            (kind::UNAVAILABLE, "Unavailable"),
+            (kind::INTERNAL, "Internal"),
+            (kind::CANCELED, "Canceled"),
+            (kind::CONFLICT, "Conflict"),
+            (kind::TIMEOUT, "Timeout"),
+            (kind::RATE_LIMITED, "RateLimited"),
+            (kind::UNKNOWN, ""),
+        ];
+        for (k, text) in named {
+            assert_eq!(k.as_str(), text);
+            assert_eq!(ErrorKind::from(text), k, "{text} parses to its variant");
+            assert_eq!(k.to_string(), text);
+        }
+        let custom = ErrorKind::from("QuotaExceeded");
+        assert_eq!(custom, ErrorKind::Custom("QuotaExceeded".into()));
+        assert_eq!(custom.as_str(), "QuotaExceeded");
+        assert_ne!(
+            ErrorKind::from("notfound"),
+            kind::NOT_FOUND,
+            "kinds are case-sensitive"
+        );
+        assert_eq!(ErrorValue::default().kind, kind::UNKNOWN);
+        assert_eq!(ErrorValue::new("Invalid", "m").kind, kind::INVALID);
     }
 }

@@ -13,7 +13,6 @@ use rand_core::{RngCore, SeedableRng};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use weft_engine::command::ids;
 use weft_engine::entries::Entry;
 use weft_engine::node::{Level, NodeConfig, Planted, ServiceState};
 use weft_engine::trace::{TraceEvent, TraceHash};
@@ -211,12 +210,7 @@ impl Driver for SimDriver<'_> {
             Output::Stdout(b) => self.stdout.push_str(&String::from_utf8_lossy(&b)),
             Output::Stderr(_) | Output::Log { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
-            Output::Execute {
-                pid,
-                tag,
-                cmd,
-                args,
-            } => {
+            Output::Execute { pid, tag, cmd } => {
                 let now = self.clock.borrow().now;
                 let mut delay = self.rng.borrow_mut().next_u64() % (SECOND / 1000);
                 if self.faults.late > 0.0 && self.unit() < self.faults.late {
@@ -225,7 +219,7 @@ impl Driver for SimDriver<'_> {
                         .push(("late", format!("{}/{tag}", pid.uniq)));
                 }
                 let failed = self.faults.fail > 0.0 && self.unit() < self.faults.fail;
-                let terminal = cmd == ids::TERMINAL_READ_LINE || cmd == ids::TERMINAL_READ;
+                let terminal = cmd.is_terminal_read();
                 let result = if failed {
                     self.pending_faults
                         .push(("fail", format!("{}/{tag}", pid.uniq)));
@@ -245,7 +239,7 @@ impl Driver for SimDriver<'_> {
                 self.exec.spawn(async move {
                     sleep_until(&c, at).await;
                     let result = if to_world {
-                        w.borrow_mut().handle(cmd, &args)
+                        w.borrow_mut().handle(cmd)
                     } else {
                         result
                     };

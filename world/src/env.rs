@@ -42,7 +42,10 @@ impl World {
     /// Contents of every `env.storage.file` the entries declare (absent files are skipped).
     pub fn env_files(&self, entries: &[Entry]) -> BTreeMap<String, BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
-        for e in entries.iter().filter(|e| e.kind == "env.storage.file") {
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == weft_engine::entries::EntryKind::EnvStorageFile)
+        {
             let Some(p) = e.data.get("file_path").and_then(Value::as_str) else {
                 continue;
             };
@@ -57,34 +60,32 @@ impl World {
         out
     }
 
-    pub(crate) fn env_file_set(&mut self, args: &[Value]) -> Result<Value, ErrorValue> {
-        let s = |i: usize| {
-            args.get(i)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let (path, key, value) = (s(0), s(1), s(2));
-        let auto = matches!(args.get(3), Some(Value::Bool(true)));
-        let int = |i: usize, d: i64| match args.get(i) {
-            Some(Value::Int(n)) => *n,
-            _ => d,
-        };
+    /// `WorldCommand::EnvFileSet`: sets `key` in the file at `path` (created with the given
+    /// modes when `auto` allows it).
+    pub(crate) fn env_file_set(
+        &mut self,
+        path: &str,
+        key: &str,
+        value: &str,
+        auto: bool,
+        file_mode: u32,
+        dir_mode: u32,
+    ) -> Result<Value, ErrorValue> {
         match &self.storage {
             Storage::Memory => {
-                let cur = self.mem_files.get(&path).cloned();
+                let cur = self.mem_files.get(path).cloned();
                 if cur.is_none() && !auto {
                     return Err(ErrorValue::new(
                         kind::NOT_FOUND,
                         format!("{path}: no such file"),
                     ));
                 }
-                let t = set_line(&cur.unwrap_or_default(), &key, &value);
-                self.mem_files.insert(path, t);
+                let t = set_line(&cur.unwrap_or_default(), key, value);
+                self.mem_files.insert(path.to_string(), t);
                 Ok(Value::Bool(true))
             }
             Storage::Disk { .. } => {
-                let full = self.env_path(&path);
+                let full = self.env_path(path);
                 let io = |e: std::io::Error| {
                     ErrorValue::new(kind::INTERNAL, format!("{}: {e}", full.display()))
                 };
@@ -93,15 +94,15 @@ impl World {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && auto => {
                         if let Some(dir) = full.parent() {
                             std::fs::create_dir_all(dir).map_err(io)?;
-                            set_mode(dir, int(5, 0o755));
+                            set_mode(dir, dir_mode);
                         }
                         String::new()
                     }
                     Err(e) => return Err(io(e)),
                 };
                 let tmp = full.with_extension("tmp");
-                std::fs::write(&tmp, set_line(&cur, &key, &value)).map_err(io)?;
-                set_mode(&tmp, int(4, 0o644));
+                std::fs::write(&tmp, set_line(&cur, key, value)).map_err(io)?;
+                set_mode(&tmp, file_mode);
                 std::fs::rename(&tmp, &full).map_err(io)?;
                 Ok(Value::Bool(true))
             }
@@ -110,13 +111,13 @@ impl World {
 }
 
 #[cfg(unix)]
-fn set_mode(p: &std::path::Path, mode: i64) {
+fn set_mode(p: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode as u32 & 0o7777));
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o7777));
 }
 
 #[cfg(not(unix))]
-fn set_mode(_: &std::path::Path, _: i64) {}
+fn set_mode(_: &std::path::Path, _: u32) {}
 
 #[cfg(test)]
 mod tests {
@@ -132,19 +133,16 @@ mod tests {
     #[test]
     fn memory_files_need_auto_create() {
         let mut w = World::new(Storage::Memory);
-        let args = |auto: bool| {
-            vec![
-                Value::from(".env"),
-                Value::from("K"),
-                Value::from("v"),
-                Value::Bool(auto),
-            ]
+        let set = |auto_create: bool| weft_engine::world::WorldCommand::EnvFileSet {
+            path: ".env".into(),
+            key: "K".into(),
+            value: "v".into(),
+            auto_create,
+            file_mode: 0o644,
+            dir_mode: 0o755,
         };
-        assert_eq!(
-            w.env_file_set(&args(false)).unwrap_err().kind,
-            kind::NOT_FOUND
-        );
-        assert_eq!(w.env_file_set(&args(true)).unwrap(), Value::Bool(true));
+        assert_eq!(w.handle(set(false)).unwrap_err().kind, kind::NOT_FOUND);
+        assert_eq!(w.handle(set(true)).unwrap(), Value::Bool(true));
         assert_eq!(w.mem_files[".env"], "K=v\n");
     }
 }

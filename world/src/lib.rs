@@ -9,9 +9,9 @@ pub mod registry;
 pub mod sql;
 pub mod store;
 
-use weft_engine::command::{ids, CommandId};
-use weft_engine::entries::Entry;
+use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::value::{kind, ErrorValue, Value};
+use weft_engine::world::WorldCommand;
 
 /// Where durable state lives: on disk under a project folder, or only in memory (simulation).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,14 +64,11 @@ impl World {
             Storage::Disk { root } => Some(root.as_path()),
             Storage::Memory => None,
         };
-        for e in entries.iter().filter(|e| e.kind == "db.sql.sqlite") {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::DbSqlSqlite) {
             let conn = sql::open(root, e)?;
             self.dbs.insert(&e.id, conn);
         }
-        for e in entries
-            .iter()
-            .filter(|e| e.kind == "store.memory" || e.kind == "store.sql")
-        {
+        for e in entries.iter().filter(|e| e.kind.is_store()) {
             let s = store::from_entry(e, &self.dbs)?;
             self.stores.stores.insert(e.id.clone(), s);
         }
@@ -79,57 +76,84 @@ impl World {
     }
 
     /// Runs one command to completion.
-    pub fn handle(&mut self, cmd: CommandId, args: &[Value]) -> Result<Value, ErrorValue> {
-        if cmd == ids::ENV_FILE_SET {
-            return self.env_file_set(args);
-        }
-        if ids::SQL_RANGE.contains(&cmd.0) {
-            return self.dbs.handle(cmd, args);
-        }
-        if ids::STORE_RANGE.contains(&cmd.0) {
-            return self.stores.handle(&mut self.dbs, cmd, args);
-        }
-        if cmd == ids::REGISTRY_HEAD {
-            let v = match args.first() {
-                Some(Value::Int(v)) if *v > 0 => *v as u64,
-                _ => {
+    pub fn handle(&mut self, cmd: WorldCommand) -> Result<Value, ErrorValue> {
+        use WorldCommand::*;
+        match cmd {
+            EnvFileSet {
+                path,
+                key,
+                value,
+                auto_create,
+                file_mode,
+                dir_mode,
+            } => self.env_file_set(&path, &key, &value, auto_create, file_mode, dir_mode),
+            StoreGet { .. }
+            | StoreSet { .. }
+            | StoreHas { .. }
+            | StoreDelete { .. }
+            | StoreEntry { .. }
+            | StorePut { .. }
+            | StoreList { .. }
+            | StoreInfo { .. } => self.stores.handle(&mut self.dbs, cmd),
+            SqlQuery { .. }
+            | SqlExecute { .. }
+            | SqlPrepare { .. }
+            | SqlBegin { .. }
+            | SqlTx { .. }
+            | SqlReleaseOwner { .. } => self.dbs.handle(cmd),
+            RegistryHead { version } => {
+                if version == 0 {
                     return Err(ErrorValue::new(
                         kind::INVALID,
-                        "registry head: version expected",
-                    ))
+                        "registry head: version 0 does not exist",
+                    ));
                 }
-            };
-            let store = self
-                .registry()
-                .map_err(|m| ErrorValue::new(kind::INTERNAL, m))?;
-            store.set_head(v)?;
-            return Ok(Value::Int(v as i64));
+                let store = self
+                    .registry()
+                    .map_err(|m| ErrorValue::new(kind::INTERNAL, m))?;
+                store.set_head(version)?;
+                Ok(Value::Int(version as i64))
+            }
+            RegistryCommit { version, ops } => self.registry_commit(version, &ops),
+            Custom { id, .. } => Err(ErrorValue::new(
+                kind::UNAVAILABLE,
+                format!("command {} has no handler in this runtime", id.0),
+            )),
+            TerminalReadLine | TerminalRead { .. } => Err(ErrorValue::new(
+                kind::UNAVAILABLE,
+                format!(
+                    "command {} (a terminal read) is answered by the driver, not the world",
+                    cmd.id().0
+                ),
+            )),
         }
-        if cmd == ids::REGISTRY_COMMIT {
-            let (version, ops) = registry::commit_args(args)?;
-            let base = self.registry_base.take();
-            let store = match self.registry() {
-                Ok(s) => s,
-                Err(m) => {
+    }
+
+    fn registry_commit(&mut self, version: u64, ops: &Value) -> Result<Value, ErrorValue> {
+        if version == 0 {
+            return Err(ErrorValue::new(
+                kind::INVALID,
+                "registry commit: versions start at 1",
+            ));
+        }
+        let base = self.registry_base.take();
+        let store = match self.registry() {
+            Ok(s) => s,
+            Err(m) => {
+                self.registry_base = base;
+                return Err(ErrorValue::new(kind::INTERNAL, m));
+            }
+        };
+        if let Some((v1, b)) = &base {
+            if *v1 < version {
+                if let Err(e) = store.commit(*v1, b) {
                     self.registry_base = base;
-                    return Err(ErrorValue::new(kind::INTERNAL, m));
-                }
-            };
-            if let Some((v1, b)) = &base {
-                if *v1 < version {
-                    if let Err(e) = store.commit(*v1, b) {
-                        self.registry_base = base;
-                        return Err(e);
-                    }
+                    return Err(e);
                 }
             }
-            store.commit(version, ops)?;
-            return Ok(Value::Int(version as i64));
         }
-        Err(ErrorValue::new(
-            kind::UNAVAILABLE,
-            format!("command {} has no handler in this runtime", cmd.0),
-        ))
+        store.commit(version, ops)?;
+        Ok(Value::Int(version as i64))
     }
 }
 
@@ -180,14 +204,27 @@ pub fn config_error(e: &Entry, msg: impl std::fmt::Display) -> String {
 mod tests;
 
 #[cfg(test)]
-mod unknown {
+mod commands {
     use super::*;
 
     #[test]
-    fn unknown_commands_answer_with_an_error_value() {
+    fn terminal_reads_are_not_answered_by_the_world() {
         let mut w = World::new(Storage::Memory);
-        let e = w.handle(CommandId(999), &[]).unwrap_err();
+        let e = w.handle(WorldCommand::TerminalReadLine).unwrap_err();
         assert_eq!(e.kind, kind::UNAVAILABLE);
-        assert!(e.message.contains("999"));
+        let id = weft_engine::command::ids::TERMINAL_READ_LINE.0.to_string();
+        assert!(e.message.contains(&id), "{}", e.message);
+    }
+
+    #[test]
+    fn version_zero_is_refused_not_stored() {
+        let mut w = World::new(Storage::Memory);
+        let head = w.handle(WorldCommand::RegistryHead { version: 0 });
+        assert_eq!(head.unwrap_err().kind, kind::INVALID);
+        let commit = w.handle(WorldCommand::RegistryCommit {
+            version: 0,
+            ops: Value::Nil,
+        });
+        assert_eq!(commit.unwrap_err().kind, kind::INVALID);
     }
 }

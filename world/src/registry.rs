@@ -117,17 +117,6 @@ impl RegistryStore {
     }
 }
 
-/// `REGISTRY_COMMIT` args: `[version, ops]`.
-pub fn commit_args(args: &[Value]) -> Result<(u64, &Value), ErrorValue> {
-    match args {
-        [Value::Int(v), ops] if *v > 0 => Ok((*v as u64, ops)),
-        _ => Err(ErrorValue::new(
-            kind::INVALID,
-            "registry commit expects [version, ops]",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +146,6 @@ mod tests {
         let got = s.load().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], (2, vec![op("a:other")]));
-        assert!(commit_args(&[Value::Int(0), Value::Nil]).is_err());
     }
 
     #[test]

@@ -14,13 +14,20 @@ use crate::config_error;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode};
 use std::collections::BTreeMap;
-use weft_engine::command::ids;
-use weft_engine::command::CommandId;
 use weft_engine::entries::Entry;
 use weft_engine::value::{kind, ErrorValue, Table, Value};
+use weft_engine::world::{Isolation, TxOp, WorldCommand};
 
 /// Key under which the Lua side marks a parameter that must be bound as a BLOB.
 pub const BLOB_KEY: &str = "__weft_blob";
+
+/// What a command does once its transaction check passed.
+enum Work<'a> {
+    Query(&'a str, &'a [Value]),
+    Execute(&'a str, &'a [Value]),
+    Prepare(&'a str),
+    Tx(&'a TxOp),
+}
 
 struct OpenTx {
     id: i64,
@@ -39,7 +46,7 @@ pub struct Databases {
     pub dbs: BTreeMap<String, Db>,
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: weft_engine::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -98,21 +105,6 @@ pub fn open(root: Option<&std::path::Path>, e: &Entry) -> Result<Connection, Str
     Ok(conn)
 }
 
-fn str_arg(args: &[Value], i: usize, what: &str) -> Result<String, ErrorValue> {
-    args.get(i)
-        .and_then(|v| v.as_str())
-        .map(String::from)
-        .ok_or_else(|| err(kind::INVALID, format!("{what} must be a string")))
-}
-
-fn int_arg(args: &[Value], i: usize) -> i64 {
-    match args.get(i) {
-        Some(Value::Int(n)) => *n,
-        Some(Value::Float(f)) => *f as i64,
-        _ => 0,
-    }
-}
-
 /// A parameter as SQLite sees it. Tables other than the blob marker cannot be bound.
 fn bind(v: &Value) -> Result<SqlValue, ErrorValue> {
     Ok(match v {
@@ -132,12 +124,8 @@ fn bind(v: &Value) -> Result<SqlValue, ErrorValue> {
     })
 }
 
-pub fn bind_all(params: Option<&Value>) -> Result<Vec<SqlValue>, ErrorValue> {
-    match params {
-        None | Some(Value::Nil) => Ok(Vec::new()),
-        Some(Value::Table(t)) => t.array.iter().map(bind).collect(),
-        Some(_) => Err(err(kind::INVALID, "params must be an array table")),
-    }
+pub fn bind_all(params: &[Value]) -> Result<Vec<SqlValue>, ErrorValue> {
+    params.iter().map(bind).collect()
 }
 
 /// One result column as a Lua-bound value; NULL gives `None` (the key is left out of the row).
@@ -207,15 +195,6 @@ impl BindChecked for rusqlite::CachedStatement<'_> {
     }
 }
 
-const ISOLATIONS: &[&str] = &[
-    "default",
-    "read_uncommitted",
-    "read_committed",
-    "write_committed",
-    "repeatable_read",
-    "serializable",
-];
-
 fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -245,93 +224,56 @@ impl Databases {
         );
     }
 
-    /// `cmd` in the SQL range. Arguments are documented on each id in `weft_engine::command::ids`.
-    pub fn handle(&mut self, cmd: CommandId, args: &[Value]) -> Result<Value, ErrorValue> {
-        if cmd == ids::SQL_RELEASE_OWNER {
-            let owner = int_arg(args, 0);
-            let mut released = 0;
-            for db in self.dbs.values_mut() {
-                if db.tx.as_ref().is_some_and(|t| t.owner == owner) {
-                    let t = db.tx.take().expect("checked");
-                    let _ = db.conn.execute_batch("ROLLBACK");
-                    if t.read_only {
-                        let _ = db.conn.execute_batch("PRAGMA query_only = 0");
-                    }
-                    released += 1;
-                }
-            }
-            return Ok(Value::Int(released));
-        }
-        let id = str_arg(args, 0, "database id")?;
-        let owner = int_arg(args, 1);
-        let db = self.db(&id)?;
-        if cmd == ids::SQL_BEGIN {
-            let iso = args.get(2).and_then(|v| v.as_str()).unwrap_or("default");
-            if !ISOLATIONS.contains(&iso) {
-                return Err(err(
-                    kind::INVALID,
-                    format!("unknown isolation level '{iso}'"),
-                ));
-            }
-            let read_only = matches!(args.get(3), Some(Value::Bool(true)));
-            if let Some(t) = &db.tx {
-                return Err(busy(&id, t));
-            }
-            // SQLite transactions are serializable whatever level is asked for.
-            let begin = if iso == "serializable" {
-                "BEGIN IMMEDIATE"
-            } else {
-                "BEGIN"
-            };
-            if read_only {
-                db.conn
-                    .execute_batch("PRAGMA query_only = 1")
-                    .map_err(sql_error)?;
-            }
-            if let Err(e) = db.conn.execute_batch(begin) {
-                if read_only {
-                    let _ = db.conn.execute_batch("PRAGMA query_only = 0");
-                }
-                return Err(sql_error(e));
-            }
-            db.next_tx += 1;
-            db.tx = Some(OpenTx {
-                id: db.next_tx,
+    /// A command of the SQL range (see `WorldCommand`); anything else is refused.
+    pub fn handle(&mut self, cmd: WorldCommand) -> Result<Value, ErrorValue> {
+        use WorldCommand::*;
+        let (id, owner, tx, work) = match &cmd {
+            SqlReleaseOwner { owner } => return Ok(self.release_owner(*owner)),
+            SqlBegin {
+                db,
                 owner,
+                isolation,
                 read_only,
-            });
-            return Ok(Value::Int(db.next_tx));
-        }
-        let tx = int_arg(args, 2);
+            } => return self.begin(db, *owner, *isolation, *read_only),
+            SqlQuery {
+                db,
+                owner,
+                tx,
+                sql,
+                params,
+            } => (db, *owner, *tx, Work::Query(sql, params)),
+            SqlExecute {
+                db,
+                owner,
+                tx,
+                sql,
+                params,
+            } => (db, *owner, *tx, Work::Execute(sql, params)),
+            SqlPrepare { db, owner, tx, sql } => (db, *owner, *tx, Work::Prepare(sql)),
+            SqlTx { db, owner, tx, op } => (db, *owner, Some(*tx), Work::Tx(op)),
+            other => {
+                return Err(err(
+                    kind::UNAVAILABLE,
+                    format!("command {} is not a sql command", other.id().0),
+                ))
+            }
+        };
+        let db = self.db(id)?;
         match (&db.tx, tx) {
-            (Some(t), n) if n == t.id && t.owner == owner => {}
-            (Some(t), 0) => return Err(busy(&id, t)),
-            (_, 0) => {}
-            (_, _) => return Err(err(kind::INVALID, "transaction is no longer active")),
+            (Some(t), Some(n)) if n == t.id && t.owner == owner => {}
+            (Some(t), None) => return Err(busy(id, t)),
+            (_, None) => {}
+            (_, Some(_)) => return Err(err(kind::INVALID, "transaction is no longer active")),
         }
-        match cmd {
-            c if c == ids::SQL_QUERY => {
-                let sql = str_arg(args, 3, "sql")?;
-                let params = bind_all(args.get(4))?;
-                query_rows(&db.conn, &sql, &params)
-            }
-            c if c == ids::SQL_EXECUTE => {
-                let sql = str_arg(args, 3, "sql")?;
-                let params = bind_all(args.get(4))?;
-                execute(&db.conn, &sql, &params)
-            }
-            c if c == ids::SQL_PREPARE => {
-                let sql = str_arg(args, 3, "sql")?;
-                db.conn.prepare_cached(&sql).map_err(sql_error)?;
+        match work {
+            Work::Query(sql, params) => query_rows(&db.conn, sql, &bind_all(params)?),
+            Work::Execute(sql, params) => execute(&db.conn, sql, &bind_all(params)?),
+            Work::Prepare(sql) => {
+                db.conn.prepare_cached(sql).map_err(sql_error)?;
                 Ok(Value::Bool(true))
             }
-            c if c == ids::SQL_TX => {
-                if tx == 0 {
-                    return Err(err(kind::INVALID, "not a transaction"));
-                }
-                let op = str_arg(args, 3, "operation")?;
-                let name = args.get(4).and_then(|v| v.as_str()).unwrap_or("");
-                let named = |verb: &str| -> Result<String, ErrorValue> {
+            Work::Tx(op) => {
+                let named = |verb: &str, name: &str| -> Result<String, ErrorValue> {
                     if valid_name(name) {
                         Ok(format!("{verb} {name}"))
                     } else {
@@ -341,21 +283,15 @@ impl Databases {
                         ))
                     }
                 };
-                let (sql, ends) = match op.as_str() {
-                    "commit" => ("COMMIT".to_string(), true),
-                    "rollback" => ("ROLLBACK".to_string(), true),
-                    "savepoint" => (named("SAVEPOINT")?, false),
-                    "rollback_to" => (named("ROLLBACK TO SAVEPOINT")?, false),
-                    "release" => (named("RELEASE SAVEPOINT")?, false),
-                    other => {
-                        return Err(err(
-                            kind::INVALID,
-                            format!("unknown transaction operation '{other}'"),
-                        ))
-                    }
+                let sql = match op {
+                    TxOp::Commit => "COMMIT".to_string(),
+                    TxOp::Rollback => "ROLLBACK".to_string(),
+                    TxOp::Savepoint(n) => named("SAVEPOINT", n)?,
+                    TxOp::RollbackTo(n) => named("ROLLBACK TO SAVEPOINT", n)?,
+                    TxOp::Release(n) => named("RELEASE SAVEPOINT", n)?,
                 };
                 let r = db.conn.execute_batch(&sql);
-                if ends {
+                if op.ends() {
                     let t = db.tx.take();
                     if r.is_err() {
                         // A failed COMMIT leaves SQLite's transaction open: end it.
@@ -368,11 +304,60 @@ impl Databases {
                 r.map_err(sql_error)?;
                 Ok(Value::Bool(true))
             }
-            other => Err(err(
-                kind::UNAVAILABLE,
-                format!("sql command {} has no handler", other.0),
-            )),
         }
+    }
+
+    /// Rolls back whatever `owner` left open; answers how many transactions that was.
+    fn release_owner(&mut self, owner: i64) -> Value {
+        let mut released = 0;
+        for db in self.dbs.values_mut() {
+            if db.tx.as_ref().is_some_and(|t| t.owner == owner) {
+                let t = db.tx.take().expect("checked");
+                let _ = db.conn.execute_batch("ROLLBACK");
+                if t.read_only {
+                    let _ = db.conn.execute_batch("PRAGMA query_only = 0");
+                }
+                released += 1;
+            }
+        }
+        Value::Int(released)
+    }
+
+    fn begin(
+        &mut self,
+        id: &str,
+        owner: i64,
+        isolation: Isolation,
+        read_only: bool,
+    ) -> Result<Value, ErrorValue> {
+        let db = self.db(id)?;
+        if let Some(t) = &db.tx {
+            return Err(busy(id, t));
+        }
+        // SQLite transactions are serializable whatever level is asked for.
+        let begin = if isolation == Isolation::Serializable {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        if read_only {
+            db.conn
+                .execute_batch("PRAGMA query_only = 1")
+                .map_err(sql_error)?;
+        }
+        if let Err(e) = db.conn.execute_batch(begin) {
+            if read_only {
+                let _ = db.conn.execute_batch("PRAGMA query_only = 0");
+            }
+            return Err(sql_error(e));
+        }
+        db.next_tx += 1;
+        db.tx = Some(OpenTx {
+            id: db.next_tx,
+            owner,
+            read_only,
+        });
+        Ok(Value::Int(db.next_tx))
     }
 }
 

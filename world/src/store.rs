@@ -18,13 +18,11 @@ use crate::config_error;
 use crate::sql::{column, sql_error, Databases};
 use rusqlite::types::Value as SqlValue;
 use std::collections::BTreeMap;
-use weft_engine::command::{ids, CommandId};
 use weft_engine::entries::Entry;
 use weft_engine::value::{kind, ErrorValue, Table, Value};
+use weft_engine::world::{ListOptions, PutOptions, WorldCommand};
 
 const NS: i64 = 1_000_000_000;
-const LIST_DEFAULT: usize = 100;
-const LIST_MAX: usize = 1000;
 
 struct Item {
     value: Value,
@@ -50,7 +48,7 @@ pub enum Store {
     Sql(SqlStore),
 }
 
-fn err(k: &str, m: impl Into<String>) -> ErrorValue {
+fn err(k: weft_engine::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -66,8 +64,8 @@ fn str_field(e: &Entry, name: &str) -> Option<String> {
 
 /// Builds a store from its entry; `resolve` makes a `database:` reference absolute.
 pub fn from_entry(e: &Entry, dbs: &Databases) -> Result<Store, String> {
-    match e.kind.as_str() {
-        "store.memory" => {
+    match e.kind {
+        weft_engine::entries::EntryKind::StoreMemory => {
             let max_size = match e.data.get("max_size") {
                 None | Some(Value::Nil) => 10_000,
                 Some(Value::Int(n)) if *n > 0 => *n as usize,
@@ -132,84 +130,6 @@ fn entry_value(key: &str, value: Value, version: i64) -> Value {
     )
 }
 
-/// TTL argument in seconds (integer or float); 0 or absent means no expiry.
-fn ttl_ns(v: Option<&Value>) -> Result<Option<i64>, ErrorValue> {
-    match v {
-        None | Some(Value::Nil) => Ok(None),
-        Some(Value::Int(0)) => Ok(None),
-        Some(Value::Int(n)) if *n > 0 => Ok(Some(n.saturating_mul(NS))),
-        Some(Value::Float(f)) if *f == 0.0 => Ok(None),
-        Some(Value::Float(f)) if *f > 0.0 && f.is_finite() => Ok(Some((*f * NS as f64) as i64)),
-        Some(_) => Err(err(
-            kind::INVALID,
-            "ttl must be a non-negative number of seconds",
-        )),
-    }
-}
-
-struct PutOpts {
-    ttl: Option<i64>,
-    only_if_absent: bool,
-    if_version: Option<i64>,
-}
-
-fn put_opts(v: Option<&Value>) -> Result<PutOpts, ErrorValue> {
-    let t = match v {
-        None | Some(Value::Nil) => {
-            return Ok(PutOpts {
-                ttl: None,
-                only_if_absent: false,
-                if_version: None,
-            })
-        }
-        Some(Value::Table(t)) => t,
-        Some(_) => return Err(err(kind::INVALID, "put options must be a table")),
-    };
-    let if_version = match t.get("if_version") {
-        None | Some(Value::Nil) => None,
-        Some(Value::Int(n)) => Some(*n),
-        Some(_) => return Err(err(kind::INVALID, "if_version must be an integer")),
-    };
-    Ok(PutOpts {
-        ttl: ttl_ns(t.get("ttl"))?,
-        only_if_absent: matches!(t.get("only_if_absent"), Some(Value::Bool(true))),
-        if_version,
-    })
-}
-
-struct ListOpts {
-    prefix: String,
-    after: Option<String>,
-    limit: usize,
-}
-
-fn list_opts(v: Option<&Value>) -> Result<ListOpts, ErrorValue> {
-    let mut o = ListOpts {
-        prefix: String::new(),
-        after: None,
-        limit: LIST_DEFAULT,
-    };
-    let t = match v {
-        None | Some(Value::Nil) => return Ok(o),
-        Some(Value::Table(t)) => t,
-        Some(_) => return Err(err(kind::INVALID, "list options must be a table")),
-    };
-    if let Some(p) = t.get("prefix").and_then(|v| v.as_str()) {
-        o.prefix = p.to_string();
-    }
-    o.after = t
-        .get("after")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(String::from);
-    match t.get("limit") {
-        None | Some(Value::Nil) => {}
-        Some(Value::Int(n)) if *n > 0 => o.limit = (*n as usize).min(LIST_MAX),
-        Some(_) => return Err(err(kind::INVALID, "limit must be a positive integer")),
-    }
-    Ok(o)
-}
-
 fn list_result(items: Vec<Value>, last: Option<String>, has_more: bool) -> Value {
     let mut t = Table::default().with(
         "items",
@@ -222,21 +142,6 @@ fn list_result(items: Vec<Value>, last: Option<String>, has_more: bool) -> Value
         t = t.with("cursor", Value::from(c));
     }
     Value::table(t.with("has_more", Value::Bool(has_more)))
-}
-
-fn key_arg(args: &[Value]) -> Result<String, ErrorValue> {
-    match args.get(2) {
-        Some(Value::Str(s)) => String::from_utf8(s.clone())
-            .map_err(|_| err(kind::INVALID, "store key must be UTF-8 text")),
-        _ => Err(err(kind::INVALID, "store key must be a string")),
-    }
-}
-
-fn value_arg(args: &[Value]) -> Result<Value, ErrorValue> {
-    match args.get(3) {
-        None | Some(Value::Nil) => Err(err(kind::INVALID, "store value must not be nil")),
-        Some(v) => Ok(v.clone()),
-    }
 }
 
 impl MemStore {
@@ -280,41 +185,27 @@ impl MemStore {
         Ok(version)
     }
 
-    fn handle(&mut self, cmd: CommandId, now: i64, args: &[Value]) -> Result<Value, ErrorValue> {
-        match cmd {
-            c if c == ids::STORE_GET => {
-                let k = key_arg(args)?;
-                self.live(&k, now)
-                    .map(|i| i.value.clone())
-                    .ok_or_else(|| not_found(&k))
-            }
-            c if c == ids::STORE_ENTRY => {
-                let k = key_arg(args)?;
-                self.live(&k, now)
-                    .map(|i| entry_value(&k, i.value.clone(), i.version))
-                    .ok_or_else(|| not_found(&k))
-            }
-            c if c == ids::STORE_HAS => {
-                let k = key_arg(args)?;
-                Ok(Value::Bool(self.live(&k, now).is_some()))
-            }
-            c if c == ids::STORE_DELETE => {
-                let k = key_arg(args)?;
+    fn handle(&mut self, op: Op, now: i64) -> Result<Value, ErrorValue> {
+        match op {
+            Op::Get(k) => self
+                .live(&k, now)
+                .map(|i| i.value.clone())
+                .ok_or_else(|| not_found(&k)),
+            Op::Entry(k) => self
+                .live(&k, now)
+                .map(|i| entry_value(&k, i.value.clone(), i.version))
+                .ok_or_else(|| not_found(&k)),
+            Op::Has(k) => Ok(Value::Bool(self.live(&k, now).is_some())),
+            Op::Delete(k) => {
                 let was = self.live(&k, now).is_some();
                 self.items.remove(&k);
                 Ok(Value::Bool(was))
             }
-            c if c == ids::STORE_SET => {
-                let k = key_arg(args)?;
-                let v = value_arg(args)?;
-                let ttl = ttl_ns(args.get(4))?;
+            Op::Set(k, v, ttl) => {
                 self.write(&k, v, ttl, now)?;
                 Ok(Value::Bool(true))
             }
-            c if c == ids::STORE_PUT => {
-                let k = key_arg(args)?;
-                let v = value_arg(args)?;
-                let o = put_opts(args.get(4))?;
+            Op::Put(k, v, o) => {
                 let cur = self.live(&k, now).map(|i| i.version);
                 if o.only_if_absent && cur.is_some() {
                     return Err(err(
@@ -330,11 +221,10 @@ impl MemStore {
                         ));
                     }
                 }
-                let version = self.write(&k, v.clone(), o.ttl, now)?;
+                let version = self.write(&k, v.clone(), o.ttl_ns, now)?;
                 Ok(entry_value(&k, v, version))
             }
-            c if c == ids::STORE_LIST => {
-                let o = list_opts(args.get(2))?;
+            Op::List(o) => {
                 let start = match &o.after {
                     Some(a) => std::ops::Bound::Excluded(a.clone()),
                     None => std::ops::Bound::Included(o.prefix.clone()),
@@ -361,10 +251,6 @@ impl MemStore {
                 }
                 Ok(list_result(items, last, has_more))
             }
-            other => Err(err(
-                kind::UNAVAILABLE,
-                format!("store command {} has no handler", other.0),
-            )),
         }
     }
 }
@@ -384,13 +270,7 @@ fn expiry_s(ttl: Option<i64>, now: i64) -> SqlValue {
 }
 
 impl SqlStore {
-    fn handle(
-        &self,
-        dbs: &mut Databases,
-        cmd: CommandId,
-        now: i64,
-        args: &[Value],
-    ) -> Result<Value, ErrorValue> {
+    fn handle(&self, dbs: &mut Databases, op: Op, now: i64) -> Result<Value, ErrorValue> {
         let db = dbs.dbs.get(&self.database).ok_or_else(|| {
             err(
                 kind::NOT_FOUND,
@@ -437,20 +317,13 @@ impl SqlStore {
                 .map_err(sql_error)?;
             Ok(())
         };
-        match cmd {
-            c if c == ids::STORE_GET => {
-                let k = key_arg(args)?;
-                read(&k)?.ok_or_else(|| not_found(&k))
-            }
-            c if c == ids::STORE_ENTRY => {
-                let k = key_arg(args)?;
-                read(&k)?
-                    .map(|v| entry_value(&k, v, 0))
-                    .ok_or_else(|| not_found(&k))
-            }
-            c if c == ids::STORE_HAS => Ok(Value::Bool(read(&key_arg(args)?)?.is_some())),
-            c if c == ids::STORE_DELETE => {
-                let k = key_arg(args)?;
+        match op {
+            Op::Get(k) => read(&k)?.ok_or_else(|| not_found(&k)),
+            Op::Entry(k) => read(&k)?
+                .map(|v| entry_value(&k, v, 0))
+                .ok_or_else(|| not_found(&k)),
+            Op::Has(k) => Ok(Value::Bool(read(&k)?.is_some())),
+            Op::Delete(k) => {
                 let sql = format!("DELETE FROM {t} WHERE {kc} = ?1 AND {live}");
                 let n = conn
                     .prepare_cached(&sql)
@@ -461,16 +334,11 @@ impl SqlStore {
                 let _ = conn.execute(&sql, rusqlite::params![k]);
                 Ok(Value::Bool(n > 0))
             }
-            c if c == ids::STORE_SET => {
-                let k = key_arg(args)?;
-                let v = value_arg(args)?;
-                write(&k, &v, ttl_ns(args.get(4))?)?;
+            Op::Set(k, v, ttl) => {
+                write(&k, &v, ttl)?;
                 Ok(Value::Bool(true))
             }
-            c if c == ids::STORE_PUT => {
-                let k = key_arg(args)?;
-                let v = value_arg(args)?;
-                let o = put_opts(args.get(4))?;
+            Op::Put(k, v, o) => {
                 if o.if_version.is_some() {
                     return Err(err(
                         kind::INVALID,
@@ -483,11 +351,10 @@ impl SqlStore {
                         format!("key '{k}' already exists"),
                     ));
                 }
-                write(&k, &v, o.ttl)?;
+                write(&k, &v, o.ttl_ns)?;
                 Ok(entry_value(&k, v, 0))
             }
-            c if c == ids::STORE_LIST => {
-                let o = list_opts(args.get(2))?;
+            Op::List(o) => {
                 let after = o.after.clone().unwrap_or_default();
                 let sql = format!(
                     "SELECT {kc}, {vc} FROM {t} WHERE {live} AND {kc} > ?1 \
@@ -520,10 +387,6 @@ impl SqlStore {
                 }
                 Ok(list_result(items, last, has_more))
             }
-            other => Err(err(
-                kind::UNAVAILABLE,
-                format!("store command {} has no handler", other.0),
-            )),
         }
     }
 }
@@ -534,46 +397,88 @@ pub struct Stores {
     pub stores: BTreeMap<String, Store>,
 }
 
+/// A store command with its store id and clock taken out (see `Stores::handle`).
+enum Op {
+    Get(String),
+    Entry(String),
+    Has(String),
+    Delete(String),
+    Set(String, Value, Option<i64>),
+    Put(String, Value, PutOptions),
+    List(ListOptions),
+}
+
+/// A stored value is never nil (the Lua side refuses it first; this keeps the world honest).
+fn non_nil(v: Value) -> Result<Value, ErrorValue> {
+    match v {
+        Value::Nil => Err(err(kind::INVALID, "store value must not be nil")),
+        v => Ok(v),
+    }
+}
+
 impl Stores {
-    /// `cmd` in the store range: args are `[store id, now (Unix ns), ...]` (see `ids`).
-    pub fn handle(
-        &mut self,
-        dbs: &mut Databases,
-        cmd: CommandId,
-        args: &[Value],
-    ) -> Result<Value, ErrorValue> {
-        let id = args
-            .first()
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| err(kind::INVALID, "store id must be a string"))?;
-        let now = match args.get(1) {
-            Some(Value::Int(n)) => *n,
-            _ => 0,
+    /// A command of the store range (see `WorldCommand`); anything else is refused.
+    pub fn handle(&mut self, dbs: &mut Databases, cmd: WorldCommand) -> Result<Value, ErrorValue> {
+        use WorldCommand::*;
+        let (id, now, op) = match cmd {
+            StoreInfo { store } => return self.info(&store),
+            StoreGet { store, now_ns, key } => (store, now_ns, Op::Get(key)),
+            StoreEntry { store, now_ns, key } => (store, now_ns, Op::Entry(key)),
+            StoreHas { store, now_ns, key } => (store, now_ns, Op::Has(key)),
+            StoreDelete { store, now_ns, key } => (store, now_ns, Op::Delete(key)),
+            StoreSet {
+                store,
+                now_ns,
+                key,
+                value,
+                ttl_ns,
+            } => (store, now_ns, Op::Set(key, non_nil(value)?, ttl_ns)),
+            StorePut {
+                store,
+                now_ns,
+                key,
+                value,
+                options,
+            } => (store, now_ns, Op::Put(key, non_nil(value)?, options)),
+            StoreList {
+                store,
+                now_ns,
+                options,
+            } => (store, now_ns, Op::List(options)),
+            other => {
+                return Err(err(
+                    kind::UNAVAILABLE,
+                    format!("command {} is not a store command", other.id().0),
+                ))
+            }
         };
-        let store = self
-            .stores
+        match self.store(&id)? {
+            Store::Memory(m) => m.handle(op, now),
+            Store::Sql(s) => s.handle(dbs, op, now),
+        }
+    }
+
+    fn store(&mut self, id: &str) -> Result<&mut Store, ErrorValue> {
+        self.stores
             .get_mut(id)
-            .ok_or_else(|| err(kind::NOT_FOUND, format!("store '{id}' not found")))?;
-        if cmd == ids::STORE_INFO {
-            let (backend, consistency, durable, versioned) = match store {
-                Store::Memory(_) => ("memory", "local", false, true),
-                Store::Sql(_) => ("sql", "linearizable", true, false),
-            };
-            return Ok(Value::table(
-                Table::default()
-                    .with("id", Value::from(id))
-                    .with("backend", Value::from(backend))
-                    .with("consistency", Value::from(consistency))
-                    .with("durable", Value::Bool(durable))
-                    .with("list", Value::Bool(true))
-                    .with("versioned", Value::Bool(versioned))
-                    .with("conditional_put", Value::Bool(true))
-                    .with("ttl", Value::Bool(true)),
-            ));
-        }
-        match store {
-            Store::Memory(m) => m.handle(cmd, now, args),
-            Store::Sql(s) => s.handle(dbs, cmd, now, args),
-        }
+            .ok_or_else(|| err(kind::NOT_FOUND, format!("store '{id}' not found")))
+    }
+
+    fn info(&mut self, id: &str) -> Result<Value, ErrorValue> {
+        let (backend, consistency, durable, versioned) = match self.store(id)? {
+            Store::Memory(_) => ("memory", "local", false, true),
+            Store::Sql(_) => ("sql", "linearizable", true, false),
+        };
+        Ok(Value::table(
+            Table::default()
+                .with("id", Value::from(id))
+                .with("backend", Value::from(backend))
+                .with("consistency", Value::from(consistency))
+                .with("durable", Value::Bool(durable))
+                .with("list", Value::Bool(true))
+                .with("versioned", Value::Bool(versioned))
+                .with("conditional_put", Value::Bool(true))
+                .with("ttl", Value::Bool(true)),
+        ))
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use weft_engine::value::Table;
+use weft_engine::world::{Isolation, ListOptions, PutOptions, TxOp};
 
 fn entry(id: &str, kind_: &str, fields: &[(&str, Value)]) -> Entry {
     let (namespace, name) = weft_engine::entries::parse_id(id);
@@ -25,13 +26,6 @@ fn s(v: &str) -> Value {
     Value::from(v)
 }
 
-fn arr(items: Vec<Value>) -> Value {
-    Value::table(Table {
-        array: items,
-        map: vec![],
-    })
-}
-
 fn world() -> World {
     let mut w = World::new(Storage::Memory);
     w.configure(&[
@@ -47,18 +41,32 @@ fn world() -> World {
     w
 }
 
+/// A statement (`exec`) or query on app:db; `tx` 0 runs outside a transaction.
+fn sql(
+    w: &mut World,
+    exec: bool,
+    tx: i64,
+    owner: i64,
+    q: &str,
+    p: Vec<Value>,
+) -> Result<Value, ErrorValue> {
+    let tx = (tx != 0).then_some(tx);
+    w.handle(WorldCommand::sql(
+        exec,
+        "app:db".into(),
+        owner,
+        tx,
+        q.into(),
+        p,
+    ))
+}
+
 fn exec(w: &mut World, tx: i64, owner: i64, q: &str, p: Vec<Value>) -> Result<Value, ErrorValue> {
-    w.handle(
-        ids::SQL_EXECUTE,
-        &[s("app:db"), Value::Int(owner), Value::Int(tx), s(q), arr(p)],
-    )
+    sql(w, true, tx, owner, q, p)
 }
 
 fn query(w: &mut World, tx: i64, owner: i64, q: &str, p: Vec<Value>) -> Result<Value, ErrorValue> {
-    w.handle(
-        ids::SQL_QUERY,
-        &[s("app:db"), Value::Int(owner), Value::Int(tx), s(q), arr(p)],
-    )
+    sql(w, false, tx, owner, q, p)
 }
 
 fn rows(v: Value) -> Vec<Table> {
@@ -120,29 +128,29 @@ fn bad_sql_and_bad_params_are_error_values() {
     let mut w = world();
     let e = query(&mut w, 0, 1, "SELEC nonsense", vec![]).unwrap_err();
     assert_eq!(e.kind, kind::INVALID, "{e:?}");
-    let e = w
-        .handle(
-            ids::SQL_QUERY,
-            &[
-                s("app:db"),
-                Value::Int(1),
-                Value::Int(0),
-                s("SELECT ?"),
-                Value::Int(5),
-            ],
-        )
-        .unwrap_err();
+    let not_a_blob = Value::table(Table::default().with("x", Value::Int(1)));
+    let e = query(&mut w, 0, 1, "SELECT ?", vec![not_a_blob]).unwrap_err();
     assert_eq!(e.kind, kind::INVALID);
-    assert!(e.message.contains("array"), "{e:?}");
+    assert!(e.message.contains("cannot be a SQL parameter"), "{e:?}");
     let e = query(&mut w, 0, 1, "SELECT ?, ?", vec![Value::Int(1)]).unwrap_err();
     assert_eq!(e.kind, kind::INVALID, "{e:?}");
     let e = w
-        .handle(
-            ids::SQL_QUERY,
-            &[s("app:nope"), Value::Int(1), Value::Int(0), s("SELECT 1")],
-        )
+        .handle(WorldCommand::SqlPrepare {
+            db: "app:nope".into(),
+            owner: 1,
+            tx: None,
+            sql: "SELECT 1".into(),
+        })
         .unwrap_err();
     assert_eq!(e.kind, kind::NOT_FOUND);
+    let e = w.handle(WorldCommand::StoreInfo {
+        store: "app:db".into(),
+    });
+    assert_eq!(
+        e.unwrap_err().kind,
+        kind::NOT_FOUND,
+        "a database is not a store"
+    );
 }
 
 #[test]
@@ -150,27 +158,20 @@ fn transactions_commit_rollback_and_owner_release() {
     let mut w = world();
     exec(&mut w, 0, 1, "CREATE TABLE t (v INTEGER)", vec![]).unwrap();
     let begin = |w: &mut World, owner: i64| {
-        w.handle(
-            ids::SQL_BEGIN,
-            &[
-                s("app:db"),
-                Value::Int(owner),
-                s("default"),
-                Value::Bool(false),
-            ],
-        )
+        w.handle(WorldCommand::SqlBegin {
+            db: "app:db".into(),
+            owner,
+            isolation: Isolation::Default,
+            read_only: false,
+        })
     };
     let tx_op = |w: &mut World, owner: i64, tx: i64, op: &str, name: &str| {
-        w.handle(
-            ids::SQL_TX,
-            &[
-                s("app:db"),
-                Value::Int(owner),
-                Value::Int(tx),
-                s(op),
-                s(name),
-            ],
-        )
+        w.handle(WorldCommand::SqlTx {
+            db: "app:db".into(),
+            owner,
+            tx,
+            op: TxOp::parse(op, Some(name.into())).unwrap(),
+        })
     };
     let count = |w: &mut World| {
         let r = rows(query(w, 0, 9, "SELECT count(*) AS n FROM t", vec![]).unwrap());
@@ -218,31 +219,62 @@ fn transactions_commit_rollback_and_owner_release() {
     };
     exec(&mut w, tx, 5, "INSERT INTO t VALUES (5)", vec![]).unwrap();
     assert_eq!(
-        w.handle(ids::SQL_RELEASE_OWNER, &[Value::Int(5)]).unwrap(),
+        w.handle(WorldCommand::SqlReleaseOwner { owner: 5 })
+            .unwrap(),
         Value::Int(1)
     );
     assert_eq!(count(&mut w), Some(Value::Int(1)));
     assert!(begin(&mut w, 6).is_ok(), "the database is free again");
-
-    let e = w
-        .handle(
-            ids::SQL_BEGIN,
-            &[s("app:db"), Value::Int(7), s("chaotic"), Value::Bool(false)],
-        )
-        .unwrap_err();
-    assert_eq!(e.kind, kind::INVALID);
+    assert_eq!(
+        tx_op(&mut w, 7, 99, "commit", "").unwrap_err().kind,
+        kind::INVALID,
+        "another process's or a stale transaction id is refused"
+    );
 }
 
+/// A store command in the shape the Lua side builds it: `op` is the method name, `rest` its
+/// arguments after the key (value and ttl / options), or the options for `list`.
 fn st(
     w: &mut World,
-    cmd: CommandId,
+    op: &str,
     id: &str,
-    now: i64,
+    now_ns: i64,
     rest: Vec<Value>,
 ) -> Result<Value, ErrorValue> {
-    let mut args = vec![s(id), Value::Int(now)];
-    args.extend(rest);
-    w.handle(cmd, &args)
+    let store = id.to_string();
+    let mut rest = rest.into_iter();
+    let mut next = || rest.next().unwrap_or(Value::Nil);
+    let cmd = match op {
+        "list" => WorldCommand::StoreList {
+            store,
+            now_ns,
+            options: ListOptions::from_value(&next())?,
+        },
+        _ => {
+            let key = next().as_str().expect("key").to_string();
+            match op {
+                "get" => WorldCommand::StoreGet { store, now_ns, key },
+                "has" => WorldCommand::StoreHas { store, now_ns, key },
+                "delete" => WorldCommand::StoreDelete { store, now_ns, key },
+                "set" => WorldCommand::StoreSet {
+                    store,
+                    now_ns,
+                    key,
+                    value: next(),
+                    ttl_ns: weft_engine::world::ttl_ns(&next())?,
+                },
+                "put" => WorldCommand::StorePut {
+                    store,
+                    now_ns,
+                    key,
+                    value: next(),
+                    options: PutOptions::from_value(&next())?,
+                },
+                other => panic!("no store op {other}"),
+            }
+        }
+    };
+    w.handle(cmd)
 }
 
 const SEC: i64 = 1_000_000_000;
@@ -252,38 +284,36 @@ fn memory_store_ttl_versions_conditional_put_and_size() {
     let mut w = world();
     let m = "app:mem";
     assert_eq!(
-        st(&mut w, ids::STORE_GET, m, 0, vec![s("a")])
-            .unwrap_err()
-            .kind,
+        st(&mut w, "get", m, 0, vec![s("a")]).unwrap_err().kind,
         kind::NOT_FOUND
     );
     st(
         &mut w,
-        ids::STORE_SET,
+        "set",
         m,
         0,
         vec![s("a"), Value::Int(1), Value::Int(10)],
     )
     .unwrap();
     assert_eq!(
-        st(&mut w, ids::STORE_GET, m, 9 * SEC, vec![s("a")]).unwrap(),
+        st(&mut w, "get", m, 9 * SEC, vec![s("a")]).unwrap(),
         Value::Int(1)
     );
     assert_eq!(
-        st(&mut w, ids::STORE_GET, m, 10 * SEC, vec![s("a")])
+        st(&mut w, "get", m, 10 * SEC, vec![s("a")])
             .unwrap_err()
             .kind,
         kind::NOT_FOUND
     );
     assert_eq!(
-        st(&mut w, ids::STORE_HAS, m, 10 * SEC, vec![s("a")]).unwrap(),
+        st(&mut w, "has", m, 10 * SEC, vec![s("a")]).unwrap(),
         Value::Bool(false)
     );
 
     let put = |w: &mut World, v: i64, opts: Table| {
         st(
             w,
-            ids::STORE_PUT,
+            "put",
             m,
             0,
             vec![s("k"), Value::Int(v), Value::table(opts)],
@@ -323,24 +353,18 @@ fn memory_store_ttl_versions_conditional_put_and_size() {
     assert_eq!(e.get("version"), Some(&Value::Int(2)));
 
     // max_size 2: "a" expired, so "b" fits; a third live key does not.
-    st(&mut w, ids::STORE_SET, m, 20 * SEC, vec![s("b"), s("x")]).unwrap();
-    assert!(st(&mut w, ids::STORE_SET, m, 20 * SEC, vec![s("c"), s("x")]).is_err());
+    st(&mut w, "set", m, 20 * SEC, vec![s("b"), s("x")]).unwrap();
+    assert!(st(&mut w, "set", m, 20 * SEC, vec![s("c"), s("x")]).is_err());
     assert_eq!(
-        st(&mut w, ids::STORE_DELETE, m, 20 * SEC, vec![s("b")]).unwrap(),
+        st(&mut w, "delete", m, 20 * SEC, vec![s("b")]).unwrap(),
         Value::Bool(true)
     );
     assert_eq!(
-        st(&mut w, ids::STORE_DELETE, m, 20 * SEC, vec![s("b")]).unwrap(),
+        st(&mut w, "delete", m, 20 * SEC, vec![s("b")]).unwrap(),
         Value::Bool(false)
     );
     assert_eq!(
-        st(&mut w, ids::STORE_SET, m, 0, vec![Value::Int(3), s("x")])
-            .unwrap_err()
-            .kind,
-        kind::INVALID
-    );
-    assert_eq!(
-        st(&mut w, ids::STORE_SET, m, 0, vec![s("n"), Value::Nil])
+        st(&mut w, "set", m, 0, vec![s("n"), Value::Nil])
             .unwrap_err()
             .kind,
         kind::INVALID
@@ -377,16 +401,13 @@ fn sql_store_round_trips_values_and_lists_by_prefix() {
     let k = "app:kv";
     let val = Value::table(Table::default().with("n", Value::Int(3)).with("s", s("hi")));
     for key in ["u:1", "u:2", "u:3", "v:1"] {
-        st(&mut w, ids::STORE_SET, k, 0, vec![s(key), val.clone()]).unwrap();
+        st(&mut w, "set", k, 0, vec![s(key), val.clone()]).unwrap();
     }
-    assert_eq!(
-        st(&mut w, ids::STORE_GET, k, 0, vec![s("u:2")]).unwrap(),
-        val
-    );
+    assert_eq!(st(&mut w, "get", k, 0, vec![s("u:2")]).unwrap(), val);
     let (keys, more) = list_keys(
         st(
             &mut w,
-            ids::STORE_LIST,
+            "list",
             k,
             0,
             vec![Value::table(
@@ -402,7 +423,7 @@ fn sql_store_round_trips_values_and_lists_by_prefix() {
     let (keys, more) = list_keys(
         st(
             &mut w,
-            ids::STORE_LIST,
+            "list",
             k,
             0,
             vec![Value::table(
@@ -417,17 +438,17 @@ fn sql_store_round_trips_values_and_lists_by_prefix() {
     assert!(!more);
     st(
         &mut w,
-        ids::STORE_SET,
+        "set",
         k,
         0,
         vec![s("t"), Value::Int(1), Value::Int(2)],
     )
     .unwrap();
-    assert!(st(&mut w, ids::STORE_HAS, k, SEC, vec![s("t")]).unwrap() == Value::Bool(true));
-    assert!(st(&mut w, ids::STORE_HAS, k, 2 * SEC, vec![s("t")]).unwrap() == Value::Bool(false));
+    assert!(st(&mut w, "has", k, SEC, vec![s("t")]).unwrap() == Value::Bool(true));
+    assert!(st(&mut w, "has", k, 2 * SEC, vec![s("t")]).unwrap() == Value::Bool(false));
     let e = st(
         &mut w,
-        ids::STORE_PUT,
+        "put",
         k,
         0,
         vec![
@@ -440,7 +461,7 @@ fn sql_store_round_trips_values_and_lists_by_prefix() {
     assert_eq!(e.kind, kind::ALREADY_EXISTS);
     let e = st(
         &mut w,
-        ids::STORE_PUT,
+        "put",
         k,
         0,
         vec![
@@ -451,7 +472,10 @@ fn sql_store_round_trips_values_and_lists_by_prefix() {
     )
     .unwrap_err();
     assert_eq!(e.kind, kind::INVALID);
-    let Value::Table(info) = w.handle(ids::STORE_INFO, &[s(k)]).unwrap() else {
+    let Value::Table(info) = w
+        .handle(WorldCommand::StoreInfo { store: k.into() })
+        .unwrap()
+    else {
         panic!()
     };
     assert_eq!(info.get("backend"), Some(&s("sql")));

@@ -87,7 +87,7 @@ fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
     .node;
     node.spawn("t:main", "t:term", vec![], true).unwrap();
     // The real world handlers answer every command, on virtual time.
-    let mut answer = |cmd, args: &[Value]| Some(world.handle(cmd, args));
+    let mut answer = |cmd| Some(world.handle(cmd));
     let mut d = Scripted::new(&mut answer);
     match drive(&mut node, &mut d, 64) {
         Some(code) => (code, d.out),
@@ -245,6 +245,10 @@ fn store_semantics_ttl_and_conditional_put() {
   ok("bad key", r == nil and err:kind() == errors.INVALID, err)
   r, err = s:set("n", nil)
   ok("nil value", r == nil and err:kind() == errors.INVALID, err)
+  r, err = s:set("n", 1, -3)
+  ok("bad ttl", r == nil and err:kind() == errors.INVALID and s:has("n") == false, err)
+  r, err = s:list({limit = "ten"})
+  ok("bad list limit", r == nil and err:kind() == errors.INVALID, err)
 
   s:set("ttl", "soon", 2)
   time.sleep("1s")
@@ -290,7 +294,7 @@ fn store_semantics_ttl_and_conditional_put() {
         ),
         &[],
     );
-    assert_eq!(out.matches("ok ").count(), 25, "{out}");
+    assert_eq!(out.matches("ok ").count(), 27, "{out}");
 }
 
 #[test]

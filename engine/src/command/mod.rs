@@ -395,7 +395,7 @@ mod flow {
                 "wrong command",
             ));
         };
-        core.world(caller, id, vec![arg])
+        core.world(caller, crate::world::WorldCommand::Custom { id, arg })
     }
 
     type Seen = Rc<RefCell<Vec<(u64, Result<Value, crate::value::ErrorValue>)>>>;
@@ -466,16 +466,15 @@ mod flow {
         // The handler issued a tag and handed the work to the driver.
         let mut asked = None;
         while let Some(o) = node.poll_output() {
-            if let Output::Execute {
-                pid: p,
-                tag,
-                cmd,
-                args,
-            } = o
-            {
-                assert_eq!(cmd, LATER);
+            if let Output::Execute { pid: p, tag, cmd } = o {
+                assert_eq!(
+                    cmd,
+                    crate::world::WorldCommand::Custom {
+                        id: LATER,
+                        arg: Value::Int(21)
+                    }
+                );
                 assert_eq!(p, pid);
-                assert_eq!(args, vec![Value::Int(21)]);
                 asked = Some(tag);
             }
         }

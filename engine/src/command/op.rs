@@ -185,8 +185,7 @@ pub enum Command {
     /// hands it to the driver as `Output::Execute` and the driver's completion answers the tag.
     /// `detached`: sent by a closing process; no tag is issued and the completion is dropped.
     World {
-        cmd: CommandId,
-        args: Vec<Value>,
+        cmd: crate::world::WorldCommand,
         detached: bool,
     },
     /// A command of a custom module (256+), its argument as a value.
@@ -264,7 +263,7 @@ impl Command {
             Command::EnvSet { .. } => ids::ENV_SET,
             Command::EnvAll => ids::ENV_ALL,
             Command::Log { .. } => ids::NODE_LOG,
-            Command::World { cmd, .. } => *cmd,
+            Command::World { cmd, .. } => cmd.id(),
             Command::Custom { id, .. } => *id,
         }
     }
@@ -395,30 +394,25 @@ impl Command {
                 fields: vec![],
             },
         ];
+        use crate::world::{TxOp, WorldCommand as W};
+        let store = || s();
         for cmd in [
-            ids::TERMINAL_READ_LINE,
-            ids::TERMINAL_READ,
-            ids::SQL_QUERY,
-            ids::SQL_EXECUTE,
-            ids::SQL_PREPARE,
-            ids::SQL_BEGIN,
-            ids::SQL_TX,
-            ids::SQL_RELEASE_OWNER,
-            ids::STORE_GET,
-            ids::STORE_SET,
-            ids::STORE_HAS,
-            ids::STORE_DELETE,
-            ids::STORE_ENTRY,
-            ids::STORE_PUT,
-            ids::STORE_LIST,
-            ids::STORE_INFO,
-            ids::REGISTRY_COMMIT,
-            ids::REGISTRY_HEAD,
-            ids::ENV_FILE_SET,
+            W::TerminalReadLine,
+            W::TerminalRead { max_bytes: 1 },
+            W::sql(false, s(), 1, None, s(), vec![]),
+            W::sql(true, s(), 1, None, s(), vec![]),
+            W::SqlReleaseOwner { owner: 1 },
+            W::SqlTx {
+                db: s(),
+                owner: 1,
+                tx: 1,
+                op: TxOp::Commit,
+            },
+            W::StoreInfo { store: store() },
+            W::RegistryHead { version: 1 },
         ] {
             v.push(Command::World {
                 cmd,
-                args: vec![],
                 detached: false,
             });
         }

@@ -5,6 +5,7 @@ use super::mismatch;
 use crate::command::{ids, Command, CommandRegistry, RegistryError, Reply};
 use crate::node::Core;
 use crate::value::{Table, Value};
+use crate::world::WorldCommand;
 
 pub(super) fn register(r: &mut CommandRegistry) -> Result<(), RegistryError> {
     r.register(ids::ENV_GET, "env", "get", env)?;
@@ -20,15 +21,14 @@ fn env(core: &mut Core, caller: u64, cmd: Command) -> Reply {
             Ok(None) => Reply::ok(Value::Bool(true)),
             Ok(Some(w)) => core.world(
                 caller,
-                ids::ENV_FILE_SET,
-                vec![
-                    Value::from(w.path),
-                    Value::from(w.key),
-                    Value::from(w.value),
-                    Value::Bool(w.auto_create),
-                    Value::Int(w.file_mode),
-                    Value::Int(w.dir_mode),
-                ],
+                WorldCommand::EnvFileSet {
+                    path: w.path,
+                    key: w.key,
+                    value: w.value,
+                    auto_create: w.auto_create,
+                    file_mode: (w.file_mode & 0o7777) as u32,
+                    dir_mode: (w.dir_mode & 0o7777) as u32,
+                },
             ),
             Err(e) => Reply::err(e),
         },

@@ -76,7 +76,7 @@ fn write(core: &mut Core, caller: u64, cmd: Command) -> Reply {
                 Ok(false) => Reply::ok(Value::Bool(true)),
                 // Answered once the world has stored the new head.
                 Ok(true) => {
-                    core.world(caller, ids::REGISTRY_HEAD, vec![Value::Int(version as i64)])
+                    core.world(caller, crate::world::WorldCommand::RegistryHead { version })
                 }
                 Err(e) => Reply::err(e),
             }

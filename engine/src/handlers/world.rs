@@ -35,17 +35,12 @@ pub(super) fn register(r: &mut CommandRegistry) -> Result<(), RegistryError> {
 }
 
 fn world(core: &mut Core, caller: u64, cmd: Command) -> Reply {
-    let Command::World {
-        cmd,
-        args,
-        detached,
-    } = cmd
-    else {
+    let Command::World { cmd, detached } = cmd else {
         return mismatch(&cmd);
     };
     if detached {
-        core.execute_detached(caller, cmd, args);
+        core.execute_detached(caller, cmd);
         return Reply::ok(crate::value::Value::Nil);
     }
-    core.world(caller, cmd, args)
+    core.world(caller, cmd)
 }

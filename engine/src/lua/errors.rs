@@ -10,7 +10,7 @@ pub struct ErrorUd(pub ErrorValue);
 
 impl UserData for ErrorUd {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("kind", |_, e, ()| Ok(e.0.kind.clone()));
+        m.add_method("kind", |_, e, ()| Ok(e.0.kind.as_str().to_string()));
         m.add_method("message", |_, e, ()| Ok(e.0.message.clone()));
         m.add_method("retryable", |_, e, ()| Ok(e.0.retryable));
         m.add_method("details", |lua, e, ()| match &e.0.details {
@@ -111,7 +111,7 @@ fn frames(lua: &Lua) -> Vec<(String, u32, String)> {
     out
 }
 
-pub fn new_error(k: &str, m: impl Into<String>) -> ErrorValue {
+pub fn new_error(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(k, m)
 }
 
@@ -140,7 +140,7 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
         ("RATE_LIMITED", kind::RATE_LIMITED),
         ("UNKNOWN", kind::UNKNOWN),
     ] {
-        t.set(name, k)?;
+        t.set(name, k.as_str())?;
     }
     t.set(
         "new",
@@ -157,7 +157,7 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
                         d => Some(to_value(&d).unwrap_or(Value::Nil)),
                     };
                     ErrorValue {
-                        kind: tb.get::<Option<String>>("kind")?.unwrap_or_default(),
+                        kind: tb.get::<Option<String>>("kind")?.unwrap_or_default().into(),
                         message: tb.get::<Option<String>>("message")?.unwrap_or_default(),
                         retryable: tb.get::<Option<bool>>("retryable")?,
                         details,
@@ -197,7 +197,7 @@ pub fn module(lua: &Lua) -> LuaResult<Table> {
             Ok(match &v {
                 LV::UserData(ud) => ud
                     .borrow::<ErrorUd>()
-                    .map(|e| e.0.kind == k)
+                    .map(|e| e.0.kind.as_str() == k)
                     .unwrap_or(false),
                 _ => false,
             })

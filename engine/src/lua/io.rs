@@ -3,10 +3,10 @@
 
 use super::errors::{display, fail};
 use super::{current, request};
-use crate::command::ids;
 use crate::command::Command;
 use crate::node::Output;
-use crate::value::{kind, ErrorValue, Value};
+use crate::value::{kind, ErrorValue};
+use crate::world::WorldCommand;
 use mlua::{Lua, Table, Value as LV, Variadic};
 
 fn terminal(lua: &Lua) -> mlua::Result<bool> {
@@ -33,23 +33,23 @@ fn emit(lua: &Lua, o: Output) {
 }
 
 /// Asks the driver to run a terminal read and parks the caller until it completes.
-fn read_cmd(lua: &Lua, cmd: crate::command::CommandId, args: Vec<Value>) -> mlua::Result<(LV, LV)> {
+fn read_cmd(lua: &Lua, cmd: WorldCommand) -> mlua::Result<(LV, LV)> {
     if !terminal(lua)? {
         return fail(lua, no_terminal());
     }
-    super::process::world_call(lua, cmd, args)
+    super::process::world_call(lua, cmd)
 }
 
 pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
     raw.set(
         "readline",
-        lua.create_function(|lua, ()| read_cmd(lua, ids::TERMINAL_READ_LINE, vec![]))?,
+        lua.create_function(|lua, ()| read_cmd(lua, WorldCommand::TerminalReadLine))?,
     )?;
     raw.set(
         "read",
         lua.create_function(|lua, n: Option<i64>| {
-            let n = n.filter(|n| *n > 0).unwrap_or(1024);
-            read_cmd(lua, ids::TERMINAL_READ, vec![Value::Int(n)])
+            let max_bytes = n.filter(|n| *n > 0).unwrap_or(1024) as usize;
+            read_cmd(lua, WorldCommand::TerminalRead { max_bytes })
         })?,
     )?;
     Ok(())

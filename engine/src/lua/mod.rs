@@ -459,7 +459,7 @@ impl LuaRuntime {
                     "imports: {alias}: entry '{target}' not found (it must be a library.lua entry)"
                 ))
             })?;
-            if lib.kind != "library.lua" {
+            if lib.kind != crate::entries::EntryKind::LibraryLua {
                 return Err(cerr(format!(
                     "imports: {alias}: '{target}' is a {}, not a library.lua",
                     lib.kind
@@ -506,7 +506,7 @@ impl LuaRuntime {
             .and_then(|v| v.as_str())
             .filter(|m| !m.is_empty())
             // function.lua without a method: the chunk itself is the body (prelude's boot).
-            .unwrap_or(if entry.kind == "function.lua" {
+            .unwrap_or(if entry.kind == crate::entries::EntryKind::FunctionLua {
                 ""
             } else {
                 "main"

@@ -52,7 +52,7 @@ pub struct ProcState {
     pub bus_subs: BTreeMap<u64, ChanRef>,
     /// World commands to send when the process closes, whatever the reason (e.g. roll back the
     /// SQL transactions it left open); their completions are dropped.
-    pub on_close: Vec<(crate::command::CommandId, Vec<Value>)>,
+    pub on_close: Vec<crate::world::WorldCommand>,
 }
 
 impl ProcState {
@@ -523,12 +523,11 @@ impl Process for LuaProcess {
             port.dispatch(me, Command::TimerStop { key });
         }
         // Nobody waits for these: their completions are dropped.
-        for (cmd, args) in on_close {
+        for cmd in on_close {
             port.dispatch(
                 me,
                 Command::World {
                     cmd,
-                    args,
                     detached: true,
                 },
             );
@@ -609,16 +608,11 @@ pub fn require_lookup(lua: &Lua, name: String) -> mlua::Result<LV> {
 /// Asks the driver to run `cmd` (SQL, store, terminal, …) and parks the current coroutine until
 /// the completion arrives; it then returns `value` or `nil, err`. Lua-side, the function calling
 /// this must be wrapped with the prelude's `blocking` so the PARK it returns is yielded.
-pub fn world_call(
-    lua: &Lua,
-    cmd: crate::command::CommandId,
-    args: Vec<Value>,
-) -> mlua::Result<(LV, LV)> {
+pub fn world_call(lua: &Lua, cmd: crate::world::WorldCommand) -> mlua::Result<(LV, LV)> {
     let reply = super::dispatch(
         lua,
         Command::World {
             cmd,
-            args,
             detached: false,
         },
     )?;

@@ -89,7 +89,7 @@ fn entry_from_lua(v: &LV) -> Result<Entry, ErrorValue> {
         id,
         namespace,
         name,
-        kind,
+        kind: kind.into(),
         meta: tab("meta")?,
         data: tab("data")?,
         file: "<registry>".into(),

@@ -1,11 +1,10 @@
 //! Lua-level tests of the `registry` module on a booted node whose world answers registry writes
 //! (success, or an injected failure).
 
-use crate::command::ids;
-use crate::command::CommandId;
 use crate::entries::Entry;
 use crate::node::NodeConfig;
 use crate::value::{ErrorValue, Table, Value};
+use crate::world::WorldCommand;
 
 fn entry(id: &str, kind: &str, data: Table, meta: Table) -> Entry {
     let (namespace, name) = crate::entries::parse_id(id);
@@ -66,19 +65,15 @@ fn run_app(main: &str, extra: Vec<Entry>, fail_writes: bool) -> (i32, String, Ve
     entries.extend(extra);
     let (mut node, _) = super::tests_support::boot(cfg, entries);
     let mut writes = Vec::new();
-    let mut world = |cmd: CommandId, args: &[Value]| {
-        if cmd == ids::REGISTRY_HEAD {
-            return Some(Ok(args[0].clone()));
-        }
-        if cmd != ids::REGISTRY_COMMIT {
-            return None;
-        }
+    let mut world = |cmd: WorldCommand| {
+        let v = match cmd {
+            WorldCommand::RegistryHead { version } => return Some(Ok(Value::Int(version as i64))),
+            WorldCommand::RegistryCommit { version, .. } => version as i64,
+            _ => return None,
+        };
         Some(if fail_writes {
             Err(ErrorValue::new("Internal", "disk full"))
         } else {
-            let Value::Int(v) = args[0] else {
-                panic!("version")
-            };
             writes.push(v);
             Ok(Value::Int(v))
         })

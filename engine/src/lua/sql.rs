@@ -9,8 +9,9 @@
 use super::current;
 use super::errors::fail;
 use super::process::world_call;
-use crate::command::{ids, CommandId};
+use crate::entries::EntryKind;
 use crate::value::{kind, ErrorValue, Table as VTable, Value};
+use crate::world::{Isolation, TxOp, WorldCommand};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
 
 /// Marks a parameter the world binds as a BLOB (see weft-world's `sql::BLOB_KEY`).
@@ -99,9 +100,9 @@ fn param(v: &LV) -> Result<Value, ErrorValue> {
 }
 
 /// `params` must be an array table (or nil); `sql.NULL` stands for NULL inside it.
-fn params(v: &LV) -> Result<Value, ErrorValue> {
+fn params(v: &LV) -> Result<Vec<Value>, ErrorValue> {
     let t = match v {
-        LV::Nil => return Ok(Value::table(VTable::default())),
+        LV::Nil => return Ok(Vec::new()),
         LV::Table(t) => t,
         _ => return Err(invalid("params must be an array table")),
     };
@@ -111,10 +112,7 @@ fn params(v: &LV) -> Result<Value, ErrorValue> {
         let item: LV = t.raw_get(i).map_err(|e| invalid(e.to_string()))?;
         out.push(param(&item)?);
     }
-    Ok(Value::table(VTable {
-        array: out,
-        map: vec![],
-    }))
+    Ok(out)
 }
 
 fn owner(lua: &Lua) -> mlua::Result<i64> {
@@ -122,47 +120,59 @@ fn owner(lua: &Lua) -> mlua::Result<i64> {
 }
 
 /// The (db, tx) a query target stands for; an error value when it is released or finished.
-fn target(ud: &AnyUserData) -> mlua::Result<Result<(String, i64), ErrorValue>> {
+fn target(ud: &AnyUserData) -> mlua::Result<Result<(String, Option<i64>), ErrorValue>> {
     if let Ok(d) = ud.borrow::<DbUd>() {
         if d.released {
             return Ok(Err(invalid("database handle was released")));
         }
-        return Ok(Ok((d.id.clone(), 0)));
+        return Ok(Ok((d.id.clone(), None)));
     }
     if let Ok(t) = ud.borrow::<TxUd>() {
         if t.finished {
             return Ok(Err(invalid("transaction already finished")));
         }
-        return Ok(Ok((t.db.clone(), t.tx)));
+        return Ok(Ok((t.db.clone(), Some(t.tx))));
     }
     Err(mlua::Error::runtime(
         "bad argument #1 (database or transaction expected)",
     ))
 }
 
+/// A query (`exec` false) or a statement run for its effect, in `db` or in transaction `tx`.
+fn sql_command(
+    lua: &Lua,
+    exec: bool,
+    (db, tx): (String, Option<i64>),
+    sql: String,
+    params: Vec<Value>,
+) -> mlua::Result<(LV, LV)> {
+    let owner = owner(lua)?;
+    world_call(lua, WorldCommand::sql(exec, db, owner, tx, sql, params))
+}
+
+/// SQL text must be UTF-8; anything else is an Invalid error, never a guess.
+fn sql_text(sql: &mlua::LuaString) -> Result<String, ErrorValue> {
+    std::str::from_utf8(&sql.as_bytes())
+        .map(String::from)
+        .map_err(|_| invalid("sql must be UTF-8 text"))
+}
+
 fn run(
     lua: &Lua,
-    cmd: CommandId,
+    exec: bool,
     ud: &AnyUserData,
     sql: mlua::LuaString,
     p: &LV,
 ) -> mlua::Result<(LV, LV)> {
-    let (db, tx) = match target(ud)? {
+    let target = match target(ud)? {
         Ok(x) => x,
         Err(e) => return fail(lua, e),
     };
-    let p = match params(p) {
-        Ok(p) => p,
+    let (sql, p) = match sql_text(&sql).and_then(|s| params(p).map(|p| (s, p))) {
+        Ok(x) => x,
         Err(e) => return fail(lua, e),
     };
-    let args = vec![
-        Value::from(db),
-        Value::Int(owner(lua)?),
-        Value::Int(tx),
-        Value::Str(sql.as_bytes().to_vec()),
-        p,
-    ];
-    world_call(lua, cmd, args)
+    sql_command(lua, exec, target, sql, p)
 }
 
 fn resolve(lua: &Lua, id: &str) -> mlua::Result<String> {
@@ -174,7 +184,7 @@ fn resolve(lua: &Lua, id: &str) -> mlua::Result<String> {
 }
 
 /// The entry kind behind an id, if the node knows it.
-pub(crate) fn kind_of(lua: &Lua, id: &str) -> Option<String> {
+pub(crate) fn kind_of(lua: &Lua, id: &str) -> Option<EntryKind> {
     let q = crate::command::RegistryQuery::Entry(id.to_string());
     match super::dispatch(lua, crate::command::Command::RegistryRead(q)).ok()? {
         crate::command::Reply::State { state, .. } => state.get(id).map(|e| e.kind.clone()),
@@ -193,15 +203,15 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 return fail(lua, invalid("database id must not be empty"));
             }
             let id = resolve(lua, &id)?;
-            match kind_of(lua, &id).as_deref() {
-                Some("db.sql.sqlite") => Ok((
+            match kind_of(lua, &id) {
+                Some(EntryKind::DbSqlSqlite) => Ok((
                     LV::UserData(lua.create_userdata(DbUd {
                         id,
                         released: false,
                     })?),
                     LV::Nil,
                 )),
-                Some(k) if k.starts_with("db.sql.") => fail(
+                Some(k) if k.as_str().starts_with("db.sql.") => fail(
                     lua,
                     ErrorValue::new(kind::UNAVAILABLE, format!("{k} is not supported by weft")),
                 ),
@@ -215,13 +225,13 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
     raw.set(
         "sql_query",
         lua.create_function(|lua, (ud, sql, p): (AnyUserData, mlua::LuaString, LV)| {
-            run(lua, ids::SQL_QUERY, &ud, sql, &p)
+            run(lua, false, &ud, sql, &p)
         })?,
     )?;
     raw.set(
         "sql_execute",
         lua.create_function(|lua, (ud, sql, p): (AnyUserData, mlua::LuaString, LV)| {
-            run(lua, ids::SQL_EXECUTE, &ud, sql, &p)
+            run(lua, true, &ud, sql, &p)
         })?,
     )?;
     raw.set(
@@ -231,13 +241,12 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 Ok(x) => x,
                 Err(e) => return fail(lua, e),
             };
-            let args = vec![
-                Value::from(db),
-                Value::Int(owner(lua)?),
-                Value::Int(tx),
-                Value::Str(sql.as_bytes().to_vec()),
-            ];
-            world_call(lua, ids::SQL_PREPARE, args)
+            let sql = match sql_text(&sql) {
+                Ok(s) => s,
+                Err(e) => return fail(lua, e),
+            };
+            let owner = owner(lua)?;
+            world_call(lua, WorldCommand::SqlPrepare { db, owner, tx, sql })
         })?,
     )?;
     raw.set(
@@ -250,7 +259,7 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
             Ok((
                 LV::UserData(lua.create_userdata(StmtUd {
                     db,
-                    tx,
+                    tx: tx.unwrap_or(0),
                     sql,
                     closed: false,
                 })?),
@@ -274,19 +283,7 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 Ok(p) => p,
                 Err(e) => return fail(lua, e),
             };
-            let cmd = if exec {
-                ids::SQL_EXECUTE
-            } else {
-                ids::SQL_QUERY
-            };
-            let args = vec![
-                Value::from(db),
-                Value::Int(owner(lua)?),
-                Value::Int(tx),
-                Value::from(sql),
-                p,
-            ];
-            world_call(lua, cmd, args)
+            sql_command(lua, exec, (db, (tx != 0).then_some(tx)), sql, p)
         })?,
     )?;
     raw.set(
@@ -322,33 +319,28 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 }
                 _ => return fail(lua, invalid("begin options must be a table")),
             };
-            const ISO: &[&str] = &[
-                "default",
-                "read_uncommitted",
-                "read_committed",
-                "write_committed",
-                "repeatable_read",
-                "serializable",
-            ];
-            if !ISO.contains(&iso.as_str()) {
-                return fail(lua, invalid(format!("unknown isolation level '{iso}'")));
-            }
+            let isolation = match Isolation::parse(&iso) {
+                Ok(i) => i,
+                Err(e) => return fail(lua, e),
+            };
             let me = owner(lua)?;
             {
                 let st = current(lua)?;
                 let mut st = st.borrow_mut();
-                let release = (ids::SQL_RELEASE_OWNER, vec![Value::Int(me)]);
+                let release = WorldCommand::SqlReleaseOwner { owner: me };
                 if !st.on_close.contains(&release) {
                     st.on_close.push(release);
                 }
             }
-            let args = vec![
-                Value::from(db),
-                Value::Int(me),
-                Value::from(iso),
-                Value::Bool(ro),
-            ];
-            world_call(lua, ids::SQL_BEGIN, args)
+            world_call(
+                lua,
+                WorldCommand::SqlBegin {
+                    db,
+                    owner: me,
+                    isolation,
+                    read_only: ro,
+                },
+            )
         })?,
     )?;
     raw.set(
@@ -378,21 +370,16 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 (t.db.clone(), t.tx)
             };
             let name = match &name {
-                LV::Nil => Value::Nil,
-                LV::String(s) => Value::Str(s.as_bytes().to_vec()),
+                LV::Nil => None,
+                LV::String(s) => Some(s.to_string_lossy()),
                 _ => return fail(lua, invalid("savepoint name must be a string")),
             };
-            if op != "commit" && op != "rollback" && name.is_nil() {
-                return fail(lua, invalid("savepoint name required"));
-            }
-            let args = vec![
-                Value::from(db),
-                Value::Int(owner(lua)?),
-                Value::Int(tx),
-                Value::from(op),
-                name,
-            ];
-            world_call(lua, ids::SQL_TX, args)
+            let op = match TxOp::parse(&op, name) {
+                Ok(op) => op,
+                Err(e) => return fail(lua, e),
+            };
+            let owner = owner(lua)?;
+            world_call(lua, WorldCommand::SqlTx { db, owner, tx, op })
         })?,
     )?;
     raw.set(

@@ -7,8 +7,8 @@ use super::current;
 use super::errors::fail;
 use super::process::world_call;
 use super::sql::kind_of;
-use crate::command::ids;
-use crate::value::{kind, ErrorValue, Value};
+use crate::value::{kind, ErrorValue};
+use crate::world::{ttl_ns, ListOptions, PutOptions, WorldCommand};
 use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataFields, Value as LV};
 
 pub struct StoreUd {
@@ -38,9 +38,11 @@ fn invalid(m: impl Into<String>) -> ErrorValue {
     ErrorValue::new(kind::INVALID, m)
 }
 
-fn key(v: &LV) -> Result<Value, ErrorValue> {
+fn key(v: &LV) -> Result<String, ErrorValue> {
     match v {
-        LV::String(s) => Ok(Value::Str(s.as_bytes().to_vec())),
+        LV::String(s) => std::str::from_utf8(&s.as_bytes())
+            .map(String::from)
+            .map_err(|_| invalid("store key must be UTF-8 text")),
         other => Err(invalid(format!(
             "store key must be a string, got {}",
             other.type_name()
@@ -64,8 +66,8 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                 let ns = current(lua)?.borrow().entry.namespace.clone();
                 format!("{ns}:{id}")
             };
-            match kind_of(lua, &id).as_deref() {
-                Some("store.memory") | Some("store.sql") => Ok((
+            match kind_of(lua, &id) {
+                Some(k) if k.is_store() => Ok((
                     LV::UserData(lua.create_userdata(StoreUd {
                         id,
                         released: false,
@@ -93,53 +95,67 @@ pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {
                     }
                     s.id.clone()
                 };
-                let now = super::time::wall_now(lua)?;
-                let mut args = vec![Value::from(id), Value::Int(now)];
-                let copy = |v: &LV| to_value(v);
+                let now_ns = super::time::wall_now(lua)?;
                 let r: Result<_, ErrorValue> = (|| {
+                    use WorldCommand::*;
+                    let store = id;
                     Ok(match op.as_str() {
-                        "get" => {
-                            args.push(key(&a)?);
-                            ids::STORE_GET
-                        }
-                        "has" => {
-                            args.push(key(&a)?);
-                            ids::STORE_HAS
-                        }
-                        "delete" => {
-                            args.push(key(&a)?);
-                            ids::STORE_DELETE
-                        }
-                        "entry" => {
-                            args.push(key(&a)?);
-                            ids::STORE_ENTRY
-                        }
+                        "get" => StoreGet {
+                            store,
+                            now_ns,
+                            key: key(&a)?,
+                        },
+                        "has" => StoreHas {
+                            store,
+                            now_ns,
+                            key: key(&a)?,
+                        },
+                        "delete" => StoreDelete {
+                            store,
+                            now_ns,
+                            key: key(&a)?,
+                        },
+                        "entry" => StoreEntry {
+                            store,
+                            now_ns,
+                            key: key(&a)?,
+                        },
                         "set" | "put" => {
-                            args.push(key(&a)?);
+                            let key = key(&a)?;
                             if b.is_nil() {
                                 return Err(invalid("store value must not be nil"));
                             }
-                            args.push(copy(&b)?);
-                            args.push(copy(&c)?);
+                            let value = to_value(&b)?;
+                            let extra = to_value(&c)?;
                             if op == "set" {
-                                ids::STORE_SET
+                                StoreSet {
+                                    store,
+                                    now_ns,
+                                    key,
+                                    value,
+                                    ttl_ns: ttl_ns(&extra)?,
+                                }
                             } else {
-                                ids::STORE_PUT
+                                StorePut {
+                                    store,
+                                    now_ns,
+                                    key,
+                                    value,
+                                    options: PutOptions::from_value(&extra)?,
+                                }
                             }
                         }
-                        "list" => {
-                            args.push(copy(&a)?);
-                            ids::STORE_LIST
-                        }
-                        "info" => {
-                            args.truncate(1);
-                            ids::STORE_INFO
-                        }
+                        "list" => StoreList {
+                            store,
+                            now_ns,
+                            options: ListOptions::from_value(&to_value(&a)?)?,
+                        },
+                        "info" => StoreInfo { store },
                         other => return Err(invalid(format!("unknown store operation '{other}'"))),
                     })
                 })();
                 match r {
-                    Ok(cmd) => world_call(lua, cmd, args),
+                    Ok(cmd) => world_call(lua, cmd),
                     Err(e) => fail(lua, e),
                 }
             },

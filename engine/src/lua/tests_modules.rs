@@ -53,7 +53,7 @@ fn run_with(src: &str, extra: Vec<Entry>, seed: u64, os: Vec<(String, String)>) 
     // Stands in for the world: every command succeeds.
     super::tests_support::drive(
         &mut node,
-        &mut |_, _| Some(Ok(Value::Bool(true))),
+        &mut |_| Some(Ok(Value::Bool(true))),
         &mut |_, _| {},
     )
 }
@@ -91,6 +91,10 @@ fn errors_new_wrap_is_and_tostring() {
         p("stack", tostring(errors.call_stack(e)))
         local ok, got = pcall(error, e)
         p("raised", ok, errors.is(got, errors.NOT_FOUND))
+        local c = errors.new({message = "m", kind = "QuotaExceeded"})
+        local nf = errors.new({message = "m", kind = "NotFound"})
+        p("custom", c:kind(), errors.is(c, "QuotaExceeded"), errors.is(c, errors.INTERNAL),
+          errors.is(nf, errors.NOT_FOUND), errors.NOT_FOUND, errors.UNKNOWN == "")
     "#,
     ));
     assert!(
@@ -105,6 +109,10 @@ fn errors_new_wrap_is_and_tostring() {
     assert!(out.contains("wrap string\tlow\thigh: low"), "{out}");
     assert!(out.contains("wrap nil\tnil"), "{out}");
     assert!(out.contains("raised\tfalse\ttrue"), "{out}");
+    assert!(
+        out.contains("custom\tQuotaExceeded\ttrue\tfalse\ttrue\tNotFound\ttrue"),
+        "{out}"
+    );
 }
 
 #[test]

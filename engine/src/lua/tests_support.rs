@@ -2,11 +2,11 @@
 //! engine's one drive loop (`crate::drive`) on virtual time, answering world commands with a
 //! stand-in.
 
-use crate::command::CommandId;
 use crate::drive::{Driver, Scripted, Wake};
 use crate::entries::Entry;
 use crate::node::{Level, NodeConfig};
 use crate::value::{ErrorValue, Value};
+use crate::world::WorldCommand;
 use crate::{Input, Instant, Node, Output};
 
 /// A node with `entries` registered as they are (no boot), the test hosts `t:term` (terminal)
@@ -39,8 +39,7 @@ pub(crate) fn boot(cfg: NodeConfig, entries: Vec<Entry>) -> (Node, crate::boot::
 }
 
 /// What a test's stand-in world answers for a command (`None` leaves it unanswered).
-pub(crate) type World<'a> =
-    &'a mut dyn FnMut(CommandId, &[Value]) -> Option<Result<Value, ErrorValue>>;
+pub(crate) type World<'a> = &'a mut dyn FnMut(WorldCommand) -> Option<Result<Value, ErrorValue>>;
 
 struct Probed<'a, 'b> {
     inner: Scripted<'a>,
@@ -83,6 +82,6 @@ pub(crate) fn drive(
 }
 
 /// A world that answers nothing (the tests that need none).
-pub(crate) fn no_world(_: CommandId, _: &[Value]) -> Option<Result<Value, ErrorValue>> {
+pub(crate) fn no_world(_: WorldCommand) -> Option<Result<Value, ErrorValue>> {
     None
 }

@@ -61,7 +61,7 @@ fn changesets_are_checked_before_they_change_anything() {
     assert_eq!(k(vec![Op::Create(data_entry("nocolon", 2))]), kind::INVALID);
     assert_eq!(k(vec![Op::Create(data_entry(":x", 2))]), kind::INVALID);
     let mut nokind = data_entry("app:k", 1);
-    nokind.kind.clear();
+    nokind.kind = Default::default();
     assert_eq!(k(vec![Op::Create(nokind)]), kind::INVALID);
     // Breaking changes: a service losing its process, a service naming nothing, bad Lua.
     let e1 = r.prepare(&[Op::Delete("app:p".into())]).unwrap_err();
