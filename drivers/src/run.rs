@@ -30,10 +30,10 @@ pub struct RunArgs {
     /// Project folder (default: the current one).
     #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Show logs, including debug records.
+    /// Show the runtime's logs down to debug records (default: warnings and errors).
     #[arg(short, long)]
     verbose: bool,
-    /// Show logs on the console (info and above).
+    /// Show the runtime's logs down to info records (default: warnings and errors).
     #[arg(short = 'c', long)]
     console: bool,
     /// No logs at all (as Wippy's -s); wins over -c and -v.
@@ -89,18 +89,22 @@ fn list_commands(entries: &[Entry]) -> i32 {
 }
 
 pub fn run(a: RunArgs) -> i32 {
-    let level = if a.verbose { Level::Debug } else { Level::Info };
-    let shown = a.verbose || a.console || a.json || (a.exec.is_none() && a.command.is_empty());
-    let log_mode = if a.silent || !shown {
+    // Errors and warnings of the runtime are shown by default (a crashed worker must not be
+    // silent); a bare `weft run` (services only) also shows info, as a server's console does.
+    let bare = a.exec.is_none() && a.command.is_empty();
+    let level = if a.verbose {
+        Level::Debug
+    } else if a.console || bare {
+        Level::Info
+    } else {
+        Level::Warn
+    };
+    let log_mode = if a.silent {
         LogMode::Off
     } else if a.json {
         LogMode::Json(level)
-    } else if a.verbose {
-        LogMode::Text(Level::Debug)
-    } else if a.console || (a.exec.is_none() && a.command.is_empty()) {
-        LogMode::Text(Level::Info)
     } else {
-        LogMode::Off
+        LogMode::Text(level)
     };
     let root = match a.dir.canonicalize() {
         Ok(r) => r,

@@ -1,0 +1,60 @@
+//! End-to-end tests of the `weft` command itself, as a new user meets it: what it shows by
+//! default, its arguments, exit codes, messages and `weft check`. One section per row of
+//! issue 12, in the issue's order; help and error texts are insta snapshots.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
+
+/// The start of every throwaway app: a terminal host and a process host.
+const HOSTS: &str = "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n  - name: procs\n    kind: process.host\n    lifecycle:\n      auto_start: true\n";
+
+/// A CLI that spawns a worker whose entry forgot `time` in its `modules:` (line 17 of the
+/// index), logs at debug and info, waits for the worker's EXIT and reports it: the user's everyday mistake.
+fn forgot_time_app() -> TempDir {
+    let t = TempDir::new("forgot-time");
+    t.write(
+        "src/_index.yaml",
+        &format!(
+            "{HOSTS}  - name: cli\n    kind: process.lua\n    source: file://cli.lua\n    method: main\n    modules: [io, logger]\n  - name: worker\n    kind: process.lua\n    source: file://worker.lua\n    method: main\n"
+        ),
+    );
+    t.write(
+        "src/cli.lua",
+        "local io = require(\"io\")\nlocal logger = require(\"logger\")\nlocal function main(): integer\n    logger:debug(\"spawning\")\n    logger:info(\"started\")\n    local events = process.events()\n    process.spawn_monitored(\"app:worker\", \"app:procs\")\n    events:receive()\n    io.print(\"worker ended\")\n    return 0\nend\nreturn { main = main }\n",
+    );
+    t.write(
+        "src/worker.lua",
+        "local function main()\n    local time = require(\"time\")\n    time.sleep(\"1ms\")\nend\nreturn { main = main }\n",
+    );
+    t
+}
+
+// ---- 1. failures are visible by default ---------------------------------------------------------
+
+#[test]
+fn a_crashed_worker_is_reported_on_stderr_by_default() {
+    let t = forgot_time_app();
+    let r = weft(&["run", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    r.assert_stdout_has("worker ended");
+    r.assert_stderr_has("ERROR process failed");
+    r.assert_stderr_has("module 'time' not found");
+    // Info records stay out of the default view.
+    assert!(!r.stderr.contains("INFO "), "{}", r.dump());
+}
+
+#[test]
+fn silent_hides_runtime_logs_and_verbose_adds_debug_records() {
+    let t = forgot_time_app();
+    let r = weft(&["run", "-s", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    assert!(r.stderr.is_empty(), "-s must print nothing\n{}", r.dump());
+
+    let r = weft(&["run", "-v", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    r.assert_stderr_has("ERROR process failed");
+    r.assert_stderr_has("DEBUG spawning");
+    r.assert_stderr_has("INFO  started");
+}
