@@ -58,3 +58,32 @@ fn silent_hides_runtime_logs_and_verbose_adds_debug_records() {
     r.assert_stderr_has("DEBUG spawning");
     r.assert_stderr_has("INFO  started");
 }
+
+// ---- 2. a missing module names the fix -----------------------------------------------------------
+
+#[test]
+fn a_missing_module_names_the_entry_to_add_it_to() {
+    let t = forgot_time_app();
+    let r = weft(&["run", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    r.assert_stderr_has(
+        "worker.lua:2: module 'time' not found: add `time` to the `modules:` of entry 'app:worker' (src/_index.yaml:17)",
+    );
+}
+
+#[test]
+fn a_name_that_is_no_module_points_at_imports() {
+    let t = TempDir::new("no-such-module");
+    t.write(
+        "src/_index.yaml",
+        &format!("{HOSTS}  - name: cli\n    kind: process.lua\n    source: file://cli.lua\n    method: main\n"),
+    );
+    t.write(
+        "src/cli.lua",
+        "local function main()\n    return require(\"helpers\")\nend\nreturn { main = main }\n",
+    );
+    let r = weft(&["run", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("cli.lua:2: module 'helpers' not found: entry 'app:cli' (src/_index.yaml:12)");
+    r.assert_stderr_has("`imports:`");
+}
