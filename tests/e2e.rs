@@ -70,7 +70,7 @@ fn echo_example_lists_commands() {
     let line = r
         .stdout
         .lines()
-        .find(|l| l.starts_with("echo "))
+        .find(|l| l.trim_start().starts_with("echo "))
         .unwrap_or_else(|| panic!("no `echo` command listed\n{}", r.dump()));
     assert!(line.contains("app:cli"), "{}", r.dump());
 }

@@ -84,6 +84,104 @@ fn a_name_that_is_no_module_points_at_imports() {
     );
     let r = weft(&["run", "-C", t.s(), "-x", "app:cli"], "");
     r.assert_clean_failure();
-    r.assert_stderr_has("cli.lua:2: module 'helpers' not found: entry 'app:cli' (src/_index.yaml:12)");
+    r.assert_stderr_has(
+        "cli.lua:2: module 'helpers' not found: entry 'app:cli' (src/_index.yaml:12)",
+    );
     r.assert_stderr_has("`imports:`");
+}
+
+// ---- 3. a typo in -x or a command name gets a suggestion ---------------------------------------
+
+#[test]
+fn a_typo_in_exec_suggests_the_entry_and_the_list() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "app:clii"], "");
+    r.assert_clean_failure();
+    insta::assert_snapshot!("exec_typo", r.stderr);
+
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "ecoh"], "");
+    r.assert_clean_failure();
+    insta::assert_snapshot!("command_typo", r.stderr);
+
+    // A name far from every entry gets no guess, only the way to list them.
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "zz:qqqq"], "");
+    r.assert_clean_failure();
+    assert!(!r.stderr.contains("did you mean"), "{}", r.dump());
+    r.assert_stderr_has("weft run list");
+}
+
+#[test]
+fn exec_of_a_service_says_how_to_start_it() {
+    let dir = example("echo-service");
+    let r = weft(
+        &[
+            "run",
+            "-C",
+            dir.to_str().unwrap(),
+            "-x",
+            "app:relay-service",
+        ],
+        "",
+    );
+    r.assert_clean_failure();
+    r.assert_stderr_has("-x app:relay");
+}
+
+// ---- 4. `weft run list` shows what can be run ------------------------------------------------
+
+#[test]
+fn run_list_shows_commands_processes_and_services() {
+    let dir = example("echo-service");
+    let r = weft(&["run", "-C", dir.to_str().unwrap(), "list"], "");
+    r.assert_code(0);
+    insta::assert_snapshot!("run_list_echo", r.stdout);
+
+    // An app without named commands still lists its processes.
+    let t = TempDir::new("list-plain");
+    t.write(
+        "src/_index.yaml",
+        &format!("{HOSTS}  - name: cli\n    kind: process.lua\n    source: \"return {{ main = function() return 0 end }}\"\n    method: main\n"),
+    );
+    let r = weft(&["run", "-C", t.s(), "list"], "");
+    r.assert_code(0);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("app:cli") && l.contains("process.lua")),
+        "{}",
+        r.dump()
+    );
+    assert!(!r.stdout.contains("no entries define"), "{}", r.dump());
+}
+
+// ---- 5. arguments after -x ENTRY (or after --) reach the process ------------------------------
+
+/// `weft init`'s starter app: `app:hello` greets its first argument.
+fn hello_app() -> TempDir {
+    let t = TempDir::new("hello");
+    weft_in(t.path(), &["init"], "").assert_code(0);
+    t
+}
+
+#[test]
+fn arguments_after_exec_are_passed_to_the_process() {
+    let t = hello_app();
+    for args in [
+        &["run", "-x", "app:hello", "Bob"][..],
+        &["run", "-x", "app:hello", "--", "Bob"][..],
+        &["run", "hello", "--", "Bob"][..],
+        &["run", "hello", "Bob", "ignored"][..],
+    ] {
+        let r = weft_in(t.path(), args, "");
+        r.assert_code(0);
+        assert_eq!(r.stdout, "Hello, Bob!\n", "{args:?}\n{}", r.dump());
+    }
+    // Weft's own flags may still follow the entry (as in Wippy's `run -x`); after `--`,
+    // everything is the process's.
+    let r = weft_in(t.path(), &["run", "-x", "app:hello", "-s", "Ada"], "");
+    r.assert_code(0);
+    assert_eq!(r.stdout, "Hello, Ada!\n", "{}", r.dump());
+    let r = weft_in(t.path(), &["run", "-x", "app:hello", "--", "-v"], "");
+    r.assert_code(0);
+    assert_eq!(r.stdout, "Hello, -v!\n", "{}", r.dump());
 }

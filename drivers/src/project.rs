@@ -118,3 +118,71 @@ pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
     entries::check_unique(&all).map_err(|e| e.to_string())?;
     Ok(all)
 }
+
+/// Edit distance between two short names (ids, command names), a swap of neighbours counting
+/// as one edit, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `want` when it is close enough to be a typo of it.
+pub fn closest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (want.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (distance(want, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// " Did you mean X?" for a typo of one of `candidates`, else nothing.
+pub fn did_you_mean<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match closest(want, candidates) {
+        Some(c) => format!("; did you mean {c}?"),
+        None => String::new(),
+    }
+}
+
+/// Kinds `-x` can start on the terminal host.
+pub fn runnable(e: &Entry) -> bool {
+    e.kind == "process.lua"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_find_the_nearest_name_and_strangers_find_none() {
+        let ids = ["app:cli", "app:worker", "app:relay"];
+        assert_eq!(closest("app:clii", ids), Some("app:cli"));
+        assert_eq!(closest("app:wroker", ids), Some("app:worker"));
+        assert_eq!(closest("zzz:nothing", ids), None);
+        assert_eq!(
+            did_you_mean("ecoh", ["echo", "list"]),
+            "; did you mean echo?"
+        );
+        assert_eq!(did_you_mean("x", ["echo"]), "");
+    }
+}

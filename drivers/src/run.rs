@@ -12,16 +12,23 @@ use weft_engine::command::ids;
 use weft_engine::entries::Entry;
 use weft_engine::lua::LuaRuntime;
 use weft_engine::node::{Level, NodeConfig, SignalKind, SpawnOptions};
+use weft_engine::supervisor::Lifecycle;
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::{Input, Node, Output, Pid, Work};
 use weft_world::{Storage, World};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Named command (an entry's meta.command.name) and its arguments; `list` shows them.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// A named command (an entry's meta.command.name) and its arguments; `list` shows what can
+    /// be run. With -x, the arguments of the process (also after `--`).
+    #[arg(
+        value_name = "COMMAND|ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
-    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
+    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`; the arguments
+    /// that follow are passed to it.
     #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
     exec: Option<String>,
     /// Terminal host to use when the app defines more than one.
@@ -62,28 +69,56 @@ fn command_name(e: &Entry) -> Option<String> {
     }
 }
 
-fn list_commands(entries: &[Entry]) -> i32 {
-    let mut rows: Vec<(String, String, String)> = entries
-        .iter()
-        .filter_map(|e| {
-            let name = command_name(e)?;
-            let short = match e.meta.get("command") {
-                Some(Value::Table(t)) => t
-                    .get("short")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                _ => String::new(),
-            };
-            Some((name, e.id.clone(), short))
-        })
-        .collect();
-    rows.sort();
-    if rows.is_empty() {
-        println!("no entries define meta.command");
+fn command_short(e: &Entry) -> String {
+    match e.meta.get("command") {
+        Some(Value::Table(t)) => t
+            .get("short")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        _ => String::new(),
     }
-    for (n, id, short) in rows {
-        println!("{n:<20} {id:<30} {short}");
+}
+
+/// `weft run list`: everything the app can run, and how.
+fn list_runnable(entries: &[Entry]) -> i32 {
+    let mut commands: Vec<(String, String, String)> = entries
+        .iter()
+        .filter(|e| project::runnable(e))
+        .filter_map(|e| Some((command_name(e)?, e.id.clone(), command_short(e))))
+        .collect();
+    commands.sort();
+    println!("Commands (weft run NAME [ARGS...]):");
+    if commands.is_empty() {
+        println!("  (none: give a process.lua entry meta.command.name to add one)");
+    }
+    for (n, id, short) in commands {
+        println!("  {n:<20} {id:<30} {short}");
+    }
+    let mut procs: Vec<&Entry> = entries.iter().filter(|e| project::runnable(e)).collect();
+    procs.sort_by(|x, y| x.id.cmp(&y.id));
+    println!("Processes (weft run -x ENTRY [ARGS...]):");
+    if procs.is_empty() {
+        println!("  (none)");
+    }
+    for e in procs {
+        println!("  {:<30} {}", e.id, e.kind);
+    }
+    let mut services: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.kind == "process.service")
+        .collect();
+    services.sort_by(|x, y| x.id.cmp(&y.id));
+    println!("Services (a bare `weft run` starts the auto_start ones):");
+    if services.is_empty() {
+        println!("  (none)");
+    }
+    for e in services {
+        let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+        let auto = Lifecycle::from_data(&e.data).is_ok_and(|l| l.auto_start);
+        let run = format!("runs {} on {}", field("process"), field("host"));
+        let start = if auto { "auto_start" } else { "manual" };
+        println!("  {:<30} {run:<40} {start}", e.id);
     }
     0
 }
@@ -115,7 +150,12 @@ pub fn run(a: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
 
-    // What to run on the terminal: -x, or a named command with its arguments.
+    // What to run on the terminal: -x ENTRY with the arguments that follow it (as Wippy's
+    // `run -x`), or a named command with its arguments.
+    let mut positional = a.command.clone();
+    if positional.first().is_some_and(|p| p == "--") {
+        positional.remove(0);
+    }
     let mut target: Option<(Option<String>, String, Vec<String>)> = None;
     if let Some(x) = &a.exec {
         let (h, e) = match x.split_once('/') {
@@ -127,27 +167,58 @@ pub fn run(a: RunArgs) -> i32 {
                 "-x {x}: missing separator; use namespace:entry (for example app:cli)"
             ));
         }
-        if !a.command.is_empty() {
-            return fail("give either -x ENTRY or a command name, not both");
-        }
-        target = Some((h, e, vec![]));
-    } else if let Some(cmd) = a.command.first() {
+        target = Some((h, e, positional));
+    } else if let Some(cmd) = positional.first() {
         if cmd == "list" {
-            return list_commands(&entries);
+            return list_runnable(&entries);
         }
-        match entries
+        let named: Vec<(String, &Entry)> = entries
             .iter()
-            .find(|e| e.kind.starts_with("process.") && command_name(e).as_deref() == Some(cmd))
-        {
-            Some(e) => target = Some((None, e.id.clone(), a.command[1..].to_vec())),
-            None => return fail(format!("no command named '{cmd}' (see `weft run list`)")),
+            .filter(|e| project::runnable(e))
+            .filter_map(|e| Some((command_name(e)?, e)))
+            .collect();
+        match named.iter().find(|(n, _)| n == cmd) {
+            Some((_, e)) => {
+                let mut args = positional[1..].to_vec();
+                if args.first().is_some_and(|p| p == "--") {
+                    args.remove(0);
+                }
+                target = Some((None, e.id.clone(), args))
+            }
+            None => {
+                let hint = project::did_you_mean(cmd, named.iter().map(|(n, _)| n.as_str()));
+                return fail(format!(
+                    "no command named '{cmd}'{hint} (`weft run list` shows what can be run)"
+                ));
+            }
         }
     }
     if let Some((_, id, _)) = &target {
         match entries.iter().find(|e| &e.id == id) {
-            None => return fail(format!("entry '{id}' not found")),
-            Some(e) if !e.kind.starts_with("process.") => {
-                return fail(format!("entry '{id}' is a {}, not a process", e.kind))
+            None => {
+                let hint = project::did_you_mean(
+                    id,
+                    entries
+                        .iter()
+                        .filter(|e| project::runnable(e))
+                        .map(|e| e.id.as_str()),
+                );
+                return fail(format!(
+                    "entry '{id}' not found{hint} (`weft run list` shows what can be run)"
+                ));
+            }
+            Some(e) if e.kind == "process.service" => {
+                let p = e
+                    .data
+                    .get("process")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                return fail(format!(
+                    "entry '{id}' is a process.service: a bare `weft run` starts it, or run its process with -x {p}"
+                ));
+            }
+            Some(e) if !project::runnable(e) => {
+                return fail(format!("entry '{id}' is a {}, not a process.lua", e.kind))
             }
             _ => {}
         }
