@@ -185,3 +185,103 @@ fn arguments_after_exec_are_passed_to_the_process() {
     r.assert_code(0);
     assert_eq!(r.stdout, "Hello, -v!\n", "{}", r.dump());
 }
+
+// ---- 6. every command of the README runs -------------------------------------------------------
+
+/// The README's `sh` blocks, each as (first line number, lines).
+fn readme_blocks() -> Vec<(usize, Vec<String>)> {
+    let text = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, Vec<String>)> = None;
+    for (i, line) in text.lines().enumerate() {
+        match &mut open {
+            None if line.trim_start().starts_with("```sh") => open = Some((i + 2, Vec::new())),
+            None => {}
+            Some(_) if line.trim_start().starts_with("```") => blocks.extend(open.take()),
+            Some((_, lines)) => lines.push(line.to_string()),
+        }
+    }
+    assert!(open.is_none(), "README.md has an unterminated ```sh block");
+    blocks
+}
+
+/// A README command as the test runs it: the freshly built `weft` instead of cargo builds,
+/// shorter sweeps. `None` skips the line (said why); an unknown cargo line fails the test so
+/// that a new kind of command cannot slip by untested.
+fn readme_command(line: &str) -> Option<String> {
+    let l = line.trim();
+    if l == "cargo test --workspace" {
+        return None; // the suite this test belongs to
+    }
+    if l.starts_with("cargo build --release") {
+        return None; // the test puts its own build of weft first on PATH
+    }
+    if let Some(rest) = l.strip_prefix("cargo run --release -p weft-driver -- ") {
+        return Some(format!("weft {rest}"));
+    }
+    assert!(
+        !l.starts_with("cargo "),
+        "README command {l:?} is not handled by readme_commands_all_run"
+    );
+    Some(
+        l.replace("--seeds 0..200", "--seeds 0..3")
+            .replace("--swarm 100", "--swarm 3"),
+    )
+}
+
+#[test]
+fn readme_commands_all_run() {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_weft"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let blocks = readme_blocks();
+    assert!(blocks.len() >= 3, "README.md lost its command blocks");
+    let mut ran = 0;
+    for (at, lines) in blocks {
+        // The fuzz targets need cargo-fuzz, libFuzzer and nightly flags: not for this suite.
+        if lines.iter().any(|l| l.contains("cargo fuzz")) {
+            continue;
+        }
+        // A scratch copy of what the README refers to, so nothing lands in the repo.
+        let scratch = TempDir::new("readme");
+        copy_tree(&repo_root().join("examples"), &scratch.path().join("examples"));
+        copy_tree(&repo_root().join("tests/apps"), &scratch.path().join("tests/apps"));
+        let script: Vec<String> = lines.iter().filter_map(|l| readme_command(l)).collect();
+        if script.iter().all(|l| l.is_empty() || l.starts_with('#')) {
+            continue;
+        }
+        // The tutorial block runs in a folder holding the tutorial's app (the echo service).
+        if script.iter().any(|l| l.contains("app:terminal/app:cli")) {
+            copy_tree(
+                &repo_root().join("examples/echo-service/src"),
+                &scratch.path().join("src"),
+            );
+        }
+        let text = format!("set -euo pipefail\n{}\n", script.join("\n"));
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", &text])
+            .current_dir(scratch.path())
+            .env("PATH", &path);
+        let r = run_piped(
+            cmd,
+            "hello\n\n",
+            std::time::Duration::from_secs(120),
+            &format!("README.md block at line {at}"),
+        );
+        assert_eq!(
+            r.code(),
+            0,
+            "README.md block at line {at} failed\n{text}\n{}",
+            r.dump()
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.dump());
+        ran += 1;
+    }
+    assert!(ran >= 3, "only {ran} README blocks ran");
+}

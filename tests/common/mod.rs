@@ -100,15 +100,21 @@ pub fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>>
 
 /// Runs `weft args...` in `cwd` with `stdin` piped in (then closed), under `DEADLINE`.
 pub fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(args).current_dir(cwd);
+    run_piped(cmd, stdin, DEADLINE, &format!("weft {args:?}"))
+}
+
+/// Runs `cmd` with `stdin` piped in (then closed) and its output collected; kills it and
+/// fails the test after `deadline`.
+pub fn run_piped(mut cmd: Command, stdin: &str, deadline: Duration, what: &str) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .current_dir(cwd)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start weft");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     let text = stdin.as_bytes().to_vec();
     // Writing on a thread: a process that never reads must not block the test.
@@ -119,15 +125,15 @@ pub fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
     let out = reader(child.stdout.take().expect("stdout"));
     let err = reader(child.stderr.take().expect("stderr"));
     let status = loop {
-        match child.try_wait().expect("wait for weft") {
+        match child.try_wait().expect("wait for the child") {
             Some(s) => break s,
-            None if start.elapsed() > DEADLINE => {
+            None if start.elapsed() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
                 let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
                 panic!(
-                    "weft {args:?} did not finish within {DEADLINE:?}; killed it\n\
+                    "{what} did not finish within {deadline:?}; killed it\n\
                      --- stdout:\n{stdout}\n--- stderr:\n{stderr}"
                 );
             }
@@ -214,4 +220,18 @@ pub fn sim_hash(r: &Run) -> String {
         .find_map(|l| l.strip_prefix("trace hash "))
         .unwrap_or_else(|| panic!("no trace hash\n{}", r.dump()))
         .to_string()
+}
+
+/// Copies the folder `from` (recursively) to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read dir") {
+        let p = e.expect("dir entry").path();
+        let dest = to.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).expect("copy file");
+        }
+    }
 }
