@@ -250,8 +250,14 @@ fn readme_commands_all_run() {
         }
         // A scratch copy of what the README refers to, so nothing lands in the repo.
         let scratch = TempDir::new("readme");
-        copy_tree(&repo_root().join("examples"), &scratch.path().join("examples"));
-        copy_tree(&repo_root().join("tests/apps"), &scratch.path().join("tests/apps"));
+        copy_tree(
+            &repo_root().join("examples"),
+            &scratch.path().join("examples"),
+        );
+        copy_tree(
+            &repo_root().join("tests/apps"),
+            &scratch.path().join("tests/apps"),
+        );
         let script: Vec<String> = lines.iter().filter_map(|l| readme_command(l)).collect();
         if script.iter().all(|l| l.is_empty() || l.starts_with('#')) {
             continue;
@@ -284,4 +290,44 @@ fn readme_commands_all_run() {
         ran += 1;
     }
     assert!(ran >= 3, "only {ran} README blocks ran");
+}
+
+// ---- 7. exit codes after SIGINT / SIGTERM ------------------------------------------------------
+
+#[test]
+fn a_signal_gives_128_plus_its_number() {
+    let dir = app("shutdown");
+    for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
+        let mut live = Live::start(&["run", "-c", "-C", dir.to_str().unwrap()]);
+        live.wait_for_lines("ready", 2, std::time::Duration::from_secs(10));
+        live.signal(sig);
+        let r = live.finish();
+        assert_eq!(r.code(), code, "after kill {sig}\n{}", r.dump());
+    }
+}
+
+#[test]
+fn a_signal_stops_a_terminal_process_with_130_and_an_app_code_is_kept() {
+    let t = TempDir::new("sleeper");
+    t.write(
+        "src/_index.yaml",
+        &format!("{HOSTS}  - name: sleeper\n    kind: process.lua\n    source: file://sleeper.lua\n    method: main\n    modules: [io, time]\n  - name: three\n    kind: process.lua\n    source: \"return {{ main = function() return 3 end }}\"\n    method: main\n"),
+    );
+    t.write(
+        "src/sleeper.lua",
+        "local io, time = require(\"io\"), require(\"time\")\nreturn { main = function()\n    io.print(\"sleeping\")\n    time.sleep(\"30s\")\n    return 0\nend }\n",
+    );
+    let mut live = Live::start(&["run", "-C", t.s(), "-x", "app:sleeper"]);
+    live.wait_for_stdout("sleeping", std::time::Duration::from_secs(10));
+    live.signal("-INT");
+    let r = live.finish();
+    assert_eq!(r.code(), 130, "{}", r.dump());
+    assert!(
+        r.elapsed < std::time::Duration::from_secs(20),
+        "{}",
+        r.dump()
+    );
+
+    // Without a signal the process's own code stands.
+    weft(&["run", "-C", t.s(), "-x", "app:three"], "").assert_code(3);
 }

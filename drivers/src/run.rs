@@ -6,6 +6,7 @@ use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use weft_engine::command::ids;
@@ -312,7 +313,7 @@ pub fn run(a: RunArgs) -> i32 {
             return fail(format!("cannot start {id} on {h}: {}", e.message));
         }
     }
-    drive(node, log_mode, world)
+    exit_code(drive(node, log_mode, world))
 }
 
 enum StdinReq {
@@ -364,6 +365,25 @@ fn stdin_thread(rx: std::sync::mpsc::Receiver<StdinReq>, tx: Sender<Input>) {
     });
 }
 
+/// The first SIGINT/SIGTERM that arrived (0: none) and how many did, for the exit code.
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// The exit code after the node ended with `code`: 128 + the signal's number when a signal
+/// stopped the run (as shells expect: 130 for SIGINT, 143 for SIGTERM), the node's own code
+/// otherwise, so a code the app's terminal process decided is kept.
+fn exit_code(code: i32) -> i32 {
+    let first = FIRST_SIGNAL.load(Ordering::SeqCst);
+    let count = SIGNALS.load(Ordering::SeqCst);
+    match code {
+        _ if first == 0 => code,
+        0 => 128 + first,
+        // The engine ends a stop cut short by a second signal with 1.
+        1 if count >= 2 => 128 + first,
+        _ => code,
+    }
+}
+
 fn signal_thread(tx: Sender<Input>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -371,6 +391,8 @@ fn signal_thread(tx: Sender<Input>) {
     };
     std::thread::spawn(move || {
         for s in signals.forever() {
+            let _ = FIRST_SIGNAL.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
+            SIGNALS.fetch_add(1, Ordering::SeqCst);
             let k = if s == SIGINT {
                 SignalKind::Interrupt
             } else {

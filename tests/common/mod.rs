@@ -235,3 +235,146 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A pipe read into a shared buffer as the data arrives.
+struct Tee {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    done: Option<thread::JoinHandle<()>>,
+}
+
+impl Tee {
+    fn new<R: Read + Send + 'static>(mut pipe: R) -> Tee {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let done = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("pipe buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Tee {
+            text,
+            done: Some(done),
+        }
+    }
+
+    fn now(&self) -> String {
+        self.text.lock().expect("pipe buffer").clone()
+    }
+
+    /// Everything, once the writer closed the pipe.
+    fn all(&mut self) -> String {
+        if let Some(h) = self.done.take() {
+            let _ = h.join();
+        }
+        self.now()
+    }
+}
+
+/// A `weft` run in the background whose output the test can watch while it runs.
+pub struct Live {
+    child: std::process::Child,
+    start: Instant,
+    stdout: Tee,
+    stderr: Tee,
+}
+
+impl Live {
+    pub fn start(args: &[&str]) -> Live {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weft");
+        Live {
+            stdout: Tee::new(child.stdout.take().expect("stdout")),
+            stderr: Tee::new(child.stderr.take().expect("stderr")),
+            child,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.now()
+    }
+
+    /// Waits until stderr has `count` lines containing `needle`; kills the run and fails if not.
+    pub fn wait_for_lines(&mut self, needle: &str, count: usize, within: Duration) {
+        self.wait_until(
+            within,
+            &format!("{count} stderr lines with {needle:?}"),
+            |l| {
+                l.stderr
+                    .now()
+                    .lines()
+                    .filter(|x| x.contains(needle))
+                    .count()
+                    >= count
+            },
+        );
+    }
+
+    /// Waits until stdout contains `needle`; kills the run and fails if not.
+    pub fn wait_for_stdout(&mut self, needle: &str, within: Duration) {
+        self.wait_until(within, &format!("{needle:?} on stdout"), |l| {
+            l.stdout.now().contains(needle)
+        });
+    }
+
+    fn wait_until(&mut self, within: Duration, what: &str, done: impl Fn(&Live) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let run = self.finish();
+                panic!("no {what} within {within:?}\n{}", run.dump());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {pid} failed");
+    }
+
+    /// Waits for the exit (killing the run after `DEADLINE`) and collects what it wrote.
+    pub fn finish(&mut self) -> Run {
+        let status = loop {
+            match self.child.try_wait().expect("wait for weft") {
+                Some(s) => break s,
+                None if self.start.elapsed() > DEADLINE => {
+                    let _ = self.child.kill();
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        Run {
+            code: status.code(),
+            elapsed: self.start.elapsed(),
+            stdout: self.stdout.all(),
+            stderr: self.stderr.all(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
