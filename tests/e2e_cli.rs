@@ -331,3 +331,39 @@ fn a_signal_stops_a_terminal_process_with_130_and_an_app_code_is_kept() {
     // Without a signal the process's own code stands.
     weft(&["run", "-C", t.s(), "-x", "app:three"], "").assert_code(3);
 }
+
+// ---- 8. a bare `weft run` says what started and how to stop ------------------------------------
+
+#[test]
+fn a_bare_run_says_what_started_and_how_to_stop() {
+    let dir = app("shutdown");
+    let mut live = Live::start(&["run", "-C", dir.to_str().unwrap()]);
+    live.wait_for_lines("Ctrl+C", 1, std::time::Duration::from_secs(10));
+    live.signal("-INT");
+    let r = live.finish();
+    r.assert_code(130);
+    r.assert_stderr_has("weft: started 2 services (app:first, app:second); Ctrl+C to stop");
+    assert!(
+        !r.stdout.contains("Ctrl+C"),
+        "the note belongs on stderr\n{}",
+        r.dump()
+    );
+
+    // A new app has no services: the note says so instead of waiting in silence.
+    let t = hello_app();
+    let mut live = Live::start(&["run", "-C", t.s()]);
+    live.wait_for_lines("Ctrl+C", 1, std::time::Duration::from_secs(10));
+    live.signal("-TERM");
+    let r = live.finish();
+    r.assert_code(143);
+    r.assert_stderr_has("no services to start");
+    r.assert_stderr_has("weft run list");
+
+    // -s: nothing at all.
+    let mut live = Live::start(&["run", "-s", "-C", t.s()]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    live.signal("-INT");
+    let r = live.finish();
+    r.assert_code(130);
+    assert!(r.stderr.is_empty(), "{}", r.dump());
+}

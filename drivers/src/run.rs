@@ -285,6 +285,12 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(format!("starting Lua: {e}")),
     };
+    let auto_services: Vec<String> = entries
+        .iter()
+        .filter(|e| e.kind == "process.service")
+        .filter(|e| Lifecycle::from_data(&e.data).is_ok_and(|l| l.auto_start))
+        .map(|e| e.id.clone())
+        .collect();
     let report = match weft_engine::boot::boot(&mut node, &mut lua, entries) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -313,7 +319,30 @@ pub fn run(a: RunArgs) -> i32 {
             return fail(format!("cannot start {id} on {h}: {}", e.message));
         }
     }
+    if bare {
+        startup_note(&log_mode, &auto_services);
+    }
     exit_code(drive(node, log_mode, world))
+}
+
+/// What a bare `weft run` started and how to stop it, on stderr (stdout is the app's).
+fn startup_note(mode: &LogMode, services: &[String]) {
+    let msg = match services {
+        [] => "no services to start (none has lifecycle.auto_start); running until Ctrl+C. \
+               `weft run list` shows what can be run"
+            .to_string(),
+        _ => format!(
+            "started {} service{} ({}); Ctrl+C to stop",
+            services.len(),
+            if services.len() == 1 { "" } else { "s" },
+            services.join(", ")
+        ),
+    };
+    match mode {
+        LogMode::Off => {}
+        LogMode::Text(_) => eprintln!("weft: {msg}"),
+        LogMode::Json(_) => print_log(mode, Level::Info, &msg, &[]),
+    }
 }
 
 enum StdinReq {
