@@ -367,3 +367,80 @@ fn a_bare_run_says_what_started_and_how_to_stop() {
     r.assert_code(130);
     assert!(r.stderr.is_empty(), "{}", r.dump());
 }
+
+// ---- 9./10. one way to name the app folder, for every subcommand ---------------------------------
+
+#[test]
+fn every_subcommand_takes_the_app_folder_as_dash_c_or_first_argument() {
+    let t = TempDir::new("lines");
+    let input = t.write("lines.txt", "hi\n");
+    let input = input.to_str().unwrap();
+    let echo = example("echo-service");
+    let echo = echo.to_str().unwrap();
+    // sim: -C and a first argument give the same run.
+    let a = weft(
+        &[
+            "sim", "-C", echo, "--seed", "4", "-x", "app:cli", "--input", input,
+        ],
+        "",
+    );
+    let b = weft(
+        &[
+            "sim", echo, "--seed", "4", "-x", "app:cli", "--input", input,
+        ],
+        "",
+    );
+    a.assert_code(0);
+    b.assert_code(0);
+    assert_eq!(sim_hash(&a), sim_hash(&b));
+    assert!(a.stdout.contains("HI"), "{}", a.dump());
+    // The replay line names the folder with -C too.
+    assert!(
+        a.stdout
+            .contains(&format!("replay: weft sim -C {echo} --seed 4")),
+        "{}",
+        a.dump()
+    );
+    // run: a first argument that is an app folder, before or after the flags.
+    for args in [
+        &["run", echo, "-x", "app:cli"][..],
+        &["run", "-x", "app:cli", "-C", echo][..],
+        &["run", "-s", echo, "echo"][..],
+    ] {
+        let r = weft(args, "hello\n\n");
+        r.assert_code(0);
+        r.assert_stdout_has("HELLO");
+    }
+    let r = weft(&["run", echo, "list"], "");
+    r.assert_code(0);
+    r.assert_stdout_has("app:relay-service");
+    // init: -C names the folder to set up.
+    let fresh = t.path().join("fresh");
+    weft(&["init", "-C", fresh.to_str().unwrap()], "").assert_code(0);
+    let r = weft(&["run", fresh.to_str().unwrap(), "hello", "Ann"], "");
+    r.assert_code(0);
+    assert_eq!(r.stdout, "Hello, Ann!\n", "{}", r.dump());
+}
+
+#[test]
+fn a_folder_that_is_no_app_is_reported_with_the_way_to_name_one() {
+    let t = TempDir::new("not-an-app");
+    std::fs::create_dir_all(t.path().join("empty")).unwrap();
+    // In an app: the folder is taken as a command name, and the message says what it is.
+    let echo = example("echo-service");
+    let r = weft_in(
+        &echo,
+        &["run", t.path().join("empty").to_str().unwrap()],
+        "",
+    );
+    r.assert_clean_failure();
+    r.assert_stderr_has("is a folder but not an app");
+    // Outside an app: the message names -C and weft init.
+    let r = weft_in(t.path(), &["run", "empty"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("-C DIR");
+    r.assert_stderr_has("weft init");
+    let r = weft_in(t.path(), &["sim", "empty"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("-C DIR");
+}

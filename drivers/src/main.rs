@@ -10,7 +10,9 @@ mod project;
 mod run;
 mod sim;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Weft runs Wippy-format actor apps (YAML entries + Lua) on a deterministic engine.
@@ -41,6 +43,83 @@ enum Cmd {
     Bench(bench::BenchArgs),
 }
 
+/// `weft run DIR ...`, `weft sim DIR ...`, `weft check DIR`: a first argument that is a folder
+/// names the app, as `-C DIR` does (for `run`, only an app folder, since its first argument can
+/// also be a command name). Arguments are left alone when `-C` is given.
+fn folder_as_dir(mut args: Vec<OsString>) -> Vec<OsString> {
+    let cli = Cli::command();
+    let Some(sub) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| cli.find_subcommand(name))
+    else {
+        return args;
+    };
+    if !sub.get_arguments().any(|a| a.get_long() == Some("dir")) {
+        return args;
+    }
+    let has_positionals = sub.get_positionals().next().is_some();
+    let takes_value = |a: &clap::Arg| !a.is_positional() && a.get_action().takes_values();
+    let shorts: Vec<char> = sub
+        .get_arguments()
+        .filter(|a| takes_value(a))
+        .filter_map(|a| a.get_short())
+        .collect();
+    let longs: Vec<&str> = sub
+        .get_arguments()
+        .filter(|a| takes_value(a))
+        .filter_map(|a| a.get_long())
+        .collect();
+    let mut i = 2;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--" {
+            return args;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if name == "dir" {
+                return args;
+            }
+            i += if longs.contains(&name) && !long.contains('=') {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) {
+            // A cluster like -vx ENTRY: the first flag taking a value takes the rest, or the
+            // next argument when it ends the cluster.
+            let mut skip = 1;
+            for (at, c) in flags.char_indices() {
+                if c == 'C' {
+                    return args;
+                }
+                if shorts.contains(&c) {
+                    if at + c.len_utf8() == flags.len() {
+                        skip = 2;
+                    }
+                    break;
+                }
+            }
+            i += skip;
+            continue;
+        }
+        let dir = Path::new(arg);
+        let is_folder = if has_positionals {
+            project::is_app_folder(dir)
+        } else {
+            dir.is_dir()
+        };
+        if is_folder {
+            let value = args[i].clone();
+            args.splice(i..=i, [OsString::from("-C"), value]);
+        }
+        return args;
+    }
+    args
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away (`| head`),
     // instead of panicking on the failed write.
@@ -48,7 +127,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(folder_as_dir(std::env::args_os().collect()));
     let code = match cli.command {
         Cmd::Init(a) => init::init(a),
         Cmd::Run(a) => run::run(a),

@@ -7,6 +7,30 @@ use weft_engine::entries::{self, Entry};
 
 pub const LOCK_FILE: &str = "wippy.lock";
 
+/// The app folder, named the same way for every subcommand: `-C DIR`, or a first argument that
+/// is a folder (main.rs turns `weft run DIR ...` into `weft run -C DIR ...`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AppDir {
+    /// The app folder, holding src/ or wippy.lock (default: the current one); `weft <command>
+    /// DIR` works too.
+    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+impl AppDir {
+    /// The folder as an absolute path, or the error to print.
+    pub fn root(&self) -> Result<PathBuf, String> {
+        self.dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", self.dir.display()))
+    }
+}
+
+/// Whether `dir` looks like an app: it holds `src/` or a lock file.
+pub fn is_app_folder(dir: &Path) -> bool {
+    dir.join("src").is_dir() || dir.join(LOCK_FILE).is_file()
+}
+
 #[derive(Debug, serde::Deserialize, Default)]
 struct Lock {
     #[serde(default)]
@@ -32,7 +56,8 @@ pub fn source_dir(root: &Path) -> Result<PathBuf, String> {
     let dir = root.join(src.trim_start_matches("./"));
     if !dir.is_dir() {
         return Err(format!(
-            "source directory {} not found (run `weft init`, or set directories.src in {LOCK_FILE})",
+            "source directory {} not found: name the app folder with -C DIR (or as the first \
+             argument), create an app with `weft init`, or set directories.src in {LOCK_FILE}",
             dir.display()
         ));
     }

@@ -5,7 +5,6 @@ use crate::project;
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
 use std::io::{BufRead, Read, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
@@ -35,9 +34,8 @@ pub struct RunArgs {
     /// Terminal host to use when the app defines more than one.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
-    /// Project folder (default: the current one).
-    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
-    dir: PathBuf,
+    #[command(flatten)]
+    app: project::AppDir,
     /// Show the runtime's logs down to debug records (default: warnings and errors).
     #[arg(short, long)]
     verbose: bool,
@@ -142,9 +140,9 @@ pub fn run(a: RunArgs) -> i32 {
     } else {
         LogMode::Text(level)
     };
-    let root = match a.dir.canonicalize() {
+    let root = match a.app.root() {
         Ok(r) => r,
-        Err(e) => return fail(format!("{}: {e}", a.dir.display())),
+        Err(e) => return fail(e),
     };
     let entries = match project::load(&root) {
         Ok(e) => e,
@@ -187,7 +185,13 @@ pub fn run(a: RunArgs) -> i32 {
                 target = Some((None, e.id.clone(), args))
             }
             None => {
-                let hint = project::did_you_mean(cmd, named.iter().map(|(n, _)| n.as_str()));
+                let mut hint = project::did_you_mean(cmd, named.iter().map(|(n, _)| n.as_str()));
+                if std::path::Path::new(cmd).is_dir() {
+                    hint.push_str(&format!(
+                        "; '{cmd}' is a folder but not an app (an app folder holds src/ or {})",
+                        project::LOCK_FILE
+                    ));
+                }
                 return fail(format!(
                     "no command named '{cmd}'{hint} (`weft run list` shows what can be run)"
                 ));

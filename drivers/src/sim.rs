@@ -13,9 +13,8 @@ use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
-    /// App folder (holds src/ or a wippy.lock).
-    #[arg(default_value = ".")]
-    dir: PathBuf,
+    #[command(flatten)]
+    app: project::AppDir,
     /// The seed; every run prints it and the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -63,10 +62,7 @@ struct Plan {
 }
 
 fn plan(a: &SimArgs) -> Result<Plan, String> {
-    let root = a
-        .dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let root = a.app.root()?;
     let entries = project::load(&root)?;
     let mut base = SimConfig::new(a.seed);
     base.until_ns = duration(&a.until, "--until")?;
@@ -110,7 +106,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
 }
 
 fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
-    let mut s = format!("weft sim {} --seed {seed}", a.dir.display());
+    let mut s = format!("weft sim -C {} --seed {seed}", a.app.dir.display());
     if let Some(x) = &a.exec {
         s.push_str(&format!(" -x {x}"));
     }
