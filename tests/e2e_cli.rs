@@ -444,3 +444,108 @@ fn a_folder_that_is_no_app_is_reported_with_the_way_to_name_one() {
     r.assert_clean_failure();
     r.assert_stderr_has("-C DIR");
 }
+
+// ---- 11. --log-level, WEFT_LOG, filtering by target, --json ------------------------------------
+
+#[test]
+fn log_level_filters_by_target_and_json_keeps_the_fields() {
+    let t = forgot_time_app();
+    // Only app:cli's records, down to debug: its logger lines, not the worker's failure.
+    let r = weft(
+        &[
+            "run",
+            "--log-level",
+            "off,app:cli=debug",
+            "-C",
+            t.s(),
+            "-x",
+            "app:cli",
+        ],
+        "",
+    );
+    r.assert_code(0);
+    r.assert_stderr_has("DEBUG spawning");
+    assert!(!r.stderr.contains("process failed"), "{}", r.dump());
+    // Everything but app:worker.
+    let r = weft(
+        &[
+            "run",
+            "--log-level",
+            "debug,app:worker=off",
+            "-C",
+            t.s(),
+            "-x",
+            "app:cli",
+        ],
+        "",
+    );
+    r.assert_stderr_has("INFO  started");
+    assert!(!r.stderr.contains("process failed"), "{}", r.dump());
+    // A namespace covers its entries.
+    let r = weft(
+        &[
+            "run",
+            "--log-level",
+            "off,app=info",
+            "-C",
+            t.s(),
+            "-x",
+            "app:cli",
+        ],
+        "",
+    );
+    r.assert_stderr_has("INFO  started");
+    r.assert_stderr_has("ERROR process failed");
+    assert!(!r.stderr.contains("DEBUG"), "{}", r.dump());
+
+    // JSON: one object per line with level, msg and the record's fields.
+    let r = weft(&["run", "--json", "-C", t.s(), "-x", "app:cli"], "");
+    r.assert_code(0);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("process failed"))
+        .unwrap_or_else(|| panic!("no JSON failure record\n{}", r.dump()));
+    for key in [
+        "\"level\":\"error\"",
+        "\"msg\":\"process failed\"",
+        "\"entry\":\"app:worker\"",
+    ] {
+        assert!(line.contains(key), "{key} missing in {line}");
+    }
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+
+    // A bad directive is an error naming where it came from.
+    let r = weft(
+        &["run", "--log-level", "loud", "-C", t.s(), "-x", "app:cli"],
+        "",
+    );
+    r.assert_clean_failure();
+    r.assert_stderr_has("--log-level: unknown level 'loud'");
+}
+
+#[test]
+fn weft_log_sets_the_default_and_flags_win_over_it() {
+    let t = forgot_time_app();
+    let run = |env: &str, flags: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("run")
+            .args(flags)
+            .args(["-C", t.s(), "-x", "app:cli"])
+            .env("WEFT_LOG", env);
+        run_piped(cmd, "", DEADLINE, "weft with WEFT_LOG")
+    };
+    let r = run("debug", &[]);
+    r.assert_code(0);
+    r.assert_stderr_has("DEBUG spawning");
+    let r = run("error", &[]);
+    r.assert_stderr_has("ERROR process failed");
+    assert!(!r.stderr.contains("INFO"), "{}", r.dump());
+    let r = run("error", &["-c"]);
+    r.assert_stderr_has("INFO  started");
+    let r = run("debug", &["-s"]);
+    assert!(r.stderr.is_empty(), "{}", r.dump());
+    let r = run("bogus", &[]);
+    r.assert_clean_failure();
+    r.assert_stderr_has("WEFT_LOG: unknown level 'bogus'");
+}

@@ -6,6 +6,7 @@
 
 mod bench;
 mod init;
+mod logs;
 mod project;
 mod run;
 mod sim;

@@ -1,6 +1,7 @@
 //! `weft run`: the production driver. Real clock, stdin/stdout, signals, on a smol executor;
 //! it feeds the node inputs and carries out its outputs, nothing more.
 
+use crate::logs::{self, LogFilter};
 use crate::project;
 use smol::channel::{unbounded, Receiver, Sender};
 use smol::future::FutureExt;
@@ -36,24 +37,29 @@ pub struct RunArgs {
     host: Option<String>,
     #[command(flatten)]
     app: project::AppDir,
-    /// Show the runtime's logs down to debug records (default: warnings and errors).
+    /// Which runtime logs to show: a level (debug, info, warn, error, off) and per-target
+    /// levels, e.g. `warn,app:worker=debug`; a target is an entry, service or logger name or a
+    /// prefix of one (`app`). Default: warn (info for a bare run), or the WEFT_LOG variable.
+    #[arg(long, value_name = "LEVEL[,TARGET=LEVEL]")]
+    log_level: Option<String>,
+    /// Show the runtime's logs down to debug records (--log-level debug).
     #[arg(short, long)]
     verbose: bool,
-    /// Show the runtime's logs down to info records (default: warnings and errors).
+    /// Show the runtime's logs down to info records (--log-level info).
     #[arg(short = 'c', long)]
     console: bool,
-    /// No logs at all (as Wippy's -s); wins over -c and -v.
+    /// No logs at all (as Wippy's -s); wins over the other log flags.
     #[arg(short = 's', long)]
     silent: bool,
-    /// Logs as JSON lines instead of text.
+    /// Logs as JSON lines ({"level", "msg", fields...}) instead of text.
     #[arg(long)]
     json: bool,
 }
 
 enum LogMode {
     Off,
-    Text(Level),
-    Json(Level),
+    Text(LogFilter),
+    Json(LogFilter),
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
@@ -126,19 +132,24 @@ pub fn run(a: RunArgs) -> i32 {
     // Errors and warnings of the runtime are shown by default (a crashed worker must not be
     // silent); a bare `weft run` (services only) also shows info, as a server's console does.
     let bare = a.exec.is_none() && a.command.is_empty();
-    let level = if a.verbose {
-        Level::Debug
-    } else if a.console || bare {
-        Level::Info
-    } else {
-        Level::Warn
+    let fallback = if bare { Level::Info } else { Level::Warn };
+    let (spec, from) = match (&a.log_level, a.verbose, a.console) {
+        (Some(l), _, _) => (Some(l.clone()), "--log-level"),
+        (None, true, _) => (Some("debug".into()), "-v"),
+        (None, false, true) => (Some("info".into()), "-c"),
+        _ => (std::env::var(logs::ENV).ok(), logs::ENV),
+    };
+    let filter = match spec.map(|s| LogFilter::parse(&s, fallback)) {
+        None => LogFilter::level(fallback),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return fail(format!("{from}: {e}")),
     };
     let log_mode = if a.silent {
         LogMode::Off
     } else if a.json {
-        LogMode::Json(level)
+        LogMode::Json(filter)
     } else {
-        LogMode::Text(level)
+        LogMode::Text(filter)
     };
     let root = match a.app.root() {
         Ok(r) => r,
@@ -275,9 +286,9 @@ pub fn run(a: RunArgs) -> i32 {
         env_os: std::env::vars().collect(),
         ..Default::default()
     });
-    node.core().borrow_mut().log_min = match log_mode {
+    node.core().borrow_mut().log_min = match &log_mode {
         LogMode::Off => Level::Error,
-        LogMode::Text(l) | LogMode::Json(l) => l,
+        LogMode::Text(f) | LogMode::Json(f) => f.min().unwrap_or(Level::Error),
     };
     let mut world = World::new(Storage::Disk { root: root.clone() });
     if let Err(e) = world.configure(&entries) {
@@ -443,6 +454,7 @@ fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, Str
     let mut err = stderr.lock();
     match mode {
         LogMode::Off => {}
+        LogMode::Text(f) | LogMode::Json(f) if !f.allows(level, fields) => {}
         LogMode::Text(_) => {
             let mut line = format!("{:<5} {message}", level.as_str().to_uppercase());
             for (k, v) in fields {
