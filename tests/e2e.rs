@@ -147,10 +147,6 @@ fn wippy_tutorial_runs_unchanged() {
 
 // ---- 3. bad input: exit 1, a message naming the problem, no panic ------------------------------
 
-const TERMINAL: &str = "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n";
-
-const INLINE_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n";
-
 #[test]
 fn missing_src_dir_is_reported() {
     let tmp = TempDir::new("nosrc");
@@ -193,22 +189,6 @@ fn unknown_kind_names_entry_and_kind() {
     r.assert_clean_failure();
     r.assert_stderr_has("app:thing");
     r.assert_stderr_has("frobnicator.v9");
-}
-
-fn syntax_error_app() -> TempDir {
-    let tmp = TempDir::new("syntax");
-    tmp.write(
-        "src/_index.yaml",
-        &format!(
-            "{TERMINAL}  - name: cli\n    kind: process.lua\n    source: file://broken.lua\n    method: main\n"
-        ),
-    );
-    // Line 2 has the error.
-    tmp.write(
-        "src/broken.lua",
-        "local function main()\n    local x = = 1\n    return x\nend\n\nreturn { main = main }\n",
-    );
-    tmp
 }
 
 #[test]
@@ -393,27 +373,9 @@ fn library_import_is_a_global_and_requireable() {
     r.assert_stdout_has("calls: 2");
 }
 
-const LIB_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n    imports:\n      util: app:util\n";
-
 #[test]
 fn bad_imports_fail_boot_naming_the_entry() {
-    let cases = [
-        // The imported entry does not exist.
-        ("missing", String::new(), "app:util"),
-        // The imported entry is not a library.
-        (
-            "kind",
-            "  - name: util\n    kind: process.lua\n    source: \"return {}\"\n".to_string(),
-            "not a library.lua",
-        ),
-        // Libraries importing each other.
-        (
-            "cycle",
-            "  - name: util\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      other: app:other\n  - name: other\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      util: app:util\n"
-                .to_string(),
-            "import cycle",
-        ),
-    ];
+    let cases = bad_import_cases();
     for (tag, extra, needle) in cases {
         let tmp = TempDir::new(&format!("imports-{tag}"));
         tmp.write("src/_index.yaml", &format!("{TERMINAL}{LIB_CLI}{extra}"));

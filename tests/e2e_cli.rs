@@ -549,3 +549,123 @@ fn weft_log_sets_the_default_and_flags_win_over_it() {
     r.assert_clean_failure();
     r.assert_stderr_has("WEFT_LOG: unknown level 'bogus'");
 }
+
+// ---- 12. weft check ----------------------------------------------------------------------------
+
+#[test]
+fn check_passes_on_every_example_and_test_app() {
+    let mut apps = Vec::new();
+    for parent in [repo_root().join("examples"), repo_root().join("tests/apps")] {
+        for e in std::fs::read_dir(&parent).expect("apps folder") {
+            apps.push(e.expect("dir entry").path());
+        }
+    }
+    apps.sort();
+    assert!(apps.len() >= 10, "{apps:?}");
+    for dir in apps {
+        let before = files_under(&dir);
+        let r = weft(&["check", dir.to_str().unwrap()], "");
+        assert_eq!(r.code(), 0, "weft check {}\n{}", dir.display(), r.dump());
+        assert!(
+            r.stdout.starts_with("ok: ") || r.stdout.contains("\nok: "),
+            "{}",
+            r.dump()
+        );
+        // Nothing ran: no service logged, no database or env file was written.
+        assert!(r.stderr.is_empty(), "{}", r.dump());
+        assert_eq!(
+            files_under(&dir),
+            before,
+            "weft check {} wrote files",
+            dir.display()
+        );
+    }
+    let r = weft(&["check", "--help"], "");
+    r.assert_code(0);
+    insta::assert_snapshot!("check_help", r.stdout);
+}
+
+/// `weft check` on a broken app: exit 1, `needle` (a file:line message) among the problems.
+#[track_caller]
+fn check_fails_with(t: &TempDir, needle: &str) -> Run {
+    let r = weft(&["check", "-C", t.s()], "");
+    r.assert_clean_failure();
+    r.assert_stdout_has(needle);
+    r
+}
+
+#[test]
+fn check_reports_each_broken_app_of_the_bad_input_tests_with_file_and_line() {
+    let t = TempDir::new("check-yaml");
+    t.write(
+        "src/_index.yaml",
+        "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n      lifecycle: [oops\n",
+    );
+    check_fails_with(&t, "error: src/_index.yaml:6");
+
+    let t = TempDir::new("check-kind");
+    t.write(
+        "src/_index.yaml",
+        &format!("{TERMINAL}{INLINE_CLI}  - name: thing\n    kind: frobnicator.v9\n"),
+    );
+    check_fails_with(
+        &t,
+        "src/_index.yaml:12: entry 'app:thing': unknown kind 'frobnicator.v9'",
+    );
+
+    check_fails_with(&syntax_error_app(), "src/broken.lua:2");
+
+    for (tag, extra, needle) in bad_import_cases() {
+        let t = TempDir::new(&format!("check-imports-{tag}"));
+        t.write("src/_index.yaml", &format!("{TERMINAL}{LIB_CLI}{extra}"));
+        let r = check_fails_with(&t, "src/_index.yaml:");
+        r.assert_stdout_has(needle);
+    }
+
+    let t = TempDir::new("check-store");
+    t.write(
+        "src/_index.yaml",
+        "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n  - name: kv\n    kind: store.sql\n    database: app:db\n    table_name: kv\n",
+    );
+    let r = check_fails_with(&t, "src/_index.yaml:6: entry 'app:kv'");
+    r.assert_stdout_has("app:db");
+
+    check_fails_with(
+        &forgot_time_app(),
+        "src/worker.lua:2: entry 'app:worker': require(\"time\"): add `time` to the `modules:` of entry 'app:worker' (src/_index.yaml:17)",
+    );
+}
+
+#[test]
+fn check_reports_all_problems_at_once_and_runs_nothing() {
+    let t = TempDir::new("check-many");
+    // A service that would print and write a database if anything ran.
+    t.write(
+        "src/_index.yaml",
+        &format!(
+            "{HOSTS}  - name: thing\n    kind: frobnicator.v9\n  - name: cli\n    kind: process.lua\n    source: file://cli.lua\n    method: main\n    imports:\n      util: app:nowhere\n  - name: loud\n    kind: process.lua\n    source: file://loud.lua\n    method: main\n    modules: [io]\n  - name: loud-service\n    kind: process.service\n    process: app:loud\n    host: app:procs\n    lifecycle:\n      auto_start: true\n  - name: db\n    kind: db.sql.sqlite\n    file: ./data.db\n"
+        ),
+    );
+    t.write("src/cli.lua", "return { main = function( end }\n");
+    t.write(
+        "src/loud.lua",
+        "local io = require(\"io\")\nreturn { main = function() io.print(\"I RAN\") return 0 end }\n",
+    );
+    t.write(
+        "src/more/_index.yaml",
+        "namespace: app\nentries:\n  - name: [broken\n",
+    );
+    let before = files_under(t.path());
+    let r = weft(&["check", t.s()], "");
+    r.assert_clean_failure();
+    assert!(!r.stdout.contains("I RAN"), "{}", r.dump());
+    assert_eq!(files_under(t.path()), before, "check must write nothing");
+    insta::assert_snapshot!(
+        "check_many_problems",
+        format!(
+            "{}--- stderr\n{}",
+            r.stdout,
+            r.stderr.replace(t.s(), "<app>")
+        )
+    );
+}

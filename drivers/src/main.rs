@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod bench;
+mod check;
 mod init;
 mod logs;
 mod project;
@@ -40,6 +41,10 @@ enum Cmd {
     /// Run the app under the deterministic simulator: seeded scheduling, virtual time,
     /// injected faults, invariant checks; the same seed replays the same run.
     Sim(sim::SimArgs),
+    /// Validate the app without running it: loads every entry, compiles every Lua file,
+    /// checks imports, modules and references; reports every problem with file:line and
+    /// exits 1 if there is any.
+    Check(check::CheckArgs),
     /// Measure the runtime: prints `name value unit` lines.
     Bench(bench::BenchArgs),
 }
@@ -136,6 +141,7 @@ fn main() -> ExitCode {
             sim::reexec_without_aslr();
             sim::sim(a)
         }
+        Cmd::Check(a) => check::check(a),
         Cmd::Bench(a) => bench::bench(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use weft_engine::entries::{self, Entry};
+use weft_engine::entries::{self, Entry, EntryError};
 
 pub const LOCK_FILE: &str = "wippy.lock";
 
@@ -117,28 +117,49 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads and parses every definition file under `src`, in path order.
-pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
+/// Every definition file under the app's source dir, read and parsed in path order: the
+/// entries of the files that parsed, and the error of each file that did not.
+pub fn parse_all(root: &Path) -> Result<(Vec<Entry>, Vec<EntryError>), String> {
     let src = source_dir(root)?;
     let mut files = Vec::new();
     walk(&src, &mut files)?;
 
     let mut all = Vec::new();
+    let mut errors = Vec::new();
     for f in files {
-        let text = fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         let rel = f
             .strip_prefix(root)
             .unwrap_or(&f)
             .to_string_lossy()
             .replace('\\', "/");
+        let text = match fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(EntryError {
+                    file: rel,
+                    message: e.to_string(),
+                    ..Default::default()
+                });
+                continue;
+            }
+        };
         let mut resolve = |p: &str| -> Result<String, String> {
             let full = root.join(p);
             fs::read_to_string(&full).map_err(|e| format!("cannot read {p}: {e}"))
         };
+        match entries::parse_file(&rel, &text, "", &mut resolve) {
+            Ok(entries) => all.extend(entries),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((all, errors))
+}
 
-        let entries =
-            entries::parse_file(&rel, &text, "", &mut resolve).map_err(|e| e.to_string())?;
-        all.extend(entries);
+/// Reads and parses every definition file under `src`, in path order; the first problem fails.
+pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
+    let (all, errors) = parse_all(root)?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e.to_string());
     }
     entries::check_unique(&all).map_err(|e| e.to_string())?;
     Ok(all)
@@ -152,8 +173,8 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

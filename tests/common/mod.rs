@@ -378,3 +378,49 @@ impl Drop for Live {
         }
     }
 }
+
+// ---- small broken apps shared by the bad-input tests -----------------------------------------
+
+pub const TERMINAL: &str = "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n";
+
+pub const INLINE_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n";
+
+pub const LIB_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n    imports:\n      util: app:util\n";
+
+/// Broken `imports:` of the bad-input tests: (tag, entries after TERMINAL + LIB_CLI, what the
+/// error must say).
+pub fn bad_import_cases() -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        // The imported entry does not exist.
+        ("missing", String::new(), "app:util"),
+        // The imported entry is not a library.
+        (
+            "kind",
+            "  - name: util\n    kind: process.lua\n    source: \"return {}\"\n".to_string(),
+            "not a library.lua",
+        ),
+        // Libraries importing each other.
+        (
+            "cycle",
+            "  - name: util\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      other: app:other\n  - name: other\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      util: app:util\n"
+                .to_string(),
+            "import cycle",
+        ),
+    ]
+}
+
+pub fn syntax_error_app() -> TempDir {
+    let tmp = TempDir::new("syntax");
+    tmp.write(
+        "src/_index.yaml",
+        &format!(
+            "{TERMINAL}  - name: cli\n    kind: process.lua\n    source: file://broken.lua\n    method: main\n"
+        ),
+    );
+    // Line 2 has the error.
+    tmp.write(
+        "src/broken.lua",
+        "local function main()\n    local x = = 1\n    return x\nend\n\nreturn { main = main }\n",
+    );
+    tmp
+}
