@@ -669,3 +669,30 @@ fn check_reports_all_problems_at_once_and_runs_nothing() {
         )
     );
 }
+
+// ---- 13. weft --version names the commit ------------------------------------------------------
+
+#[test]
+fn version_names_the_commit() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    for flag in ["--version", "-V"] {
+        let r = weft(&[flag], "");
+        r.assert_code(0);
+        let line = r.stdout.trim_end();
+        let commit = line
+            .strip_prefix(&format!("weft {} (commit ", env!("CARGO_PKG_VERSION")))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("unexpected version line {line:?}"));
+        match &head {
+            // Built from this checkout: the commit is its HEAD.
+            Some(h) => assert_eq!(commit, h, "{line}"),
+            None => assert!(!commit.is_empty(), "{line}"),
+        }
+    }
+}

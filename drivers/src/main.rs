@@ -18,10 +18,18 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Weft runs Wippy-format actor apps (YAML entries + Lua) on a deterministic engine.
+/// `weft --version`: the crate version and the commit it was built from (drivers/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WEFT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "weft",
-    version,
+    version = VERSION,
     about = "Weft runs Wippy-format actor apps (YAML entries + typed Lua) on a deterministic, sans-IO engine.",
     long_about = None
 )]
