@@ -696,3 +696,52 @@ fn version_names_the_commit() {
         }
     }
 }
+
+// ---- 14. the first build is documented; CI's sweep does not rebuild -------------------------------
+
+#[test]
+fn readme_tells_the_first_build_cost_and_ci_sweeps_with_the_tested_binary() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    assert!(
+        readme.contains("The first build is long") && readme.contains("minutes"),
+        "the README must say what the first build costs"
+    );
+    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
+    let after_tests = ci
+        .split_once("cargo test --workspace")
+        .map(|(_, rest)| rest)
+        .expect(".ci/run runs the tests");
+    for l in after_tests
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        assert!(
+            !l.contains("cargo run") && !l.contains("cargo build"),
+            "CI rebuilds after the tests: {l}"
+        );
+    }
+    // `cargo test` leaves its weft where CI looks for it.
+    assert!(
+        std::path::Path::new(env!("CARGO_BIN_EXE_weft")).ends_with("target/debug/weft"),
+        "{}",
+        env!("CARGO_BIN_EXE_weft")
+    );
+    // The sweep line runs as written, with the binary the tests use and fewer seeds.
+    let sweep = after_tests
+        .lines()
+        .find(|l| l.starts_with("target/debug/weft sim"))
+        .expect("CI's sweep runs target/debug/weft");
+    let t = TempDir::new("ci");
+    let input = t.write("target/ci-echo-input.txt", "hello world\nsecond line\n");
+    copy_tree(&repo_root().join("examples"), &t.path().join("examples"));
+    let args: Vec<String> = sweep
+        .split_whitespace()
+        .skip(1)
+        .map(|a| a.replace("0..200", "0..3"))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(input.exists());
+    let r = weft_in(t.path(), &args, "");
+    r.assert_code(0);
+    r.assert_stdout_has("3 seeds in");
+}
