@@ -262,18 +262,24 @@ fn readme_commands_all_run() {
         if script.iter().all(|l| l.is_empty() || l.starts_with('#')) {
             continue;
         }
-        // The tutorial block runs in a folder holding the tutorial's app (the echo service).
-        if script.iter().any(|l| l.contains("app:terminal/app:cli")) {
+        // The tutorial block runs in a folder holding the tutorial's app (the echo service);
+        // every other block must leave the folder it runs in (a copy of the repo's) as it was.
+        let tutorial = script.iter().any(|l| l.contains("app:terminal/app:cli"));
+        if tutorial {
             copy_tree(
                 &repo_root().join("examples/echo-service/src"),
                 &scratch.path().join("src"),
             );
         }
+        let before = files_under(scratch.path());
+        // Where the README's `scratch=${scratch:-…}` puts its files.
+        let outside = TempDir::new("readme-scratch");
         let text = format!("set -euo pipefail\n{}\n", script.join("\n"));
         let mut cmd = std::process::Command::new("bash");
         cmd.args(["-c", &text])
             .current_dir(scratch.path())
-            .env("PATH", &path);
+            .env("PATH", &path)
+            .env("scratch", outside.path());
         let r = run_piped(
             cmd,
             "hello\n\n",
@@ -287,6 +293,13 @@ fn readme_commands_all_run() {
             r.dump()
         );
         assert!(!r.stderr.contains("panicked"), "{}", r.dump());
+        if !tutorial {
+            assert_eq!(
+                files_under(scratch.path()),
+                before,
+                "README.md block at line {at} wrote into the repo's folder"
+            );
+        }
         ran += 1;
     }
     assert!(ran >= 3, "only {ran} README blocks ran");
