@@ -103,6 +103,11 @@ fn a_typo_in_exec_suggests_the_entry_and_the_list() {
     r.assert_clean_failure();
     insta::assert_snapshot!("command_typo", r.stderr);
 
+    // weft sim says the same.
+    let r = weft(&["sim", dir.to_str().unwrap(), "-x", "app:clii"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("entry 'app:clii' not found; did you mean app:cli?");
+
     // A name far from every entry gets no guess, only the way to list them.
     let r = weft(&["run", "-C", dir.to_str().unwrap(), "-x", "zz:qqqq"], "");
     r.assert_clean_failure();
@@ -176,6 +181,14 @@ fn arguments_after_exec_are_passed_to_the_process() {
         r.assert_code(0);
         assert_eq!(r.stdout, "Hello, Bob!\n", "{args:?}\n{}", r.dump());
     }
+    // weft sim passes them the same way, and its replay line keeps them.
+    let r = weft_in(t.path(), &["sim", ".", "-x", "app:hello", "Bob"], "");
+    r.assert_code(0);
+    r.assert_stdout_has("Hello, Bob!");
+    r.assert_stdout_has("replay: weft sim -C . --seed 1 -x app:hello -- Bob");
+    // A folder after the entry is an argument too, not the app folder.
+    let r = weft_in(t.path(), &["run", "-x", "app:hello", "."], "");
+    assert_eq!(r.stdout, "Hello, .!\n", "{}", r.dump());
     // Weft's own flags may still follow the entry (as in Wippy's `run -x`); after `--`,
     // everything is the process's.
     let r = weft_in(t.path(), &["run", "-x", "app:hello", "-s", "Ada"], "");

@@ -58,8 +58,9 @@ enum Cmd {
 }
 
 /// `weft run DIR ...`, `weft sim DIR ...`, `weft check DIR`: a first argument that is a folder
-/// names the app, as `-C DIR` does (for `run`, only an app folder, since its first argument can
-/// also be a command name). Arguments are left alone when `-C` is given.
+/// names the app, as `-C DIR` does. For `run` only an app folder counts, since its first
+/// argument may also be a command name. Arguments are left alone when `-C` is given, and after
+/// `-x` (what follows the entry is the process's) or `--`.
 fn folder_as_dir(mut args: Vec<OsString>) -> Vec<OsString> {
     let cli = Cli::command();
     let Some(sub) = args
@@ -69,67 +70,52 @@ fn folder_as_dir(mut args: Vec<OsString>) -> Vec<OsString> {
     else {
         return args;
     };
-    if !sub.get_arguments().any(|a| a.get_long() == Some("dir")) {
+    if !sub.get_arguments().any(|a| a.get_id() == "dir") {
         return args;
     }
-    let has_positionals = sub.get_positionals().next().is_some();
-    let takes_value = |a: &clap::Arg| !a.is_positional() && a.get_action().takes_values();
-    let shorts: Vec<char> = sub
-        .get_arguments()
-        .filter(|a| takes_value(a))
-        .filter_map(|a| a.get_short())
-        .collect();
-    let longs: Vec<&str> = sub
-        .get_arguments()
-        .filter(|a| takes_value(a))
-        .filter_map(|a| a.get_long())
-        .collect();
+    let strict = sub.get_name() == "run";
+    let options: Vec<&clap::Arg> = sub.get_arguments().filter(|a| !a.is_positional()).collect();
+    let stops = |a: &clap::Arg| a.get_id() == "dir" || a.get_id() == "exec";
     let mut i = 2;
     while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
         if arg == "--" {
             return args;
         }
-        if let Some(long) = arg.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or(long);
-            if name == "dir" {
-                return args;
-            }
-            i += if longs.contains(&name) && !long.contains('=') {
-                2
-            } else {
-                1
+        let found = if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (long, false),
             };
-            continue;
-        }
-        if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) {
-            // A cluster like -vx ENTRY: the first flag taking a value takes the rest, or the
-            // next argument when it ends the cluster.
-            let mut skip = 1;
-            for (at, c) in flags.char_indices() {
-                if c == 'C' {
-                    return args;
-                }
-                if shorts.contains(&c) {
-                    if at + c.len_utf8() == flags.len() {
-                        skip = 2;
-                    }
-                    break;
-                }
-            }
-            i += skip;
-            continue;
-        }
-        let dir = Path::new(arg);
-        let is_folder = if has_positionals {
-            project::is_app_folder(dir)
+            options
+                .iter()
+                .find(|o| o.get_long() == Some(name))
+                .map(|o| (*o, !inline))
+        } else if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) {
+            // A cluster like -vx ENTRY: the first flag taking a value takes the rest of the
+            // cluster, or the next argument when it ends the cluster.
+            flags.char_indices().find_map(|(at, c)| {
+                let o = options.iter().find(|o| o.get_short() == Some(c))?;
+                let ends = at + c.len_utf8() == flags.len();
+                (stops(o) || o.get_action().takes_values()).then_some((*o, ends))
+            })
         } else {
-            dir.is_dir()
+            let dir = Path::new(arg);
+            let is_folder = if strict {
+                project::is_app_folder(dir)
+            } else {
+                dir.is_dir()
+            };
+            if is_folder {
+                let value = args[i].clone();
+                args.splice(i..=i, [OsString::from("-C"), value]);
+            }
+            return args;
         };
-        if is_folder {
-            let value = args[i].clone();
-            args.splice(i..=i, [OsString::from("-C"), value]);
+        match found {
+            Some((o, _)) if stops(o) => return args,
+            Some((o, next_is_value)) if o.get_action().takes_values() && next_is_value => i += 2,
+            _ => i += 1,
         }
-        return args;
     }
     args
 }

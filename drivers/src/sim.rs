@@ -21,6 +21,14 @@ pub struct SimArgs {
     /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
     #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
     exec: Option<String>,
+    /// Arguments of the -x process (as with `weft run -x ENTRY ARGS...`).
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        requires = "exec"
+    )]
+    args: Vec<String>,
     /// File whose lines the terminal process reads (then end of input).
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
@@ -98,9 +106,18 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
             return Err(format!("-x {x}: use namespace:entry"));
         }
         if !entries.iter().any(|e| e.id == entry) {
-            return Err(format!("entry '{entry}' not found"));
+            let hint = project::did_you_mean(
+                &entry,
+                entries
+                    .iter()
+                    .filter(|e| project::runnable(e))
+                    .map(|e| e.id.as_str()),
+            );
+            return Err(format!(
+                "entry '{entry}' not found{hint} (`weft run list` shows what can be run)"
+            ));
         }
-        base.exec = Some((host, entry, vec![]));
+        base.exec = Some((host, entry, a.args.clone()));
     }
     Ok(Plan { entries, base })
 }
@@ -121,6 +138,9 @@ fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
     }
     if let Some(p) = &a.plant {
         s.push_str(&format!(" --plant {p}"));
+    }
+    if !a.args.is_empty() {
+        s.push_str(&format!(" -- {}", a.args.join(" ")));
     }
     s
 }
