@@ -476,53 +476,38 @@ fn a_folder_that_is_no_app_is_reported_with_the_way_to_name_one() {
 #[test]
 fn log_level_filters_by_target_and_json_keeps_the_fields() {
     let t = forgot_time_app();
-    // Only app:cli's records, down to debug: its logger lines, not the worker's failure.
-    let r = weft(
-        &[
-            "run",
-            "--log-level",
+    // (directives, what stderr must show, what it must not)
+    let cases = [
+        // Only app:cli's records, down to debug: its logger lines, not the worker's failure.
+        (
             "off,app:cli=debug",
-            "-C",
-            t.s(),
-            "-x",
-            "app:cli",
-        ],
-        "",
-    );
-    r.assert_code(0);
-    r.assert_stderr_has("DEBUG spawning");
-    assert!(!r.stderr.contains("process failed"), "{}", r.dump());
-    // Everything but app:worker.
-    let r = weft(
-        &[
-            "run",
-            "--log-level",
+            &["DEBUG spawning"][..],
+            "process failed",
+        ),
+        // Everything but app:worker.
+        (
             "debug,app:worker=off",
-            "-C",
-            t.s(),
-            "-x",
-            "app:cli",
-        ],
-        "",
-    );
-    r.assert_stderr_has("INFO  started");
-    assert!(!r.stderr.contains("process failed"), "{}", r.dump());
-    // A namespace covers its entries.
-    let r = weft(
-        &[
-            "run",
-            "--log-level",
+            &["INFO  started"][..],
+            "process failed",
+        ),
+        // A namespace covers its entries.
+        (
             "off,app=info",
-            "-C",
-            t.s(),
-            "-x",
-            "app:cli",
-        ],
-        "",
-    );
-    r.assert_stderr_has("INFO  started");
-    r.assert_stderr_has("ERROR process failed");
-    assert!(!r.stderr.contains("DEBUG"), "{}", r.dump());
+            &["INFO  started", "ERROR process failed"][..],
+            "DEBUG",
+        ),
+    ];
+    for (spec, shown, hidden) in cases {
+        let r = weft(
+            &["run", "--log-level", spec, "-C", t.s(), "-x", "app:cli"],
+            "",
+        );
+        r.assert_code(0);
+        for s in shown {
+            r.assert_stderr_has(s);
+        }
+        assert!(!r.stderr.contains(hidden), "{spec}\n{}", r.dump());
+    }
 
     // JSON: one object per line with level, msg and the record's fields.
     let r = weft(&["run", "--json", "-C", t.s(), "-x", "app:cli"], "");

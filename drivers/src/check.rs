@@ -6,7 +6,7 @@ use crate::project;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
-use weft_engine::boot::{self, BootError};
+use weft_engine::boot;
 use weft_engine::entries::{self, Entry};
 use weft_engine::lua::{self, LuaRuntime};
 use weft_engine::node::{Node, NodeConfig};
@@ -26,17 +26,13 @@ struct Report {
 
 impl Report {
     fn error(&mut self, e: &Entry, message: impl Into<String>) {
-        self.errors.push(at(e, message).to_string());
+        self.errors.push(at(e, message));
     }
 }
 
-fn at(e: &Entry, message: impl Into<String>) -> BootError {
-    BootError {
-        file: Some(e.file.clone()),
-        line: e.line,
-        entry: Some(e.id.clone()),
-        message: message.into(),
-    }
+/// A problem of entry `e`, worded as boot words its errors.
+fn at(e: &Entry, message: impl Into<String>) -> String {
+    format!("{}: entry '{}': {}", place(e), e.id, message.into())
 }
 
 fn place(e: &Entry) -> String {
@@ -173,9 +169,10 @@ fn check_app(root: &Path) -> Result<(Report, usize), String> {
         let k = e.kind.as_str();
         if !boot::SUPPORTED.contains(&k) {
             if boot::LATER.contains(&k) || boot::LATER_FAMILIES.iter().any(|f| k.starts_with(f)) {
-                r.warnings.push(
-                    at(e, format!("kind {k} is not supported by weft yet; ignored")).to_string(),
-                );
+                r.warnings.push(at(
+                    e,
+                    format!("kind {k} is not supported by weft yet; ignored"),
+                ));
             } else {
                 r.error(e, format!("unknown kind '{k}'"));
             }
@@ -193,9 +190,8 @@ fn check_app(root: &Path) -> Result<(Report, usize), String> {
                     continue;
                 }
                 for m in lua::unavailable_modules(e) {
-                    r.warnings.push(
-                        at(e, format!("module '{m}' is not available in weft yet")).to_string(),
-                    );
+                    r.warnings
+                        .push(at(e, format!("module '{m}' is not available in weft yet")));
                 }
                 check_requires(e, &entries, &rt, &mut r);
             }
@@ -233,10 +229,10 @@ fn check_app(root: &Path) -> Result<(Report, usize), String> {
                 }
                 for dep in &requires {
                     if kind_of(dep) != Some("process.service") {
-                        r.warnings.push(
-                            at(e, format!("requires '{dep}', which is no process.service"))
-                                .to_string(),
-                        );
+                        r.warnings.push(at(
+                            e,
+                            format!("requires '{dep}', which is no process.service"),
+                        ));
                     }
                 }
             }
@@ -263,7 +259,7 @@ fn check_app(root: &Path) -> Result<(Report, usize), String> {
         };
         if let Err(ce) = rt.link(e, &|id: &str| by_id.get(id).cloned()) {
             let owner = by_id.get(&ce.entry).map_or(e, |o| o.as_ref());
-            let msg = at(owner, ce.message).to_string();
+            let msg = at(owner, ce.message);
             if !r.errors.contains(&msg) {
                 r.errors.push(msg);
             }

@@ -210,6 +210,18 @@ pub fn did_you_mean<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str
     }
 }
 
+/// "entry 'x' not found" for `-x x`, with the nearest runnable entry and how to list them.
+pub fn entry_not_found(id: &str, entries: &[Entry]) -> String {
+    let runnable = entries
+        .iter()
+        .filter(|e| runnable(e))
+        .map(|e| e.id.as_str());
+    format!(
+        "entry '{id}' not found{} (`weft run list` shows what can be run)",
+        did_you_mean(id, runnable)
+    )
+}
+
 /// Kinds `-x` can start on the terminal host.
 pub fn runnable(e: &Entry) -> bool {
     e.kind == "process.lua"

@@ -211,18 +211,7 @@ pub fn run(a: RunArgs) -> i32 {
     }
     if let Some((_, id, _)) = &target {
         match entries.iter().find(|e| &e.id == id) {
-            None => {
-                let hint = project::did_you_mean(
-                    id,
-                    entries
-                        .iter()
-                        .filter(|e| project::runnable(e))
-                        .map(|e| e.id.as_str()),
-                );
-                return fail(format!(
-                    "entry '{id}' not found{hint} (`weft run list` shows what can be run)"
-                ));
-            }
+            None => return fail(project::entry_not_found(id, &entries)),
             Some(e) if e.kind == "process.service" => {
                 let p = e
                     .data

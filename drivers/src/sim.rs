@@ -106,16 +106,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
             return Err(format!("-x {x}: use namespace:entry"));
         }
         if !entries.iter().any(|e| e.id == entry) {
-            let hint = project::did_you_mean(
-                &entry,
-                entries
-                    .iter()
-                    .filter(|e| project::runnable(e))
-                    .map(|e| e.id.as_str()),
-            );
-            return Err(format!(
-                "entry '{entry}' not found{hint} (`weft run list` shows what can be run)"
-            ));
+            return Err(project::entry_not_found(&entry, &entries));
         }
         base.exec = Some((host, entry, a.args.clone()));
     }
