@@ -326,6 +326,7 @@ fn a_signal_gives_128_plus_its_number() {
     for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
         let mut live = Live::start(&["run", "-c", "-C", dir.to_str().unwrap()]);
         live.wait_for_lines("ready", 2, std::time::Duration::from_secs(10));
+        live.wait_for_signal_handlers(std::time::Duration::from_secs(10));
         live.signal(sig);
         let r = live.finish();
         assert_eq!(r.code(), code, "after kill {sig}\n{}", r.dump());
@@ -345,6 +346,7 @@ fn a_signal_stops_a_terminal_process_with_130_and_an_app_code_is_kept() {
     );
     let mut live = Live::start(&["run", "-C", t.s(), "-x", "app:sleeper"]);
     live.wait_for_stdout("sleeping", std::time::Duration::from_secs(10));
+    live.wait_for_signal_handlers(std::time::Duration::from_secs(10));
     live.signal("-INT");
     let r = live.finish();
     assert_eq!(r.code(), 130, "{}", r.dump());
@@ -365,6 +367,7 @@ fn a_bare_run_says_what_started_and_how_to_stop() {
     let dir = app("shutdown");
     let mut live = Live::start(&["run", "-C", dir.to_str().unwrap()]);
     live.wait_for_lines("Ctrl+C", 1, std::time::Duration::from_secs(10));
+    live.wait_for_signal_handlers(std::time::Duration::from_secs(10));
     live.signal("-INT");
     let r = live.finish();
     r.assert_code(130);
@@ -379,6 +382,7 @@ fn a_bare_run_says_what_started_and_how_to_stop() {
     let t = hello_app();
     let mut live = Live::start(&["run", "-C", t.s()]);
     live.wait_for_lines("Ctrl+C", 1, std::time::Duration::from_secs(10));
+    live.wait_for_signal_handlers(std::time::Duration::from_secs(10));
     live.signal("-TERM");
     let r = live.finish();
     r.assert_code(143);
@@ -387,7 +391,7 @@ fn a_bare_run_says_what_started_and_how_to_stop() {
 
     // -s: nothing at all.
     let mut live = Live::start(&["run", "-s", "-C", t.s()]);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    live.wait_for_signal_handlers(std::time::Duration::from_secs(10));
     live.signal("-INT");
     let r = live.finish();
     r.assert_code(130);

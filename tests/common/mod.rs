@@ -329,6 +329,22 @@ impl Live {
         });
     }
 
+    /// Waits until weft catches SIGINT and SIGTERM (Linux: the SigCgt mask of
+    /// /proc/PID/status), so a signal sent next is handled rather than fatal.
+    pub fn wait_for_signal_handlers(&mut self, within: Duration) {
+        let status = format!("/proc/{}/status", self.child.id());
+        self.wait_until(within, "SIGINT and SIGTERM handlers", |_| {
+            let text = fs::read_to_string(&status).unwrap_or_default();
+            let caught = text
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .unwrap_or(0);
+            // Bit n-1 stands for signal n: SIGINT is 2, SIGTERM 15.
+            caught & (1 << 1) != 0 && caught & (1 << 14) != 0
+        });
+    }
+
     fn wait_until(&mut self, within: Duration, what: &str, done: impl Fn(&Live) -> bool) {
         let deadline = Instant::now() + within;
         while !done(self) {
