@@ -6,6 +6,9 @@ use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct InitArgs {
+    /// The folder to set up (created if missing; default: the current one).
+    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+    dir: std::path::PathBuf,
     /// Source directory recorded in the lock file.
     #[arg(short = 'd', long, default_value = "./src")]
     src_dir: String,
@@ -59,7 +62,11 @@ fn write_new(path: &Path, text: &str) -> Result<bool, String> {
 }
 
 pub fn init(a: InitArgs) -> i32 {
-    let root = Path::new(".");
+    let root = a.dir.as_path();
+    if let Err(e) = fs::create_dir_all(root) {
+        eprintln!("weft init: {}: {e}", root.display());
+        return 1;
+    }
     let src = root.join(a.src_dir.trim_start_matches("./"));
     let lock = format!(
         "directories:\n  modules: {}\n  src: {}\n",

@@ -5,19 +5,31 @@
 #![allow(clippy::result_large_err)]
 
 mod bench;
+mod check;
 mod init;
+mod logs;
 mod project;
 mod run;
 mod sim;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Weft runs Wippy-format actor apps (YAML entries + Lua) on a deterministic engine.
+/// `weft --version`: the crate version and the commit it was built from (drivers/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WEFT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "weft",
-    version,
+    version = VERSION,
     about = "Weft runs Wippy-format actor apps (YAML entries + typed Lua) on a deterministic, sans-IO engine.",
     long_about = None
 )]
@@ -37,8 +49,75 @@ enum Cmd {
     /// Run the app under the deterministic simulator: seeded scheduling, virtual time,
     /// injected faults, invariant checks; the same seed replays the same run.
     Sim(sim::SimArgs),
+    /// Validate the app without running it: loads every entry, compiles every Lua file,
+    /// checks imports, modules and references; reports every problem with file:line and
+    /// exits 1 if there is any.
+    Check(check::CheckArgs),
     /// Measure the runtime: prints `name value unit` lines.
     Bench(bench::BenchArgs),
+}
+
+/// `weft run DIR ...`, `weft sim DIR ...`, `weft check DIR`: a first argument that is a folder
+/// names the app, as `-C DIR` does. For `run` only an app folder counts, since its first
+/// argument may also be a command name. Arguments are left alone when `-C` is given, and after
+/// `-x` (what follows the entry is the process's) or `--`.
+fn folder_as_dir(mut args: Vec<OsString>) -> Vec<OsString> {
+    let cli = Cli::command();
+    let Some(sub) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| cli.find_subcommand(name))
+    else {
+        return args;
+    };
+    if !sub.get_arguments().any(|a| a.get_id() == "dir") {
+        return args;
+    }
+    let strict = sub.get_name() == "run";
+    let options: Vec<&clap::Arg> = sub.get_arguments().filter(|a| !a.is_positional()).collect();
+    let stops = |a: &clap::Arg| a.get_id() == "dir" || a.get_id() == "exec";
+    let mut i = 2;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--" {
+            return args;
+        }
+        let found = if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (long, false),
+            };
+            options
+                .iter()
+                .find(|o| o.get_long() == Some(name))
+                .map(|o| (*o, !inline))
+        } else if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) {
+            // A cluster like -vx ENTRY: the first flag taking a value takes the rest of the
+            // cluster, or the next argument when it ends the cluster.
+            flags.char_indices().find_map(|(at, c)| {
+                let o = options.iter().find(|o| o.get_short() == Some(c))?;
+                let ends = at + c.len_utf8() == flags.len();
+                (stops(o) || o.get_action().takes_values()).then_some((*o, ends))
+            })
+        } else {
+            let dir = Path::new(arg);
+            let is_folder = if strict {
+                project::is_app_folder(dir)
+            } else {
+                dir.is_dir()
+            };
+            if is_folder {
+                let value = args[i].clone();
+                args.splice(i..=i, [OsString::from("-C"), value]);
+            }
+            return args;
+        };
+        match found {
+            Some((o, _)) if stops(o) => return args,
+            Some((o, next_is_value)) if o.get_action().takes_values() && next_is_value => i += 2,
+            _ => i += 1,
+        }
+    }
+    args
 }
 
 fn main() -> ExitCode {
@@ -48,7 +127,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(folder_as_dir(std::env::args_os().collect()));
     let code = match cli.command {
         Cmd::Init(a) => init::init(a),
         Cmd::Run(a) => run::run(a),
@@ -56,6 +135,7 @@ fn main() -> ExitCode {
             sim::reexec_without_aslr();
             sim::sim(a)
         }
+        Cmd::Check(a) => check::check(a),
         Cmd::Bench(a) => bench::bench(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -3,9 +3,33 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use weft_engine::entries::{self, Entry};
+use weft_engine::entries::{self, Entry, EntryError};
 
 pub const LOCK_FILE: &str = "wippy.lock";
+
+/// The app folder, named the same way for every subcommand: `-C DIR`, or a first argument that
+/// is a folder (main.rs turns `weft run DIR ...` into `weft run -C DIR ...`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AppDir {
+    /// The app folder, holding src/ or wippy.lock (default: the current one); `weft <command>
+    /// DIR` works too.
+    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+impl AppDir {
+    /// The folder as an absolute path, or the error to print.
+    pub fn root(&self) -> Result<PathBuf, String> {
+        self.dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", self.dir.display()))
+    }
+}
+
+/// Whether `dir` looks like an app: it holds `src/` or a lock file.
+pub fn is_app_folder(dir: &Path) -> bool {
+    dir.join("src").is_dir() || dir.join(LOCK_FILE).is_file()
+}
 
 #[derive(Debug, serde::Deserialize, Default)]
 struct Lock {
@@ -32,7 +56,8 @@ pub fn source_dir(root: &Path) -> Result<PathBuf, String> {
     let dir = root.join(src.trim_start_matches("./"));
     if !dir.is_dir() {
         return Err(format!(
-            "source directory {} not found (run `weft init`, or set directories.src in {LOCK_FILE})",
+            "source directory {} not found: name the app folder with -C DIR (or as the first \
+             argument), create an app with `weft init`, or set directories.src in {LOCK_FILE}",
             dir.display()
         ));
     }
@@ -92,29 +117,136 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads and parses every definition file under `src`, in path order.
-pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
+/// Every definition file under the app's source dir, read and parsed in path order: the
+/// entries of the files that parsed, and the error of each file that did not.
+pub fn parse_all(root: &Path) -> Result<(Vec<Entry>, Vec<EntryError>), String> {
     let src = source_dir(root)?;
     let mut files = Vec::new();
     walk(&src, &mut files)?;
 
     let mut all = Vec::new();
+    let mut errors = Vec::new();
     for f in files {
-        let text = fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         let rel = f
             .strip_prefix(root)
             .unwrap_or(&f)
             .to_string_lossy()
             .replace('\\', "/");
+        let text = match fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(EntryError {
+                    file: rel.clone(),
+                    problem: weft_engine::entries::EntryProblem::Unreadable {
+                        reference: rel,
+                        resolved: f.display().to_string(),
+                        reason: e.to_string(),
+                    },
+                    line: None,
+                    column: None,
+                    entry: None,
+                });
+                continue;
+            }
+        };
         let mut resolve = |p: &str| -> Result<String, String> {
             let full = root.join(p);
             fs::read_to_string(&full).map_err(|e| format!("cannot read {p}: {e}"))
         };
+        match entries::parse_file(&rel, &text, "", &mut resolve) {
+            Ok(entries) => all.extend(entries),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((all, errors))
+}
 
-        let entries =
-            entries::parse_file(&rel, &text, "", &mut resolve).map_err(|e| e.to_string())?;
-        all.extend(entries);
+/// Reads and parses every definition file under `src`, in path order; the first problem fails.
+pub fn load(root: &Path) -> Result<Vec<Entry>, String> {
+    let (all, errors) = parse_all(root)?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e.to_string());
     }
     entries::check_unique(&all).map_err(|e| e.to_string())?;
     Ok(all)
+}
+
+/// Edit distance between two short names (ids, command names), a swap of neighbours counting
+/// as one edit, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `want` when it is close enough to be a typo of it.
+pub fn closest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (want.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (distance(want, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// " Did you mean X?" for a typo of one of `candidates`, else nothing.
+pub fn did_you_mean<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match closest(want, candidates) {
+        Some(c) => format!("; did you mean {c}?"),
+        None => String::new(),
+    }
+}
+
+/// "entry 'x' not found" for `-x x`, with the nearest runnable entry and how to list them.
+pub fn entry_not_found(id: &str, entries: &[Entry]) -> String {
+    let runnable = entries
+        .iter()
+        .filter(|e| runnable(e))
+        .map(|e| e.id.as_str());
+    format!(
+        "entry '{id}' not found{} (`weft run list` shows what can be run)",
+        did_you_mean(id, runnable)
+    )
+}
+
+/// Kinds `-x` can start on the terminal host.
+pub fn runnable(e: &Entry) -> bool {
+    e.kind == weft_engine::entries::EntryKind::ProcessLua
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_find_the_nearest_name_and_strangers_find_none() {
+        let ids = ["app:cli", "app:worker", "app:relay"];
+        assert_eq!(closest("app:clii", ids), Some("app:cli"));
+        assert_eq!(closest("app:wroker", ids), Some("app:worker"));
+        assert_eq!(closest("zzz:nothing", ids), None);
+        assert_eq!(
+            did_you_mean("ecoh", ["echo", "list"]),
+            "; did you mean echo?"
+        );
+        assert_eq!(did_you_mean("x", ["echo"]), "");
+    }
 }

@@ -1,14 +1,16 @@
 //! `weft run`: the production driver. Real clock, stdin/stdout, signals, on a smol executor;
 //! it feeds the node inputs and carries out its outputs, nothing more.
 
+use crate::logs::{self, LogFilter};
 use crate::project;
 use std::io::{BufRead, Read, Write};
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::{Level, NodeConfig, SignalKind};
+use weft_engine::supervisor::Lifecycle;
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::world::WorldCommand;
 use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Wake};
@@ -16,36 +18,46 @@ use weft_world::{Storage, World};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Named command (an entry's meta.command.name) and its arguments; `list` shows them.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// A named command (an entry's meta.command.name) and its arguments; `list` shows what can
+    /// be run. With -x, the arguments of the process (also after `--`).
+    #[arg(
+        value_name = "COMMAND|ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
-    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
+    /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`; the arguments
+    /// that follow are passed to it.
     #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
     exec: Option<String>,
     /// Terminal host to use when the app defines more than one.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
-    /// Project folder (default: the current one).
-    #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
-    dir: PathBuf,
-    /// Show logs, including debug records.
+    #[command(flatten)]
+    app: project::AppDir,
+    /// Which runtime logs to show: a level (debug, info, warn, error, off) and per-target
+    /// levels, e.g. `warn,app:worker=debug`; a target is an entry, service or logger name or a
+    /// prefix of one (`app`). Default: warn (info for a bare run), or the WEFT_LOG variable.
+    #[arg(long, value_name = "LEVEL[,TARGET=LEVEL]")]
+    log_level: Option<String>,
+    /// Show the runtime's logs down to debug records (--log-level debug).
     #[arg(short, long)]
     verbose: bool,
-    /// Show logs on the console (info and above).
+    /// Show the runtime's logs down to info records (--log-level info).
     #[arg(short = 'c', long)]
     console: bool,
-    /// No logs at all (as Wippy's -s); wins over -c and -v.
+    /// No logs at all (as Wippy's -s); wins over the other log flags.
     #[arg(short = 's', long)]
     silent: bool,
-    /// Logs as JSON lines instead of text.
+    /// Logs as JSON lines ({"level", "msg", fields...}) instead of text.
     #[arg(long)]
     json: bool,
 }
 
 enum LogMode {
     Off,
-    Text(Level),
-    Json(Level),
+    Text(LogFilter),
+    Json(LogFilter),
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
@@ -60,56 +72,98 @@ fn command_name(e: &Entry) -> Option<String> {
     }
 }
 
-fn list_commands(entries: &[Entry]) -> i32 {
-    let mut rows: Vec<(String, String, String)> = entries
-        .iter()
-        .filter_map(|e| {
-            let name = command_name(e)?;
-            let short = match e.meta.get("command") {
-                Some(Value::Table(t)) => t
-                    .get("short")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string(),
-                _ => String::new(),
-            };
-            Some((name, e.id.clone(), short))
-        })
-        .collect();
-    rows.sort();
-    if rows.is_empty() {
-        println!("no entries define meta.command");
+fn command_short(e: &Entry) -> String {
+    match e.meta.get("command") {
+        Some(Value::Table(t)) => t
+            .get("short")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        _ => String::new(),
     }
-    for (n, id, short) in rows {
-        println!("{n:<20} {id:<30} {short}");
+}
+
+/// `weft run list`: everything the app can run, and how.
+fn list_runnable(entries: &[Entry]) -> i32 {
+    let mut commands: Vec<(String, String, String)> = entries
+        .iter()
+        .filter(|e| project::runnable(e))
+        .filter_map(|e| Some((command_name(e)?, e.id.clone(), command_short(e))))
+        .collect();
+    commands.sort();
+    println!("Commands (weft run NAME [ARGS...]):");
+    if commands.is_empty() {
+        println!("  (none: give a process.lua entry meta.command.name to add one)");
+    }
+    for (n, id, short) in commands {
+        println!("  {n:<20} {id:<30} {short}");
+    }
+    let mut procs: Vec<&Entry> = entries.iter().filter(|e| project::runnable(e)).collect();
+    procs.sort_by(|x, y| x.id.cmp(&y.id));
+    println!("Processes (weft run -x ENTRY [ARGS...]):");
+    if procs.is_empty() {
+        println!("  (none)");
+    }
+    for e in procs {
+        println!("  {:<30} {}", e.id, e.kind);
+    }
+    let mut services: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::ProcessService)
+        .collect();
+    services.sort_by(|x, y| x.id.cmp(&y.id));
+    println!("Services (a bare `weft run` starts the auto_start ones):");
+    if services.is_empty() {
+        println!("  (none)");
+    }
+    for e in services {
+        let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+        let auto = Lifecycle::from_data(&e.data).is_ok_and(|l| l.auto_start);
+        let run = format!("runs {} on {}", field("process"), field("host"));
+        let start = if auto { "auto_start" } else { "manual" };
+        println!("  {:<30} {run:<40} {start}", e.id);
     }
     0
 }
 
 pub fn run(a: RunArgs) -> i32 {
-    let level = if a.verbose { Level::Debug } else { Level::Info };
-    let shown = a.verbose || a.console || a.json || (a.exec.is_none() && a.command.is_empty());
-    let log_mode = if a.silent || !shown {
+    // Errors and warnings of the runtime are shown by default (a crashed worker must not be
+    // silent); a bare `weft run` (services only) also shows info, as a server's console does.
+    let bare = a.exec.is_none() && a.command.is_empty();
+    let fallback = if bare { Level::Info } else { Level::Warn };
+    let (spec, from) = match (&a.log_level, a.verbose, a.console) {
+        (Some(l), _, _) => (Some(l.clone()), "--log-level"),
+        (None, true, _) => (Some("debug".into()), "-v"),
+        (None, false, true) => (Some("info".into()), "-c"),
+        _ => (std::env::var(logs::ENV).ok(), logs::ENV),
+    };
+    let filter = match spec.map(|s| LogFilter::parse(&s, fallback)) {
+        None => LogFilter::level(fallback),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return fail(format!("{from}: {e}")),
+    };
+    let log_mode = if a.silent {
         LogMode::Off
     } else if a.json {
-        LogMode::Json(level)
-    } else if a.verbose {
-        LogMode::Text(Level::Debug)
-    } else if a.console || (a.exec.is_none() && a.command.is_empty()) {
-        LogMode::Text(Level::Info)
+        LogMode::Json(filter)
     } else {
-        LogMode::Off
+        LogMode::Text(filter)
     };
-    let root = match a.dir.canonicalize() {
+    let root = match a.app.root() {
         Ok(r) => r,
-        Err(e) => return fail(format!("{}: {e}", a.dir.display())),
+        Err(e) => return fail(e),
     };
     let entries = match project::load(&root) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
 
-    // What to run on the terminal: -x, or a named command with its arguments.
+    // What to run on the terminal: -x ENTRY with the arguments that follow it (as Wippy's
+    // `run -x`), or a named command with its arguments.
+    let mut positional = a.command.clone();
+    if positional.first().is_some_and(|p| p == "--") {
+        positional.remove(0);
+    }
     let mut target: Option<(Option<String>, String, Vec<String>)> = None;
     if let Some(x) = &a.exec {
         let (h, e) = match x.split_once('/') {
@@ -121,27 +175,53 @@ pub fn run(a: RunArgs) -> i32 {
                 "-x {x}: missing separator; use namespace:entry (for example app:cli)"
             ));
         }
-        if !a.command.is_empty() {
-            return fail("give either -x ENTRY or a command name, not both");
-        }
-        target = Some((h, e, vec![]));
-    } else if let Some(cmd) = a.command.first() {
+        target = Some((h, e, positional));
+    } else if let Some(cmd) = positional.first() {
         if cmd == "list" {
-            return list_commands(&entries);
+            return list_runnable(&entries);
         }
-        match entries
+        let named: Vec<(String, &Entry)> = entries
             .iter()
-            .find(|e| e.kind.is_process() && command_name(e).as_deref() == Some(cmd))
-        {
-            Some(e) => target = Some((None, e.id.clone(), a.command[1..].to_vec())),
-            None => return fail(format!("no command named '{cmd}' (see `weft run list`)")),
+            .filter(|e| project::runnable(e))
+            .filter_map(|e| Some((command_name(e)?, e)))
+            .collect();
+        match named.iter().find(|(n, _)| n == cmd) {
+            Some((_, e)) => {
+                let mut args = positional[1..].to_vec();
+                if args.first().is_some_and(|p| p == "--") {
+                    args.remove(0);
+                }
+                target = Some((None, e.id.clone(), args))
+            }
+            None => {
+                let mut hint = project::did_you_mean(cmd, named.iter().map(|(n, _)| n.as_str()));
+                if std::path::Path::new(cmd).is_dir() {
+                    hint.push_str(&format!(
+                        "; '{cmd}' is a folder but not an app (an app folder holds src/ or {})",
+                        project::LOCK_FILE
+                    ));
+                }
+                return fail(format!(
+                    "no command named '{cmd}'{hint} (`weft run list` shows what can be run)"
+                ));
+            }
         }
     }
     if let Some((_, id, _)) = &target {
         match entries.iter().find(|e| &e.id == id) {
-            None => return fail(format!("entry '{id}' not found")),
-            Some(e) if !e.kind.is_process() => {
-                return fail(format!("entry '{id}' is a {}, not a process", e.kind))
+            None => return fail(project::entry_not_found(id, &entries)),
+            Some(e) if e.kind == EntryKind::ProcessService => {
+                let p = e
+                    .data
+                    .get("process")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                return fail(format!(
+                    "entry '{id}' is a process.service: a bare `weft run` starts it, or run its process with -x {p}"
+                ));
+            }
+            Some(e) if !project::runnable(e) => {
+                return fail(format!("entry '{id}' is a {}, not a process.lua", e.kind))
             }
             _ => {}
         }
@@ -191,6 +271,12 @@ pub fn run(a: RunArgs) -> i32 {
     if let Err(e) = world.configure(&entries) {
         return fail(e);
     }
+    let auto_services: Vec<String> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::ProcessService)
+        .filter(|e| Lifecycle::from_data(&e.data).is_ok_and(|l| l.auto_start))
+        .map(|e| e.id.clone())
+        .collect();
     let env_files = world.env_files(&entries);
     let built = Node::builder(NodeConfig {
         seed,
@@ -198,9 +284,9 @@ pub fn run(a: RunArgs) -> i32 {
         env_os: std::env::vars().collect(),
         ..Default::default()
     })
-    .log_level(match log_mode {
+    .log_level(match &log_mode {
         LogMode::Off => Level::Error,
-        LogMode::Text(l) | LogMode::Json(l) => l,
+        LogMode::Text(f) | LogMode::Json(f) => f.min().unwrap_or(Level::Error),
     })
     .env_files(env_files)
     .entries(entries)
@@ -219,7 +305,33 @@ pub fn run(a: RunArgs) -> i32 {
         }
     }
     let world = Arc::new(Mutex::new(world));
-    drive(node, log_mode, world)
+    // Signal handlers go in before the note that says Ctrl+C stops the node.
+    let (tx, rx) = channel();
+    signal_thread(tx.clone());
+    if bare {
+        startup_note(&log_mode, &auto_services);
+    }
+    exit_code(drive(node, log_mode, world, (tx, rx)))
+}
+
+/// What a bare `weft run` started and how to stop it, on stderr (stdout is the app's).
+fn startup_note(mode: &LogMode, services: &[String]) {
+    let msg = match services {
+        [] => "no services to start (none has lifecycle.auto_start); running until Ctrl+C. \
+               `weft run list` shows what can be run"
+            .to_string(),
+        _ => format!(
+            "started {} service{} ({}); Ctrl+C to stop",
+            services.len(),
+            if services.len() == 1 { "" } else { "s" },
+            services.join(", ")
+        ),
+    };
+    match mode {
+        LogMode::Off => {}
+        LogMode::Text(_) => eprintln!("weft: {msg}"),
+        LogMode::Json(_) => print_log(mode, Level::Info, &msg, &[]),
+    }
 }
 
 enum StdinReq {
@@ -268,6 +380,25 @@ fn stdin_thread(rx: Receiver<StdinReq>, tx: Sender<Input>) {
     });
 }
 
+/// The first SIGINT/SIGTERM that arrived (0: none) and how many did, for the exit code.
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// The exit code after the node ended with `code`: 128 + the signal's number when a signal
+/// stopped the run (as shells expect: 130 for SIGINT, 143 for SIGTERM), the node's own code
+/// otherwise, so a code the app's terminal process decided is kept.
+fn exit_code(code: i32) -> i32 {
+    let first = FIRST_SIGNAL.load(Ordering::SeqCst);
+    let count = SIGNALS.load(Ordering::SeqCst);
+    match code {
+        _ if first == 0 => code,
+        0 => 128 + first,
+        // The engine ends a stop cut short by a second signal with 1.
+        1 if count >= 2 => 128 + first,
+        _ => code,
+    }
+}
+
 fn signal_thread(tx: Sender<Input>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -275,6 +406,8 @@ fn signal_thread(tx: Sender<Input>) {
     };
     std::thread::spawn(move || {
         for s in signals.forever() {
+            let _ = FIRST_SIGNAL.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
+            SIGNALS.fetch_add(1, Ordering::SeqCst);
             let k = if s == SIGINT {
                 SignalKind::Interrupt
             } else {
@@ -292,6 +425,7 @@ fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, Str
     let mut err = stderr.lock();
     match mode {
         LogMode::Off => {}
+        LogMode::Text(f) | LogMode::Json(f) if !f.allows(level, fields) => {}
         LogMode::Text(_) => {
             let mut line = format!("{:<5} {message}", level.as_str().to_uppercase());
             for (k, v) in fields {
@@ -418,11 +552,16 @@ impl Driver for RealDriver {
 /// completions and terminal input by one slice at most.
 const SLICE_STEPS: usize = 16;
 
-fn drive(mut node: Node, log_mode: LogMode, world: Arc<Mutex<World>>) -> i32 {
-    let (tx, rx) = channel();
+/// Runs the node until it exits; `inputs` is the channel signals already feed.
+fn drive(
+    mut node: Node,
+    log_mode: LogMode,
+    world: Arc<Mutex<World>>,
+    inputs: (Sender<Input>, Receiver<Input>),
+) -> i32 {
+    let (tx, rx) = inputs;
     let (stdin_tx, stdin_rx) = channel();
     stdin_thread(stdin_rx, tx.clone());
-    signal_thread(tx.clone());
     let mut d = RealDriver {
         start: StdInstant::now(),
         log_mode,

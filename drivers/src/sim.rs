@@ -13,15 +13,22 @@ use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
-    /// App folder (holds src/ or a wippy.lock).
-    #[arg(default_value = ".")]
-    dir: PathBuf,
+    #[command(flatten)]
+    app: project::AppDir,
     /// The seed; every run prints it and the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Run this process on the terminal host: `ns:entry` or `host/ns:entry`.
     #[arg(short = 'x', long = "exec", value_name = "ENTRY")]
     exec: Option<String>,
+    /// Arguments of the -x process (as with `weft run -x ENTRY ARGS...`).
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        requires = "exec"
+    )]
+    args: Vec<String>,
     /// File whose lines the terminal process reads (then end of input).
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
@@ -63,10 +70,7 @@ struct Plan {
 }
 
 fn plan(a: &SimArgs) -> Result<Plan, String> {
-    let root = a
-        .dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let root = a.app.root()?;
     let entries = project::load(&root)?;
     let mut base = SimConfig::new(a.seed);
     base.until_ns = duration(&a.until, "--until")?;
@@ -102,15 +106,15 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
             return Err(format!("-x {x}: use namespace:entry"));
         }
         if !entries.iter().any(|e| e.id == entry) {
-            return Err(format!("entry '{entry}' not found"));
+            return Err(project::entry_not_found(&entry, &entries));
         }
-        base.exec = Some((host, entry, vec![]));
+        base.exec = Some((host, entry, a.args.clone()));
     }
     Ok(Plan { entries, base })
 }
 
 fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
-    let mut s = format!("weft sim {} --seed {seed}", a.dir.display());
+    let mut s = format!("weft sim -C {} --seed {seed}", a.app.dir.display());
     if let Some(x) = &a.exec {
         s.push_str(&format!(" -x {x}"));
     }
@@ -125,6 +129,9 @@ fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
     }
     if let Some(p) = &a.plant {
         s.push_str(&format!(" --plant {p}"));
+    }
+    if !a.args.is_empty() {
+        s.push_str(&format!(" -- {}", a.args.join(" ")));
     }
     s
 }

@@ -8,7 +8,7 @@ use crate::process::{Cx, Process, Step};
 use crate::relay::{Event, EventKind, ExitResult, Mailbox, Message, NameError, Names, Signal};
 use crate::scheduler::{Outcome, Scheduler};
 pub use crate::supervisor::ServiceState;
-use crate::supervisor::{AfterExit, Lifecycle, Service};
+use crate::supervisor::{AfterExit, Service};
 use crate::timers::{Target, Timer, Timers};
 use crate::trace::{Observer, TraceEvent};
 use crate::value::{kind, ErrorValue, Value};
@@ -1097,40 +1097,7 @@ impl Core {
     // ---- services ------------------------------------------------------------------------------
 
     pub fn add_service(&mut self, entry: &Entry) -> Result<usize, String> {
-        let data = &entry.data;
-        let process = data
-            .get("process")
-            .and_then(|v| v.as_str())
-            .ok_or("process.service needs `process:` (a process.lua entry id)")?
-            .to_string();
-        let host = data
-            .get("host")
-            .and_then(|v| v.as_str())
-            .ok_or("process.service needs `host:` (a process.host entry id)")?
-            .to_string();
-        if host == CONTROL_HOST {
-            return Err("host node:control is reserved for the runtime".into());
-        }
-        let input = match data.get("input") {
-            None | Some(Value::Nil) => vec![],
-            Some(Value::Table(t)) if t.map.is_empty() => t.array.clone(),
-            Some(v) => vec![v.clone()],
-        };
-        let lifecycle = Lifecycle::from_data(data)?;
-        self.services.push(Service {
-            id: entry.id.clone(),
-            process,
-            host,
-            input,
-            lifecycle,
-            state: ServiceState::Unknown,
-            proc: None,
-            attempts: 0,
-            started_at_ns: 0,
-            timer: None,
-            supervisor: None,
-            level: 0,
-        });
+        self.services.push(Service::from_entry(entry)?);
         Ok(self.services.len() - 1)
     }
 

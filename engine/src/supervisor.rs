@@ -164,6 +164,44 @@ pub enum AfterExit {
 }
 
 impl Service {
+    /// A `process.service` entry's settings; the error names the field to fix.
+    pub fn from_entry(entry: &crate::entries::Entry) -> Result<Service, String> {
+        let data = &entry.data;
+        let process = data
+            .get("process")
+            .and_then(|v| v.as_str())
+            .ok_or("process.service needs `process:` (a process.lua entry id)")?
+            .to_string();
+        let host = data
+            .get("host")
+            .and_then(|v| v.as_str())
+            .ok_or("process.service needs `host:` (a process.host entry id)")?
+            .to_string();
+        if host == crate::node::CONTROL_HOST {
+            return Err("host node:control is reserved for the runtime".into());
+        }
+        let input = match data.get("input") {
+            None | Some(Value::Nil) => vec![],
+            Some(Value::Table(t)) if t.map.is_empty() => t.array.clone(),
+            Some(v) => vec![v.clone()],
+        };
+        let lifecycle = Lifecycle::from_data(data)?;
+        Ok(Service {
+            id: entry.id.clone(),
+            process,
+            host,
+            input,
+            lifecycle,
+            state: ServiceState::Unknown,
+            proc: None,
+            attempts: 0,
+            started_at_ns: 0,
+            timer: None,
+            supervisor: None,
+            level: 0,
+        })
+    }
+
     /// Decides restart or not. `unit` is a draw in [0, 1) from the node's generator for jitter.
     pub fn on_exit(
         &mut self,

@@ -121,15 +121,21 @@ pub fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>>
 
 /// Runs `weft args...` in `cwd` with `stdin` piped in (then closed), under `DEADLINE`.
 pub fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(args).current_dir(cwd);
+    run_piped(cmd, stdin, DEADLINE, &format!("weft {args:?}"))
+}
+
+/// Runs `cmd` with `stdin` piped in (then closed) and its output collected; kills it and
+/// fails the test after `deadline`.
+pub fn run_piped(mut cmd: Command, stdin: &str, deadline: Duration, what: &str) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .current_dir(cwd)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start weft");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     let text = stdin.as_bytes().to_vec();
     // Writing on a thread: a process that never reads must not block the test.
@@ -140,15 +146,15 @@ pub fn weft_in(cwd: &Path, args: &[&str], stdin: &str) -> Run {
     let out = reader(child.stdout.take().expect("stdout"));
     let err = reader(child.stderr.take().expect("stderr"));
     let status = loop {
-        match child.try_wait().expect("wait for weft") {
+        match child.try_wait().expect("wait for the child") {
             Some(s) => break s,
-            None if start.elapsed() > DEADLINE => {
+            None if start.elapsed() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
                 let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
                 panic!(
-                    "weft {args:?} did not finish within {DEADLINE:?}; killed it\n\
+                    "{what} did not finish within {deadline:?}; killed it\n\
                      --- stdout:\n{stdout}\n--- stderr:\n{stderr}"
                 );
             }
@@ -235,4 +241,223 @@ pub fn sim_hash(r: &Run) -> String {
         .find_map(|l| l.strip_prefix("trace hash "))
         .unwrap_or_else(|| panic!("no trace hash\n{}", r.dump()))
         .to_string()
+}
+
+/// Copies the folder `from` (recursively) to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read dir") {
+        let p = e.expect("dir entry").path();
+        let dest = to.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).expect("copy file");
+        }
+    }
+}
+
+/// A pipe read into a shared buffer as the data arrives.
+struct Tee {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    done: Option<thread::JoinHandle<()>>,
+}
+
+impl Tee {
+    fn new<R: Read + Send + 'static>(mut pipe: R) -> Tee {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let done = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("pipe buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Tee {
+            text,
+            done: Some(done),
+        }
+    }
+
+    fn now(&self) -> String {
+        self.text.lock().expect("pipe buffer").clone()
+    }
+
+    /// Everything, once the writer closed the pipe.
+    fn all(&mut self) -> String {
+        if let Some(h) = self.done.take() {
+            let _ = h.join();
+        }
+        self.now()
+    }
+}
+
+/// A `weft` run in the background whose output the test can watch while it runs.
+pub struct Live {
+    child: std::process::Child,
+    start: Instant,
+    stdout: Tee,
+    stderr: Tee,
+}
+
+impl Live {
+    pub fn start(args: &[&str]) -> Live {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weft");
+        Live {
+            stdout: Tee::new(child.stdout.take().expect("stdout")),
+            stderr: Tee::new(child.stderr.take().expect("stderr")),
+            child,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.now()
+    }
+
+    /// Waits until stderr has `count` lines containing `needle`; kills the run and fails if not.
+    pub fn wait_for_lines(&mut self, needle: &str, count: usize, within: Duration) {
+        self.wait_until(
+            within,
+            &format!("{count} stderr lines with {needle:?}"),
+            |l| {
+                l.stderr
+                    .now()
+                    .lines()
+                    .filter(|x| x.contains(needle))
+                    .count()
+                    >= count
+            },
+        );
+    }
+
+    /// Waits until stdout contains `needle`; kills the run and fails if not.
+    pub fn wait_for_stdout(&mut self, needle: &str, within: Duration) {
+        self.wait_until(within, &format!("{needle:?} on stdout"), |l| {
+            l.stdout.now().contains(needle)
+        });
+    }
+
+    /// Waits until weft catches SIGINT and SIGTERM (Linux: the SigCgt mask of
+    /// /proc/PID/status), so a signal sent next is handled rather than fatal.
+    pub fn wait_for_signal_handlers(&mut self, within: Duration) {
+        let status = format!("/proc/{}/status", self.child.id());
+        self.wait_until(within, "SIGINT and SIGTERM handlers", |_| {
+            let text = fs::read_to_string(&status).unwrap_or_default();
+            let caught = text
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .unwrap_or(0);
+            // Bit n-1 stands for signal n: SIGINT is 2, SIGTERM 15.
+            caught & (1 << 1) != 0 && caught & (1 << 14) != 0
+        });
+    }
+
+    fn wait_until(&mut self, within: Duration, what: &str, done: impl Fn(&Live) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let run = self.finish();
+                panic!("no {what} within {within:?}\n{}", run.dump());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {pid} failed");
+    }
+
+    /// Waits for the exit (killing the run after `DEADLINE`) and collects what it wrote.
+    pub fn finish(&mut self) -> Run {
+        let status = loop {
+            match self.child.try_wait().expect("wait for weft") {
+                Some(s) => break s,
+                None if self.start.elapsed() > DEADLINE => {
+                    let _ = self.child.kill();
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        Run {
+            code: status.code(),
+            elapsed: self.start.elapsed(),
+            stdout: self.stdout.all(),
+            stderr: self.stderr.all(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---- small broken apps shared by the bad-input tests -----------------------------------------
+
+pub const TERMINAL: &str = "version: \"1.0\"\nnamespace: app\nentries:\n  - name: terminal\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n";
+
+pub const INLINE_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n";
+
+pub const LIB_CLI: &str = "  - name: cli\n    kind: process.lua\n    source: \"return { main = function() return 0 end }\"\n    method: main\n    imports:\n      util: app:util\n";
+
+/// Broken `imports:` of the bad-input tests: (tag, entries after TERMINAL + LIB_CLI, what the
+/// error must say).
+pub fn bad_import_cases() -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        // The imported entry does not exist.
+        ("missing", String::new(), "app:util"),
+        // The imported entry is not a library.
+        (
+            "kind",
+            "  - name: util\n    kind: process.lua\n    source: \"return {}\"\n".to_string(),
+            "not a library.lua",
+        ),
+        // Libraries importing each other.
+        (
+            "cycle",
+            "  - name: util\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      other: app:other\n  - name: other\n    kind: library.lua\n    source: \"return {}\"\n    imports:\n      util: app:util\n"
+                .to_string(),
+            "import cycle",
+        ),
+    ]
+}
+
+pub fn syntax_error_app() -> TempDir {
+    let tmp = TempDir::new("syntax");
+    tmp.write(
+        "src/_index.yaml",
+        &format!(
+            "{TERMINAL}  - name: cli\n    kind: process.lua\n    source: file://broken.lua\n    method: main\n"
+        ),
+    );
+    // Line 2 has the error.
+    tmp.write(
+        "src/broken.lua",
+        "local function main()\n    local x = = 1\n    return x\nend\n\nreturn { main = main }\n",
+    );
+    tmp
 }

@@ -302,6 +302,12 @@ impl LuaRuntime {
         })
     }
 
+    /// A runtime for compiling and linking entries only (`weft check`): it belongs to no
+    /// running node, so nothing it could build would ever be stepped.
+    pub fn detached() -> mlua::Result<LuaRuntime> {
+        LuaRuntime::new(crate::node::Node::bare(crate::node::NodeConfig::default()).port())
+    }
+
     pub fn lua(&self) -> &Lua {
         &self.lua
     }

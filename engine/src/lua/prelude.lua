@@ -35,11 +35,12 @@ local function read(n)
 end
 
 -- require(name): a plain lookup in the caller's globals; raises like Lua does (a string error
--- at the caller's line) when the module is absent.
+-- at the caller's line) when the module is absent, with the fix in the entry when one is known.
 local function require(name)
-  local v = raw.require_lookup(name)
+  local v, hint = raw.require_lookup(name)
   if v == nil then
-    error("module '" .. tostring(name) .. "' not found", 2)
+    local msg = "module '" .. tostring(name) .. "' not found"
+    error(hint and (msg .. ": " .. hint) or msg, 2)
   end
   return v
 end

@@ -589,20 +589,42 @@ pub fn math_randomseed(lua: &Lua, seed: f64) -> mlua::Result<()> {
 /// `imports:`), else the process's.
 /// The lookup behind `require`: the module bound under `name` in the caller's globals, or nil.
 /// Called from the prelude's `require`, so the user's function is two levels up.
-pub fn require_lookup(lua: &Lua, name: String) -> mlua::Result<LV> {
+pub fn require_lookup(lua: &Lua, name: String) -> mlua::Result<(LV, Option<String>)> {
     let st = current(lua)?;
-    let (env, has_libs) = {
+    let (own, has_libs, entry) = {
         let s = st.borrow();
-        (s.env.clone(), s.has_libs)
+        (s.env.clone(), s.has_libs, s.entry.clone())
     };
     let env = if has_libs {
         lua.inspect_stack(2, |d| d.function())
             .and_then(|f| f.environment())
-            .unwrap_or(env)
+            .unwrap_or_else(|| own.clone())
     } else {
-        env
+        own.clone()
     };
-    env.get(name.as_str())
+    let v: LV = env.get(name.as_str())?;
+    // A miss in the process's own globals (not a library's) can name the fix in its entry.
+    let hint = (v.is_nil() && env.to_pointer() == own.to_pointer())
+        .then(|| missing_module_hint(&entry, &name));
+    Ok((v, hint))
+}
+
+/// What to change in `e` so that `require(name)` finds something.
+fn missing_module_hint(e: &Entry, name: &str) -> String {
+    let at = match e.line {
+        Some(l) => format!("{}:{l}", e.file),
+        None => e.file.clone(),
+    };
+    if super::MODULES.contains(&name) {
+        format!("add `{name}` to the `modules:` of entry '{}' ({at})", e.id)
+    } else if super::modules_of(e).iter().any(|m| m == name) {
+        format!("weft has no module '{name}' yet (entry '{}', {at})", e.id)
+    } else {
+        format!(
+            "entry '{}' ({at}) has no module or import by that name; a library goes in its `imports:`",
+            e.id
+        )
+    }
 }
 
 /// Asks the driver to run `cmd` (SQL, store, terminal, …) and parks the current coroutine until
