@@ -516,6 +516,15 @@ impl Driver for RealDriver {
             Output::Exit(_) => {
                 let _ = out.flush();
             }
+            Output::Transmit { to_node, .. } => {
+                // No transport in this driver yet; the engine sends no frames standalone.
+                print_log(
+                    &self.log_mode,
+                    Level::Warn,
+                    "frame not sent: no cluster transport",
+                    &[("to".into(), to_node.to_string())],
+                );
+            }
         }
     }
 

@@ -884,6 +884,7 @@ impl Harness {
                 Output::Stdout(_) | Output::Stderr(_) => {
                     panic!("engine_ops: output from a non-terminal process")
                 }
+                Output::Transmit { .. } => panic!("engine_ops: a standalone node transmitted"),
             }
         }
         assert!(self.m.borrow().expect_exec.is_empty());

@@ -73,6 +73,11 @@ pub enum Output {
     },
     /// The node has stopped; the process should exit with this code.
     Exit(i32),
+    /// Bytes for another node of the cluster (relay frames). A standalone node sends none.
+    Transmit {
+        to_node: crate::pid::NodeId,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +95,16 @@ pub enum Input {
         result: Result<Value, ErrorValue>,
     },
     Signal(SignalKind),
+    /// Bytes another node sent (relay frames).
+    Frame {
+        from_node: crate::pid::NodeId,
+        bytes: Vec<u8>,
+    },
+    /// The transport lost a node (closed connection, failed membership probe).
+    NodeDown {
+        node: crate::pid::NodeId,
+        reason: String,
+    },
 }
 
 /// Whether `run` left work behind.
@@ -131,6 +146,8 @@ pub struct Stats {
     pub restarts: u64,
     /// Commands dispatched through the command registry.
     pub commands: u64,
+    /// Frames from other nodes this node could not take (a standalone node takes none).
+    pub frames_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -1422,6 +1439,27 @@ impl Node {
                 core.emit(Output::Exit(1));
             }
             Input::Signal(_) => core.begin_shutdown(0),
+            Input::Frame { from_node, bytes } => {
+                // No cluster layer yet: nothing here can read a frame, and nothing was sent
+                // that a frame could answer.
+                core.stats.frames_dropped += 1;
+                core.log(
+                    Level::Warn,
+                    "frame dropped: this node is not part of a cluster",
+                    vec![
+                        ("from".into(), from_node.to_string()),
+                        ("bytes".into(), bytes.len().to_string()),
+                    ],
+                );
+            }
+            Input::NodeDown { node, reason } => {
+                // Nothing on this node watches a process of another node yet.
+                core.log(
+                    Level::Info,
+                    "node down",
+                    vec![("node".into(), node.to_string()), ("reason".into(), reason)],
+                );
+            }
         }
     }
 
@@ -1964,6 +2002,65 @@ mod tests {
                 .kind,
             kind::INVALID
         );
+    }
+
+    #[test]
+    fn the_relay_routes_other_nodes_away_and_a_standalone_node_drops_frames() {
+        let mut c = core();
+        let a = spawn(&mut c);
+        let b = spawn(&mut c);
+        let local = c.pid_of(b).unwrap().to_string();
+        assert_eq!(c.route(&local).unwrap(), crate::relay::Route::Local(b));
+        assert_eq!(
+            c.route(&format!("{{local@t:h|0x{b:05x}}}")).unwrap(),
+            crate::relay::Route::Local(b),
+            "Wippy's 'local' node is this node"
+        );
+        // Same number, another node: never the local process.
+        let remote = format!("{{n2@t:h|0x{b:05x}}}");
+        assert_eq!(
+            c.route(&remote).unwrap(),
+            crate::relay::Route::Remote(crate::pid::NodeId::named("n2"))
+        );
+        let e = c.send(Some(a), &remote, "t".into(), vec![]).unwrap_err();
+        assert_eq!(e.kind, kind::UNAVAILABLE);
+        assert!(
+            e.message.contains("node not connected: n2"),
+            "{}",
+            e.message
+        );
+        assert!(
+            c.take_mailbox(b).is_empty(),
+            "nothing reached the local process"
+        );
+        assert!(c.monitor(a, &remote).is_err());
+        assert!(c.link(a, &remote).is_err());
+        let e = c
+            .spawn("t:p", "n3@t:h", vec![], SpawnOptions::default())
+            .unwrap_err();
+        assert!(
+            e.message.contains("node not connected: n3"),
+            "{}",
+            e.message
+        );
+
+        let mut node = Node::bare(NodeConfig::default());
+        node.handle(
+            0,
+            Input::Frame {
+                from_node: crate::pid::NodeId::named("n2"),
+                bytes: vec![1, 2, 3],
+            },
+        );
+        assert_eq!(node.stats().frames_dropped, 1);
+        node.handle(
+            0,
+            Input::NodeDown {
+                node: crate::pid::NodeId::named("n2"),
+                reason: "gone".into(),
+            },
+        );
+        assert!(!node.is_done(), "a node going down does not stop this one");
     }
 
     #[test]

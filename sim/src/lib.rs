@@ -208,7 +208,9 @@ impl Driver for SimDriver<'_> {
     fn output(&mut self, o: Output) {
         match o {
             Output::Stdout(b) => self.stdout.push_str(&String::from_utf8_lossy(&b)),
-            Output::Stderr(_) | Output::Log { .. } => {}
+            // One node, no network: nothing is transmitted yet (the simulated network of the
+            // cluster issue carries these).
+            Output::Stderr(_) | Output::Log { .. } | Output::Transmit { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
                 let now = self.clock.borrow().now;
