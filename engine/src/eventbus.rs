@@ -217,6 +217,31 @@ impl Bus {
     }
 }
 
+// ---- publishing from the node ------------------------------------------------------
+mod on_node {
+    use crate::node::*;
+    use crate::value::Value;
+
+    impl Core {
+        /// Publishes on the node's event bus and wakes the subscribers that got it. This is the hook
+        /// other parts of the node call (system topics; the registry calls it with system
+        /// "registry", kind "entry.create|update|delete", path = entry id, data = the entry).
+        pub fn publish(&mut self, system: &str, kind: &str, path: &str, data: Value) {
+            if self.bus.is_empty() {
+                return;
+            }
+            let owners = self
+                .bus
+                .publish(crate::eventbus::BusEvent::new(system, kind, path, data));
+            for o in owners {
+                if self.procs.contains_key(&o) {
+                    self.wake(o);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,15 @@
 #![allow(clippy::result_large_err)]
 
 pub mod boot;
+mod calls;
 pub mod command;
+mod core;
 pub mod drive;
 pub mod duration;
 pub mod entries;
 pub mod env;
 pub mod eventbus;
+mod exits;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod handlers;
@@ -20,9 +23,12 @@ pub mod lua;
 pub mod node;
 pub mod pid;
 pub mod process;
+mod proctable;
 pub mod registry;
 pub mod relay;
 pub mod scheduler;
+mod services;
+mod shutdown;
 pub mod storage;
 pub mod supervisor;
 pub mod timers;

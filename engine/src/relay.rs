@@ -238,6 +238,205 @@ impl Names {
     }
 }
 
+// ---- operations on other processes: routing, delivery, control ---------------------
+mod on_node {
+    use super::*;
+    use crate::core::err;
+    use crate::node::*;
+    use crate::pid::Pid;
+    use crate::relay::{Event, EventKind, Mailbox, Message, NameError, Signal};
+    use crate::trace::TraceEvent;
+    use crate::value::{kind, ErrorValue, Value};
+    use std::sync::Arc;
+
+    impl Core {
+        pub(crate) fn wake(&mut self, id: u64) {
+            self.sched.wake(id);
+        }
+
+        /// `send` to a destination as a command carries it.
+        pub(crate) fn send_to(
+            &mut self,
+            from: Option<u64>,
+            dest: &crate::command::Dest,
+            topic: String,
+            payload: Vec<Value>,
+        ) -> Result<(), ErrorValue> {
+            match dest {
+                crate::command::Dest::Text(d) => self.send(from, d, topic, payload),
+                crate::command::Dest::Pid(p) => {
+                    if topic.starts_with('@') {
+                        return Err(err(
+                            kind::INVALID,
+                            format!("topic may not start with '@': {topic}"),
+                        ));
+                    }
+                    let to = self.resolve_pid(p)?;
+                    self.deliver(from, to, topic, payload);
+                    Ok(())
+                }
+            }
+        }
+
+        pub fn send(
+            &mut self,
+            from: Option<u64>,
+            dest: &str,
+            topic: String,
+            payload: Vec<Value>,
+        ) -> Result<(), ErrorValue> {
+            if topic.starts_with('@') {
+                return Err(err(
+                    kind::INVALID,
+                    format!("topic may not start with '@': {topic}"),
+                ));
+            }
+            let to = self.resolve(dest)?;
+            self.deliver(from, to, topic, payload);
+            Ok(())
+        }
+
+        pub fn deliver(
+            &mut self,
+            from: Option<u64>,
+            to: u64,
+            topic: String,
+            payload: Vec<Value>,
+        ) -> bool {
+            let from_pid = from.and_then(|f| self.procs.get(&f)).map(|p| p.pid.clone());
+            if !self.procs.contains_key(&to) {
+                return false;
+            }
+            self.next_msg_seq += 1;
+            let seq = self.next_msg_seq;
+            self.trace(TraceEvent::Send {
+                from: from_pid.as_ref().map(|p| p.uniq),
+                to,
+                topic: &topic,
+                seq,
+            });
+            let p = self.procs.get_mut(&to).expect("checked above");
+            p.mailbox.messages.push_back(Message {
+                from: from_pid,
+                topic,
+                payload,
+                seq,
+            });
+            self.stats.messages_sent += 1;
+            self.wake(to);
+            true
+        }
+
+        pub(crate) fn push_event(&mut self, to: u64, ev: Event) {
+            if self.procs.contains_key(&to) {
+                self.trace(TraceEvent::Event {
+                    to,
+                    kind: ev.kind,
+                    from: ev.from.uniq,
+                });
+            }
+            if let Some(p) = self.procs.get_mut(&to) {
+                p.mailbox.events.push_back(ev);
+                self.wake(to);
+            }
+        }
+
+        pub(crate) fn push_signal(&mut self, to: u64, s: Signal) -> bool {
+            match self.procs.get_mut(&to) {
+                Some(p) => {
+                    p.mailbox.signals.push_back(s);
+                    self.wake(to);
+                    true
+                }
+                None => false,
+            }
+        }
+
+        pub fn take_mailbox(&mut self, id: u64) -> Mailbox {
+            let mut mb = self
+                .procs
+                .get_mut(&id)
+                .map(|p| std::mem::take(&mut p.mailbox))
+                .unwrap_or_default();
+            if self.observer.is_some() {
+                for m in &mb.messages {
+                    self.trace(TraceEvent::Take {
+                        proc: id,
+                        from: m.from.as_ref().map(|p| p.uniq),
+                        seq: m.seq,
+                    });
+                }
+            }
+            if !self.bus.is_empty() {
+                for (sub, event) in self.bus.take(id) {
+                    mb.signals.push_back(Signal::Bus { sub, event });
+                }
+            }
+            mb
+        }
+
+        pub fn cancel(&mut self, from: u64, dest: &str, reason: String) -> Result<(), ErrorValue> {
+            let to = self.resolve(dest)?;
+            let ev = Event {
+                kind: EventKind::Cancel,
+                from: self
+                    .pid_of(from)
+                    .cloned()
+                    .unwrap_or_else(|| Pid::new(Arc::from(CONTROL_HOST), 0)),
+                at_unix_ns: self.wall_now_ns(),
+                result: None,
+                reason,
+            };
+            self.push_event(to, ev);
+            Ok(())
+        }
+
+        pub fn terminate(&mut self, dest: &str) -> Result<(), ErrorValue> {
+            let to = self.resolve(dest)?;
+            self.kill(to, err(kind::CANCELED, "terminated"));
+            Ok(())
+        }
+
+        pub fn monitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
+            let t = self.resolve(dest)?;
+            self.topology.monitor(watcher, t);
+            self.trace(TraceEvent::Monitor { watcher, target: t });
+            Ok(())
+        }
+
+        pub fn unmonitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
+            let t = self.resolve(dest)?;
+            self.topology.unmonitor(watcher, t);
+            self.trace(TraceEvent::Unmonitor { watcher, target: t });
+            Ok(())
+        }
+
+        pub fn link(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
+            let b = self.resolve(dest)?;
+            self.topology.link(a, b);
+            Ok(())
+        }
+
+        pub fn unlink(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
+            let b = self.resolve(dest)?;
+            self.topology.unlink(a, b);
+            Ok(())
+        }
+
+        pub fn register_name(&mut self, name: &str, proc: u64) -> Result<(), ErrorValue> {
+            if name.is_empty() {
+                return Err(err(kind::INVALID, "name must not be empty"));
+            }
+            self.names.register(name, proc).map_err(|NameError::Taken| {
+                err(
+                    kind::ALREADY_EXISTS,
+                    format!("name already registered: {name}"),
+                )
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

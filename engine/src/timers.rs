@@ -93,6 +93,78 @@ impl Timers {
     }
 }
 
+// ---- process timers on the node ----------------------------------------------------
+mod on_node {
+    use crate::core::err;
+    use crate::node::*;
+    use crate::relay::Signal;
+    use crate::timers::{Target, Timer};
+    use crate::trace::TraceEvent;
+    use crate::value::kind;
+
+    impl Core {
+        pub fn arm_timer(
+            &mut self,
+            proc: u64,
+            id: u64,
+            delay_ns: u64,
+            period_ns: Option<u64>,
+        ) -> u64 {
+            let at = self.now.saturating_add(delay_ns);
+            self.timers.arm(
+                at,
+                Timer {
+                    target: Target::Process { proc, id },
+                    period: period_ns,
+                },
+            )
+        }
+
+        pub fn cancel_timer(&mut self, key: u64) -> bool {
+            self.timers.cancel(key)
+        }
+
+        pub fn reset_timer(&mut self, key: u64, delay_ns: u64) -> bool {
+            let at = self.now.saturating_add(delay_ns);
+            self.timers.reset(key, at)
+        }
+
+        pub(crate) fn fire_timers(&mut self, now: Instant) {
+            while let Some((key, t)) = self.timers.pop_due(now) {
+                match t.target {
+                    Target::Process { proc, id } => {
+                        self.trace(TraceEvent::Timer { proc, id });
+                        let at = self.wall_now_ns();
+                        if !self.push_signal(proc, Signal::Timer { id, at_unix_ns: at })
+                            && t.period.is_some()
+                        {
+                            self.timers.cancel(key);
+                        }
+                    }
+                    Target::ServiceRestart { service } => {
+                        self.services[service].timer = None;
+                        if !self.is_stopping() {
+                            self.stats.restarts += 1;
+                            self.start_service(service);
+                        }
+                    }
+                    Target::StopDeadline { service } => {
+                        if let Some(p) = self.services[service].proc {
+                            let id = self.services[service].id.clone();
+                            self.log(
+                                Level::Warn,
+                                "service did not stop in time",
+                                vec![("service".into(), id)],
+                            );
+                            self.kill(p, err(kind::TIMEOUT, "stop timeout"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
