@@ -192,7 +192,7 @@ fn check_app(root: &Path) -> Result<(Report, usize), String> {
                 check_requires(e, &entries, &rt, &mut r);
             }
             "db.sql.sqlite" | "store.memory" | "store.sql" => {
-                if let Err(m) = weft_engine::storage::check(e, &by_id) {
+                if let Err(m) = weft_engine::storage_entries::check(e, &by_id) {
                     r.error(e, m);
                 }
             }

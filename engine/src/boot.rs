@@ -146,7 +146,7 @@ pub(crate) fn boot(
                 }
             }
             EntryKind::DbSqlSqlite | EntryKind::StoreMemory | EntryKind::StoreSql => {
-                crate::storage::check(e, &c.entries).map_err(|m| at(e, m))?;
+                crate::storage_entries::check(e, &c.entries).map_err(|m| at(e, m))?;
             }
             _ => {}
         }

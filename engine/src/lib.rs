@@ -29,7 +29,7 @@ pub mod relay;
 pub mod scheduler;
 mod services;
 mod shutdown;
-pub mod storage;
+pub mod storage_entries;
 pub mod supervisor;
 pub mod timers;
 pub mod topology;

@@ -1,8 +1,8 @@
 //! The `channel` global: channels, their methods and `channel.select` (first ready case wins).
 //! Blocking is done by the prelude's `park`; these primitives only answer now or register a wait.
 
+use super::coroutines::{Case, Chan, ChanRef, Item, Selected, Wait, WaitKind};
 use super::current;
-use super::task::{Case, Chan, ChanRef, Item, Selected, Wait, WaitKind};
 use mlua::{
     AnyUserData, Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields, Value as LV,
 };
@@ -75,7 +75,7 @@ fn do_select(
             match kind {
                 WaitKind::Recv => {
                     let v = match c.item {
-                        Some(i) => super::process::item_to_lua(lua, i)?,
+                        Some(i) => super::lua_process::item_to_lua(lua, i)?,
                         None => LV::Nil,
                     };
                     let mut m = one(v);
@@ -88,7 +88,7 @@ fn do_select(
                     let t = lua.create_table()?;
                     t.raw_set("channel", ud.clone())?;
                     let v = match (c.item, sent) {
-                        (Some(i), _) => super::process::item_to_lua(lua, i)?,
+                        (Some(i), _) => super::lua_process::item_to_lua(lua, i)?,
                         (None, Some(v)) => v.clone(),
                         _ => LV::Nil,
                     };

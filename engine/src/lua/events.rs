@@ -4,8 +4,8 @@
 
 use super::channel::new_chan_ud;
 use super::convert::to_value;
+use super::coroutines::{Chan, ChanRef};
 use super::errors::fail;
-use super::task::{Chan, ChanRef};
 use super::{current, request};
 use crate::command::Command;
 use crate::eventbus::SUB_BUFFER;

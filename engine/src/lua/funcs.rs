@@ -14,10 +14,10 @@
 
 use super::channel::new_chan_ud;
 use super::convert::{to_lua, to_value};
+use super::coroutines::{ChanRef, Item};
 use super::errors::{fail, ErrorUd};
+use super::lua_process::new_private_chan;
 use super::payload::Payload;
-use super::process::new_private_chan;
-use super::task::{ChanRef, Item};
 use super::{answer, current, dispatch};
 use crate::command::{Command, Reply};
 use crate::value::{kind, ErrorValue, Value};
@@ -118,7 +118,7 @@ fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<u64, Err
 fn do_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
     match start_call(lua, own, args)? {
         Err(e) => fail(lua, e),
-        Ok(tag) => super::process::await_tag(lua, tag),
+        Ok(tag) => super::lua_process::await_tag(lua, tag),
     }
 }
 
@@ -373,7 +373,7 @@ impl SpawnerUd {
         monitor: bool,
         link: bool,
     ) -> mlua::Result<(LV, LV)> {
-        super::proc_mod::spawn_named(
+        super::process::spawn_named(
             lua,
             &args,
             monitor,

@@ -37,7 +37,7 @@ fn read_cmd(lua: &Lua, cmd: WorldCommand) -> mlua::Result<(LV, LV)> {
     if !terminal(lua)? {
         return fail(lua, no_terminal());
     }
-    super::process::world_call(lua, cmd)
+    super::lua_process::world_call(lua, cmd)
 }
 
 pub fn install_raw(lua: &Lua, raw: &Table) -> mlua::Result<()> {

@@ -4,6 +4,7 @@
 pub mod base64;
 pub mod channel;
 pub mod convert;
+pub mod coroutines;
 pub mod env;
 pub mod errors;
 pub mod events;
@@ -14,15 +15,14 @@ pub mod io;
 pub mod json;
 pub mod jsonschema;
 pub mod logger;
+pub mod lua_process;
 pub mod os;
 pub mod payload;
 pub mod prepass;
-pub mod proc_mod;
 pub mod process;
 pub mod registry;
 pub mod sql;
 pub mod store;
-pub mod task;
 pub mod time;
 pub mod timefmt;
 pub mod uuid;
@@ -32,8 +32,8 @@ use crate::command::{Command, Reply};
 use crate::entries::Entry;
 use crate::node::{Factory, Port, Spawning};
 use crate::value::{kind, ErrorValue, Value};
+use lua_process::{LuaProcess, ProcState};
 use mlua::{Function, LightUserData, Lua, Table, Value as LV};
-use process::{LuaProcess, ProcState};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -74,22 +74,22 @@ pub(crate) fn is_park(v: &LV) -> bool {
 /// What the shared Rust functions of a VM reach through its app data: the node's command port
 /// and the process stepping now. Lua code never holds the node: it builds commands and hands
 /// them to the port, which dispatches them through the node's command registry.
-pub struct Host {
+pub struct Bridge {
     pub port: Port,
     pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
     /// Id of the process stepping now (0 between steps).
     pub current_id: Cell<u64>,
 }
 
-pub(crate) fn host(lua: &Lua) -> Rc<Host> {
-    lua.app_data_ref::<Rc<Host>>()
+pub(crate) fn bridge(lua: &Lua) -> Rc<Bridge> {
+    lua.app_data_ref::<Rc<Bridge>>()
         .expect("weft host installed")
         .clone()
 }
 
 /// The running process's state; raises if called outside a process.
 pub(crate) fn current(lua: &Lua) -> mlua::Result<Rc<RefCell<ProcState>>> {
-    host(lua)
+    bridge(lua)
         .current
         .borrow()
         .clone()
@@ -99,7 +99,7 @@ pub(crate) fn current(lua: &Lua) -> mlua::Result<Rc<RefCell<ProcState>>> {
 /// Runs `cmd` for the process stepping now and returns the node's reply.
 pub(crate) fn dispatch(lua: &Lua, cmd: Command) -> mlua::Result<Reply> {
     let h = lua
-        .app_data_ref::<Rc<Host>>()
+        .app_data_ref::<Rc<Bridge>>()
         .ok_or_else(|| mlua::Error::runtime("weft host not installed"))?;
     let me = h.current_id.get();
     if me == 0 {
@@ -120,7 +120,7 @@ pub(crate) fn request(lua: &Lua, cmd: Command) -> mlua::Result<Result<Value, Err
 /// until its tag completes (the Lua function must be wrapped with the prelude's `blocking`).
 pub(crate) fn answer(lua: &Lua, reply: Reply) -> mlua::Result<(LV, LV)> {
     match reply {
-        Reply::Pending(tag) => process::await_tag(lua, tag),
+        Reply::Pending(tag) => lua_process::await_tag(lua, tag),
         Reply::Done(Ok(v)) => Ok((convert::to_lua(lua, &v)?, LV::Nil)),
         Reply::Done(Err(e)) => errors::fail(lua, e),
         other => errors::fail(lua, other.into_result().unwrap_err()),
@@ -206,7 +206,7 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 impl LuaRuntime {
     pub fn new(port: Port) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
-        lua.set_app_data(Rc::new(Host {
+        lua.set_app_data(Rc::new(Bridge {
             port,
             current: RefCell::new(None),
             current_id: Cell::new(0),
@@ -236,7 +236,7 @@ impl LuaRuntime {
         io::install_raw(&lua, &raw)?;
         raw.set(
             "require_lookup",
-            lua.create_function(process::require_lookup)?,
+            lua.create_function(lua_process::require_lookup)?,
         )?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
@@ -245,17 +245,20 @@ impl LuaRuntime {
         lua.set_named_registry_value("weft.chan_methods", prelude.get::<Table>("chan_methods")?)?;
         let boot: Function = prelude.get("boot")?;
 
-        coroutine.raw_set("spawn", lua.create_function(process::coroutine_spawn)?)?;
+        coroutine.raw_set("spawn", lua.create_function(lua_process::coroutine_spawn)?)?;
         // Wippy's dialect: `string(x)` casts, and the pattern functions take error values and
         // other objects with a string form (Wippy's tests do string.find(err, "...")).
         lua.load(STRING_COMPAT)
             .set_name("=weft-string")
             .call::<()>(g.get::<Table>("string")?)?;
         let math: Table = g.get("math")?;
-        math.raw_set("random", lua.create_function(process::math_random)?)?;
-        math.raw_set("randomseed", lua.create_function(process::math_randomseed)?)?;
+        math.raw_set("random", lua.create_function(lua_process::math_random)?)?;
+        math.raw_set(
+            "randomseed",
+            lua.create_function(lua_process::math_randomseed)?,
+        )?;
         g.raw_set("channel", channel::module(&lua, &prelude)?)?;
-        let process_table = proc_mod::module(&lua, &prelude)?;
+        let process_table = process::module(&lua, &prelude)?;
         funcs::extend_process(&lua, &process_table)?;
         funcs::extend_process_exec(&lua, &process_table, &prelude)?;
         g.raw_set("process", process_table)?;

@@ -8,7 +8,7 @@
 
 use super::current;
 use super::errors::fail;
-use super::process::world_call;
+use super::lua_process::world_call;
 use crate::entries::EntryKind;
 use crate::value::{kind, ErrorValue, Table as VTable, Value};
 use crate::world::{Isolation, TxOp, WorldCommand};

@@ -5,7 +5,7 @@
 use super::convert::to_value;
 use super::current;
 use super::errors::fail;
-use super::process::world_call;
+use super::lua_process::world_call;
 use super::sql::kind_of;
 use crate::value::{kind, ErrorValue};
 use crate::world::{ttl_ns, ListOptions, PutOptions, WorldCommand};

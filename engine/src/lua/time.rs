@@ -3,10 +3,10 @@
 //! node's epoch + its monotonic `now`; no clock is read here.
 
 use super::channel::new_chan_ud;
+use super::coroutines::{Chan, WaitKind};
 use super::current;
 use super::errors::fail;
-use super::process::{park_recv, TimerSlot};
-use super::task::{Chan, WaitKind};
+use super::lua_process::{park_recv, TimerSlot};
 use super::timefmt::{days_from_civil, go_format_in, go_parse, parts, Zone, SECOND};
 use crate::command::Command;
 use crate::duration;
@@ -234,7 +234,7 @@ impl UserData for TimerUd {
 }
 
 /// Arms a process timer delivering into `chan`; returns its local id.
-fn arm(lua: &Lua, ns: i64, period: bool, chan: super::task::ChanRef) -> mlua::Result<u64> {
+fn arm(lua: &Lua, ns: i64, period: bool, chan: super::coroutines::ChanRef) -> mlua::Result<u64> {
     let st = current(lua)?;
     let (me, local) = {
         let mut s = st.borrow_mut();
