@@ -5,6 +5,7 @@
 use crate::core::err;
 use crate::node::*;
 use crate::relay::{Event, EventKind, ExitResult};
+use crate::topology::ProcRef;
 use crate::trace::TraceEvent;
 use crate::value::{kind, ErrorValue, Value};
 use rand_core::RngCore;
@@ -63,9 +64,12 @@ impl Core {
                     Value::table(data),
                 );
             }
-            let fallout = self.topology.on_exit(id);
+            let fallout = self.topology.on_exit(ProcRef::Local(id));
             let at = self.wall_now_ns();
-            let mut monitors = fallout.monitors;
+            // Watchers and links on other nodes cannot exist until the cluster transport does
+            // (remote monitors and links fail with "node not connected"): only local ones here.
+            let mut monitors: Vec<u64> =
+                fallout.monitors.iter().filter_map(ProcRef::local).collect();
             if self.planted.double_exit && self.rng.next_u64().is_multiple_of(4) {
                 monitors.extend(monitors.clone());
             }
@@ -82,7 +86,7 @@ impl Core {
                 );
             }
             if result.is_err() {
-                for l in fallout.links {
+                for l in fallout.links.iter().filter_map(ProcRef::local) {
                     let trap = self.procs.get(&l).map(|p| p.trap_links);
                     match trap {
                         Some(true) => self.push_event(

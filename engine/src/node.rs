@@ -741,6 +741,7 @@ impl NodeBuilder {
 mod tests {
     use super::*;
     use crate::relay::EventKind;
+    use crate::topology::ProcRef;
     use crate::value::Table;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -860,8 +861,8 @@ mod tests {
     fn link_failure_cascades_unless_trapped() {
         let mut c = core();
         let (a, b, w) = (spawn(&mut c), spawn(&mut c), spawn(&mut c));
-        c.topology.link(a, b);
-        c.topology.monitor(w, a);
+        c.topology.link(ProcRef::Local(a), ProcRef::Local(b));
+        c.topology.monitor(ProcRef::Local(w), ProcRef::Local(a));
         c.finish(b, Err(ErrorValue::new(kind::INTERNAL, "boom")));
         assert!(!c.is_alive(a), "linked process dies with its peer");
         let ev = &c.take_mailbox(w).events[0];
@@ -873,13 +874,13 @@ mod tests {
 
         let (a, b) = (spawn(&mut c), spawn(&mut c));
         c.proc_mut(a).unwrap().trap_links = true;
-        c.topology.link(a, b);
+        c.topology.link(ProcRef::Local(a), ProcRef::Local(b));
         c.finish(b, Err(ErrorValue::new(kind::INTERNAL, "boom")));
         assert!(c.is_alive(a));
         assert_eq!(c.take_mailbox(a).events[0].kind, EventKind::LinkDown);
 
         let (a, b) = (spawn(&mut c), spawn(&mut c));
-        c.topology.link(a, b);
+        c.topology.link(ProcRef::Local(a), ProcRef::Local(b));
         c.finish(b, Ok(Value::Int(0)));
         assert!(c.is_alive(a), "a normal exit sends no LINK_DOWN");
         assert!(c.take_mailbox(a).events.is_empty());

@@ -7,6 +7,7 @@ use crate::entries::{Entry, EntryKind};
 use crate::node::*;
 use crate::pid::Pid;
 use crate::relay::Mailbox;
+use crate::topology::ProcRef;
 use crate::trace::TraceEvent;
 use crate::value::{kind, ErrorValue, Value};
 use std::rc::Rc;
@@ -145,14 +146,16 @@ impl Core {
         });
         if let Some(parent) = opts.parent {
             if opts.monitor {
-                self.topology.monitor(parent, uniq);
+                self.topology
+                    .monitor(ProcRef::Local(parent), ProcRef::Local(uniq));
                 self.trace(TraceEvent::Monitor {
                     watcher: parent,
                     target: uniq,
                 });
             }
             if opts.link {
-                self.topology.link(parent, uniq);
+                self.topology
+                    .link(ProcRef::Local(parent), ProcRef::Local(uniq));
             }
         }
         self.stats.spawned += 1;

@@ -245,6 +245,7 @@ mod on_node {
     use crate::node::*;
     use crate::pid::Pid;
     use crate::relay::{Event, EventKind, Mailbox, Message, NameError, Signal};
+    use crate::topology::ProcRef;
     use crate::trace::TraceEvent;
     use crate::value::{kind, ErrorValue, Value};
     use std::sync::Arc;
@@ -399,27 +400,29 @@ mod on_node {
 
         pub fn monitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
             let t = self.resolve(dest)?;
-            self.topology.monitor(watcher, t);
+            self.topology
+                .monitor(ProcRef::Local(watcher), ProcRef::Local(t));
             self.trace(TraceEvent::Monitor { watcher, target: t });
             Ok(())
         }
 
         pub fn unmonitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
             let t = self.resolve(dest)?;
-            self.topology.unmonitor(watcher, t);
+            self.topology
+                .unmonitor(ProcRef::Local(watcher), ProcRef::Local(t));
             self.trace(TraceEvent::Unmonitor { watcher, target: t });
             Ok(())
         }
 
         pub fn link(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
             let b = self.resolve(dest)?;
-            self.topology.link(a, b);
+            self.topology.link(ProcRef::Local(a), ProcRef::Local(b));
             Ok(())
         }
 
         pub fn unlink(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
             let b = self.resolve(dest)?;
-            self.topology.unlink(a, b);
+            self.topology.unlink(ProcRef::Local(a), ProcRef::Local(b));
             Ok(())
         }
 

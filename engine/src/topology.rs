@@ -1,31 +1,94 @@
-//! Monitors and links between processes: who hears about whose death.
-//! It holds relations only; turning a death into EXIT / LINK_DOWN events is the node's job.
+//! Monitors and links between processes: who hears about whose death. Relations key on a
+//! process reference that can name a process of another node, so a node's death can owe each
+//! of its processes' watchers exactly one event. It holds relations only; turning a death into
+//! EXIT / LINK_DOWN events is the node's job.
 
+use crate::pid::{NodeId, Pid};
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Default)]
-pub struct Topology {
+/// A process as the topology knows it: one of this node's (by number) or another node's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProcRef {
+    Local(u64),
+    Remote(Pid),
+}
+
+impl ProcRef {
+    pub fn local(&self) -> Option<u64> {
+        match self {
+            ProcRef::Local(id) => Some(*id),
+            ProcRef::Remote(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Topology<K: Ord + Clone = ProcRef> {
     /// target → watchers
-    monitors: BTreeMap<u64, BTreeSet<u64>>,
+    monitors: BTreeMap<K, BTreeSet<K>>,
     /// watcher → targets, so a dead watcher's monitors are dropped too
-    watching: BTreeMap<u64, BTreeSet<u64>>,
-    links: BTreeMap<u64, BTreeSet<u64>>,
+    watching: BTreeMap<K, BTreeSet<K>>,
+    links: BTreeMap<K, BTreeSet<K>>,
+}
+
+impl<K: Ord + Clone> Default for Topology<K> {
+    fn default() -> Self {
+        Topology {
+            monitors: BTreeMap::new(),
+            watching: BTreeMap::new(),
+            links: BTreeMap::new(),
+        }
+    }
 }
 
 /// Who must be told that a process died.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Fallout {
-    pub monitors: Vec<u64>,
-    pub links: Vec<u64>,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fallout<K = ProcRef> {
+    pub monitors: Vec<K>,
+    pub links: Vec<K>,
 }
 
-impl Topology {
-    pub fn monitor(&mut self, watcher: u64, target: u64) {
-        self.monitors.entry(target).or_default().insert(watcher);
+impl<K> Default for Fallout<K> {
+    fn default() -> Self {
+        Fallout {
+            monitors: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+impl Topology<ProcRef> {
+    /// Another node is gone (or cut off): every process of it counts as dead, once. Returns
+    /// each of its processes that anyone here watched or linked, with who is owed an event.
+    pub fn on_node_down(&mut self, node: &NodeId) -> Vec<(Pid, Fallout<ProcRef>)> {
+        let on_node = |r: &ProcRef| matches!(r, ProcRef::Remote(p) if p.node == *node);
+        let mut gone: BTreeSet<ProcRef> = BTreeSet::new();
+        gone.extend(self.monitors.keys().filter(|r| on_node(r)).cloned());
+        gone.extend(self.watching.keys().filter(|r| on_node(r)).cloned());
+        gone.extend(self.links.keys().filter(|r| on_node(r)).cloned());
+        gone.into_iter()
+            .filter_map(|r| {
+                let f = self.on_exit(r.clone());
+                match r {
+                    ProcRef::Remote(p) => Some((p, f)),
+                    ProcRef::Local(_) => None,
+                }
+            })
+            .filter(|(_, f)| !f.monitors.is_empty() || !f.links.is_empty())
+            .collect()
+    }
+}
+
+impl<K: Ord + Clone> Topology<K> {
+    pub fn monitor(&mut self, watcher: K, target: K) {
+        self.monitors
+            .entry(target.clone())
+            .or_default()
+            .insert(watcher.clone());
         self.watching.entry(watcher).or_default().insert(target);
     }
 
-    pub fn unmonitor(&mut self, watcher: u64, target: u64) -> bool {
+    pub fn unmonitor(&mut self, watcher: K, target: K) -> bool {
         let removed = self
             .monitors
             .get_mut(&target)
@@ -36,15 +99,15 @@ impl Topology {
         removed
     }
 
-    pub fn link(&mut self, a: u64, b: u64) {
+    pub fn link(&mut self, a: K, b: K) {
         if a == b {
             return;
         }
-        self.links.entry(a).or_default().insert(b);
+        self.links.entry(a.clone()).or_default().insert(b.clone());
         self.links.entry(b).or_default().insert(a);
     }
 
-    pub fn unlink(&mut self, a: u64, b: u64) -> bool {
+    pub fn unlink(&mut self, a: K, b: K) -> bool {
         let r = self.links.get_mut(&a).is_some_and(|s| s.remove(&b));
         if let Some(s) = self.links.get_mut(&b) {
             s.remove(&a);
@@ -52,19 +115,19 @@ impl Topology {
         r
     }
 
-    pub fn is_monitoring(&self, watcher: u64, target: u64) -> bool {
+    pub fn is_monitoring(&self, watcher: &K, target: &K) -> bool {
         self.monitors
-            .get(&target)
-            .is_some_and(|w| w.contains(&watcher))
+            .get(target)
+            .is_some_and(|w| w.contains(watcher))
     }
 
-    pub fn is_linked(&self, a: u64, b: u64) -> bool {
-        self.links.get(&a).is_some_and(|s| s.contains(&b))
+    pub fn is_linked(&self, a: &K, b: &K) -> bool {
+        self.links.get(a).is_some_and(|s| s.contains(b))
     }
 
     /// Removes every relation of `dead` and says who is owed an event, in id order.
-    pub fn on_exit(&mut self, dead: u64) -> Fallout {
-        let monitors: Vec<u64> = self
+    pub fn on_exit(&mut self, dead: K) -> Fallout<K> {
+        let monitors: Vec<K> = self
             .monitors
             .remove(&dead)
             .map(|w| w.into_iter().collect())
@@ -81,7 +144,7 @@ impl Topology {
                 }
             }
         }
-        let links: Vec<u64> = self
+        let links: Vec<K> = self
             .links
             .remove(&dead)
             .map(|l| l.into_iter().collect())
@@ -101,8 +164,37 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_node_down_owes_each_watcher_of_its_processes_one_event() {
+        let n2 = NodeId::named("n2");
+        let remote = |u| ProcRef::Remote(Pid::on(n2.clone(), "h".into(), u));
+        let other = ProcRef::Remote(Pid::on(NodeId::named("n3"), "h".into(), 1));
+        let mut t: Topology = Topology::default();
+        t.monitor(ProcRef::Local(1), remote(7));
+        t.monitor(ProcRef::Local(2), remote(7));
+        t.link(ProcRef::Local(1), remote(8));
+        t.monitor(ProcRef::Local(1), other.clone());
+        // A process of n2 watching one of ours: its node's death drops that watch.
+        t.monitor(remote(9), ProcRef::Local(3));
+        let down = t.on_node_down(&n2);
+        let got: Vec<(u64, Vec<ProcRef>, Vec<ProcRef>)> = down
+            .into_iter()
+            .map(|(p, f)| (p.uniq, f.monitors, f.links))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (7, vec![ProcRef::Local(1), ProcRef::Local(2)], vec![]),
+                (8, vec![], vec![ProcRef::Local(1)]),
+            ]
+        );
+        assert!(t.on_node_down(&n2).is_empty(), "a node dies once");
+        assert!(t.on_exit(ProcRef::Local(3)).monitors.is_empty());
+        assert!(t.is_monitoring(&ProcRef::Local(1), &other), "n3 untouched");
+    }
+
+    #[test]
     fn exit_reports_watchers_and_links_once() {
-        let mut t = Topology::default();
+        let mut t: Topology<u64> = Topology::default();
         t.monitor(1, 3);
         t.monitor(1, 3);
         t.monitor(2, 3);
@@ -119,7 +211,7 @@ mod tests {
 
     #[test]
     fn dead_watcher_is_not_told_later() {
-        let mut t = Topology::default();
+        let mut t: Topology<u64> = Topology::default();
         t.monitor(1, 2);
         t.on_exit(1);
         assert!(t.on_exit(2).monitors.is_empty());
@@ -150,7 +242,7 @@ mod tests {
         /// and each live link exactly once, and a dead process takes its relations with it.
         #[test]
         fn matches_pair_set_model(ops in proptest::collection::vec(op(), 1..150)) {
-            let mut t = Topology::default();
+            let mut t: Topology<u64> = Topology::default();
             let mut mons: BTreeSet<(u64, u64)> = BTreeSet::new();
             let mut links: BTreeSet<(u64, u64)> = BTreeSet::new();
             let mut dead: BTreeSet<u64> = BTreeSet::new();
