@@ -680,3 +680,60 @@ fn scheduler_app_finds_jobs_in_the_registry_and_calls_them_on_tickers() {
     assert!(a.stdout.contains("app:job.ping\t3\tpong 3"), "{}", a.dump());
     assert_eq!(sim_hash(&a), sim_hash(&b));
 }
+
+#[test]
+fn sim_sweeps_fail_on_exit_codes_deadlocks_and_dead_services_with_replay_lines() {
+    // A terminal process that fails: every seed counts as failed, with its error.
+    let r = weft(
+        &[
+            "sim",
+            "-C",
+            "tests/apps/exitcodes",
+            "-x",
+            "app:boom",
+            "--seeds",
+            "0..3",
+        ],
+        "",
+    );
+    r.assert_code(1);
+    r.assert_stdout_has("3 failed");
+    r.assert_stdout_has("the terminal process exited with 1: error:");
+    r.assert_stdout_has("replay: weft sim -C tests/apps/exitcodes --seed 0 -x app:boom");
+    // A terminal process waiting for a message nobody sends.
+    let r = weft(
+        &[
+            "sim",
+            "-C",
+            "tests/apps/stuck",
+            "-x",
+            "app:waiter",
+            "--seed",
+            "4",
+        ],
+        "",
+    );
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("VIOLATION at seed 4: no deadlock") && r.stderr.contains("app:waiter"),
+        "{}",
+        r.dump()
+    );
+    assert!(r.stderr.contains("replay: weft sim"), "{}", r.dump());
+    // A service that ran out of restarts, and a non-default liveness kept in the replay line.
+    let r = weft(
+        &[
+            "sim",
+            "-C",
+            "tests/apps/stuck",
+            "--seeds",
+            "0..2",
+            "--liveness",
+            "1m",
+        ],
+        "",
+    );
+    r.assert_code(1);
+    r.assert_stdout_has("failed for good");
+    r.assert_stdout_has("--liveness 1m");
+}

@@ -124,6 +124,9 @@ fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
     if a.until != "10m" {
         s.push_str(&format!(" --until {}", a.until));
     }
+    if a.liveness != "5m" {
+        s.push_str(&format!(" --liveness {}", a.liveness));
+    }
     if !faults.is_none() {
         s.push_str(&format!(" --faults {}", faults.describe()));
     }
@@ -176,6 +179,7 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
     if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
         println!();
     }
+    eprint!("{}", r.stderr);
     println!(
         "sim time {} | steps {} | processes {} | messages {} | restarts {} | faults {}",
         fmt_ns(r.sim_time_ns),
@@ -243,6 +247,14 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
             failures.push((
                 seed,
                 format!("{}: {}", v.invariant, v.detail),
+                cfg.faults.clone(),
+            ));
+        } else if let Some(code) = r.exit_code.filter(|c| *c != 0) {
+            // A seed whose terminal process failed is a failed seed, with its error.
+            let why = r.stderr.lines().next().unwrap_or("").trim().to_string();
+            failures.push((
+                seed,
+                format!("the terminal process exited with {code}: {why}"),
                 cfg.faults.clone(),
             ));
         } else if a.twice {

@@ -466,7 +466,45 @@ pub struct SimControl<'a> {
     node: &'a mut Node,
 }
 
+/// What a live process is waiting for, as far as the node can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessWait {
+    pub pid: String,
+    pub entry: String,
+    /// Commands it issued whose completion has not come back.
+    pub pending_commands: usize,
+    pub terminal: bool,
+}
+
+impl std::fmt::Display for ProcessWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}) ", self.pid, self.entry)?;
+        match self.pending_commands {
+            0 => write!(f, "waits for a message or event that nothing will send"),
+            n => write!(
+                f,
+                "waits for {n} command completion(s) that will never come"
+            ),
+        }
+    }
+}
+
 impl SimControl<'_> {
+    /// What each live process waits for (deadlock reports).
+    pub fn waits(&self) -> Vec<ProcessWait> {
+        let c = self.node.core.borrow();
+        c.live_processes()
+            .into_iter()
+            .filter_map(|id| c.proc(id))
+            .map(|p| ProcessWait {
+                pid: p.pid.to_string(),
+                entry: p.entry.to_string(),
+                pending_commands: p.tags.pending(),
+                terminal: p.terminal,
+            })
+            .collect()
+    }
+
     /// Processes alive now, in id order.
     pub fn live_processes(&self) -> Vec<u64> {
         self.node.core.borrow().live_processes()

@@ -116,7 +116,8 @@ impl Faults {
             ("noise", self.noise),
         ] {
             if v > 0.0 {
-                parts.push(format!("{k}={v:.4}"));
+                // Shortest text that reads back as the same f64: replay lines are exact.
+                parts.push(format!("{k}={v}"));
             }
         }
         if self.buggify {
@@ -146,6 +147,15 @@ mod tests {
             .contains("unknown fault"));
         assert!(Faults::parse("kill=2").is_err());
         assert!(Faults::parse("none").unwrap().is_none());
+    }
+
+    #[test]
+    fn drawn_rates_replay_exactly() {
+        for seed in 0..300 {
+            let f = Faults::draw(&mut ChaCha8Rng::seed_from_u64(seed));
+            let back = Faults::parse(&f.describe()).unwrap();
+            assert_eq!(back, f, "seed {seed}: {}", f.describe());
+        }
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct SimReport {
     pub trace: Vec<String>,
     pub recent: Vec<String>,
     pub stdout: String,
+    /// What the app wrote to stderr (the terminal process's error, when it failed).
+    pub stderr: String,
     pub exit_code: Option<i32>,
     pub violation: Option<Violation>,
 }
@@ -131,6 +133,9 @@ struct SimDriver<'a> {
     obs: Rc<RefCell<Observed>>,
     script: VecDeque<String>,
     stdout: String,
+    stderr: String,
+    /// The run stopped because nothing could ever happen again.
+    stalled: bool,
     exit_code: Option<i32>,
     steps: u64,
     faults: Faults,
@@ -210,7 +215,8 @@ impl Driver for SimDriver<'_> {
             Output::Stdout(b) => self.stdout.push_str(&String::from_utf8_lossy(&b)),
             // One node, no network: nothing is transmitted yet (the simulated network of the
             // cluster issue carries these).
-            Output::Stderr(_) | Output::Log { .. } | Output::Transmit { .. } => {}
+            Output::Stderr(b) => self.stderr.push_str(&String::from_utf8_lossy(&b)),
+            Output::Log { .. } | Output::Transmit { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
                 let now = self.clock.borrow().now;
@@ -288,7 +294,8 @@ impl Driver for SimDriver<'_> {
             (a, b) => a.or(b),
         };
         let Some(mut next) = next else {
-            return Wake::Stop; // nothing will ever happen again
+            self.stalled = true; // nothing will ever happen again
+            return Wake::Stop;
         };
         if self.faults.jitter > 0.0 && self.unit() < self.faults.jitter {
             next += self.rng.borrow_mut().next_u64() % (5 * SECOND / 1000);
@@ -353,6 +360,8 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         obs: obs.clone(),
         script: cfg.input.iter().cloned().collect(),
         stdout: String::new(),
+        stderr: String::new(),
+        stalled: false,
         exit_code: None,
         steps: 0,
         faults: cfg.faults.clone(),
@@ -366,21 +375,66 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
 
     let sim_time_ns = clock.borrow().now;
     let exit_code = d.exit_code;
+    if exit_code.is_none() && obs.borrow().checker.violation.is_none() && terminal.is_some() {
+        // The terminal process never finished: stuck for good, or still going at the end.
+        let waits = node.sim_control().waits();
+        let mut lines: Vec<String> = waits
+            .iter()
+            .filter(|w| w.terminal)
+            .chain(waits.iter().filter(|w| !w.terminal))
+            .map(|w| w.to_string())
+            .collect();
+        lines.truncate(8);
+        let who = waits
+            .iter()
+            .find(|w| w.terminal)
+            .map(|w| format!("{} ({})", w.pid, w.entry))
+            .unwrap_or_else(|| "the terminal process".into());
+        let violation = if d.stalled {
+            Violation {
+                invariant: "no deadlock",
+                detail: format!(
+                    "{who} waits forever: no process can run, no timer is armed and no world \
+                     command is under way; {}",
+                    lines.join("; ")
+                ),
+            }
+        } else {
+            Violation {
+                invariant: "the terminal process finishes",
+                detail: format!(
+                    "{who} is still running after {} of simulated time (raise --until if it \
+                     needs longer); {}",
+                    weft_engine::duration::format(sim_time_ns as i64),
+                    lines.join("; ")
+                ),
+            }
+        };
+        drop(obs.borrow_mut().checker.violation.replace(violation));
+    }
     if exit_code.is_none() && obs.borrow().checker.violation.is_none() && cfg.liveness_ns > 0 {
         let back = obs.borrow().came_back.clone().unwrap_or_default();
         for s in node.services().iter().filter(|s| s.auto_start) {
             // Live: running now, finished for good, or restarted at least once in the window.
+            // A service that gave up (failed with no restart left) stays down: a failure too.
             let settled = matches!(
                 s.state,
                 ServiceState::Running | ServiceState::Exited | ServiceState::Stopped
-            ) || (s.state == ServiceState::Failed && !s.restart_pending)
-                || back.contains(&s.id);
+            ) || back.contains(&s.id);
             if !settled {
-                let detail = format!(
-                    "service {} is {} after the liveness window",
-                    s.id,
-                    s.state.as_str()
-                );
+                let detail = if s.state == ServiceState::Failed && !s.restart_pending {
+                    format!(
+                        "service {} failed for good (no restart left) and stayed down after \
+                         faults stopped",
+                        s.id
+                    )
+                } else {
+                    format!(
+                        "service {} is {} after the liveness window",
+                        s.id,
+                        s.state.as_str()
+                    )
+                };
                 drop(obs.borrow_mut().checker.violation.replace(Violation {
                     invariant: "services recover after faults stop",
                     detail,
@@ -403,6 +457,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         trace: o.all.clone().unwrap_or_default(),
         recent: o.recent.iter().cloned().collect(),
         stdout: d.stdout,
+        stderr: d.stderr,
         exit_code,
         violation: o.checker.violation.clone(),
     })

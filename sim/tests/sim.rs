@@ -212,3 +212,43 @@ fn planted_double_exit_is_found_within_a_bounded_sweep() {
     // And without the bug the same seed passes.
     assert!(run(&entries, &echo_cfg(seed)).unwrap().violation.is_none());
 }
+
+#[test]
+fn a_deadlocked_terminal_process_fails_the_run_naming_it() {
+    let entries = load("tests/apps/stuck");
+    let mut cfg = SimConfig::new(1);
+    cfg.exec = Some(("app:terminal".into(), "app:waiter".into(), vec![]));
+    let r = run(&entries, &cfg).unwrap();
+    let v = r.violation.expect("a deadlock is a failure");
+    assert_eq!(v.invariant, "no deadlock");
+    assert!(
+        v.detail.contains("app:waiter") && v.detail.contains("waits forever"),
+        "{}",
+        v.detail
+    );
+    assert_eq!(r.exit_code, None);
+}
+
+#[test]
+fn a_service_that_gives_up_fails_liveness() {
+    let entries = load("tests/apps/stuck");
+    let r = run(&entries, &SimConfig::new(1)).unwrap();
+    let v = r.violation.expect("a service down for good is a failure");
+    assert_eq!(v.invariant, "services recover after faults stop");
+    assert!(
+        v.detail.contains("app:crasher-service") && v.detail.contains("for good"),
+        "{}",
+        v.detail
+    );
+}
+
+#[test]
+fn a_failing_terminal_process_reports_its_error() {
+    let entries = load("tests/apps/exitcodes");
+    let mut cfg = SimConfig::new(1);
+    cfg.exec = Some(("app:terminal".into(), "app:boom".into(), vec![]));
+    let r = run(&entries, &cfg).unwrap();
+    assert_eq!(r.exit_code, Some(1));
+    assert!(r.stderr.starts_with("error: "), "{:?}", r.stderr);
+    assert!(r.violation.is_none());
+}
