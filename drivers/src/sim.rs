@@ -53,6 +53,10 @@ pub struct SimArgs {
     /// Fault-free simulated time after the run in which services must be back up.
     #[arg(long, default_value = "5m")]
     liveness: String,
+    /// Messages between processes arrive after a seeded delay below this (per-sender order
+    /// kept); 0 delivers at once. A swarm draws it per seed.
+    #[arg(long, default_value = "1ms")]
+    delay: String,
     /// Plant a known bug (for testing the simulator itself): double-exit.
     #[arg(long, hide = true)]
     plant: Option<String>,
@@ -75,6 +79,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     let mut base = SimConfig::new(a.seed);
     base.until_ns = duration(&a.until, "--until")?;
     base.liveness_ns = duration(&a.liveness, "--liveness")?;
+    base.delivery_delay_ns = duration(&a.delay, "--delay")?;
     base.faults = Faults::parse(&a.faults)?;
     base.keep_trace = a.trace.is_some();
     if let Some(p) = &a.plant {
@@ -113,7 +118,8 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     Ok(Plan { entries, base })
 }
 
-fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
+fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
+    let (faults, delay_ns) = (&cfg.faults, cfg.delivery_delay_ns);
     let mut s = format!("weft sim -C {} --seed {seed}", a.app.dir.display());
     if let Some(x) = &a.exec {
         s.push_str(&format!(" -x {x}"));
@@ -126,6 +132,9 @@ fn replay_line(a: &SimArgs, seed: u64, faults: &Faults) -> String {
     }
     if a.liveness != "5m" {
         s.push_str(&format!(" --liveness {}", a.liveness));
+    }
+    if delay_ns != weft_sim::DEFAULT_DELIVERY_DELAY_NS {
+        s.push_str(&format!(" --delay {}", fmt_ns(delay_ns)));
     }
     if !faults.is_none() {
         s.push_str(&format!(" --faults {}", faults.describe()));
@@ -154,7 +163,7 @@ fn fault_summary(r: &SimReport) -> String {
         .join(" ")
 }
 
-fn print_violation(a: &SimArgs, r: &SimReport, faults: &Faults) {
+fn print_violation(a: &SimArgs, r: &SimReport, cfg: &SimConfig) {
     if let Some(v) = &r.violation {
         eprintln!("VIOLATION at seed {}: {}", r.seed, v.invariant);
         eprintln!("  {}", v.detail);
@@ -162,7 +171,7 @@ fn print_violation(a: &SimArgs, r: &SimReport, faults: &Faults) {
         for l in &r.recent {
             eprintln!("    {l}");
         }
-        eprintln!("  replay: {}", replay_line(a, r.seed, faults));
+        eprintln!("  replay: {}", replay_line(a, r.seed, cfg));
     }
 }
 
@@ -190,7 +199,7 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
         fault_summary(&r)
     );
     println!("trace hash {:016x}", r.trace_hash);
-    println!("replay: {}", replay_line(a, a.seed, &p.base.faults));
+    println!("replay: {}", replay_line(a, a.seed, &p.base));
     if let Some(t) = &a.trace {
         let text = r.trace.join("\n") + "\n";
         if let Err(e) = std::fs::write(t, text) {
@@ -215,7 +224,7 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
         }
     }
     if r.violation.is_some() {
-        print_violation(a, &r, &p.base.faults);
+        print_violation(a, &r, &p.base);
         return 1;
     }
     r.exit_code.unwrap_or(0)
@@ -223,15 +232,20 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
 
 fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     let total = seeds.len();
-    let mut failures: Vec<(u64, String, Faults)> = Vec::new();
+    let mut failures: Vec<(u64, String, SimConfig)> = Vec::new();
     let mut fired: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut schedules: std::collections::BTreeSet<u64> = Default::default();
     let started = std::time::Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (i, seed) in seeds.iter().copied().enumerate() {
         let mut cfg = p.base.clone();
         cfg.seed = seed;
         if swarm {
-            cfg.faults = Faults::draw(&mut ChaCha8Rng::seed_from_u64(seed));
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            cfg.faults = Faults::draw(&mut rng);
+            let pick = rand_core::RngCore::next_u64(&mut rng) as usize;
+            cfg.delivery_delay_ns =
+                weft_sim::SWARM_DELAYS_NS[pick % weft_sim::SWARM_DELAYS_NS.len()];
         }
         let r = match weft_sim::run(&p.entries, &cfg) {
             Ok(r) => r,
@@ -243,19 +257,16 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         for (k, v) in &r.faults {
             *fired.entry(k.clone()).or_insert(0) += v;
         }
+        schedules.insert(r.schedule_hash);
         if let Some(v) = &r.violation {
-            failures.push((
-                seed,
-                format!("{}: {}", v.invariant, v.detail),
-                cfg.faults.clone(),
-            ));
+            failures.push((seed, format!("{}: {}", v.invariant, v.detail), cfg.clone()));
         } else if let Some(code) = r.exit_code.filter(|c| *c != 0) {
             // A seed whose terminal process failed is a failed seed, with its error.
             let why = r.stderr.lines().next().unwrap_or("").trim().to_string();
             failures.push((
                 seed,
                 format!("the terminal process exited with {code}: {why}"),
-                cfg.faults.clone(),
+                cfg.clone(),
             ));
         } else if a.twice {
             match weft_sim::run(&p.entries, &cfg) {
@@ -265,9 +276,9 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                         "nondeterminism: {:016x} then {:016x}",
                         r.trace_hash, r2.trace_hash
                     ),
-                    cfg.faults.clone(),
+                    cfg.clone(),
                 )),
-                Err(e) => failures.push((seed, e, cfg.faults.clone())),
+                Err(e) => failures.push((seed, e, cfg.clone())),
                 _ => {}
             }
         }
@@ -295,6 +306,10 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         failures.len(),
         if a.twice { ", each run twice" } else { "" }
     );
+    println!(
+        "distinct schedules: {} of {total} seeds (traces compared without timestamps)",
+        schedules.len()
+    );
     if swarm || !p.base.faults.is_none() {
         let never: Vec<&str> = KINDS
             .iter()
@@ -314,9 +329,9 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
             println!("fault types that never fired: {}", never.join(", "));
         }
     }
-    for (seed, why, faults) in &failures {
+    for (seed, why, cfg) in &failures {
         println!("FAILED seed {seed}: {why}");
-        println!("  replay: {}", replay_line(a, *seed, faults));
+        println!("  replay: {}", replay_line(a, *seed, cfg));
     }
     i32::from(!failures.is_empty())
 }

@@ -53,6 +53,14 @@ pub(crate) struct Core {
     pub(crate) bus: crate::eventbus::Bus,
     /// Env storages and variables (`env` module, `${env:NAME}` at boot).
     pub(crate) env: crate::env::EnvState,
+    /// Simulation only: messages between processes arrive after a seeded delay below this
+    /// (0: at once, as in production).
+    pub(crate) delivery_delay_ns: u64,
+    /// Per (sender, receiver): when its last delayed message arrives (FIFO floor).
+    pub(crate) last_delivery: BTreeMap<(u64, u64), Instant>,
+    /// Messages held back by the delivery delay, by timer key.
+    pub(crate) delayed: BTreeMap<u64, (u64, crate::relay::Message)>,
+    pub(crate) next_delayed: u64,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -100,6 +108,10 @@ impl Core {
                 os: cfg_env_os,
                 ..Default::default()
             },
+            delivery_delay_ns: 0,
+            last_delivery: BTreeMap::new(),
+            delayed: BTreeMap::new(),
+            next_delayed: 0,
         }
     }
 

@@ -526,9 +526,22 @@ impl SimControl<'_> {
             .deliver(None, to, topic.to_string(), vec![]);
     }
 
-    /// Lets the process `n` places back in the ready queue run first.
-    pub fn rotate(&mut self, n: usize) {
-        self.node.core.borrow_mut().sched.rotate(n);
+    /// Lets the process `n` places back in the ready queue run first, the others keeping
+    /// their order.
+    pub fn promote(&mut self, n: usize) {
+        self.node.core.borrow_mut().sched.promote(n);
+    }
+
+    /// Messages between processes arrive after a seeded delay below `max_ns` (0: at once).
+    /// Per-sender FIFO holds; events (EXIT, LINK_DOWN, CANCEL) are not delayed, so a message
+    /// may now arrive after an event sent later, as the runtime allows.
+    pub fn set_delivery_delay(&mut self, max_ns: u64) {
+        self.node.core.borrow_mut().delivery_delay_ns = max_ns;
+    }
+
+    /// How many processes are ready to run.
+    pub fn ready_len(&self) -> usize {
+        self.node.core.borrow().sched.ready_len()
     }
 
     /// Turns the engine's BUGGIFY sites on or off.

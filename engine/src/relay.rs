@@ -245,6 +245,7 @@ mod on_node {
     use crate::node::*;
     use crate::pid::Pid;
     use crate::relay::{Event, EventKind, Mailbox, Message, NameError, Signal};
+    use crate::timers::{Target, Timer};
     use crate::topology::ProcRef;
     use crate::trace::TraceEvent;
     use crate::value::{kind, ErrorValue, Value};
@@ -316,14 +317,34 @@ mod on_node {
                 topic: &topic,
                 seq,
             });
-            let p = self.procs.get_mut(&to).expect("checked above");
-            p.mailbox.messages.push_back(Message {
+            let m = Message {
                 from: from_pid,
                 topic,
                 payload,
                 seq,
-            });
+            };
             self.stats.messages_sent += 1;
+            if let (Some(f), true) = (from, self.delivery_delay_ns > 0) {
+                // Simulation only: a seeded delay, never earlier than the pair's previous
+                // message, so per-sender FIFO holds whatever the draw.
+                let d = self.random_u64() % self.delivery_delay_ns;
+                let last = self.last_delivery.get(&(f, to)).copied().unwrap_or(0);
+                let at = self.now.saturating_add(d).max(last);
+                self.last_delivery.insert((f, to), at);
+                self.next_delayed += 1;
+                let key = self.next_delayed;
+                self.delayed.insert(key, (to, m));
+                self.timers.arm(
+                    at,
+                    Timer {
+                        target: Target::Deliver { key },
+                        period: None,
+                    },
+                );
+                return true;
+            }
+            let p = self.procs.get_mut(&to).expect("checked above");
+            p.mailbox.messages.push_back(m);
             self.wake(to);
             true
         }

@@ -91,13 +91,19 @@ impl Scheduler {
         }
     }
 
-    /// Moves the first `n` queued processes to the back: the simulator's seeded perturbation of
-    /// who runs next. Production never calls it; FIFO order is kept otherwise.
-    pub fn rotate(&mut self, n: usize) {
-        if !self.ready.is_empty() {
-            let n = n % self.ready.len();
-            self.ready.rotate_left(n);
+    /// Moves the process at position `k` of the ready queue to its front, the others keeping
+    /// their order: the simulator's seeded choice of who runs next. Production never calls it.
+    pub fn promote(&mut self, k: usize) {
+        if k < self.ready.len() {
+            if let Some(id) = self.ready.remove(k) {
+                self.ready.push_front(id);
+            }
         }
+    }
+
+    /// How many processes are queued to run.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
     }
 
     /// Forget a process killed while not running (terminate, link cascade, shutdown).

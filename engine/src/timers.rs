@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 pub enum Target {
     /// A process-owned timer (sleep, after, timer, ticker) with the process's own id for it.
     Process { proc: u64, id: u64 },
+    /// A message held back by the simulator's seeded delivery delay (key into the node's
+    /// delayed messages).
+    Deliver { key: u64 },
     /// The supervisor's restart delay for a service.
     ServiceRestart { service: usize },
     /// A service did not stop within its stop_timeout.
@@ -139,6 +142,16 @@ mod on_node {
                             && t.period.is_some()
                         {
                             self.timers.cancel(key);
+                        }
+                    }
+                    Target::Deliver { key } => {
+                        if let Some((to, m)) = self.delayed.remove(&key) {
+                            // The receiver may have died meanwhile: then the message is lost,
+                            // as a message sent to a dead process is.
+                            if let Some(p) = self.procs.get_mut(&to) {
+                                p.mailbox.messages.push_back(m);
+                                self.wake(to);
+                            }
                         }
                     }
                     Target::ServiceRestart { service } => {

@@ -24,6 +24,11 @@ use weft_world::{Storage, World};
 pub const EPOCH_NS: i64 = 1_767_225_600_000_000_000;
 const SECOND: u64 = 1_000_000_000;
 const RECENT_LINES: usize = 25;
+/// Messages between processes take up to this long by default under the simulator, so seeds
+/// explore the orders the runtime allows (`--delay`).
+pub const DEFAULT_DELIVERY_DELAY_NS: u64 = 1_000_000;
+/// Delivery delays a swarm draws from, per seed.
+pub const SWARM_DELAYS_NS: [u64; 4] = [0, 100_000, 1_000_000, 5_000_000];
 /// Virtual time one step costs while other work is waiting to run.
 const BUSY_STEP_NS: u64 = 20_000;
 
@@ -42,6 +47,8 @@ pub struct SimConfig {
     /// After the run, fault-free simulated time in which supervised services must be back up.
     pub liveness_ns: u64,
     pub planted: Planted,
+    /// Messages between processes arrive after a seeded delay below this (0: at once).
+    pub delivery_delay_ns: u64,
 }
 
 impl SimConfig {
@@ -55,6 +62,7 @@ impl SimConfig {
             keep_trace: false,
             liveness_ns: 300 * SECOND,
             planted: Planted::default(),
+            delivery_delay_ns: DEFAULT_DELIVERY_DELAY_NS,
         }
     }
 }
@@ -69,6 +77,8 @@ pub struct SimReport {
     pub restarts: u64,
     pub faults: BTreeMap<String, u64>,
     pub trace_hash: u64,
+    /// Hash of the trace without timestamps: seeds with equal values ran the same schedule.
+    pub schedule_hash: u64,
     pub trace: Vec<String>,
     pub recent: Vec<String>,
     pub stdout: String,
@@ -81,6 +91,8 @@ pub struct SimReport {
 #[derive(Default)]
 struct Observed {
     hash: TraceHash,
+    /// The trace without timestamps: which schedule (order of events) the seed produced.
+    schedule: TraceHash,
     recent: VecDeque<String>,
     all: Option<Vec<String>>,
     checker: Checker,
@@ -91,7 +103,9 @@ struct Observed {
 
 impl Observed {
     fn see(&mut self, now: u64, ev: &TraceEvent<'_>) {
-        let line = format!("{now:>12} {}", ev.line());
+        let text = ev.line();
+        self.schedule.add(&text);
+        let line = format!("{now:>12} {text}");
         self.hash.add(&line);
         if let TraceEvent::Fault { kind, .. } = ev {
             *self.faults.entry(kind.to_string()).or_insert(0) += 1;
@@ -177,11 +191,12 @@ impl SimDriver<'_> {
                 ctl.noise(to, "sim.noise");
             }
         }
-        // Seeded interleaving: sometimes let a later process go first.
+        // Seeded interleaving: every other step, any ready process may go first (per-sender
+        // FIFO is the mailboxes' and holds whatever the order of steps).
         let mut r = self.rng.borrow_mut();
-        if r.next_u64().is_multiple_of(4) {
-            let n = (r.next_u64() % 3) as usize;
-            ctl.rotate(n);
+        let ready = ctl.ready_len();
+        if ready > 1 && r.next_u64().is_multiple_of(2) {
+            ctl.promote((r.next_u64() % ready as u64) as usize);
         }
     }
 }
@@ -339,6 +354,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
     .build(Some(&mut *world.borrow_mut()))
     .map_err(|e| e.to_string())?;
     let mut node = built.node;
+    node.sim_control().set_delivery_delay(cfg.delivery_delay_ns);
     let mut terminal = None;
     if let Some((host, entry, args)) = &cfg.exec {
         let args = args.iter().map(|a| Value::from(a.as_str())).collect();
@@ -454,6 +470,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         restarts: stats.restarts,
         faults: o.faults.clone(),
         trace_hash: o.hash.0,
+        schedule_hash: o.schedule.0,
         trace: o.all.clone().unwrap_or_default(),
         recent: o.recent.iter().cloned().collect(),
         stdout: d.stdout,

@@ -252,3 +252,40 @@ fn a_failing_terminal_process_reports_its_error() {
     assert!(r.stderr.starts_with("error: "), "{:?}", r.stderr);
     assert!(r.violation.is_none());
 }
+
+#[test]
+fn delivery_delays_explore_interleavings_and_keep_each_senders_order() {
+    let entries = load("tests/apps/senders");
+    let mut orders = std::collections::BTreeSet::new();
+    let mut schedules = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        let mut cfg = SimConfig::new(seed);
+        cfg.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
+        let r = run(&entries, &cfg).unwrap();
+        assert_eq!(r.exit_code, Some(0), "seed {seed}: {:?}", r.violation);
+        let line = r.stdout.trim().to_string();
+        let got: Vec<&str> = line.split(' ').collect();
+        for tag in ["a", "b"] {
+            let mine: Vec<&&str> = got.iter().filter(|m| m.starts_with(tag)).collect();
+            let want: Vec<String> = (1..=3).map(|i| format!("{tag}{i}")).collect();
+            assert_eq!(
+                mine.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                want,
+                "seed {seed}: sender {tag} out of order in {line}"
+            );
+        }
+        orders.insert(line);
+        schedules.insert(r.schedule_hash);
+    }
+    assert!(orders.len() > 3, "only {} orders: {orders:?}", orders.len());
+    assert!(schedules.len() >= orders.len());
+    // Without delays the same seeds all run one schedule.
+    let mut plain = std::collections::BTreeSet::new();
+    for seed in 0..10 {
+        let mut cfg = SimConfig::new(seed);
+        cfg.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
+        cfg.delivery_delay_ns = 0;
+        plain.insert(run(&entries, &cfg).unwrap().stdout);
+    }
+    assert!(plain.len() < orders.len());
+}
