@@ -718,9 +718,12 @@ pub(crate) fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, Er
     if ops.is_empty() {
         return Err(err(kind::INVALID, "empty changeset"));
     }
-    if core.registry.inflight.is_none() {
-        core.registry.prepare(&ops)?;
-    }
+    // Nothing in flight means nothing queued: validate now (errors answer at once) and send
+    // the state validated here, instead of validating again when it is dispatched.
+    let prepared = match core.registry.inflight {
+        None => Some(core.registry.prepare(&ops)?),
+        Some(_) => None,
+    };
     let pid = core
         .pid_of(proc)
         .cloned()
@@ -729,9 +732,30 @@ pub(crate) fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, Er
         .proc_mut(proc)
         .map(|p| p.tags.issue(ids::REGISTRY_COMMIT).tag)
         .ok_or_else(|| err(kind::INTERNAL, "process not registered"))?;
-    core.registry.queue.push_back(Request { pid, tag, ops });
-    dispatch(core);
+    let r = Request { pid, tag, ops };
+    match prepared {
+        Some(next) if core.registry.queue.is_empty() => send(core, r, next),
+        _ => {
+            core.registry.queue.push_back(r);
+            dispatch(core);
+        }
+    }
     Ok(tag)
+}
+
+/// Asks the world to store the version `r` makes (`next`, validated); it is in flight until the
+/// world answers.
+fn send(core: &mut Core, r: Request, next: State) {
+    let version = core.registry.last_id() + 1;
+    let stored = core.registry.chain_ops(&r.ops, &next);
+    let args = vec![Value::Int(version as i64), ops_to_value(&stored)];
+    core.emit(crate::node::Output::Execute {
+        pid: r.pid.clone(),
+        tag: r.tag,
+        cmd: ids::REGISTRY_COMMIT,
+        args,
+    });
+    core.registry.inflight = Some((r, version, next));
 }
 
 /// Sends the next queued request to the world, failing (by completion) those no longer valid.
@@ -745,18 +769,7 @@ fn dispatch(core: &mut Core) {
         }
         match core.registry.prepare(&r.ops) {
             Err(e) => core.complete(&r.pid, r.tag, Err(e)),
-            Ok(next) => {
-                let version = core.registry.last_id() + 1;
-                let stored = core.registry.chain_ops(&r.ops, &next);
-                let args = vec![Value::Int(version as i64), ops_to_value(&stored)];
-                core.emit(crate::node::Output::Execute {
-                    pid: r.pid.clone(),
-                    tag: r.tag,
-                    cmd: ids::REGISTRY_COMMIT,
-                    args,
-                });
-                core.registry.inflight = Some((r, version, next));
-            }
+            Ok(next) => send(core, r, next),
         }
     }
 }
@@ -777,9 +790,10 @@ pub(crate) fn on_completion(
     let out = match result {
         Err(e) => Err(e),
         Ok(_) => {
+            let prev = core.registry.current_state();
             let id = core.registry.push(req.ops.clone(), next);
             debug_assert_eq!(id, version);
-            go_live(core, &req.ops);
+            go_live(core, &prev, &req.ops);
             Ok(Value::Int(id as i64))
         }
     };
@@ -817,7 +831,7 @@ fn switch_head(core: &mut Core, head: u64) {
     let old = core.registry.current_state();
     core.registry.set_head(head);
     let new = core.registry.current_state();
-    go_live(core, &delta(&old, &new));
+    go_live(core, &old, &delta(&old, &new));
 }
 
 /// At boot, after `restore`: resumes at the stored head if it names a version we have.
@@ -829,14 +843,28 @@ pub(crate) fn restore_head(core: &mut Core, head: u64) {
 }
 
 /// Makes the current version the live view and carries its effects to the running node:
-/// Lua caches dropped, hosts brought up or down, services started or stopped.
-pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
-    let old = std::mem::take(&mut core.entries);
+/// Lua caches dropped, hosts brought up or down, services started or stopped. `ops` name every
+/// id that differs between `prev` (the version that was current) and the current version.
+pub(crate) fn go_live(core: &mut Core, prev: &State, ops: &[Op]) {
     let next = core.registry.current_state();
-    core.entries = (*next).clone();
     let changed: Vec<String> = ops.iter().map(|o| o.id().to_string()).collect();
-    for id in &changed {
-        let before = old.get(id);
+    let befores: Vec<Option<Rc<Entry>>> = changed
+        .iter()
+        .map(|id| core.entries.get(id).cloned())
+        .collect();
+    if core.entries.len() == prev.len() {
+        // The live view is `prev`: only the changed ids move (no copy of the whole state).
+        for id in &changed {
+            match next.get(id) {
+                Some(e) => core.entries.insert(id.clone(), e.clone()),
+                None => core.entries.remove(id),
+            };
+        }
+    } else {
+        core.entries = (*next).clone();
+    }
+    for (id, before) in changed.iter().zip(&befores) {
+        let before = before.as_ref();
         let after = core.entries.get(id).cloned();
         if before.is_some_and(|b| b.kind.ends_with(".lua")) {
             core.registry.stale.push(id.clone());
@@ -1016,7 +1044,7 @@ pub(crate) fn restore(
     if same {
         let ops = delta(&boot_state, &last);
         if !ops.is_empty() {
-            go_live(core, &ops);
+            go_live(core, &boot_state, &ops);
         }
         Restored::Resumed
     } else {
