@@ -220,14 +220,8 @@ impl Driver for WorldDriver {
         self.answers.pop_front()
     }
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
-        match deadline {
-            Some(at) => {
-                let now = self.now();
-                std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
-                Wake::Again
-            }
-            None => Wake::Stop,
-        }
+        let now = self.now();
+        sleep_until(now, deadline)
     }
 }
 
@@ -408,14 +402,19 @@ impl Driver for BenchDriver {
         None
     }
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
-        match deadline {
-            Some(at) => {
-                let now = self.now();
-                std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
-                Wake::Again
-            }
-            None => Wake::Stop,
+        let now = self.now();
+        sleep_until(now, deadline)
+    }
+}
+
+/// Idle with no inputs to wait for: sleeps to the next timer, or stops when there is none.
+fn sleep_until(now: Instant, deadline: Option<Instant>) -> Wake {
+    match deadline {
+        Some(at) => {
+            std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
+            Wake::Again
         }
+        None => Wake::Stop,
     }
 }
 
