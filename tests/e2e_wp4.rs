@@ -203,6 +203,16 @@ fn a_long_registry_history_boots_in_bounded_time_and_memory() {
         peak >> 20
     );
     assert!(listed >= VERSIONS, "{listed} versions listed");
+    // An old version is rebuilt from the deltas: each version after 1 added one entry.
+    let at = |v: &str| -> i64 {
+        let key = format!("at{v} ");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no at{v} line in:\n{stdout}"))
+    };
+    assert_eq!(at("3000") - at("1"), 2_999, "{stdout}");
     // Debug build, shared machine: generous bounds that the old full-copy history missed by
     // far (tens of seconds, over a gigabyte).
     assert!(

@@ -276,8 +276,9 @@ impl Drop for TempProject {
 }
 
 /// Stores `versions` versions on `root`: the app's version 1 and one commit through a node,
-/// then the rest (one new entry each, as the committer makes them) imported in one go.
-fn registry_history(root: &std::path::Path, versions: u64) {
+/// then the rest imported in one go: with `grow`, one new entry each (as the committer makes
+/// them, so the state holds one entry per version); without, updates of one counter entry.
+fn registry_history(root: &std::path::Path, versions: u64, grow: bool) {
     let (mut node, world) = registry_boot(root);
     let _ = registry_commit(&mut node, world, 1);
     let storage = weft_world::Storage::Disk {
@@ -287,7 +288,11 @@ fn registry_history(root: &std::path::Path, versions: u64) {
     let have = store.load().expect("load history").len() as u64;
     let more: Vec<(u64, Vec<weft_engine::registry::Op>)> = (have + 1..=versions)
         .map(|v| {
-            let id = format!("dyn:v{v}");
+            let id = if grow {
+                format!("dyn:v{v}")
+            } else {
+                "dyn:counter".to_string()
+            };
             let (namespace, name) = weft_engine::entries::parse_id(&id);
             let n = Table::default().with("n", Value::Int(v as i64));
             let e = Entry {
@@ -299,7 +304,12 @@ fn registry_history(root: &std::path::Path, versions: u64) {
                 data: n,
                 ..Default::default()
             };
-            (v, vec![weft_engine::registry::Op::Create(e)])
+            let op = if grow || v == have + 1 {
+                weft_engine::registry::Op::Create(e)
+            } else {
+                weft_engine::registry::Op::Update(e)
+            };
+            (v, vec![op])
         })
         .collect();
     store.import(&more).expect("import history");
@@ -605,7 +615,7 @@ pub fn bench(a: BenchArgs) -> i32 {
         let empty = TempProject::new("registry-empty");
         let (_, empty_grew) = timed_boot(&empty.0);
         let long = TempProject::new("registry-long");
-        registry_history(&long.0, versions);
+        registry_history(&long.0, versions, true);
         let (secs, grew) = timed_boot(&long.0);
         emit("weft_registry_boot_10k", secs * 1e3, "ms");
         emit(
@@ -618,6 +628,21 @@ pub fn bench(a: BenchArgs) -> i32 {
         let n = scaled(2_000.0);
         let (secs, _world) = registry_commit(&mut node, world, n);
         emit("weft_registry_commits", n as f64 / secs, "commits/s");
+        // History length alone: the same commits on an empty history and on 10k versions that
+        // only update one entry should run at the same rate.
+        let fresh = TempProject::new("registry-fresh");
+        let (mut node, world) = registry_boot(&fresh.0);
+        let (secs, _world) = registry_commit(&mut node, world, n);
+        emit("weft_registry_commits_fresh", n as f64 / secs, "commits/s");
+        let small = TempProject::new("registry-small");
+        registry_history(&small.0, versions, false);
+        let (mut node, world) = registry_boot(&small.0);
+        let (secs, _world) = registry_commit(&mut node, world, n);
+        emit(
+            "weft_registry_commits_10k_small_state",
+            n as f64 / secs,
+            "commits/s",
+        );
     }
     if want("idle_bytes") {
         let n = scaled(100_000.0);
