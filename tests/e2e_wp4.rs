@@ -126,6 +126,102 @@ fn committed_registry_versions_survive_kill_9() {
     assert_eq!(have.len() as u64, max, "gap in {have:?}");
 }
 
+/// Peak RSS (bytes) of the largest child process this test binary has waited for.
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    assert_eq!(rc, 0, "getrusage");
+    ru.ru_maxrss as u64 * 1024
+}
+
+/// Issue 11: after thousands of versions every version kept a full copy of the state, and boot
+/// replayed them all (6,558 versions: ~20 s and 1.5 GB). Versions are deltas now, with
+/// snapshots: a history of 6,000 versions, each adding an entry, boots in bounded time and memory.
+#[test]
+fn a_long_registry_history_boots_in_bounded_time_and_memory() {
+    use weft_engine::registry::Op;
+    use weft_engine::value::{Table, Value};
+    const VERSIONS: u64 = 6_000;
+    let app = TempApp::copy_of("registry_durable");
+    // A first run stores version 1 (the files) and a few of the writer's versions.
+    let mut child = weft_cmd(&app.0, &["run", "-x", "app:printer"])
+        .spawn()
+        .expect("start weft");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    for line in out.lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("committed 3") {
+            break;
+        }
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    // Then the history grows to VERSIONS the way the writer grows it: one new entry each.
+    let storage = weft_world::Storage::Disk {
+        root: app.0.clone(),
+    };
+    let mut store = weft_world::registry::RegistryStore::open(&storage).expect("open store");
+    let have = store.load().expect("load").len() as u64;
+    assert!(have >= 3, "the first run stored {have} versions");
+    let more: Vec<(u64, Vec<Op>)> = (have + 1..=VERSIONS)
+        .map(|v| {
+            let id = format!("dyn:v{v}");
+            let (namespace, name) = weft_engine::entries::parse_id(&id);
+            let n = Table::default().with("n", Value::Int(v as i64));
+            let e = weft_engine::entries::Entry {
+                id,
+                namespace,
+                name,
+                kind: "registry.entry".into(),
+                meta: n.clone(),
+                data: n,
+                ..Default::default()
+            };
+            (v, vec![Op::Create(e)])
+        })
+        .collect();
+    store.import(&more).expect("import");
+    drop(store);
+
+    let start = Instant::now();
+    let run = weft_cmd(&app.0, &["run", "-x", "app:check"])
+        .output()
+        .expect("run check");
+    let took = start.elapsed();
+    let peak = children_peak_rss();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let listed = stdout.lines().filter(|l| l.starts_with("have ")).count() as u64;
+    eprintln!(
+        "boot of {listed} versions: {took:?}, peak RSS {} MB",
+        peak >> 20
+    );
+    assert!(listed >= VERSIONS, "{listed} versions listed");
+    // An old version is rebuilt from the deltas: each version after 1 added one entry.
+    let at = |v: &str| -> i64 {
+        let key = format!("at{v} ");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no at{v} line in:\n{stdout}"))
+    };
+    assert_eq!(at("3000") - at("1"), 2_999, "{stdout}");
+    // Debug build, shared machine: generous bounds that the old full-copy history missed by
+    // far (tens of seconds, over a gigabyte).
+    assert!(
+        took < Duration::from_secs(10),
+        "boot and list took {took:?}"
+    );
+    assert!(peak < 400 << 20, "peak RSS {} MB", peak >> 20);
+}
+
 #[test]
 fn registry_dynamic_app_replays_under_sim() {
     let app = TempApp::copy_of("registry_durable");

@@ -155,6 +155,198 @@ end
 return { main = main }
 "#;
 
+// ---- registry history: boot and commits after a long history -----------------------------------
+
+const COMMITTER: &str = r#"
+local registry = require("registry")
+local function main(n)
+  for i = 1, n do
+    local next_id = registry.current_version():id() + 1
+    local _, err = registry.snapshot():changes()
+      :create({id = "dyn:v" .. next_id, kind = "registry.entry", meta = {n = next_id}, data = {n = next_id}})
+      :apply()
+    if err then error(tostring(err)) end
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+/// A no-op app plus the committer: what boots over the long history.
+fn registry_entries() -> Vec<Entry> {
+    let mut committer = entry("rb:committer", "process.lua", Some(COMMITTER));
+    committer.data = committer.data.with(
+        "modules",
+        Value::table(Table {
+            array: vec![Value::from("registry")],
+            map: vec![],
+        }),
+    );
+    vec![
+        entry("rb:host", "process.host", None),
+        entry("rb:term", "terminal.host", None),
+        committer,
+    ]
+}
+
+/// Real clock; world commands answered at once by a `World` on disk, like `weft run` does.
+struct WorldDriver {
+    t0: StdInstant,
+    world: weft_world::World,
+    answers: std::collections::VecDeque<Input>,
+}
+
+impl Driver for WorldDriver {
+    fn now(&mut self) -> Instant {
+        self.t0.elapsed().as_nanos() as u64
+    }
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
+            Output::Execute { pid, tag, cmd } => {
+                let result = self.world.handle(cmd);
+                self.answers
+                    .push_back(Input::Completed { pid, tag, result });
+            }
+            _ => {}
+        }
+    }
+    fn poll_input(&mut self) -> Option<Input> {
+        self.answers.pop_front()
+    }
+    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
+        let now = self.now();
+        sleep_until(now, deadline)
+    }
+}
+
+/// Boots the registry app on `root` (restoring whatever history is stored there).
+fn registry_boot(root: &std::path::Path) -> (Node, weft_world::World) {
+    let mut world = weft_world::World::new(weft_world::Storage::Disk {
+        root: root.to_path_buf(),
+    });
+    let node = Node::builder(NodeConfig {
+        seed: 1,
+        ..Default::default()
+    })
+    .log_level(Level::Error)
+    .entries(registry_entries())
+    .build(Some(&mut world))
+    .expect("registry bench app boots")
+    .node;
+    (node, world)
+}
+
+/// Runs the committer for `n` commits; returns the seconds taken and the world back.
+fn registry_commit(node: &mut Node, world: weft_world::World, n: i64) -> (f64, weft_world::World) {
+    node.spawn("rb:committer", "rb:term", vec![Value::Int(n)], true)
+        .expect("spawn committer");
+    let mut d = WorldDriver {
+        t0: StdInstant::now(),
+        world,
+        answers: Default::default(),
+    };
+    match weft_engine::drive(node, &mut d, 4096) {
+        Some(0) => (d.t0.elapsed().as_secs_f64(), d.world),
+        other => panic!("committer ended with {other:?}"),
+    }
+}
+
+/// A temporary project directory, removed on drop.
+struct TempProject(std::path::PathBuf);
+
+impl TempProject {
+    fn new(tag: &str) -> TempProject {
+        let p = std::env::temp_dir().join(format!("weft-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp project");
+        TempProject(p)
+    }
+}
+
+impl Drop for TempProject {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Stores `versions` versions on `root`: the app's version 1 and one commit through a node,
+/// then the rest imported in one go: with `grow`, one new entry each (as the committer makes
+/// them, so the state holds one entry per version); without, updates of one counter entry.
+fn registry_history(root: &std::path::Path, versions: u64, grow: bool) {
+    let (mut node, world) = registry_boot(root);
+    let _ = registry_commit(&mut node, world, 1);
+    let storage = weft_world::Storage::Disk {
+        root: root.to_path_buf(),
+    };
+    let mut store = weft_world::registry::RegistryStore::open(&storage).expect("registry store");
+    let have = store.load().expect("load history").len() as u64;
+    let more: Vec<(u64, Vec<weft_engine::registry::Op>)> = (have + 1..=versions)
+        .map(|v| {
+            let id = if grow {
+                format!("dyn:v{v}")
+            } else {
+                "dyn:counter".to_string()
+            };
+            let (namespace, name) = weft_engine::entries::parse_id(&id);
+            let n = Table::default().with("n", Value::Int(v as i64));
+            let e = Entry {
+                id,
+                namespace,
+                name,
+                kind: "registry.entry".into(),
+                meta: n.clone(),
+                data: n,
+                ..Default::default()
+            };
+            let op = if grow || v == have + 1 {
+                weft_engine::registry::Op::Create(e)
+            } else {
+                weft_engine::registry::Op::Update(e)
+            };
+            (v, vec![op])
+        })
+        .collect();
+    store.import(&more).expect("import history");
+}
+
+/// Set to a project directory: `weft bench` only boots the registry app there and prints
+/// `<seconds> <RSS growth in bytes>` (a fresh process, so memory freed earlier hides nothing).
+const BOOT_PROBE_ENV: &str = "WEFT_BENCH_BOOT_PROBE";
+
+fn boot_probe(root: &std::path::Path) -> i32 {
+    let before = rss_bytes().unwrap_or(0);
+    let t0 = StdInstant::now();
+    let (node, world) = registry_boot(root);
+    let secs = t0.elapsed().as_secs_f64();
+    let grew = rss_bytes().unwrap_or(0).saturating_sub(before);
+    println!("{secs} {grew}");
+    drop((node, world));
+    0
+}
+
+/// Boot time (s) and RSS growth (bytes) of a boot on `root`, measured in a child process.
+fn timed_boot(root: &std::path::Path) -> (f64, u64) {
+    let exe = std::env::current_exe().expect("own executable");
+    let out = std::process::Command::new(exe)
+        .arg("bench")
+        .env(BOOT_PROBE_ENV, root)
+        .output()
+        .expect("boot probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    match (
+        it.next().and_then(|x| x.parse().ok()),
+        it.next().and_then(|x| x.parse().ok()),
+    ) {
+        (Some(secs), Some(grew)) => (secs, grew),
+        _ => panic!(
+            "boot probe failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// The same bench processes under the simulator: (seconds of wall time, simulated ns).
 fn sim_run(entry: &str, args: Vec<String>) -> (f64, u64) {
     let mut entries = bench_entries();
@@ -218,14 +410,19 @@ impl Driver for BenchDriver {
         None
     }
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
-        match deadline {
-            Some(at) => {
-                let now = self.now();
-                std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
-                Wake::Again
-            }
-            None => Wake::Stop,
+        let now = self.now();
+        sleep_until(now, deadline)
+    }
+}
+
+/// Idle with no inputs to wait for: sleeps to the next timer, or stops when there is none.
+fn sleep_until(now: Instant, deadline: Option<Instant>) -> Wake {
+    match deadline {
+        Some(at) => {
+            std::thread::sleep(std::time::Duration::from_nanos(at.saturating_sub(now)));
+            Wake::Again
         }
+        None => Wake::Stop,
     }
 }
 
@@ -362,6 +559,9 @@ fn emit(name: &str, value: f64, unit: &str) {
 }
 
 pub fn bench(a: BenchArgs) -> i32 {
+    if let Some(root) = std::env::var_os(BOOT_PROBE_ENV) {
+        return boot_probe(std::path::Path::new(&root));
+    }
     let want = |name: &str| a.only.as_deref().is_none_or(|o| name.contains(o));
     let scaled = |n: f64| ((n * a.scale).max(1.0)) as i64;
 
@@ -406,6 +606,40 @@ pub fn bench(a: BenchArgs) -> i32 {
             "weft_sim_time_compression",
             sim_ns as f64 / 1e9 / secs,
             "x_real_time",
+        );
+    }
+    if want("registry") {
+        let versions = scaled(10_000.0).max(3) as u64;
+        let empty = TempProject::new("registry-empty");
+        let (_, empty_grew) = timed_boot(&empty.0);
+        let long = TempProject::new("registry-long");
+        registry_history(&long.0, versions, true);
+        let (secs, grew) = timed_boot(&long.0);
+        emit("weft_registry_boot_10k", secs * 1e3, "ms");
+        emit(
+            "weft_registry_boot_10k_rss",
+            grew.saturating_sub(empty_grew) as f64 / (1 << 20) as f64,
+            "MB_over_empty",
+        );
+        // Sustained commits on top of that history (the state holds one entry per version).
+        let (mut node, world) = registry_boot(&long.0);
+        let n = scaled(2_000.0);
+        let (secs, _world) = registry_commit(&mut node, world, n);
+        emit("weft_registry_commits", n as f64 / secs, "commits/s");
+        // History length alone: the same commits on an empty history and on 10k versions that
+        // only update one entry should run at the same rate.
+        let fresh = TempProject::new("registry-fresh");
+        let (mut node, world) = registry_boot(&fresh.0);
+        let (secs, _world) = registry_commit(&mut node, world, n);
+        emit("weft_registry_commits_fresh", n as f64 / secs, "commits/s");
+        let small = TempProject::new("registry-small");
+        registry_history(&small.0, versions, false);
+        let (mut node, world) = registry_boot(&small.0);
+        let (secs, _world) = registry_commit(&mut node, world, n);
+        emit(
+            "weft_registry_commits_10k_small_state",
+            n as f64 / secs,
+            "commits/s",
         );
     }
     if want("idle_bytes") {

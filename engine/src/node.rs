@@ -577,6 +577,9 @@ pub trait RegistryHistory {
 pub struct StoredHistory {
     pub versions: Vec<(u64, Vec<crate::registry::Op>)>,
     pub head: Option<u64>,
+    /// The latest stored full state `(version, state)`, when the store keeps snapshots: only
+    /// the versions after it are replayed.
+    pub snapshot: Option<(u64, crate::registry::State)>,
 }
 
 /// Assembles a node: configuration, entries (booted or preloaded), hosts, factories, the Lua
@@ -760,11 +763,11 @@ impl NodeBuilder {
         if let Some(h) = history {
             let stored = h.load().map_err(boot_err)?;
             let mut c = node.core.borrow_mut();
-            let (versions, head) = match stored {
-                Some(s) => (s.versions, s.head),
-                None => (Vec::new(), None),
+            let (versions, head, snapshot) = match stored {
+                Some(s) => (s.versions, s.head, s.snapshot),
+                None => (Vec::new(), None, None),
             };
-            let restored = crate::registry::restore(&mut c, versions);
+            let restored = crate::registry::restore(&mut c, versions, snapshot);
             if restored == crate::registry::Restored::Resumed {
                 if let Some(head) = head {
                     crate::registry::restore_head(&mut c, head);

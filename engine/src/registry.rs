@@ -12,14 +12,24 @@
 //!   process.host).
 //! - Numeric equality in `find`: a Lua integer equals a float of the same value.
 //! - Boot with stored history: see `restore`.
+//!
+//! History is kept as deltas: each version holds its changeset; full states are materialised
+//! only for version 1, every `SNAPSHOT_EVERY`-th version, the newest version and the current
+//! one. Any other version's state is rebuilt from the nearest snapshot below it (and cached
+//! there when it crosses a snapshot slot). Memory and boot time grow with the size of the
+//! changes, not with history length × state size.
 
 use crate::command::ids;
 use crate::entries::{Entry, EntryKind};
 use crate::node::{Core, Level};
 use crate::pid::Pid;
 use crate::value::{kind, ErrorValue, Table, Value};
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+
+/// Versions between two materialised states, in memory and in the world's snapshot table.
+pub const SNAPSHOT_EVERY: u64 = 256;
 
 pub type State = BTreeMap<String, Rc<Entry>>;
 
@@ -47,11 +57,40 @@ impl Op {
     }
 }
 
+/// A version as callers see it: its changeset and its (materialised or rebuilt) state.
 #[derive(Clone, Debug)]
 pub struct Version {
     pub id: u64,
     pub ops: Rc<Vec<Op>>,
     pub state: Rc<State>,
+}
+
+/// A version as the registry keeps it: the changeset from the previous version, and its state
+/// only when it is a snapshot slot that has been materialised.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub id: u64,
+    pub ops: Rc<Vec<Op>>,
+    snap: OnceCell<Rc<State>>,
+}
+
+impl Stored {
+    fn new(id: u64, ops: Vec<Op>, state: Option<Rc<State>>) -> Stored {
+        let snap = OnceCell::new();
+        if let Some(s) = state {
+            let _ = snap.set(s);
+        }
+        Stored {
+            id,
+            ops: Rc::new(ops),
+            snap,
+        }
+    }
+
+    /// Whether this version's full state is held.
+    pub fn is_materialised(&self) -> bool {
+        self.snap.get().is_some()
+    }
 }
 
 /// An apply waiting for its write (or for its turn).
@@ -62,15 +101,36 @@ struct Request {
     ops: Vec<Op>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
-    versions: Vec<Version>,
+    versions: Vec<Stored>,
+    /// The newest version's state.
+    last: Rc<State>,
+    /// The current version's state (the newest one's unless `head` moved).
+    cur: Rc<State>,
+    /// Snapshot slot spacing (`SNAPSHOT_EVERY`; smaller in tests).
+    every: u64,
     inflight: Option<(Request, u64, State)>,
     queue: VecDeque<Request>,
     /// Lua entries whose compiled code is out of date (the Lua runtime drops them).
     stale: Vec<String>,
     /// The current version when `apply_version` moved away from the newest one; None = newest.
     head: Option<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            versions: Vec::new(),
+            last: Rc::default(),
+            cur: Rc::default(),
+            every: SNAPSHOT_EVERY,
+            inflight: None,
+            queue: VecDeque::new(),
+            stale: Vec::new(),
+            head: None,
+        }
+    }
 }
 
 fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
@@ -90,12 +150,32 @@ pub fn check_id(id: &str) -> Result<(), ErrorValue> {
 
 /// Applies `ops` to `state` in order; errors leave nothing changed (the caller keeps `state`).
 pub fn apply_ops(state: &State, ops: &[Op]) -> Result<State, ErrorValue> {
+    check_ops(state, ops)?;
+    let mut next = state.clone();
+    apply_checked(&mut next, ops);
+    Ok(next)
+}
+
+/// `apply_ops` in place (no copy of the state): on error `state` is left unchanged.
+pub fn apply_ops_mut(state: &mut State, ops: &[Op]) -> Result<(), ErrorValue> {
+    check_ops(state, ops)?;
+    apply_checked(state, ops);
+    Ok(())
+}
+
+/// Would `ops` apply to `state`? The first failing op's error, in op order.
+fn check_ops(state: &State, ops: &[Op]) -> Result<(), ErrorValue> {
     if ops.is_empty() {
         return Err(err(kind::INVALID, "empty changeset"));
     }
-    let mut next = state.clone();
+    // Existence after the ops so far, for ids the changeset touched.
+    let mut touched: BTreeMap<&str, bool> = BTreeMap::new();
     for op in ops {
         check_id(op.id())?;
+        let exists = touched
+            .get(op.id())
+            .copied()
+            .unwrap_or_else(|| state.contains_key(op.id()));
         match op {
             Op::Create(e) | Op::Update(e) => {
                 if e.kind.as_str().is_empty() {
@@ -104,7 +184,6 @@ pub fn apply_ops(state: &State, ops: &[Op]) -> Result<State, ErrorValue> {
                         format!("entry '{}': kind is required", e.id),
                     ));
                 }
-                let exists = next.contains_key(&e.id);
                 if matches!(op, Op::Create(_)) && exists {
                     return Err(err(
                         kind::ALREADY_EXISTS,
@@ -114,16 +193,31 @@ pub fn apply_ops(state: &State, ops: &[Op]) -> Result<State, ErrorValue> {
                 if matches!(op, Op::Update(_)) && !exists {
                     return Err(err(kind::NOT_FOUND, format!("entry not found: {}", e.id)));
                 }
-                next.insert(e.id.clone(), Rc::new(e.clone()));
+                touched.insert(&e.id, true);
             }
             Op::Delete(id) => {
-                if next.remove(id).is_none() {
+                if !exists {
                     return Err(err(kind::NOT_FOUND, format!("entry not found: {id}")));
                 }
+                touched.insert(id, false);
             }
         }
     }
-    Ok(next)
+    Ok(())
+}
+
+/// Applies ops `check_ops` accepted.
+fn apply_checked(state: &mut State, ops: &[Op]) {
+    for op in ops {
+        match op {
+            Op::Create(e) | Op::Update(e) => {
+                state.insert(e.id.clone(), Rc::new(e.clone()));
+            }
+            Op::Delete(id) => {
+                state.remove(id);
+            }
+        }
+    }
 }
 
 /// Would `next` break an entry? Checks what Weft runs: Lua compiles, services' references.
@@ -230,24 +324,40 @@ pub fn delta(from: &State, to: &State) -> Vec<Op> {
 }
 
 impl Registry {
+    /// A registry whose snapshot slots are `every` versions apart (tests use small ones).
+    pub fn with_snapshot_every(every: u64) -> Registry {
+        Registry {
+            every: every.max(1),
+            ..Registry::default()
+        }
+    }
+
     /// Version 1: the entries boot loaded.
     pub fn init(&mut self, entries: &State) {
         let ops = entries
             .values()
             .map(|e| Op::Create((**e).clone()))
             .collect();
-        self.versions = vec![Version {
-            id: 1,
-            ops: Rc::new(ops),
-            state: Rc::new(entries.clone()),
-        }];
+        let state = Rc::new(entries.clone());
+        self.versions = vec![Stored::new(1, ops, Some(state.clone()))];
+        self.last = state.clone();
+        self.cur = state;
+        self.head = None;
     }
 
-    pub fn current(&self) -> Option<&Version> {
-        match self.head {
-            Some(h) => self.version(h),
-            None => self.versions.last(),
-        }
+    /// Whether version `id` gets its state kept.
+    fn is_slot(&self, id: u64) -> bool {
+        id == 1 || id.is_multiple_of(self.every)
+    }
+
+    pub fn current(&self) -> Option<Version> {
+        let id = self.current_id();
+        let ops = self.stored(id)?.ops.clone();
+        Some(Version {
+            id,
+            ops,
+            state: self.cur.clone(),
+        })
     }
 
     /// The newest version's id (new versions are numbered after it, wherever the head is).
@@ -257,9 +367,10 @@ impl Registry {
 
     /// Makes `id` current (Wippy's `apply_version`: a pointer move, no new version).
     pub fn set_head(&mut self, id: u64) -> bool {
-        if self.version(id).is_none() {
+        let Some(state) = self.state_at(id) else {
             return false;
-        }
+        };
+        self.cur = state;
         self.head = (id != self.last_id()).then_some(id);
         true
     }
@@ -267,34 +378,90 @@ impl Registry {
     /// Ops that take the newest version to `state`: what a new version stores, so the history
     /// stays a chain even when it was made from an older head.
     fn chain_ops(&self, ops: &[Op], state: &State) -> Vec<Op> {
-        match (self.head, self.versions.last()) {
-            (Some(_), Some(last)) => delta(&last.state, state),
+        match self.head {
+            Some(_) if !self.versions.is_empty() => delta(&self.last, state),
             _ => ops.to_vec(),
         }
     }
 
     pub fn current_id(&self) -> u64 {
-        self.current().map(|v| v.id).unwrap_or(0)
+        self.head.unwrap_or_else(|| self.last_id())
     }
 
-    pub fn version(&self, id: u64) -> Option<&Version> {
+    fn stored(&self, id: u64) -> Option<&Stored> {
         let first = self.versions.first()?.id;
         id.checked_sub(first)
-            .and_then(|i| self.versions.get(i as usize))
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.versions.get(i))
     }
 
-    pub fn versions(&self) -> &[Version] {
+    pub fn has_version(&self, id: u64) -> bool {
+        self.stored(id).is_some()
+    }
+
+    /// Version `id` with its state (rebuilt from the nearest snapshot when not held).
+    pub fn version(&self, id: u64) -> Option<Version> {
+        let ops = self.stored(id)?.ops.clone();
+        Some(Version {
+            id,
+            ops,
+            state: self.state_at(id)?,
+        })
+    }
+
+    /// Every version's id and changeset, in order (states are not held: see `version`).
+    pub fn versions(&self) -> &[Stored] {
         &self.versions
     }
 
+    /// How many versions hold a full state (memory grows with this, not with history length).
+    pub fn materialised(&self) -> usize {
+        self.versions.iter().filter(|v| v.is_materialised()).count()
+    }
+
+    /// The state of version `id`: held when it is the newest, the current or a materialised
+    /// slot; else the nearest materialised version below it plus the changesets after it.
+    /// Slots crossed on the way are materialised for later calls.
+    fn state_at(&self, id: u64) -> Option<Rc<State>> {
+        let first = self.versions.first()?.id;
+        let idx = usize::try_from(id.checked_sub(first)?).ok()?;
+        let target = self.versions.get(idx)?;
+        if id == self.last_id() {
+            return Some(self.last.clone());
+        }
+        if id == self.current_id() {
+            return Some(self.cur.clone());
+        }
+        if let Some(s) = target.snap.get() {
+            return Some(s.clone());
+        }
+        // Version `first` is always materialised (init and restore set it).
+        let base = (0..idx)
+            .rev()
+            .find(|&j| self.versions[j].is_materialised())?;
+        let mut state: State = (**self.versions[base].snap.get()?).clone();
+        for v in &self.versions[base + 1..=idx] {
+            // Stored changesets were valid when committed; one that no longer applies would
+            // mean a corrupt history, which restore already cut.
+            apply_ops_mut(&mut state, &v.ops).ok()?;
+            if self.is_slot(v.id) && v.id != id {
+                let _ = v.snap.set(Rc::new(state.clone()));
+            }
+        }
+        let state = Rc::new(state);
+        if self.is_slot(id) {
+            let _ = target.snap.set(state.clone());
+        }
+        Some(state)
+    }
+
     fn current_state(&self) -> Rc<State> {
-        self.current().map(|v| v.state.clone()).unwrap_or_default()
+        self.cur.clone()
     }
 
     /// Validates `ops` against the current version; the state it would produce.
     pub fn prepare(&self, ops: &[Op]) -> Result<State, ErrorValue> {
-        let cur = self.current_state();
-        let next = apply_ops(&cur, ops)?;
+        let next = apply_ops(&self.cur, ops)?;
         let changed: Vec<&str> = ops.iter().map(|o| o.id()).collect();
         check_state(&next, &changed)?;
         Ok(next)
@@ -305,11 +472,11 @@ impl Registry {
         let id = self.last_id() + 1;
         let ops = self.chain_ops(&ops, &state);
         self.head = None;
-        self.versions.push(Version {
-            id,
-            ops: Rc::new(ops),
-            state: Rc::new(state),
-        });
+        let state = Rc::new(state);
+        let snap = self.is_slot(id).then(|| state.clone());
+        self.versions.push(Stored::new(id, ops, snap));
+        self.last = state.clone();
+        self.cur = state;
         id
     }
 
@@ -368,6 +535,27 @@ pub fn ops_from_value(v: &Value) -> Result<Vec<Op>, String> {
             )),
             other => return Err(format!("unknown op '{other}'")),
         }
+    }
+    Ok(out)
+}
+
+/// A full state as a value: an array of entries in id order (snapshot rows).
+pub fn state_to_value(state: &State) -> Value {
+    let t = Table {
+        array: state.values().map(|e| entry_to_value(e)).collect(),
+        map: vec![],
+    };
+    Value::table(t)
+}
+
+pub fn state_from_value(v: &Value) -> Result<State, String> {
+    let Value::Table(t) = v else {
+        return Err("state: expected a table".into());
+    };
+    let mut out = State::new();
+    for item in &t.array {
+        let e = entry_from_value(item)?;
+        out.insert(e.id.clone(), Rc::new(e));
     }
     Ok(out)
 }
@@ -524,9 +712,12 @@ pub(crate) fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, Er
     if ops.is_empty() {
         return Err(err(kind::INVALID, "empty changeset"));
     }
-    if core.registry.inflight.is_none() {
-        core.registry.prepare(&ops)?;
-    }
+    // Nothing in flight means nothing queued: validate now (errors answer at once) and send
+    // the state validated here, instead of validating again when it is dispatched.
+    let prepared = match core.registry.inflight {
+        None => Some(core.registry.prepare(&ops)?),
+        Some(_) => None,
+    };
     let pid = core
         .pid_of(proc)
         .cloned()
@@ -535,9 +726,31 @@ pub(crate) fn submit(core: &mut Core, proc: u64, ops: Vec<Op>) -> Result<u64, Er
         .proc_mut(proc)
         .map(|p| p.tags.issue(ids::REGISTRY_COMMIT).tag)
         .ok_or_else(|| err(kind::INTERNAL, "process not registered"))?;
-    core.registry.queue.push_back(Request { pid, tag, ops });
-    dispatch(core);
+    let r = Request { pid, tag, ops };
+    match prepared {
+        Some(next) if core.registry.queue.is_empty() => send(core, r, next),
+        _ => {
+            core.registry.queue.push_back(r);
+            dispatch(core);
+        }
+    }
     Ok(tag)
+}
+
+/// Asks the world to store the version `r` makes (`next`, validated); it is in flight until the
+/// world answers.
+fn send(core: &mut Core, r: Request, next: State) {
+    let version = core.registry.last_id() + 1;
+    let stored = core.registry.chain_ops(&r.ops, &next);
+    core.emit(crate::node::Output::Execute {
+        pid: r.pid.clone(),
+        tag: r.tag,
+        cmd: crate::world::WorldCommand::RegistryCommit {
+            version,
+            ops: ops_to_value(&stored),
+        },
+    });
+    core.registry.inflight = Some((r, version, next));
 }
 
 /// Sends the next queued request to the world, failing (by completion) those no longer valid.
@@ -551,19 +764,7 @@ fn dispatch(core: &mut Core) {
         }
         match core.registry.prepare(&r.ops) {
             Err(e) => core.complete(&r.pid, r.tag, Err(e)),
-            Ok(next) => {
-                let version = core.registry.last_id() + 1;
-                let stored = core.registry.chain_ops(&r.ops, &next);
-                core.emit(crate::node::Output::Execute {
-                    pid: r.pid.clone(),
-                    tag: r.tag,
-                    cmd: crate::world::WorldCommand::RegistryCommit {
-                        version,
-                        ops: ops_to_value(&stored),
-                    },
-                });
-                core.registry.inflight = Some((r, version, next));
-            }
+            Ok(next) => send(core, r, next),
         }
     }
 }
@@ -584,9 +785,10 @@ pub(crate) fn on_completion(
     let out = match result {
         Err(e) => Err(e),
         Ok(_) => {
+            let prev = core.registry.current_state();
             let id = core.registry.push(req.ops.clone(), next);
             debug_assert_eq!(id, version);
-            go_live(core, &req.ops);
+            go_live(core, &prev, &req.ops);
             Ok(Value::Int(id as i64))
         }
     };
@@ -598,7 +800,7 @@ pub(crate) fn on_completion(
 /// The caller then persists the new head (`REGISTRY_HEAD`) and waits for the write, so a
 /// process that ends right after still leaves it stored. Ok(false) = already there.
 pub(crate) fn move_head(core: &mut Core, target: u64) -> Result<bool, ErrorValue> {
-    if core.registry.version(target).is_none() {
+    if !core.registry.has_version(target) {
         return Err(err(
             kind::NOT_FOUND,
             format!("registry version {target} not found"),
@@ -624,26 +826,40 @@ fn switch_head(core: &mut Core, head: u64) {
     let old = core.registry.current_state();
     core.registry.set_head(head);
     let new = core.registry.current_state();
-    go_live(core, &delta(&old, &new));
+    go_live(core, &old, &delta(&old, &new));
 }
 
 /// At boot, after `restore`: resumes at the stored head if it names a version we have.
 pub(crate) fn restore_head(core: &mut Core, head: u64) {
-    if head == core.registry.current_id() || core.registry.version(head).is_none() {
+    if head == core.registry.current_id() || !core.registry.has_version(head) {
         return;
     }
     switch_head(core, head);
 }
 
 /// Makes the current version the live view and carries its effects to the running node:
-/// Lua caches dropped, hosts brought up or down, services started or stopped.
-pub(crate) fn go_live(core: &mut Core, ops: &[Op]) {
-    let old = std::mem::take(&mut core.entries);
+/// Lua caches dropped, hosts brought up or down, services started or stopped. `ops` name every
+/// id that differs between `prev` (the version that was current) and the current version.
+pub(crate) fn go_live(core: &mut Core, prev: &State, ops: &[Op]) {
     let next = core.registry.current_state();
-    core.entries = (*next).clone();
     let changed: Vec<String> = ops.iter().map(|o| o.id().to_string()).collect();
-    for id in &changed {
-        let before = old.get(id);
+    let befores: Vec<Option<Rc<Entry>>> = changed
+        .iter()
+        .map(|id| core.entries.get(id).cloned())
+        .collect();
+    if core.entries.len() == prev.len() {
+        // The live view is `prev`: only the changed ids move (no copy of the whole state).
+        for id in &changed {
+            match next.get(id) {
+                Some(e) => core.entries.insert(id.clone(), e.clone()),
+                None => core.entries.remove(id),
+            };
+        }
+    } else {
+        core.entries = (*next).clone();
+    }
+    for (id, before) in changed.iter().zip(&befores) {
+        let before = before.as_ref();
         let after = core.entries.get(id).cloned();
         if before.is_some_and(|b| b.kind.is_lua()) {
             core.registry.stale.push(id.clone());
@@ -743,46 +959,95 @@ pub enum Restored {
     Rebased,
 }
 
+/// Rebuilds a registry from a stored history `(version, ops)` in version order (stored version 1
+/// holds creates of every entry) and, when the store has one, the latest stored snapshot
+/// `(version, state)`. Only the changesets after the snapshot are replayed; the earlier ones are
+/// kept as deltas (listable, rebuilt on demand). The history is cut at the first gap or, after
+/// the snapshot, at the first changeset that does not apply. A snapshot beyond the contiguous
+/// history is ignored.
+pub fn replay(
+    mut stored: Vec<(u64, Vec<Op>)>,
+    snapshot: Option<(u64, State)>,
+    every: u64,
+) -> Registry {
+    let mut r = Registry::with_snapshot_every(every);
+    let contiguous = stored
+        .iter()
+        .enumerate()
+        .take_while(|(i, (id, _))| *id == *i as u64 + 1)
+        .count();
+    stored.truncate(contiguous);
+    let mut stored = stored.into_iter();
+    let Some((_, v1_ops)) = stored.next() else {
+        return r;
+    };
+    let mut state = State::new();
+    if apply_ops_mut(&mut state, &v1_ops).is_err() {
+        return r;
+    }
+    let mut state = Rc::new(state);
+    r.versions.push(Stored::new(1, v1_ops, Some(state.clone())));
+    let snapshot = snapshot.filter(|(id, _)| *id > 1 && *id <= contiguous as u64);
+    if let Some((sid, snap)) = snapshot {
+        // Versions 2..=sid are trusted: the store wrote the snapshot after replaying them.
+        state = Rc::new(snap);
+        for (id, ops) in stored.by_ref().take(sid as usize - 1) {
+            let at = (id == sid).then(|| state.clone());
+            r.versions.push(Stored::new(id, ops, at));
+        }
+    }
+    let mut state = Rc::unwrap_or_clone(state);
+    for (id, ops) in stored {
+        if apply_ops_mut(&mut state, &ops).is_err() {
+            break;
+        }
+        let at = r.is_slot(id).then(|| Rc::new(state.clone()));
+        r.versions.push(Stored::new(id, ops, at));
+    }
+    let state = Rc::new(state);
+    r.last = state.clone();
+    r.cur = state;
+    r
+}
+
 /// Combines the files' entries (already in `core.entries`, version 1 after boot) with the stored
-/// history `(version, ops)` in version order, stored version 1 holding creates of every entry.
+/// history (see `replay`).
 ///
 /// Decision: the files are the source of truth for version 1. If they still equal stored
 /// version 1, the stored history is replayed and the node resumes at its latest version (dynamic
 /// changes survive restarts). If the files were edited, the files win: the history is kept and a
 /// new version (= the files) is appended. A stored history that does not replay (corrupt, or a
 /// gap) is cut at the first bad version.
-pub(crate) fn restore(core: &mut Core, stored: Vec<(u64, Vec<Op>)>) -> Restored {
-    let files = core.entries.clone();
-    let mut replay = Registry::default();
-    for (id, ops) in stored {
-        if id != replay.current_id() + 1 {
-            break;
-        }
-        let base = replay.current_state();
-        let Ok(next) = apply_ops(&base, &ops) else {
-            break;
-        };
-        replay.push(ops, next);
-    }
-    if replay.versions.is_empty() {
+pub(crate) fn restore(
+    core: &mut Core,
+    stored: Vec<(u64, Vec<Op>)>,
+    snapshot: Option<(u64, State)>,
+) -> Restored {
+    let replay = replay(stored, snapshot, core.registry.every);
+    let Some(v1) = replay.versions.first().and_then(|v| v.snap.get()).cloned() else {
         return Restored::Fresh;
-    }
-    let v1 = replay.versions[0].state.clone();
+    };
+    let files = &core.entries;
     let same = v1.len() == files.len()
         && v1
             .iter()
             .zip(files.iter())
             .all(|((a, ea), (b, eb))| a == b && same_entry(ea, eb));
-    let last = replay.current_state();
+    let last = replay.last.clone();
     let boot_state = core.registry.current_state();
-    core.registry.versions = replay.versions;
+    let r = &mut core.registry;
+    r.versions = replay.versions;
+    r.last = last.clone();
+    r.cur = last.clone();
+    r.head = None;
     if same {
         let ops = delta(&boot_state, &last);
         if !ops.is_empty() {
-            go_live(core, &ops);
+            go_live(core, &boot_state, &ops);
         }
         Restored::Resumed
     } else {
+        let files = core.entries.clone();
         let ops = delta(&last, &files);
         let ops = if ops.is_empty() {
             files.values().map(|e| Op::Create((**e).clone())).collect()

@@ -171,6 +171,7 @@ impl weft_engine::node::RegistryHistory for World {
         Ok(Some(weft_engine::node::StoredHistory {
             versions: store.load()?,
             head: store.head()?,
+            snapshot: store.snapshot()?,
         }))
     }
 

@@ -66,7 +66,7 @@ fn write(core: &mut Core, caller: u64, cmd: Command) -> Reply {
             Err(e) => Reply::err(e),
         },
         Command::RegistryMove { version } => {
-            if core.registry.version(version).is_none() {
+            if !core.registry.has_version(version) {
                 return Reply::err(ErrorValue::new(
                     kind::NOT_FOUND,
                     format!("version not found: {version}"),
