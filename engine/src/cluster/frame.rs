@@ -189,6 +189,17 @@ pub enum Frame {
         name: String,
         owner: Pid,
     },
+    /// `from` asks `to` to stop (`process.cancel`); `to` sees a `pid.cancel` event.
+    Cancel {
+        from: Pid,
+        to: Pid,
+        reason: String,
+    },
+    /// `from` ends `to` at once (`process.terminate`).
+    Terminate {
+        from: Pid,
+        to: Pid,
+    },
 }
 
 /// The kind byte of each frame.
@@ -205,6 +216,8 @@ pub mod kind {
     pub const LINK_DOWN: u8 = 10;
     pub const NAME_CLAIM: u8 = 11;
     pub const NAME_RELEASE: u8 = 12;
+    pub const CANCEL: u8 = 13;
+    pub const TERMINATE: u8 = 14;
 }
 
 impl Frame {
@@ -222,6 +235,8 @@ impl Frame {
             Frame::LinkDown { .. } => kind::LINK_DOWN,
             Frame::NameClaim(_) => kind::NAME_CLAIM,
             Frame::NameRelease { .. } => kind::NAME_RELEASE,
+            Frame::Cancel { .. } => kind::CANCEL,
+            Frame::Terminate { .. } => kind::TERMINATE,
         }
     }
 
@@ -295,9 +310,16 @@ impl Frame {
                 w.pid(watcher);
                 w.pid(target);
             }
-            Frame::Link { from, to } | Frame::Unlink { from, to } => {
+            Frame::Link { from, to }
+            | Frame::Unlink { from, to }
+            | Frame::Terminate { from, to } => {
                 w.pid(from);
                 w.pid(to);
+            }
+            Frame::Cancel { from, to, reason } => {
+                w.pid(from);
+                w.pid(to);
+                w.str(reason);
             }
             Frame::Exit { from, to, result } | Frame::LinkDown { from, to, result } => {
                 w.pid(from);
@@ -478,6 +500,15 @@ impl Frame {
                 name: r.str("name_release.name")?,
                 owner: r.pid("name_release.owner")?,
             },
+            kind::CANCEL => Frame::Cancel {
+                from: r.pid("cancel.from")?,
+                to: r.pid("cancel.to")?,
+                reason: r.str("cancel.reason")?,
+            },
+            kind::TERMINATE => Frame::Terminate {
+                from: r.pid("terminate.from")?,
+                to: r.pid("terminate.to")?,
+            },
             _ => unreachable!("kind_name accepted only the kinds above"),
         };
         match r.0.remaining() {
@@ -504,6 +535,8 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::LINK_DOWN => "link_down",
         kind::NAME_CLAIM => "name_claim",
         kind::NAME_RELEASE => "name_release",
+        kind::CANCEL => "cancel",
+        kind::TERMINATE => "terminate",
         _ => return None,
     })
 }

@@ -158,6 +158,12 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             })
         ),
         (arb_text(), arb_pid()).prop_map(|(name, owner)| Frame::NameRelease { name, owner }),
+        (arb_pid(), arb_pid(), prop::option::of(arb_text())).prop_map(|(from, to, reason)| {
+            match reason {
+                Some(reason) => Frame::Cancel { from, to, reason },
+                None => Frame::Terminate { from, to },
+            }
+        }),
     ]
 }
 
@@ -199,7 +205,7 @@ proptest! {
     }
 
     #[test]
-    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), k in 0u8..14) {
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), k in 0u8..17) {
         let _ = Frame::decode(&bytes);
         // The same garbage behind a valid envelope reaches the body decoders.
         let mut framed = MAGIC.to_vec();

@@ -386,3 +386,45 @@ fn same_seed_same_run() {
     let (_, wire_c) = run(8);
     assert_ne!(wire_a, wire_c, "the seed drives probe targets and gossip");
 }
+
+/// Real datagrams of a settled cluster, each with one byte changed or cut short, never panic
+/// a member; what it refuses is counted.
+mod garbled {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn captured() -> Wire {
+        let mut net = three(11);
+        net.run_until(net.now + 3 * SEC);
+        net.wire
+    }
+
+    proptest! {
+        #[test]
+        fn garbled_datagrams_never_panic(
+            pick in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let wire = captured();
+            let (_, _, to, bytes) = &wire[pick.index(wire.len())];
+            let mut bytes = bytes.clone();
+            let i = at.index(bytes.len());
+            if cut {
+                bytes.truncate(i);
+            } else {
+                bytes[i] = byte;
+            }
+            let mut net = three(11);
+            net.run_until(net.now + 3 * SEC);
+            let m = net.members.get_mut(to).unwrap();
+            let before = m.stats().rejected;
+            match m.handle_datagram(net.now, &bytes) {
+                Ok(()) => prop_assert_eq!(m.stats().rejected, before),
+                Err(MembershipError::Rejected(_)) => prop_assert_eq!(m.stats().rejected, before + 1),
+                Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+        }
+    }
+}
