@@ -1223,3 +1223,26 @@ pub fn engine_ops(data: &[u8]) {
         "engine_ops: CANCEL never delivered"
     );
 }
+
+// ---- frame -------------------------------------------------------------------------------------
+
+/// Relay frames from another node: `decode` must not panic on any bytes; whatever it accepts
+/// must encode back to exactly the same bytes (one frame, one encoding), and no strict prefix
+/// of an accepted frame may decode.
+pub fn frame(data: &[u8]) {
+    use crate::cluster::frame::Frame;
+    let Ok(f) = Frame::decode(data) else {
+        return;
+    };
+    let again = f
+        .encode()
+        .unwrap_or_else(|e| panic!("decoded {} frame does not encode: {e}", f.name()));
+    assert_eq!(again, data, "{} frame re-encodes differently", f.name());
+    for cut in [0, data.len() / 2, data.len() - 1] {
+        assert!(
+            Frame::decode(&data[..cut]).is_err(),
+            "a {} frame cut to {cut} bytes decoded",
+            f.name()
+        );
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod boot;
 mod calls;
+pub mod cluster;
 pub mod command;
 mod core;
 pub mod drive;

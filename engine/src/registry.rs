@@ -603,104 +603,13 @@ pub fn entry_from_value(v: &Value) -> Result<Entry, String> {
     })
 }
 
-/// Exact byte encoding of a `Value` (ints and floats, byte strings and array/map parts kept).
+/// Exact byte encoding of a `Value` (the shared codec, `value::codec`).
 pub fn encode(v: &Value, out: &mut Vec<u8>) {
-    fn bytes(b: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-        out.extend_from_slice(b);
-    }
-    match v {
-        Value::Nil => out.push(0),
-        Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
-        Value::Int(i) => {
-            out.push(2);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Value::Float(f) => {
-            out.push(3);
-            out.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-        Value::Str(s) => {
-            out.push(4);
-            bytes(s, out);
-        }
-        Value::Table(t) => {
-            out.push(5);
-            out.extend_from_slice(&(t.array.len() as u64).to_le_bytes());
-            for x in &t.array {
-                encode(x, out);
-            }
-            out.extend_from_slice(&(t.map.len() as u64).to_le_bytes());
-            for (k, x) in &t.map {
-                encode(k, out);
-                encode(x, out);
-            }
-        }
-        Value::Error(e) => {
-            out.push(6);
-            bytes(e.kind.as_str().as_bytes(), out);
-            bytes(e.message.as_bytes(), out);
-        }
-    }
+    crate::value::codec::encode(v, out)
 }
 
 pub fn decode(b: &[u8]) -> Result<Value, String> {
-    fn u64_at(b: &[u8], pos: &mut usize) -> Result<u64, String> {
-        let s = b.get(*pos..*pos + 8).ok_or("truncated")?;
-        *pos += 8;
-        Ok(u64::from_le_bytes(s.try_into().expect("8 bytes")))
-    }
-    fn bytes<'a>(b: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
-        let n = u64_at(b, pos)? as usize;
-        let s = b
-            .get(*pos..pos.checked_add(n).ok_or("bad length")?)
-            .ok_or("truncated")?;
-        *pos += n;
-        Ok(s)
-    }
-    fn go(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, String> {
-        if depth > 200 {
-            return Err("too deep".into());
-        }
-        let tag = *b.get(*pos).ok_or("truncated")?;
-        *pos += 1;
-        Ok(match tag {
-            0 => Value::Nil,
-            1 => {
-                let x = *b.get(*pos).ok_or("truncated")?;
-                *pos += 1;
-                Value::Bool(x != 0)
-            }
-            2 => Value::Int(u64_at(b, pos)? as i64),
-            3 => Value::Float(f64::from_bits(u64_at(b, pos)?)),
-            4 => Value::Str(bytes(b, pos)?.to_vec()),
-            5 => {
-                let mut t = Table::default();
-                let n = u64_at(b, pos)?;
-                for _ in 0..n {
-                    t.array.push(go(b, pos, depth + 1)?);
-                }
-                let n = u64_at(b, pos)?;
-                for _ in 0..n {
-                    let k = go(b, pos, depth + 1)?;
-                    t.map.push((k, go(b, pos, depth + 1)?));
-                }
-                Value::table(t)
-            }
-            6 => {
-                let k = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
-                let m = String::from_utf8_lossy(bytes(b, pos)?).into_owned();
-                Value::error(ErrorValue::new(k, m))
-            }
-            t => return Err(format!("bad tag {t}")),
-        })
-    }
-    let mut pos = 0;
-    let v = go(b, &mut pos, 0)?;
-    if pos != b.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(v)
+    crate::value::codec::decode(b).map_err(|e| e.to_string())
 }
 
 // ---- the live node: applies, completions, effects ------------------------------------------------

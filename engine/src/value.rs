@@ -1,6 +1,8 @@
 //! Owned values that cross process boundaries: message payloads, spawn arguments, results.
 //! A `Value` never points into a Lua heap; converting to and from Lua lives in `lua::convert`.
 
+pub mod codec;
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -44,3 +44,8 @@ fn lua_source_corpus() {
 fn engine_ops_corpus() {
     replay("engine_ops", weft_engine::fuzzing::engine_ops);
 }
+
+#[test]
+fn frame_corpus() {
+    replay("frame", weft_engine::fuzzing::frame);
+}
