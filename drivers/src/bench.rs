@@ -608,6 +608,23 @@ pub fn bench(a: BenchArgs) -> i32 {
             "x_real_time",
         );
     }
+    if want("idle_bytes") {
+        let n = scaled(100_000.0);
+        let mut node = lua_node();
+        run_to_idle(&mut node);
+        let before = rss_bytes().unwrap_or(0);
+        node.spawn("bench:parker", "bench:host", vec![Value::Int(n)], false)
+            .expect("spawn");
+        run_to_idle(&mut node);
+        let after = rss_bytes().unwrap_or(0);
+        let alive = node.process_count() as f64;
+        emit(
+            "weft_lua_idle_process",
+            (after.saturating_sub(before)) as f64 / alive.max(1.0),
+            "bytes/process",
+        );
+    }
+    // Last: its large allocations would skew the RSS the idle-process figure measures.
     if want("registry") {
         let versions = scaled(10_000.0).max(3) as u64;
         let empty = TempProject::new("registry-empty");
@@ -640,22 +657,6 @@ pub fn bench(a: BenchArgs) -> i32 {
             "weft_registry_commits_10k_small_state",
             n as f64 / secs,
             "commits/s",
-        );
-    }
-    if want("idle_bytes") {
-        let n = scaled(100_000.0);
-        let mut node = lua_node();
-        run_to_idle(&mut node);
-        let before = rss_bytes().unwrap_or(0);
-        node.spawn("bench:parker", "bench:host", vec![Value::Int(n)], false)
-            .expect("spawn");
-        run_to_idle(&mut node);
-        let after = rss_bytes().unwrap_or(0);
-        let alive = node.process_count() as f64;
-        emit(
-            "weft_lua_idle_process",
-            (after.saturating_sub(before)) as f64 / alive.max(1.0),
-            "bytes/process",
         );
     }
     0
