@@ -230,6 +230,15 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
     r.exit_code.unwrap_or(0)
 }
 
+/// What a swarm seed runs with: its fault mix and its delivery delay, drawn from the seed.
+fn swarm_draw(seed: u64) -> (Faults, u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let faults = Faults::draw(&mut rng);
+    let pick = rand_core::RngCore::next_u64(&mut rng) as usize;
+    let delay = weft_sim::SWARM_DELAYS_NS[pick % weft_sim::SWARM_DELAYS_NS.len()];
+    (faults, delay)
+}
+
 fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     let total = seeds.len();
     let mut failures: Vec<(u64, String, SimConfig)> = Vec::new();
@@ -241,11 +250,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         let mut cfg = p.base.clone();
         cfg.seed = seed;
         if swarm {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            cfg.faults = Faults::draw(&mut rng);
-            let pick = rand_core::RngCore::next_u64(&mut rng) as usize;
-            cfg.delivery_delay_ns =
-                weft_sim::SWARM_DELAYS_NS[pick % weft_sim::SWARM_DELAYS_NS.len()];
+            (cfg.faults, cfg.delivery_delay_ns) = swarm_draw(seed);
         }
         let r = match weft_sim::run(&p.entries, &cfg) {
             Ok(r) => r,
@@ -385,4 +390,18 @@ pub fn reexec_without_aslr() {
         .env(MARK, "1")
         .exec();
     eprintln!("weft sim: could not re-exec without ASLR ({err}); continuing");
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    #[test]
+    fn a_swarm_seeds_delay_and_faults_read_back_from_its_replay_line() {
+        for seed in 0..300u64 {
+            let (faults, delay) = swarm_draw(seed);
+            assert_eq!(Faults::parse(&faults.describe()).unwrap(), faults);
+            assert_eq!(duration(&fmt_ns(delay), "--delay").unwrap(), delay);
+        }
+    }
 }
