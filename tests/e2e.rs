@@ -737,3 +737,52 @@ fn sim_sweeps_fail_on_exit_codes_deadlocks_and_dead_services_with_replay_lines()
     r.assert_stdout_has("failed for good");
     r.assert_stdout_has("--liveness 1m");
 }
+
+#[test]
+fn malformed_definitions_fail_boot_naming_file_line_and_field() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "modules",
+            "namespace: app\nentries:\n  - name: cli\n    kind: process.lua\n    source: \"return {}\"\n    modules: 5\n".into(),
+            "src/_index.yaml:6: entry 'app:cli': 'modules' must be a list of module names",
+        ),
+        (
+            "method",
+            "namespace: app\nentries:\n  - name: cli\n    kind: process.lua\n    source: \"return {}\"\n    method: 7\n".into(),
+            "src/_index.yaml:6: entry 'app:cli': 'method' must be the name of a function",
+        ),
+        ("empty", String::new(), "src/_index.yaml:1: missing required field 'namespace'"),
+        (
+            "no-namespace",
+            "version: \"1.0\"\nentries:\n  - name: cli\n    kind: process.lua\n".into(),
+            "src/_index.yaml:1: missing required field 'namespace'",
+        ),
+        (
+            "huge",
+            format!(
+                "namespace: app\nentries:\n  - name: x\n    kind: registry.entry\n    big: [{}]\n",
+                vec!["1"; 260_000].join(",")
+            ),
+            "too large for the YAML reader: too many nodes (more than 250000)",
+        ),
+    ];
+    for (tag, text, want) in cases {
+        let dir = TempDir::new(tag);
+        dir.write("src/_index.yaml", &text);
+        let r = weft(&["run", "-C", dir.s(), "-x", "app:cli"], "");
+        r.assert_clean_failure();
+        r.assert_stderr_has(want);
+        assert!(
+            !r.stderr.contains("budget breached") && !r.stderr.contains(" { "),
+            "Rust debug text leaked to the user ({tag})\n{}",
+            r.dump()
+        );
+        let c = weft(&["check", "-C", dir.s()], "");
+        c.assert_code(1);
+        assert!(
+            c.stdout.contains(want) || c.stderr.contains(want),
+            "weft check ({tag})\n{}",
+            c.dump()
+        );
+    }
+}

@@ -271,6 +271,17 @@ pub fn parse_file(
 ) -> Result<Vec<Entry>, EntryError> {
     let doc = parse_document(path, text)?;
     let Some(doc) = doc else {
+        // An index file exists to declare entries: an empty one is a mistake worth naming.
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if matches!(name, "_index.yaml" | "_index.yml") {
+            return Err(EntryError {
+                file: path.to_string(),
+                line: Some(1),
+                column: None,
+                entry: None,
+                problem: EntryProblem::MissingField("namespace".into()),
+            });
+        }
         return Ok(Vec::new());
     };
     let mut cx = FileCx {
@@ -565,6 +576,33 @@ fn yaml_message(s: &str) -> String {
     if msg.contains("budget breached: Depth") {
         return format!("nested deeper than {MAX_DEPTH} levels");
     }
+    if let Some(rest) = msg.split("budget breached: ").nth(1) {
+        // The reader's safety limits, said as a user would: what is too big and what to do.
+        let what = rest
+            .split([' ', '{'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let inside = rest
+            .split('{')
+            .nth(1)
+            .and_then(|r| r.split('}').next())
+            .unwrap_or("");
+        let count: String = inside.chars().filter(|c| c.is_ascii_digit()).collect();
+        let over = count
+            .parse::<u64>()
+            .map(|n| format!(" (more than {})", n.saturating_sub(1)))
+            .unwrap_or_default();
+        return match what.as_str() {
+            "aliases" | "anchors" => format!(
+                "too many YAML {what}{over}: the file may be an alias bomb; write the values out"
+            ),
+            _ => format!(
+                "the file is too large for the YAML reader: too many {what}{over}; split it into \
+                 smaller files or move bulk data into a file:// reference"
+            ),
+        };
+    }
     if let Some(i) = msg.rfind(" at line ") {
         if msg[i + 9..]
             .chars()
@@ -629,9 +667,29 @@ impl FileCx<'_> {
     }
 
     fn entries(&mut self, doc: Node) -> Result<Vec<Entry>, EntryError> {
+        // A file that declares entries must say their namespace; other YAML (data, config)
+        // without one is not a definition file and is left alone.
+        let declares =
+            doc.get("entries").is_some() || doc.get("name").is_some() || doc.get("kind").is_some();
+        let missing = || EntryProblem::MissingField("namespace".into());
         let namespace = match doc.get("namespace") {
+            None if declares => return Err(self.err(Some(&doc), None, missing())),
             None => return Ok(Vec::new()),
             Some(n) => match &n.kind {
+                NodeKind::Nil if declares => {
+                    return Err(self.err(
+                        Some(n),
+                        None,
+                        EntryProblem::EmptyField("namespace".into()),
+                    ))
+                }
+                NodeKind::Str(s) if declares && s.trim().is_empty() => {
+                    return Err(self.err(
+                        Some(n),
+                        None,
+                        EntryProblem::EmptyField("namespace".into()),
+                    ))
+                }
                 NodeKind::Nil => return Ok(Vec::new()),
                 NodeKind::Str(s) if s.is_empty() => return Ok(Vec::new()),
                 NodeKind::Str(s) => s.clone(),
@@ -722,17 +780,63 @@ impl FileCx<'_> {
             }
         };
 
+        let kind: EntryKind = kind.into();
+        if kind.is_lua() {
+            self.check_lua_fields(node, explicit, &id)?;
+        }
         Ok(Entry {
             id,
             namespace: namespace.to_string(),
             name,
-            kind: kind.into(),
+            kind,
             meta,
             data,
             file: self.path.to_string(),
             line,
             source_file,
         })
+    }
+
+    /// `modules:` must list module names and `method:` must name a function: anything else
+    /// would only fail later, at run time, far from the line that is wrong.
+    fn check_lua_fields(
+        &self,
+        node: &Node,
+        data: Option<&Node>,
+        id: &str,
+    ) -> Result<(), EntryError> {
+        let field = |k: &str| data.and_then(|d| d.get(k)).or_else(|| node.get(k));
+        if let Some(m) = field("modules") {
+            match &m.kind {
+                NodeKind::Nil => {}
+                NodeKind::Seq(items) => {
+                    for it in items {
+                        if !matches!(it.kind, NodeKind::Str(_)) {
+                            return Err(self.wrong_type(
+                                it,
+                                Some(id),
+                                "each of 'modules'",
+                                "a module name (e.g. io, time, sql)",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self.wrong_type(
+                        m,
+                        Some(id),
+                        "'modules'",
+                        "a list of module names (e.g. [io, time])",
+                    ))
+                }
+            }
+        }
+        if let Some(m) = field("method") {
+            if !matches!(m.kind, NodeKind::Str(_) | NodeKind::Nil) {
+                return Err(self.wrong_type(m, Some(id), "'method'", "the name of a function"));
+            }
+        }
+        Ok(())
     }
 
     fn required_str(
@@ -1239,17 +1343,77 @@ entries:
     }
 
     #[test]
+    fn modules_and_method_of_lua_entries_are_type_checked() {
+        let lua = |extra: &str| {
+            format!("namespace: app\nentries:\n  - name: cli\n    kind: process.lua\n    source: \"return {{}}\"\n{extra}")
+        };
+        let e = parse("src/_index.yaml", &lua("    modules: 5\n")).unwrap_err();
+        assert_eq!((e.line, e.entry.as_deref()), (Some(6), Some("app:cli")));
+        assert!(
+            e.to_string()
+                .contains("'modules' must be a list of module names"),
+            "{e}"
+        );
+        let e = parse("src/_index.yaml", &lua("    modules: [io, 3]\n")).unwrap_err();
+        assert!(e.to_string().contains("module name"), "{e}");
+        let e = parse("src/_index.yaml", &lua("    method: 7\n")).unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert!(
+            e.to_string()
+                .contains("'method' must be the name of a function"),
+            "{e}"
+        );
+        assert!(parse(
+            "src/_index.yaml",
+            &lua("    modules: [io]\n    method: main\n")
+        )
+        .is_ok());
+        // Other kinds keep their fields as data.
+        assert!(parse(
+            "src/a.yaml",
+            "namespace: n\nentries:\n  - name: x\n    kind: registry.entry\n    modules: 5\n"
+        )
+        .is_ok());
+        let e = parse("src/_index.yaml", "").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("src/_index.yaml", Some(1)));
+        assert!(parse("src/other.yaml", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn yaml_limits_read_as_sentences() {
+        let m = yaml_message("budget breached: Nodes { nodes: 250001 }");
+        assert_eq!(
+            m,
+            "the file is too large for the YAML reader: too many nodes (more than 250000); \
+             split it into smaller files or move bulk data into a file:// reference"
+        );
+        assert!(!m.contains('{'));
+        assert!(yaml_message("budget breached: Aliases { aliases: 1001 }").contains("alias bomb"));
+    }
+
+    #[test]
     fn files_without_namespace_are_ignored() {
         for text in [
             "",
             "# just a comment\n",
-            "name: a\nkind: k\n",
-            "namespace: \"\"\nentries: [1]\n",
             "- 1\n- 2\n",
             "plain",
             "namespace: ~\n",
+            "title: settings\nport: 80\n",
         ] {
             assert_eq!(parse("src/other.yaml", text).unwrap(), vec![], "{text:?}");
+        }
+        // Entries without a namespace are an error naming the field, not silently dropped.
+        for text in [
+            "name: a\nkind: k\n",
+            "version: \"1.0\"\nentries:\n  - name: a\n    kind: k\n",
+            "namespace: \"\"\nentries: [1]\n",
+            "namespace: ~\nentries: []\n",
+        ] {
+            let e = parse("src/other.yaml", text).unwrap_err();
+            assert_eq!(e.file, "src/other.yaml");
+            assert!(e.line.is_some(), "{text:?}: {e}");
+            assert!(e.to_string().contains("namespace"), "{text:?}: {e}");
         }
         assert_eq!(parse("src/ns.yaml", "namespace: n\n").unwrap(), vec![]);
         assert_eq!(
