@@ -786,3 +786,38 @@ fn malformed_definitions_fail_boot_naming_file_line_and_field() {
         );
     }
 }
+
+#[test]
+fn symlinks_cannot_reach_outside_the_project_or_loop() {
+    use std::os::unix::fs::symlink;
+    let app = "namespace: app\nentries:\n  - name: t\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n  - name: cli\n    kind: process.lua\n    source: file://evil.lua\n    method: main\n";
+    let outside = TempDir::new("outside");
+    let secret = outside.write("secret.lua", "return { main = function() return 42 end }");
+    // A source that is a link to a file outside the project.
+    let dir = TempDir::new("evil-link");
+    dir.write("src/_index.yaml", app);
+    symlink(&secret, dir.path().join("src/evil.lua")).unwrap();
+    let r = weft(&["run", "-C", dir.s(), "-x", "app:cli"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("leads outside the project");
+    // Folder links: a loop, and a link to the root of the filesystem; both end at once.
+    for (tag, target) in [("loop", "."), ("root", "/")] {
+        let dir = TempDir::new(tag);
+        dir.write("src/_index.yaml", "namespace: app\nentries: []\n");
+        std::fs::create_dir_all(dir.path().join("src/d")).unwrap();
+        symlink(target, dir.path().join("src/d/p")).unwrap();
+        let r = weft(&["run", "-C", dir.s(), "-x", "app:cli"], "");
+        r.assert_clean_failure();
+        assert!(
+            r.elapsed < std::time::Duration::from_secs(5),
+            "{tag}: took {:?}",
+            r.elapsed
+        );
+        let want = if tag == "loop" {
+            "symlink loop"
+        } else {
+            "leads outside the project"
+        };
+        r.assert_stderr_has(want);
+    }
+}

@@ -97,7 +97,32 @@ fn skipped_dirs() -> Vec<String> {
     dirs
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+/// Collects definition files under `dir`. Folders are followed by their real path: one that
+/// leads outside the project (a link to `/`) or back to a folder already walked (a link loop)
+/// is an error naming it, so a walk always ends.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    seen: &mut std::collections::BTreeSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    let real = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !real.starts_with(root) {
+        return Err(format!(
+            "{} leads outside the project (to {}); definitions must live inside it (a symlink?)",
+            dir.display(),
+            real.display()
+        ));
+    }
+    if !seen.insert(real.clone()) {
+        return Err(format!(
+            "{} leads back to {}, which was already read (a symlink loop)",
+            dir.display(),
+            real.display()
+        ));
+    }
     let mut items: Vec<_> = fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -108,7 +133,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if p.is_dir() {
             if !skip_dir(name) {
-                walk(&p, out)?;
+                walk(root, &p, seen, out)?;
             }
         } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
             out.push(p);
@@ -122,7 +147,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 pub fn parse_all(root: &Path) -> Result<(Vec<Entry>, Vec<EntryError>), String> {
     let src = source_dir(root)?;
     let mut files = Vec::new();
-    walk(&src, &mut files)?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    walk(&real_root, &src, &mut Default::default(), &mut files)?;
 
     let mut all = Vec::new();
     let mut errors = Vec::new();
@@ -151,7 +179,18 @@ pub fn parse_all(root: &Path) -> Result<(Vec<Entry>, Vec<EntryError>), String> {
         };
         let mut resolve = |p: &str| -> Result<String, String> {
             let full = root.join(p);
-            fs::read_to_string(&full).map_err(|e| format!("cannot read {p}: {e}"))
+            // The reference's text stays inside the project (the parser checks that); its
+            // real path must too, or a symlink would read any file on the machine.
+            let real = full
+                .canonicalize()
+                .map_err(|e| format!("cannot read {p}: {e}"))?;
+            if !real.starts_with(&real_root) {
+                return Err(format!(
+                    "{p} leads outside the project (to {}); sources must live inside it",
+                    real.display()
+                ));
+            }
+            fs::read_to_string(&real).map_err(|e| format!("cannot read {p}: {e}"))
         };
         match entries::parse_file(&rel, &text, "", &mut resolve) {
             Ok(entries) => all.extend(entries),
