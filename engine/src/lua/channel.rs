@@ -60,9 +60,18 @@ fn do_select(
         });
     }
     let plain_send = kind == WaitKind::Send;
+    // Outside a coroutine the process runs, only a select that need not wait can go ahead.
+    let can_park = super::lua_process::parkable(lua, &st.borrow());
     let mut s = st.borrow_mut();
     let task = s.current_task;
-    match s.tasks.select(task, core_cases, has_default, plain_send) {
+    match s
+        .tasks
+        .select(task, core_cases, has_default || !can_park, plain_send)
+    {
+        Selected::Default if !has_default => {
+            drop(s);
+            Err(super::lua_process::ensure_parkable(lua, &st.borrow()).unwrap_err())
+        }
         Selected::Closed => Err(mlua::Error::runtime("send on closed channel")),
         Selected::Default => {
             let t = lua.create_table()?;

@@ -655,8 +655,30 @@ pub fn await_tag(lua: &Lua, tag: u64) -> mlua::Result<(LV, LV)> {
 /// Parks the current coroutine until `chan` yields one item, resumed as `kind`.
 pub fn park_recv(lua: &Lua, chan: ChanRef, kind: WaitKind) -> mlua::Result<LV> {
     let st = current(lua)?;
+    ensure_parkable(lua, &st.borrow())?;
     st.borrow_mut().park_on(chan, kind);
     Ok(super::park_value())
+}
+
+/// The process's scheduler can park only the coroutines it runs (the main one and those of
+/// `coroutine.spawn`). A coroutine the user made with `coroutine.create`/`wrap` and resumes
+/// by hand would carry the park to its resumer instead: a clear error beats a wrong wake-up.
+pub fn parkable(lua: &Lua, st: &ProcState) -> bool {
+    match st.tasks.slots.get(st.current_task) {
+        Some(Some(task)) => task.thread == lua.current_thread(),
+        _ => false,
+    }
+}
+
+pub fn ensure_parkable(lua: &Lua, st: &ProcState) -> mlua::Result<()> {
+    if parkable(lua, st) {
+        return Ok(());
+    }
+    Err(mlua::Error::runtime(
+        "cannot wait inside a coroutine made by coroutine.create or coroutine.wrap \
+         (sleeps, receives, calls and queries park the process's own coroutines): \
+         use coroutine.spawn, or wait outside it",
+    ))
 }
 
 pub fn new_private_chan() -> ChanRef {

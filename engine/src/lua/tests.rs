@@ -229,3 +229,35 @@ fn errors_remember_where_they_were_made() {
     assert!(out.contains("stack\ttrue\t3\tinner"), "{out}");
     assert!(out.contains("plain\tnil"), "{out}");
 }
+
+#[test]
+fn waiting_inside_a_plain_coroutine_is_a_clear_error_and_timers_keep_their_time() {
+    let main = r#"
+        local io = require("io")
+        local time = require("time")
+        return { main = function()
+            local ok, err = pcall(coroutine.wrap(function() time.sleep("1s") end))
+            io.print("sleep", ok, string.find(tostring(err), "coroutine.spawn", 1, true) ~= nil)
+            local co = coroutine.create(function()
+                local inbox = process.inbox()
+                return inbox:receive()
+            end)
+            local ok2, err2 = coroutine.resume(co)
+            io.print("receive", ok2, string.find(tostring(err2), "cannot wait", 1, true) ~= nil)
+            -- A select that need not wait still works there.
+            local ch = channel.new(1)
+            ch:send(5)
+            local got = coroutine.wrap(function() return ch:receive() end)()
+            io.print("ready", got)
+            local t0 = time.now()
+            time.sleep("1s")
+            io.print("slept", time.now():sub(t0):seconds() >= 1)
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sleep\tfalse\ttrue"), "{out}");
+    assert!(out.contains("receive\tfalse\ttrue"), "{out}");
+    assert!(out.contains("ready\t5"), "{out}");
+    assert!(out.contains("slept\ttrue"), "{out}");
+}
