@@ -821,3 +821,30 @@ fn symlinks_cannot_reach_outside_the_project_or_loop() {
         r.assert_stderr_has(want);
     }
 }
+
+#[test]
+fn spawning_past_the_process_limit_is_an_error_value_and_the_node_keeps_running() {
+    let dir = TempDir::new("limit");
+    dir.write(
+        "src/_index.yaml",
+        "namespace: app\nentries:\n  - name: t\n    kind: terminal.host\n    lifecycle:\n      auto_start: true\n  - name: procs\n    kind: process.host\n    lifecycle:\n      auto_start: true\n  - name: idle\n    kind: process.lua\n    source: \"return { main = function() process.inbox():receive() end }\"\n    method: main\n  - name: cli\n    kind: process.lua\n    modules: [io]\n    method: main\n    source: |\n      local io = require(\"io\")\n      return { main = function()\n        local n = 0\n        while true do\n          local pid, err = process.spawn(\"app:idle\", \"app:procs\")\n          if not pid then\n            io.print(\"spawned \" .. n .. \": \" .. tostring(err))\n            return 0\n          end\n          n = n + 1\n        end\n      end }\n",
+    );
+    let run = |limit: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", "-C", dir.s(), "-x", "app:cli"])
+            .env("WEFT_MAX_PROCESSES", limit)
+            .output()
+            .expect("run weft")
+    };
+    let out = run("50");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // The terminal process is one of the 50.
+    assert!(
+        stdout.contains("spawned 49: process limit reached: 50 live processes"),
+        "{stdout}"
+    );
+    let bad = run("lots");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("WEFT_MAX_PROCESSES=lots"));
+}

@@ -282,6 +282,10 @@ pub fn run(a: RunArgs) -> i32 {
         seed,
         wall_epoch_ns: wall,
         env_os: std::env::vars().collect(),
+        max_processes: match max_processes() {
+            Ok(n) => n,
+            Err(e) => return fail(e),
+        },
         ..Default::default()
     })
     .log_level(match &log_mode {
@@ -312,6 +316,21 @@ pub fn run(a: RunArgs) -> i32 {
         startup_note(&log_mode, &auto_services);
     }
     exit_code(drive(node, log_mode, world, (tx, rx)))
+}
+
+/// `WEFT_MAX_PROCESSES`: live processes the node allows (default 200,000).
+fn max_processes() -> Result<usize, String> {
+    match std::env::var("WEFT_MAX_PROCESSES") {
+        Err(_) => Ok(weft_engine::node::DEFAULT_MAX_PROCESSES),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!("WEFT_MAX_PROCESSES={v}: expected a positive whole number of processes")
+            }),
+    }
 }
 
 /// What a bare `weft run` started and how to stop it, on stderr (stdout is the app's).

@@ -123,7 +123,13 @@ pub struct NodeConfig {
     pub step_budget: u32,
     /// The OS environment the driver hands in for `env.storage.os` (empty under the simulator).
     pub env_os: Vec<(String, String)>,
+    /// Live processes the node allows at once; a spawn past it fails with an error value.
+    pub max_processes: usize,
 }
+
+/// Live processes per node by default: well below where the Luau VM runs out of room for
+/// threads (about 255k), and about 1.3 GB of idle processes.
+pub const DEFAULT_MAX_PROCESSES: usize = 200_000;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -132,6 +138,7 @@ impl Default for NodeConfig {
             wall_epoch_ns: 0,
             step_budget: 10_000,
             env_os: Vec::new(),
+            max_processes: DEFAULT_MAX_PROCESSES,
         }
     }
 }

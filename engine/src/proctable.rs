@@ -90,6 +90,15 @@ impl Core {
             return Err(err(kind::UNAVAILABLE, "node is stopping"));
         }
         let host = self.route_host(host)?;
+        if self.procs.len() >= self.cfg.max_processes {
+            return Err(err(
+                kind::UNAVAILABLE,
+                format!(
+                    "process limit reached: {} live processes (WEFT_MAX_PROCESSES changes it)",
+                    self.cfg.max_processes
+                ),
+            ));
+        }
         let entry = self
             .entries
             .get(entry_id)
