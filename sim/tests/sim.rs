@@ -41,9 +41,15 @@ fn load(app: &str) -> Vec<Entry> {
     all
 }
 
-fn echo_cfg(seed: u64) -> SimConfig {
+/// A run of `entry` on the app's terminal host `app:terminal`.
+fn exec_cfg(seed: u64, entry: &str) -> SimConfig {
     let mut c = SimConfig::new(seed);
-    c.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
+    c.exec = Some(("app:terminal".into(), entry.into(), vec![]));
+    c
+}
+
+fn echo_cfg(seed: u64) -> SimConfig {
+    let mut c = exec_cfg(seed, "app:cli");
     c.input = vec!["hello world".into(), "second line".into(), "third".into()];
     c
 }
@@ -216,9 +222,7 @@ fn planted_double_exit_is_found_within_a_bounded_sweep() {
 #[test]
 fn a_deadlocked_terminal_process_fails_the_run_naming_it() {
     let entries = load("tests/apps/stuck");
-    let mut cfg = SimConfig::new(1);
-    cfg.exec = Some(("app:terminal".into(), "app:waiter".into(), vec![]));
-    let r = run(&entries, &cfg).unwrap();
+    let r = run(&entries, &exec_cfg(1, "app:waiter")).unwrap();
     let v = r.violation.expect("a deadlock is a failure");
     assert_eq!(v.invariant, "no deadlock");
     assert!(
@@ -245,9 +249,7 @@ fn a_service_that_gives_up_fails_liveness() {
 #[test]
 fn a_failing_terminal_process_reports_its_error() {
     let entries = load("tests/apps/exitcodes");
-    let mut cfg = SimConfig::new(1);
-    cfg.exec = Some(("app:terminal".into(), "app:boom".into(), vec![]));
-    let r = run(&entries, &cfg).unwrap();
+    let r = run(&entries, &exec_cfg(1, "app:boom")).unwrap();
     assert_eq!(r.exit_code, Some(1));
     assert!(r.stderr.starts_with("error: "), "{:?}", r.stderr);
     assert!(r.violation.is_none());
@@ -259,9 +261,7 @@ fn delivery_delays_explore_interleavings_and_keep_each_senders_order() {
     let mut orders = std::collections::BTreeSet::new();
     let mut schedules = std::collections::BTreeSet::new();
     for seed in 0..40 {
-        let mut cfg = SimConfig::new(seed);
-        cfg.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
-        let r = run(&entries, &cfg).unwrap();
+        let r = run(&entries, &exec_cfg(seed, "app:cli")).unwrap();
         assert_eq!(r.exit_code, Some(0), "seed {seed}: {:?}", r.violation);
         let line = r.stdout.trim().to_string();
         let got: Vec<&str> = line.split(' ').collect();
@@ -282,8 +282,7 @@ fn delivery_delays_explore_interleavings_and_keep_each_senders_order() {
     // Without delays the same seeds all run one schedule.
     let mut plain = std::collections::BTreeSet::new();
     for seed in 0..10 {
-        let mut cfg = SimConfig::new(seed);
-        cfg.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
+        let mut cfg = exec_cfg(seed, "app:cli");
         cfg.delivery_delay_ns = 0;
         plain.insert(run(&entries, &cfg).unwrap().stdout);
     }
@@ -295,8 +294,7 @@ fn a_planted_ordering_bug_is_found_within_a_bounded_sweep() {
     // tests/apps/ordering assumes a reply arrives before the sender's EXIT.
     let entries = load("tests/apps/ordering");
     let cfg = |seed, delay| {
-        let mut c = SimConfig::new(seed);
-        c.exec = Some(("app:terminal".into(), "app:cli".into(), vec![]));
+        let mut c = exec_cfg(seed, "app:cli");
         c.delivery_delay_ns = delay;
         c
     };
