@@ -1,6 +1,7 @@
 //! A process that computes forever must not starve the rest of the node: terminal input, SQL
 //! results of another process and SIGINT are served within 100 ms of real time while four
-//! processes spin (`tests/apps/busy`). Real time, through the `weft` binary.
+//! processes spin, two of them inside a coroutine of their own (`tests/apps/busy`). Real time,
+//! through the `weft` binary.
 
 mod common;
 

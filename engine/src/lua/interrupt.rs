@@ -26,11 +26,11 @@ unsafe extern "C-unwind" fn on_interrupt(l: *mut ffi::lua_State, gc: c_int) {
     }
     let mut b = BUDGET.with(Cell::get);
     b.used = b.used.saturating_add(1);
-    // Only the coroutine the scheduler resumed may be preempted: yielding a user's nested
-    // coroutine would surface in user code as a spurious yield.
+    // Any coroutine of a step may be preempted: the one the scheduler resumed returns to it, and
+    // a user's nested coroutine returns PREEMPT to the prelude's resume, which passes it up.
+    // Outside a step (root 0) nothing is preempted.
     // SAFETY: `l` is the running thread handed to us by Luau; isyieldable only reads it.
-    let yield_now =
-        b.used >= b.limit && b.root == l as usize && unsafe { ffi::lua_isyieldable(l) } != 0;
+    let yield_now = b.used >= b.limit && b.root != 0 && unsafe { ffi::lua_isyieldable(l) } != 0;
     if yield_now {
         b.preempted = true;
     }
@@ -39,9 +39,21 @@ unsafe extern "C-unwind" fn on_interrupt(l: *mut ffi::lua_State, gc: c_int) {
         // SAFETY: the thread is yieldable (checked above) and Luau supports yielding from the
         // interrupt callback; the scheduler resumes it later with no arguments.
         unsafe {
-            ffi::lua_yield(l, 0);
+            ffi::lua_pushlightuserdata(l, preempt_ptr());
+            ffi::lua_yield(l, 1);
         }
     }
+}
+
+static PREEMPT_ADDR: u8 = 0;
+
+fn preempt_ptr() -> *mut std::ffi::c_void {
+    &PREEMPT_ADDR as *const u8 as *mut std::ffi::c_void
+}
+
+/// The value a preempted coroutine yields (its resumer passes it on up).
+pub fn preempt_value() -> mlua::Value {
+    mlua::Value::LightUserData(mlua::LightUserData(preempt_ptr()))
 }
 
 /// Installs the callback on the VM (the callbacks table is shared by all its threads).

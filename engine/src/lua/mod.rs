@@ -241,11 +241,13 @@ impl LuaRuntime {
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=weft-prelude")
-            .call((park_value(), raw, yield_fn))?;
+            .call((park_value(), raw, yield_fn, interrupt::preempt_value()))?;
         lua.set_named_registry_value("weft.chan_methods", prelude.get::<Table>("chan_methods")?)?;
         let boot: Function = prelude.get("boot")?;
 
         coroutine.raw_set("spawn", lua.create_function(lua_process::coroutine_spawn)?)?;
+        coroutine.raw_set("resume", prelude.get::<Function>("resume")?)?;
+        coroutine.raw_set("wrap", prelude.get::<Function>("wrap")?)?;
         // Wippy's dialect: `string(x)` casts, and the pattern functions take error values and
         // other objects with a string form (Wippy's tests do string.find(err, "...")).
         lua.load(STRING_COMPAT)

@@ -1,7 +1,41 @@
 -- Weft prelude: the Lua half of every blocking call. A Rust primitive either answers at once or
 -- returns PARK after registering the coroutine as waiting; PARK is then yielded to the process
 -- scheduler, which resumes the coroutine with the real results. Stateless: shared by all processes.
-local PARK, raw, yield = ...
+local PARK, raw, yield, PREEMPT = ...
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_yieldable = coroutine.isyieldable
+
+-- A coroutine the user resumes by hand is preempted like any other: the interrupt yields it
+-- with PREEMPT, and its resumer passes that on up to the process's scheduler, then resumes it
+-- where it stopped. So an endless loop inside `coroutine.wrap(f)()` cannot hold the node.
+local function after(co, ok, a, ...)
+  if ok and a == PREEMPT and co_status(co) == "suspended" then
+    -- Inside a C call (a sort comparator, say) there is nowhere to yield to: just go on.
+    if co_yieldable() then
+      yield(PREEMPT)
+    end
+    return after(co, co_resume(co))
+  end
+  return ok, a, ...
+end
+
+local function resume(co, ...)
+  return after(co, co_resume(co, ...))
+end
+
+local function unwrap(ok, ...)
+  if not ok then
+    error((...), 0)
+  end
+  return ...
+end
+
+local function wrap(f)
+  local co = co_create(f)
+  return function(...)
+    return unwrap(resume(co, ...))
+  end
+end
 
 local function park(a, ...)
   if a == PARK then
@@ -97,4 +131,6 @@ return {
   boot = boot,
   blocking = blocking,
   require = require,
+  resume = resume,
+  wrap = wrap,
 }

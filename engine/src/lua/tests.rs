@@ -261,3 +261,34 @@ fn waiting_inside_a_plain_coroutine_is_a_clear_error_and_timers_keep_their_time(
     assert!(out.contains("ready\t5"), "{out}");
     assert!(out.contains("slept\ttrue"), "{out}");
 }
+
+#[test]
+fn an_endless_loop_inside_a_users_coroutine_is_preempted() {
+    let spinner = r#"return { main = function()
+        coroutine.wrap(function() while true do end end)()
+    end }"#;
+    let counter = r#"return { main = function()
+        local co = coroutine.create(function()
+            local n = 0
+            while true do n = n + 1; if n % 1000 == 0 then coroutine.yield(n) end end
+        end)
+        while true do
+            local ok, n = coroutine.resume(co)
+            assert(ok and type(n) == "number", "a user's own yields still come back: " .. tostring(n))
+        end
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        local time = require("time")
+        return { main = function()
+            process.spawn("t:spin", "t:host")
+            process.spawn("t:count", "t:host")
+            local t0 = time.now()
+            time.sleep("5ms")
+            io.print("slept", time.now():sub(t0):seconds() >= 0.005)
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:spin", spinner), ("t:count", counter)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("slept\ttrue"), "{out}");
+}

@@ -2,8 +2,9 @@ local io = require("io")
 local sql = require("sql")
 
 local function main(): integer
-  for _ = 1, 4 do
+  for _ = 1, 2 do
     process.spawn("app:spinner", "app:workers")
+    process.spawn("app:spinner", "app:workers", "nested")
   end
   local db, err = sql.get("app:db")
   if err then
