@@ -20,6 +20,7 @@
 //! changes, not with history length × state size.
 
 use crate::command::ids;
+use crate::core::err;
 use crate::entries::{Entry, EntryKind};
 use crate::node::{Core, Level};
 use crate::pid::Pid;
@@ -131,10 +132,6 @@ impl Default for Registry {
             head: None,
         }
     }
-}
-
-fn err(k: crate::value::ErrorKind, m: impl Into<String>) -> ErrorValue {
-    ErrorValue::new(k, m)
 }
 
 /// Checks the id form `ns:name` (both parts non-empty).

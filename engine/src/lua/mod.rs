@@ -105,9 +105,8 @@ pub(crate) fn dispatch(lua: &Lua, cmd: Command) -> mlua::Result<Reply> {
     if me == 0 {
         return Err(mlua::Error::runtime("not inside a process"));
     }
-    let port = h.port.clone();
-    drop(h);
-    Ok(port.dispatch(me, cmd))
+    // Handlers run on the node and never reach back into the VM, so the borrow can stay.
+    Ok(h.port.dispatch(me, cmd))
 }
 
 /// A command whose reply is a plain result (never pending): the value, or the error raised
