@@ -544,6 +544,7 @@ impl Driver for RealDriver {
                     &[("to".into(), to_node.to_string())],
                 );
             }
+            Output::Datagram { .. } | Output::PeerUp { .. } | Output::PeerDown { .. } => {}
         }
     }
 

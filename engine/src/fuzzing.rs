@@ -884,7 +884,10 @@ impl Harness {
                 Output::Stdout(_) | Output::Stderr(_) => {
                     panic!("engine_ops: output from a non-terminal process")
                 }
-                Output::Transmit { .. } => panic!("engine_ops: a standalone node transmitted"),
+                Output::Transmit { .. }
+                | Output::Datagram { .. }
+                | Output::PeerUp { .. }
+                | Output::PeerDown { .. } => panic!("engine_ops: a standalone node transmitted"),
             }
         }
         assert!(self.m.borrow().expect_exec.is_empty());

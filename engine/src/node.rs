@@ -73,10 +73,31 @@ pub enum Output {
     },
     /// The node has stopped; the process should exit with this code.
     Exit(i32),
-    /// Bytes for another node of the cluster (relay frames). A standalone node sends none.
+    /// A relay frame for another node of the cluster, sent on this node's connection to it, in
+    /// order. With no connection open, the driver opens one to the address of the node's last
+    /// `PeerUp` and sends `Node::hello()` first on it (every new connection starts so); frames
+    /// for a node it cannot reach are dropped (the membership or `Input::NodeDown` tells the
+    /// node). A standalone node sends none.
     Transmit {
         to_node: crate::pid::NodeId,
         bytes: Vec<u8>,
+    },
+    /// A membership (SWIM) datagram for the member at `addr`: best effort, may be lost.
+    Datagram {
+        addr: String,
+        bytes: Vec<u8>,
+    },
+    /// The membership holds `node` up at `addr` (this incarnation of it): the driver may open
+    /// the relay connection now, or on the first `Transmit`.
+    PeerUp {
+        node: crate::pid::NodeId,
+        addr: String,
+        incarnation: u64,
+    },
+    /// The node is down (or restarted as a new incarnation): close connections to it; a later
+    /// `PeerUp` names where it is again.
+    PeerDown {
+        node: crate::pid::NodeId,
     },
 }
 
@@ -95,15 +116,22 @@ pub enum Input {
         result: Result<Value, ErrorValue>,
     },
     Signal(SignalKind),
-    /// Bytes another node sent (relay frames).
+    /// A relay frame another node sent. `from_node` is the node the connection belongs to as
+    /// the driver knows it; the engine trusts nothing on a connection before its `Hello` frame
+    /// (which proves the cluster secret and names the node and its incarnation).
     Frame {
         from_node: crate::pid::NodeId,
         bytes: Vec<u8>,
     },
-    /// The transport lost a node (closed connection, failed membership probe).
+    /// The transport lost a node (its connection closed or failed): the node treats it as down
+    /// until it is heard from again.
     NodeDown {
         node: crate::pid::NodeId,
         reason: String,
+    },
+    /// A membership (SWIM) datagram that arrived on this node's address.
+    Datagram {
+        bytes: Vec<u8>,
     },
 }
 
@@ -125,6 +153,23 @@ pub struct NodeConfig {
     pub env_os: Vec<(String, String)>,
     /// Live processes the node allows at once; a spawn past it fails with an error value.
     pub max_processes: usize,
+    /// This node's place in a cluster; None for a standalone node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node takes part in a cluster (`weft run --node/--listen/--join`, `cluster.*` keys).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's name: PIDs print as `{name@host|0x…}`.
+    pub node: crate::pid::NodeId,
+    /// The address peers reach this node at (`host:port`; opaque to the engine).
+    pub addr: String,
+    /// This run of the node; a restart must hand a larger one (the driver uses its start time).
+    pub incarnation: u64,
+    /// The cluster's secret key: peers with another key never join.
+    pub secret: Vec<u8>,
+    /// Addresses of members to join through (any one that answers is enough).
+    pub join: Vec<String>,
 }
 
 /// Live processes per node by default: well below where the Luau VM runs out of room for
@@ -139,6 +184,7 @@ impl Default for NodeConfig {
             step_budget: 10_000,
             env_os: Vec::new(),
             max_processes: DEFAULT_MAX_PROCESSES,
+            cluster: None,
         }
     }
 }
@@ -259,7 +305,21 @@ impl Node {
                     vec![("node".into(), node.to_string()), ("reason".into(), reason)],
                 );
             }
+            Input::Datagram { bytes } => {
+                core.stats.frames_dropped += 1;
+                core.log(
+                    Level::Warn,
+                    "membership datagram dropped: this node is not part of a cluster",
+                    vec![("bytes".into(), bytes.len().to_string())],
+                );
+            }
         }
+    }
+
+    /// The frame that starts every relay connection this node opens (its `Hello`: node name,
+    /// incarnation, proof of the cluster secret); None for a standalone node.
+    pub fn hello(&self) -> Option<Vec<u8>> {
+        None
     }
 
     /// Starts a root process (no parent): `terminal` runs it on the terminal host, and its end

@@ -231,7 +231,11 @@ impl Driver for SimDriver<'_> {
             // One node, no network: nothing is transmitted yet (the simulated network of the
             // cluster issue carries these).
             Output::Stderr(b) => self.stderr.push_str(&String::from_utf8_lossy(&b)),
-            Output::Log { .. } | Output::Transmit { .. } => {}
+            Output::Log { .. }
+            | Output::Transmit { .. }
+            | Output::Datagram { .. }
+            | Output::PeerUp { .. }
+            | Output::PeerDown { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
                 let now = self.clock.borrow().now;
