@@ -383,6 +383,10 @@ impl Core {
                 format!("{} frame before a hello", f.name()),
             );
         }
+        if let Some(origin) = origin(&f).filter(|p| p.node != from) {
+            let detail = format!("{} frame from {origin} on a connection of {from}", f.name());
+            return self.frame_dropped(&from, "unauthenticated", detail);
+        }
         let seq = match &f {
             Frame::Send(s) => s.seq,
             _ => 0,
@@ -628,6 +632,24 @@ impl Core {
         }
         let target = dead.to_string();
         self.remote_event(w, k, &dead, &target, result);
+    }
+}
+
+/// The PID on the sending node a frame speaks for, which must be of the connection's node (a
+/// peer may not speak for processes of another node). Name claims are passed on for any node.
+fn origin(f: &Frame) -> Option<&Pid> {
+    match f {
+        Frame::Send(s) => s.from.as_ref(),
+        Frame::SpawnRequest(r) => Some(&r.caller),
+        Frame::Monitor { watcher, .. } | Frame::Demonitor { watcher, .. } => Some(watcher),
+        Frame::Link { from, .. }
+        | Frame::Unlink { from, .. }
+        | Frame::Exit { from, .. }
+        | Frame::LinkDown { from, .. }
+        | Frame::Cancel { from, .. }
+        | Frame::Terminate { from, .. }
+        | Frame::NameRelease { owner: from, .. } => Some(from),
+        Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) => None,
     }
 }
 

@@ -181,8 +181,10 @@ impl Net {
             }
             Output::PeerUp { node, .. } => self.m[i].peer_up.push(node.to_string()),
             Output::PeerDown { node } => {
+                // The driver closes the connection: both directions start again with a Hello.
                 if let Some(j) = self.index(node.as_str()) {
                     self.connected.remove(&(i, j));
+                    self.connected.remove(&(j, i));
                 }
             }
             Output::Stdout(b) => self.m[i].out.push_str(&String::from_utf8_lossy(&b)),
@@ -784,4 +786,95 @@ fn a_restarted_node_is_a_new_incarnation_and_old_pids_are_dropped() {
         "{:?}",
         net.trace(0, "node")
     );
+}
+
+const CONTROL_MAIN: &str = r#"
+local io = require("io")
+local events = require("events")
+return { main = function()
+    local sub = events.subscribe("cluster")
+    local a = process.spawn_monitored("t:waiter", "n2@t:host")
+    local b = process.spawn_monitored("t:idle", "n2@t:host")
+    process.cancel(a, "enough")
+    process.terminate(b)
+    local seen = {}
+    for i = 1, 2 do
+        local ev = process.events():receive()
+        local r = ev.result.error and ev.result.error:message() or tostring(ev.result.value)
+        seen[ev.from == a and "a" or "b"] = r
+    end
+    io.print("canceled", seen.a)
+    io.print("terminated", seen.b)
+    process.send(process.pid(), "ready")
+    process.inbox():receive()
+    io.print("ready")
+    local e = sub:channel():receive()
+    io.print("bus", e.system, e.kind, e.path, e.data.node, e.data.reason)
+    return 0
+end }"#;
+
+/// Ends when canceled, returning the CANCEL's reason.
+const WAITER: &str = r#"return { main = function()
+    local ev = process.events():receive()
+    return ev.kind .. ": " .. ev.reason
+end }"#;
+
+#[test]
+fn remote_cancel_and_terminate_and_node_down_on_the_bus() {
+    let apps = [
+        ("t:idle", IDLE),
+        ("t:waiter", WAITER),
+        ("t:main", CONTROL_MAIN),
+    ];
+    let mut net = Net::new(&["n1", "n2"], &apps);
+    net.converge();
+    net.main(0, "t:main");
+    assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("ready")));
+    net.crash(1);
+    net.inbox[0].push_back(Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "connection reset".into(),
+    });
+    let out = net.finish(0, 1_000 * MS);
+    assert!(out.contains("canceled\tpid.cancel: enough"), "{out}");
+    assert!(out.contains("terminated\tterminated"), "{out}");
+    assert!(
+        out.contains("bus\tcluster\tnode.down\tn2\tn2\tconnection reset"),
+        "{out}"
+    );
+}
+
+#[test]
+fn frames_speaking_for_another_nodes_processes_are_refused() {
+    let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+    net.converge();
+    let victim = net.spawn(0, "t:idle");
+    let victim = crate::pid::Pid::parse(&victim).unwrap();
+    // n2, after its Hello, asks n1 to end a process in the name of a process of n3.
+    let forged = super::frame::Frame::Terminate {
+        from: crate::pid::Pid::on(NodeId::named("n3"), "t:host".into(), 5),
+        to: victim.clone(),
+    }
+    .encode()
+    .unwrap();
+    let hello = net.m[1].node.hello().unwrap();
+    let now = net.now;
+    let n2 = NodeId::named("n2");
+    let node = &mut net.m[0].node;
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n2.clone(),
+            bytes: hello,
+        },
+    );
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n2,
+            bytes: forged,
+        },
+    );
+    assert_eq!(node.stats().frames_unauthenticated, 1);
+    assert!(node.core.borrow().is_alive(victim.uniq));
 }
