@@ -61,6 +61,7 @@ struct Member {
     trace: Rc<RefCell<Vec<String>>>,
     logs: Vec<String>,
     peer_up: Vec<String>,
+    peer_down: Vec<String>,
 }
 
 struct Net {
@@ -118,6 +119,7 @@ fn build(cfg: NodeConfig, apps: &[(&str, &str)], planted: crate::node::Planted) 
         trace,
         logs: Vec::new(),
         peer_up: Vec::new(),
+        peer_down: Vec::new(),
     }
 }
 
@@ -182,6 +184,7 @@ impl Net {
             Output::PeerUp { node, .. } => self.m[i].peer_up.push(node.to_string()),
             Output::PeerDown { node } => {
                 // The driver closes the connection: both directions start again with a Hello.
+                self.m[i].peer_down.push(node.to_string());
                 if let Some(j) = self.index(node.as_str()) {
                     self.connected.remove(&(i, j));
                     self.connected.remove(&(j, i));
@@ -269,8 +272,12 @@ impl Net {
     }
 
     /// Starts `entry` as node `i`'s terminal process.
-    fn main(&mut self, i: usize, entry: &str) {
-        self.m[i].node.spawn(entry, "t:term", vec![], true).unwrap();
+    fn main(&mut self, i: usize, entry: &str) -> u64 {
+        self.m[i]
+            .node
+            .spawn(entry, "t:term", vec![], true)
+            .unwrap()
+            .uniq
     }
 
     fn spawn(&mut self, i: usize, entry: &str) -> String {
@@ -427,26 +434,27 @@ return { main = function()
     io.print(table.concat(seen, "|"))
     local _, e = process.spawn("t:idle", "n2@t:host")
     io.print("after", tostring(e))
+    process.inbox():receive()
     return 0
 end }"#;
 
 fn node_down_fires_each_monitor_once(via_transport: bool) {
     let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", WATCH_MAIN)]);
     net.converge();
-    net.main(0, "t:main");
+    let main = net.main(0, "t:main");
     assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("watching")));
     net.crash(1);
+    let node_down = Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "connection closed".into(),
+    };
     if via_transport {
-        let input = Input::NodeDown {
-            node: NodeId::named("n2"),
-            reason: "connection closed".into(),
-        };
-        net.inbox[0].push_back(input.clone());
-        // Learning it twice owes nothing more.
-        net.inbox[0].push_back(input);
+        net.inbox[0].push_back(node_down.clone());
+        net.inbox[0].push_back(node_down.clone());
     }
     let within = if via_transport { 1_000 } else { 30_000 } * MS;
-    let out = net.finish(0, within);
+    assert!(net.run_until(within, |n| n.m[0].out.contains("after")));
+    let out = net.m[0].out.clone();
     let reason = if via_transport {
         "connection closed"
     } else {
@@ -459,13 +467,22 @@ fn node_down_fires_each_monitor_once(via_transport: bool) {
     assert_eq!(line.matches("pid.exit node down: n2").count(), 2, "{out}");
     assert!(line.contains(reason), "{out}");
     assert!(out.contains("after\tnode down: n2"), "{out}");
+    // The other way of learning it comes too: nothing fires twice.
+    if via_transport {
+        let swim = |n: &Net| n.m[0].peer_down.contains(&"n2".to_string());
+        assert!(
+            net.run_until(30_000 * MS, swim),
+            "membership never saw n2 down"
+        );
+    } else {
+        net.inbox[0].push_back(node_down);
+        net.run_until(100 * MS, |_| false);
+    }
     assert_eq!(net.trace(0, "remote pid.exit").len(), 2);
-    assert_eq!(
-        net.trace(0, "node down").len(),
-        1,
-        "{:?}",
-        net.trace(0, "node")
-    );
+    let downs = net.trace(0, "node down");
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    net.m[0].node.sim_control().noise(main, "quit");
+    net.finish(0, 100 * MS);
 }
 
 #[test]
@@ -877,4 +894,32 @@ fn frames_speaking_for_another_nodes_processes_are_refused() {
     );
     assert_eq!(node.stats().frames_unauthenticated, 1);
     assert!(node.core.borrow().is_alive(victim.uniq));
+}
+
+const PENDING_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local pid, err = process.spawn_monitored("t:idle", "n2@t:host")
+    io.print("spawn", tostring(pid), tostring(err))
+    return 0
+end }"#;
+
+#[test]
+fn a_spawn_waiting_on_a_node_that_goes_down_fails() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", PENDING_MAIN)]);
+    net.converge();
+    // n2's answers are lost: the spawn waits.
+    net.cut.insert((1, 0));
+    net.main(0, "t:main");
+    net.run_until(100 * MS, |_| false);
+    assert_eq!(net.m[0].exit, None, "{}", net.m[0].out);
+    net.inbox[0].push_back(Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "stream reset".into(),
+    });
+    let out = net.finish(0, 100 * MS);
+    assert!(
+        out.contains("spawn\tnil\tnode down: n2 (stream reset)"),
+        "{out}"
+    );
 }
