@@ -68,10 +68,7 @@ impl Core {
         let bytes = frame.encode().map_err(|e| {
             ErrorValue::new(kind::INVALID, format!("cannot send to node {node}: {e}"))
         })?;
-        let seq = match frame {
-            Frame::Send(s) => s.seq,
-            _ => 0,
-        };
+        let seq = seq_of(frame);
         self.stats.frames_out += 1;
         self.trace(TraceEvent::FrameOut {
             peer: node.as_str(),
@@ -387,10 +384,7 @@ impl Core {
             let detail = format!("{} frame from {origin} on a connection of {from}", f.name());
             return self.frame_dropped(&from, "unauthenticated", detail);
         }
-        let seq = match &f {
-            Frame::Send(s) => s.seq,
-            _ => 0,
-        };
+        let seq = seq_of(&f);
         self.stats.frames_in += 1;
         self.trace(TraceEvent::FrameIn {
             peer: from.as_str(),
@@ -650,6 +644,14 @@ fn origin(f: &Frame) -> Option<&Pid> {
         | Frame::Terminate { from, .. }
         | Frame::NameRelease { owner: from, .. } => Some(from),
         Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) => None,
+    }
+}
+
+/// A message's per-peer sequence number; 0 for the other frames (as the trace shows them).
+fn seq_of(f: &Frame) -> u64 {
+    match f {
+        Frame::Send(s) => s.seq,
+        _ => 0,
     }
 }
 

@@ -317,6 +317,17 @@ impl Net {
     }
 }
 
+/// Two nodes with `apps`; `t:main` runs as n1's terminal process until it ends. The network
+/// duplicates every relay frame when `duplicate`.
+fn run_main(apps: &[(&str, &str)], duplicate: bool, within: u64) -> (Net, String) {
+    let mut net = Net::new(&["n1", "n2"], apps);
+    net.converge();
+    net.duplicate = duplicate;
+    net.main(0, "t:main");
+    let out = net.finish(0, within);
+    (net, out)
+}
+
 #[test]
 fn nodes_join_see_each_other_up_and_print_their_name_in_pids() {
     let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
@@ -383,10 +394,11 @@ end }"#;
 
 #[test]
 fn remote_spawn_send_in_order_and_monitor_exit_once() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
-    net.converge();
-    net.main(0, "t:main");
-    let out = net.finish(0, 5_000 * MS);
+    let (net, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)],
+        false,
+        5_000 * MS,
+    );
     assert!(out.contains("spawned\t{n2@t:host|0x"), "{out}");
     let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     assert!(
@@ -535,10 +547,11 @@ end }"#;
 
 #[test]
 fn remote_link_reports_a_failure_as_link_down() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", LINK_MAIN)]);
-    net.converge();
-    net.main(0, "t:main");
-    let out = net.finish(0, 3_000 * MS);
+    let (_, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", LINK_MAIN)],
+        false,
+        3_000 * MS,
+    );
     assert!(out.contains("link\tpid.link.down\ttrue\t"), "{out}");
     assert!(out.contains("asked to fail"), "{out}");
 }
@@ -652,11 +665,11 @@ fn conflicting_claims_resolve_to_one_owner_everywhere_and_the_loser_is_told() {
 
 #[test]
 fn duplicate_frames_are_dropped_and_counted() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
-    net.converge();
-    net.duplicate = true;
-    net.main(0, "t:main");
-    let out = net.finish(0, 5_000 * MS);
+    let (net, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)],
+        true,
+        5_000 * MS,
+    );
     let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     assert!(
         out.contains(&format!("order\t{}", order.join(","))),
