@@ -29,7 +29,8 @@ impl Core {
                     format!("invalid pid: {dest}"),
                 ));
             };
-            let node = node.unwrap_or(NodeId::LOCAL);
+            // No node (or Wippy's "local") is this node, whatever its name.
+            let node = node.unwrap_or(self.node_id().as_str());
             if node != self.node_id().as_str() {
                 return Ok(Route::Remote(NodeId::named(node)));
             }
@@ -52,7 +53,7 @@ impl Core {
 
     /// Routes a parsed PID.
     pub(crate) fn route_pid(&self, pid: &Pid) -> Result<Route, ErrorValue> {
-        if pid.node != *self.node_id() {
+        if pid.node != *self.node_id() && !pid.node.is_local() {
             return Ok(Route::Remote(pid.node.clone()));
         }
         match self.proc(pid.uniq) {
@@ -77,7 +78,7 @@ impl Core {
     /// Where a spawn on `host` goes: `node@host` names another node.
     pub(crate) fn route_host<'h>(&self, host: &'h str) -> Result<&'h str, ErrorValue> {
         match host.split_once('@') {
-            Some((node, h)) if node == self.node_id().as_str() => Ok(h),
+            Some((node, h)) if node == self.node_id().as_str() || node == NodeId::LOCAL => Ok(h),
             Some((node, _)) => Err(not_connected(&NodeId::named(node))),
             None => Ok(host),
         }

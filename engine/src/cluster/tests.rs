@@ -936,3 +936,23 @@ fn a_spawn_waiting_on_a_node_that_goes_down_fails() {
         "{out}"
     );
 }
+
+#[test]
+fn a_pid_without_a_node_is_this_nodes_own() {
+    let mut net = Net::new(&["n1"], &[("t:idle", IDLE)]);
+    let pid = crate::pid::Pid::parse(&net.spawn(0, "t:idle")).unwrap();
+    let core = net.m[0].node.core.borrow();
+    for text in [
+        format!("{{t:host|0x{:x}}}", pid.uniq),
+        format!("{{local@t:host|0x{:x}}}", pid.uniq),
+        pid.to_string(),
+    ] {
+        assert_eq!(
+            core.route(&text).unwrap(),
+            crate::relay::Route::Local(pid.uniq),
+            "{text}"
+        );
+    }
+    assert_eq!(core.route_host("local@t:host").unwrap(), "t:host");
+    assert_eq!(core.route_host("n1@t:host").unwrap(), "t:host");
+}
