@@ -251,12 +251,28 @@ impl Core {
         self.transmit(&node, &Frame::Terminate { from, to })
     }
 
-    /// A local process ended: its watchers and links on other nodes are told (best effort: a
-    /// node that is down learns nothing, its side dropped the relations already), and its
-    /// cluster-wide names are released.
-    pub(crate) fn remote_fallout(&mut self, dead: &Pid, fallout: &Fallout, result: &ExitResult) {
+    /// A local process ended: its watchers and links on other nodes are told, the nodes of
+    /// processes it monitored drop its monitors (best effort: a node that is down learns
+    /// nothing, its side dropped the relations already), and its cluster-wide names are
+    /// released.
+    pub(crate) fn remote_fallout(
+        &mut self,
+        dead: &Pid,
+        fallout: &Fallout,
+        watched: &[ProcRef],
+        result: &ExitResult,
+    ) {
         if self.cluster.is_none() {
             return;
+        }
+        for t in watched {
+            if let ProcRef::Remote(t) = t {
+                let f = Frame::Demonitor {
+                    watcher: dead.clone(),
+                    target: t.clone(),
+                };
+                let _ = self.transmit(&t.node, &f);
+            }
         }
         for w in &fallout.monitors {
             if let ProcRef::Remote(w) = w {

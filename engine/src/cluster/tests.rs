@@ -956,3 +956,29 @@ fn a_pid_without_a_node_is_this_nodes_own() {
     assert_eq!(core.route_host("local@t:host").unwrap(), "t:host");
     assert_eq!(core.route_host("n1@t:host").unwrap(), "t:host");
 }
+
+const WATCHER: &str = r#"return { main = function()
+    process.spawn_monitored("t:idle", "n2@t:host")
+    process.inbox():receive()
+end }"#;
+
+#[test]
+fn a_watcher_that_ends_drops_its_monitor_on_the_other_node() {
+    use crate::topology::ProcRef;
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:watcher", WATCHER)]);
+    net.converge();
+    let watcher = crate::pid::Pid::parse(&net.spawn(0, "t:watcher")).unwrap();
+    assert!(net.run_until(1_000 * MS, |n| n.m[1].node.process_count() == 1));
+    let target = net.m[1].node.sim_control().live_processes()[0];
+    let watched = |n: &Net| {
+        n.m[1]
+            .node
+            .core
+            .borrow()
+            .topology
+            .is_monitoring(&ProcRef::Remote(watcher.clone()), &ProcRef::Local(target))
+    };
+    assert!(net.run_until(100 * MS, watched));
+    net.m[0].node.sim_control().kill(watcher.uniq, "test");
+    assert!(net.run_until(100 * MS, |n| !watched(n)));
+}
