@@ -10,6 +10,8 @@
 //! - `peers`: per-peer namespaces (versioned), load (in-flight, EWMA latency) and a circuit
 //!   breaker (consecutive failures → ejection with exponential backoff → one half-open probe).
 //! - `payload`: Lua `Value` <-> `google.protobuf.Any` (Value/Struct/ListValue/wrappers).
+//! - `functions`: `function.lua` entries as methods (`Functions`), and the mapping between a Lua
+//!   call and a dispatch (`call_request`, `call_result`, `handler_input`, `handler_result`).
 //!
 //! # Behaviour (parity and deliberate fixes)
 //!
@@ -58,31 +60,32 @@
 //!
 //! # How it plugs into the node (next step)
 //!
-//! `Core` owns one `Collector` built from the registry: every `function.lua` entry gives
-//! `MethodKey::for_function(id, meta.service, meta.method)`; a registry change calls `set_methods`
-//! with the new set. `Node::poll_timeout` becomes the minimum with `Collector::poll_timeout`, and
+//! `Core` owns one `Collector` built from the registry: `Functions::from_entries` turns every
+//! `function.lua` entry into a `MethodKey` (and remembers which entry serves it); a registry
+//! change rebuilds it and calls `set_methods` with the new keys. `Node::poll_timeout` becomes the minimum with `Collector::poll_timeout`, and
 //! the node calls `handle(now, Input::Tick)` when it is reached. New node variants:
 //! `Input::Dispatch { req, deadline, request }` and `Input::DispatchReply { call, result }` (from
 //! the driver), `Output::DispatchSend { call, peer, address, request, deadline }` and
 //! `Output::DispatchRespond { req, response }` (to the driver). The node handles the rest itself:
 //!
-//! - `Output::Invoke { job, key, input, context, deadline }`: decode `input` with
-//!   `payload::decode_input` (an error is `Handled { Err("invalid input: ...") }`), run the
-//!   `function.lua` entry `key.namespace:<entry name>` as `funcs.call` does (`Core::call_on` with
-//!   a node-internal caller), with `context` as its context values; when the callee ends, map its
-//!   result with `payload::encode_result` (a Lua error or an encode error → `Err(text)`) and feed
-//!   `Input::Handled { job, result }`. `Output::Cancel { job }` kills the callee.
+//! - `Output::Invoke { job, key, input, context, deadline }`: `handler_input(input)` (an error is
+//!   fed back at once as `Handled { Err(..) }`), run the entry `Functions::entry(&key)` as
+//!   `funcs.call` does (`Core::call_on` with a node-internal caller), with `context` as its context
+//!   values; when the callee ends, `handler_result(outcome)` gives `Input::Handled { job, result }`
+//!   (a Lua error or an unencodable result is a 500, never a crash). `Output::Cancel { job }` kills
+//!   the callee.
 //! - `Output::Event(Handled { .. })` is logged with `handled_by`; `NamespacesChanged` is gossiped
 //!   through membership (a member's metadata carries `(namespaces, version)`), and the receiving
 //!   node feeds `Input::PeerNamespaces`. Membership `Up`/`Down` become `Input::PeerUp` (with the
 //!   peer's cluster address and namespaces) / `Input::PeerDown`; Weft nodes need no Connect.
 //! - `funcs.call("orders:create_order", x)` where the registry has no such entry: instead of "function
 //!   not found", the caller's tag waits on a Dispatch the node submits itself (`Input::Request`
-//!   with a request id from the node's own counter, `Request::Dispatch { namespace: "orders",
-//!   service: "orders" (or the caller's `with_options` service), method_name: "create_order",
-//!   input: encode_result(x) }`, deadline from the call's timeout). The `Respond` for that id
-//!   completes the tag: 200 → `decode_input(output)`, otherwise an error value whose kind follows
-//!   the code (404 NotFound, 400 Invalid, 500 Internal) and whose message is the status message.
+//!   with a request id from the node's own counter, `Request::Dispatch(call_request(target, &x,
+//!   idempotent)?)`, deadline from the call's timeout). The `Respond` for that id completes the
+//!   tag with `call_result(&response)`: the decoded output on 200, otherwise an error value whose
+//!   kind follows the code (400 Invalid, 404 NotFound, 500 Internal) and whose message is the
+//!   status message. Only the default naming is reachable this way (service = namespace, method =
+//!   entry name): a remote entry renamed by `meta.service`/`meta.method` is called by its key.
 //!
 //! # How the gRPC service in the driver maps to it
 //!
@@ -97,6 +100,7 @@
 //! `Connect` (the collector's `ConnectTo`) is `Input::ConnectTo`; its outcome is an `Event`.
 
 pub mod collector;
+pub mod functions;
 pub mod payload;
 pub mod peers;
 pub mod types;
