@@ -53,6 +53,8 @@ pub struct ProcState {
     /// World commands to send when the process closes, whatever the reason (e.g. roll back the
     /// SQL transactions it left open); their completions are dropped.
     pub on_close: Vec<crate::world::WorldCommand>,
+    /// The Luau memory category its allocations count in (0: shared, not accounted).
+    pub memcat: u8,
 }
 
 impl ProcState {
@@ -81,6 +83,7 @@ impl ProcState {
             futures: BTreeMap::new(),
             bus_subs: BTreeMap::new(),
             on_close: Vec::new(),
+            memcat: 0,
         }
     }
 
@@ -383,7 +386,18 @@ impl LuaProcess {
     }
 
     fn run_tasks(&mut self, budget: u32) -> mlua::Result<Option<Step>> {
-        super::interrupt::begin_step(budget);
+        let memcat = self.st.borrow().memcat;
+        let limits = self.host.limits;
+        super::interrupt::begin_step(super::interrupt::StepLimits {
+            budget,
+            ceiling: limits.step_ceiling,
+            memcat,
+            mem_limit: if memcat == 0 {
+                0
+            } else {
+                limits.process_memory
+            },
+        });
         loop {
             let next = self.st.borrow_mut().tasks.ready.pop_front();
             let Some(tid) = next else {
@@ -420,7 +434,28 @@ impl LuaProcess {
                 Ok(a) => thread.resume::<MultiValue>(a),
                 Err(msg) => thread.resume_error::<MultiValue>(msg),
             };
-            let preempted = super::interrupt::end_resume();
+            let ended = super::interrupt::end_resume();
+            let preempted = ended.preempted;
+            if let Some(k) = ended.killed {
+                return Ok(Some(Step::Exited(Err(ErrorValue::new(
+                    kind::RATE_LIMITED,
+                    k.message(),
+                )))));
+            }
+            if memcat != 0 && limits.process_memory > 0 && r.is_ok() {
+                let over = ended.over_memory
+                    || super::interrupt::category_bytes(&thread, memcat) > limits.process_memory;
+                // What the category counts includes garbage: collect before judging.
+                if over {
+                    self.lua.gc_collect()?;
+                    if super::interrupt::category_bytes(&thread, memcat) > limits.process_memory {
+                        return Ok(Some(Step::Exited(Err(ErrorValue::new(
+                            kind::RATE_LIMITED,
+                            super::interrupt::memory_message(limits.process_memory),
+                        )))));
+                    }
+                }
+            }
             let is_main = tid == self.st.borrow().main_task;
             match r {
                 Err(e) => {
@@ -498,6 +533,7 @@ impl Process for LuaProcess {
         let r = self
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
+        cx.spent = super::interrupt::used();
         *self.host.current.borrow_mut() = None;
         self.host.current_id.set(0);
         match r {
@@ -514,6 +550,12 @@ impl Process for LuaProcess {
     }
 
     fn close(&mut self) {
+        let memcat = std::mem::take(&mut self.st.borrow_mut().memcat);
+        if memcat != 0 {
+            // Its objects are garbage now; the category goes to the back of the queue so the
+            // collector has time to free them before another process counts in it.
+            self.host.memcats.borrow_mut().push_back(memcat);
+        }
         // Disarm this process's timers so tickers stop firing for a dead process.
         let st = self.st.borrow();
         let keys: Vec<u64> = st.timers.values().map(|t| t.key).collect();
@@ -542,6 +584,7 @@ impl Process for LuaProcess {
 pub fn coroutine_spawn(lua: &Lua, f: Function) -> mlua::Result<LV> {
     let st = current(lua)?;
     let th = lua.create_thread(f)?;
+    super::interrupt::set_category(&th, st.borrow().memcat);
     st.borrow_mut().tasks.add(th.clone());
     Ok(LV::Thread(th))
 }

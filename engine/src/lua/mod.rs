@@ -79,6 +79,10 @@ pub struct Bridge {
     pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
     /// Id of the process stepping now (0 between steps).
     pub current_id: Cell<u64>,
+    /// The node's resource limits.
+    pub limits: crate::node::Limits,
+    /// Luau memory categories free for a process's own accounting (Luau has 255; 0 is shared).
+    pub memcats: RefCell<std::collections::VecDeque<u8>>,
 }
 
 pub(crate) fn bridge(lua: &Lua) -> Rc<Bridge> {
@@ -205,10 +209,13 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 impl LuaRuntime {
     pub fn new(port: Port) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
+        let limits = port.core.borrow().cfg.limits;
         lua.set_app_data(Rc::new(Bridge {
             port,
             current: RefCell::new(None),
             current_id: Cell::new(0),
+            limits,
+            memcats: RefCell::new((1..=u8::MAX).collect()),
         }));
 
         let g = lua.globals();
@@ -295,6 +302,11 @@ impl LuaRuntime {
         freeze(&g, &mut Vec::new());
         lua.sandbox(true)?;
         interrupt::install(&lua)?;
+        if limits.node_memory > 0 {
+            // Past this, allocations fail with a Lua error in whoever allocates; the node
+            // itself never aborts.
+            lua.set_memory_limit(lua.used_memory() + limits.node_memory)?;
+        }
 
         Ok(LuaRuntime {
             lua,
@@ -510,6 +522,14 @@ impl LuaRuntime {
             LV::Table(self.instantiate(lookup, entry, &env)?)
         };
         let thread = self.lua.create_thread(self.boot.clone())?;
+        // A process of its own memory category while the VM has one free; past 255 live
+        // processes the rest share category 0 and only the node's ceiling bounds them.
+        let memcat = bridge(&self.lua)
+            .memcats
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(0);
+        interrupt::set_category(&thread, memcat);
         let method = entry
             .data
             .get("method")
@@ -524,6 +544,7 @@ impl LuaRuntime {
             .to_string();
         let mut st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
         st.has_libs = !libs.is_nil();
+        st.memcat = memcat;
         Ok(LuaProcess::new(
             self.lua.clone(),
             st,
