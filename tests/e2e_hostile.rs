@@ -67,6 +67,33 @@ impl Hostile {
         assert_eq!(rc, 0, "send signal {sig}");
     }
 
+    /// The peak resident set of the node so far, in MiB (Linux: VmHWM).
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / 1024
+    }
+
+    /// Reads lines until `want` lines starting with `exit ` came (each checked by `check`), then
+    /// `ticks` more ticker lines: the neighbour still runs.
+    fn exits_then_ticks(&mut self, want: usize, ticks: usize, check: &dyn Fn(&str)) {
+        let (mut exits, mut seen) = (0, 0);
+        while exits < want || seen < ticks {
+            let (_, line) = self.next("exit or tick");
+            if let Some(err) = line.strip_prefix("exit ") {
+                check(err);
+                exits += 1;
+            } else if line.starts_with("tick ") && exits >= want {
+                seen += 1;
+            }
+        }
+    }
+
     /// Waits for the exit (at most `within`); the exit code and stderr.
     fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
         let from = Instant::now();
@@ -223,4 +250,58 @@ fn registry_writes_cannot_grant_modules_the_writer_does_not_hold() {
     }
     r.assert_stdout_has("allowed\tapplied");
     r.assert_stdout_has("spawn\tnil\tentry not found: app:evil");
+}
+
+/// Issue 11: a table that grows forever ends its own process only, with a clear error its
+/// monitor sees; the neighbour (the ticking cli) keeps running and the node's RSS stays bounded.
+/// The limit comes from the entry (`limits.memory: 8M`), from WEFT_PROCESS_MEMORY, and, with
+/// per-process limits off, the node's ceiling (WEFT_NODE_MEMORY) still holds without aborting.
+#[test]
+fn a_memory_bomb_ends_only_its_process_and_the_node_stays_under_its_ceiling() {
+    let cases: [(&str, &str, &[(&str, &str)], &str, u64); 3] = [
+        ("bomb", "1", &[], "its limit of 8 MiB", 120),
+        // Growing inside a sort comparator, where it cannot yield to be checked.
+        (
+            "bigbomb:sort",
+            "1",
+            &[("WEFT_PROCESS_MEMORY", "6M")],
+            "its limit of 6 MiB",
+            120,
+        ),
+        (
+            "bigbomb",
+            "3",
+            &[("WEFT_PROCESS_MEMORY", "0"), ("WEFT_NODE_MEMORY", "48M")],
+            "ceiling of 48 MiB (WEFT_NODE_MEMORY",
+            48 + 100,
+        ),
+    ];
+    for (kind, n, env, says, max_rss) in cases {
+        let mut h = Hostile::start(&[kind, n, "0", "100"], env);
+        assert_eq!(h.next("ready").1, "ready", "{kind}");
+        let want: usize = n.parse().expect("count");
+        h.exits_then_ticks(want, 5, &|err| {
+            assert!(
+                err.contains("out of memory") && err.contains(says),
+                "{kind}: unclear error in EXIT: {err}"
+            );
+        });
+        let rss = h.peak_rss_mib();
+        h.signal(libc::SIGINT);
+        let (code, _, stderr) = h.wait(DEADLINE);
+        assert!(
+            !stderr.contains("panicked"),
+            "{kind}: weft panicked:\n{stderr}"
+        );
+        assert_eq!(
+            code,
+            Some(130),
+            "{kind}: the node must stop on SIGINT, not abort\n{stderr}"
+        );
+        eprintln!("{kind}: peak RSS {rss} MiB");
+        assert!(
+            rss < max_rss,
+            "{kind}: peak RSS {rss} MiB (over {max_rss} MiB)"
+        );
+    }
 }

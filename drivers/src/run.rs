@@ -358,29 +358,12 @@ fn limits() -> Result<weft_engine::node::Limits, String> {
 }
 
 fn limit_var(name: &str, what: &str) -> Result<Option<usize>, String> {
-    let Ok(v) = std::env::var(name) else {
-        return Ok(None);
-    };
-    let t = v.trim();
-    let (digits, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (t, 1usize),
-        Some((i, _)) => {
-            let mult = match t[i..].trim().to_ascii_uppercase().as_str() {
-                "K" | "KB" | "KIB" => 1 << 10,
-                "M" | "MB" | "MIB" => 1 << 20,
-                "G" | "GB" | "GIB" => 1 << 30,
-                _ => 0,
-            };
-            (&t[..i], mult)
-        }
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .filter(|_| mult > 0)
-        .and_then(|n| n.checked_mul(mult))
-        .map(Some)
-        .ok_or_else(|| format!("{name}={v}: expected a whole number of {what}"))
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => weft_engine::node::parse_size(&v)
+            .map(Some)
+            .ok_or_else(|| format!("{name}={v}: expected a whole number of {what}")),
+    }
 }
 
 /// What a bare `weft run` started and how to stop it, on stderr (stdout is the app's).

@@ -174,6 +174,21 @@ pub struct Limits {
     pub mailbox: usize,
 }
 
+/// A size or count as users write it: digits with an optional `K`, `M` or `G` suffix (binary
+/// multiples; `KB`, `MiB` … too).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let mult: usize = match t[split..].trim().to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    t[..split].parse::<usize>().ok()?.checked_mul(mult)
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -50,8 +50,8 @@ impl Kill {
 /// The error of a process that went over its memory limit.
 pub fn memory_message(limit: usize) -> String {
     format!(
-        "process killed: out of memory (it holds more than its limit of {} MiB; \
-         WEFT_PROCESS_MEMORY sets the limit)",
+        "process killed: out of memory (it holds more than its limit of {} MiB; `limits: \
+         {{memory: …}}` in its entry or WEFT_PROCESS_MEMORY sets the limit)",
         limit >> 20
     )
 }

@@ -55,6 +55,8 @@ pub struct ProcState {
     pub on_close: Vec<crate::world::WorldCommand>,
     /// The Luau memory category its allocations count in (0: shared, not accounted).
     pub memcat: u8,
+    /// Its memory limit in bytes (the entry's `limits.memory`, else the node's default).
+    pub mem_limit: usize,
 }
 
 impl ProcState {
@@ -84,6 +86,7 @@ impl ProcState {
             bus_subs: BTreeMap::new(),
             on_close: Vec::new(),
             memcat: 0,
+            mem_limit: 0,
         }
     }
 
@@ -386,17 +389,22 @@ impl LuaProcess {
     }
 
     fn run_tasks(&mut self, budget: u32) -> mlua::Result<Option<Step>> {
-        let memcat = self.st.borrow().memcat;
+        let (memcat, mem_limit) = {
+            let st = self.st.borrow();
+            (st.memcat, if st.memcat == 0 { 0 } else { st.mem_limit })
+        };
         let limits = self.host.limits;
+        // Near the node's ceiling, collect before running: the garbage of a process that just
+        // died of it must not make the next one to allocate (a neighbour) fail too.
+        let ceiling = self.host.heap_ceiling.get();
+        if ceiling > 0 && self.lua.used_memory() > ceiling / 10 * 9 {
+            self.lua.gc_collect()?;
+        }
         super::interrupt::begin_step(super::interrupt::StepLimits {
             budget,
             ceiling: limits.step_ceiling,
             memcat,
-            mem_limit: if memcat == 0 {
-                0
-            } else {
-                limits.process_memory
-            },
+            mem_limit,
         });
         loop {
             let next = self.st.borrow_mut().tasks.ready.pop_front();
@@ -442,16 +450,16 @@ impl LuaProcess {
                     k.message(),
                 )))));
             }
-            if memcat != 0 && limits.process_memory > 0 && r.is_ok() {
+            if mem_limit > 0 && r.is_ok() {
                 let over = ended.over_memory
-                    || super::interrupt::category_bytes(&thread, memcat) > limits.process_memory;
+                    || super::interrupt::category_bytes(&thread, memcat) > mem_limit;
                 // What the category counts includes garbage: collect before judging.
                 if over {
                     self.lua.gc_collect()?;
-                    if super::interrupt::category_bytes(&thread, memcat) > limits.process_memory {
+                    if super::interrupt::category_bytes(&thread, memcat) > mem_limit {
                         return Ok(Some(Step::Exited(Err(ErrorValue::new(
                             kind::RATE_LIMITED,
-                            super::interrupt::memory_message(limits.process_memory),
+                            super::interrupt::memory_message(mem_limit),
                         )))));
                     }
                 }
@@ -459,9 +467,16 @@ impl LuaProcess {
             let is_main = tid == self.st.borrow().main_task;
             match r {
                 Err(e) => {
-                    let err = lua_error_value(&e);
-                    if is_main {
-                        return Ok(Some(Step::Exited(Err(err))));
+                    let mut err = lua_error_value(&e);
+                    if is_memory_error(&e) {
+                        err = ErrorValue::new(
+                            kind::RATE_LIMITED,
+                            format!(
+                                "out of memory: the node's Lua heap is at its ceiling of {} MiB \
+                                 (WEFT_NODE_MEMORY sets it)",
+                                limits.node_memory >> 20
+                            ),
+                        );
                     }
                     return Ok(Some(Step::Exited(Err(err))));
                 }
@@ -508,6 +523,15 @@ fn without_traceback(m: &str) -> String {
     match m.find("\nstack traceback:") {
         Some(i) => m[..i].to_string(),
         None => m.to_string(),
+    }
+}
+
+/// An allocation failed: the VM is at the node's memory ceiling.
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        _ => false,
     }
 }
 

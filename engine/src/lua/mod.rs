@@ -83,6 +83,8 @@ pub struct Bridge {
     pub limits: crate::node::Limits,
     /// Luau memory categories free for a process's own accounting (Luau has 255; 0 is shared).
     pub memcats: RefCell<std::collections::VecDeque<u8>>,
+    /// The VM's heap ceiling in bytes (0: none).
+    pub heap_ceiling: Cell<usize>,
 }
 
 pub(crate) fn bridge(lua: &Lua) -> Rc<Bridge> {
@@ -216,6 +218,7 @@ impl LuaRuntime {
             current_id: Cell::new(0),
             limits,
             memcats: RefCell::new((1..=u8::MAX).collect()),
+            heap_ceiling: Cell::new(0),
         }));
 
         let g = lua.globals();
@@ -305,7 +308,9 @@ impl LuaRuntime {
         if limits.node_memory > 0 {
             // Past this, allocations fail with a Lua error in whoever allocates; the node
             // itself never aborts.
-            lua.set_memory_limit(lua.used_memory() + limits.node_memory)?;
+            let ceiling = lua.used_memory() + limits.node_memory;
+            lua.set_memory_limit(ceiling)?;
+            bridge(&lua).heap_ceiling.set(ceiling);
         }
 
         Ok(LuaRuntime {
@@ -545,6 +550,8 @@ impl LuaRuntime {
         let mut st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
         st.has_libs = !libs.is_nil();
         st.memcat = memcat;
+        st.mem_limit =
+            entry_limit(entry, "memory").unwrap_or(bridge(&self.lua).limits.process_memory);
         Ok(LuaProcess::new(
             self.lua.clone(),
             st,
@@ -671,6 +678,20 @@ pub fn modules_of(e: &Entry) -> Vec<String> {
     mods.sort();
     mods.dedup();
     mods
+}
+
+/// A per-entry override of a node limit: `limits: { memory: 32M, mailbox: 1000 }` in the
+/// entry (a number, or a size with a K/M/G suffix); None when absent or not understood.
+pub fn entry_limit(e: &Entry, name: &str) -> Option<usize> {
+    let Some(Value::Table(t)) = e.data.get("limits") else {
+        return None;
+    };
+    let v = t.get(name)?;
+    match v {
+        Value::Int(n) => usize::try_from(*n).ok(),
+        Value::Float(f) if *f >= 0.0 => Some(*f as usize),
+        _ => crate::node::parse_size(v.as_str()?),
+    }
 }
 
 /// Makes every table reachable from `t` read-only (Luau's own sandbox freezes one level only).

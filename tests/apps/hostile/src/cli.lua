@@ -1,7 +1,8 @@
 local io = require("io")
 local time = require("time")
 
--- cli KIND N [TICKS [MS]]: starts N processes running KIND ("bomb[:how]" for the memory bomb,
+-- cli KIND N [TICKS [MS]]: starts N processes running KIND ("bomb[:how]" or "bigbomb[:how]" for
+-- a memory bomb with an entry limit of its own or with the node's,
 -- "flood:COUNT" to send COUNT messages to a process that never receives), monitors them,
 -- prints "exit <error>" for each that dies and "tick <ms>" for each of TICKS ticks of MS
 -- milliseconds (100 by default; TICKS 0: until stopped).
@@ -27,8 +28,9 @@ local function main(kind: string, n: string?, ticks: string?, ms: string?): inte
     end
   else
     for _ = 1, count do
-      if kind:sub(1, 4) == "bomb" then
-        process.spawn_monitored("app:bomb", "app:workers", kind:sub(6))
+      local bomb, how = kind:match("^(%a*bomb):?(.*)$")
+      if bomb then
+        process.spawn_monitored("app:" .. bomb, "app:workers", how)
       else
         process.spawn_monitored("app:spinner", "app:workers", kind)
       end
