@@ -4,6 +4,7 @@
 pub mod check;
 pub mod exec;
 pub mod faults;
+pub mod net;
 
 use check::{Checker, Violation};
 use exec::{sleep_until, ClockRef, Executor};
