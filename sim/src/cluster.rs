@@ -7,7 +7,7 @@
 
 use crate::check::{Checker, Violation};
 use crate::exec::{ClockRef, Executor};
-use crate::net::{Action, NetConfig, Network, TICK_NS};
+use crate::net::{Action, Network, TICK_NS};
 use crate::{
     build_node, inject, services_down, start_terminal, unfinished, Ask, Observed, SimConfig,
     SimReport, WorldSide, EPOCH_NS,
@@ -418,7 +418,7 @@ impl Cluster<'_> {
                 if self.violated() {
                     return Ok(false);
                 }
-                let phase_over = self.terminals_done()
+                let phase_over = (!in_liveness && self.terminals_done())
                     || (self.members[i].more && now + BUSY_STEP_NS > deadline);
                 if self.members[i].more {
                     // Computing takes time, so a busy node cannot freeze the clock.
@@ -455,9 +455,16 @@ impl Cluster<'_> {
             if !in_liveness && !self.net.cfg.faults.is_none() {
                 consider(next_tick);
             }
-            let Some(next) = next else {
+            let Some(mut next) = next else {
                 return Ok(true); // nothing will ever happen again
             };
+            if self.faults.jitter > 0.0 && crate::unit(&mut self.rng) < self.faults.jitter {
+                // Wakes come late, as on a loaded machine.
+                next += self.rng.next_u64() % 5_000_000;
+                let mut o = self.obs.borrow_mut();
+                o.line(now, &format!("fault jitter {next}"));
+                *o.faults.entry("jitter".into()).or_insert(0) += 1;
+            }
             if next > deadline {
                 if in_liveness || self.cfg.liveness_ns == 0 {
                     self.clock.borrow_mut().advance(deadline);
@@ -516,8 +523,9 @@ impl Cluster<'_> {
 }
 
 /// Runs one seed of a cluster: `specs` are the nodes (the first is everyone's join address),
-/// `cfg` the run's settings (its faults apply to every node), `net` the network's.
-pub fn run(specs: &[NodeSpec], cfg: &SimConfig, net: &NetConfig) -> Result<SimReport, String> {
+/// `cfg` the run's settings (its faults apply to every node; `cfg.net` is the network's).
+pub fn run(specs: &[NodeSpec], cfg: &SimConfig) -> Result<SimReport, String> {
+    let net = &cfg.net;
     if specs.is_empty() {
         return Err("a cluster run needs at least one node".into());
     }

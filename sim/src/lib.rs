@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub planted: Planted,
     /// Messages between processes arrive after a seeded delay below this (0: at once).
     pub delivery_delay_ns: u64,
+    /// The simulated network of a cluster run (`cluster::run`); a run alone has none.
+    pub net: net::NetConfig,
 }
 
 impl SimConfig {
@@ -65,6 +67,7 @@ impl SimConfig {
             liveness_ns: 300 * SECOND,
             planted: Planted::default(),
             delivery_delay_ns: DEFAULT_DELIVERY_DELAY_NS,
+            net: net::NetConfig::default(),
         }
     }
 }

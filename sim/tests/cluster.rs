@@ -32,18 +32,19 @@ fn cfg(seed: u64) -> SimConfig {
     c
 }
 
-fn net(spec: &str) -> NetConfig {
-    NetConfig {
+fn with_net(mut c: SimConfig, spec: &str) -> SimConfig {
+    c.net = NetConfig {
         faults: NetFaults::parse(spec).unwrap(),
         ..Default::default()
-    }
+    };
+    c
 }
 
 #[test]
 fn three_nodes_run_their_services_and_replay_exactly() {
     let nodes = three("tests/apps/supervised", None);
-    let a = run(&nodes, &cfg(5), &net("none")).unwrap();
-    let b = run(&nodes, &cfg(5), &net("none")).unwrap();
+    let a = run(&nodes, &with_net(cfg(5), "none")).unwrap();
+    let b = run(&nodes, &with_net(cfg(5), "none")).unwrap();
     assert!(a.violation.is_none(), "{:?}", a.violation);
     assert_eq!(a.trace_hash, b.trace_hash, "same seed, same run");
     assert!(
@@ -51,14 +52,14 @@ fn three_nodes_run_their_services_and_replay_exactly() {
         "each node restarts its flaky service: {}",
         a.restarts
     );
-    let c = run(&nodes, &cfg(6), &net("none")).unwrap();
+    let c = run(&nodes, &with_net(cfg(6), "none")).unwrap();
     assert_ne!(a.trace_hash, c.trace_hash, "the seed matters");
 }
 
 #[test]
 fn the_terminal_node_ends_the_run_with_its_exit_code_and_output() {
     let nodes = three("tests/apps/senders", Some("app:cli"));
-    let r = run(&nodes, &cfg(1), &net("none")).unwrap();
+    let r = run(&nodes, &with_net(cfg(1), "none")).unwrap();
     assert!(r.violation.is_none(), "{:?}", r.violation);
     assert_eq!(r.exit_code, Some(0));
     assert_eq!(r.stdout.split_whitespace().count(), 6, "{}", r.stdout);
@@ -71,7 +72,11 @@ fn crashed_nodes_restart_as_new_incarnations_and_services_recover() {
     for seed in 0..20 {
         let mut c = cfg(seed);
         c.keep_trace = true;
-        let r = run(&nodes, &c, &net("crash=0.2,partition=0.1,clog=0.1,skew=1")).unwrap();
+        let r = run(
+            &nodes,
+            &with_net(c.clone(), "crash=0.2,partition=0.1,clog=0.1,skew=1"),
+        )
+        .unwrap();
         assert!(
             r.violation.is_none(),
             "seed {seed}: {:?}\n{}",
@@ -109,7 +114,7 @@ fn process_faults_apply_on_every_node() {
     let nodes = three("tests/apps/supervised", None);
     let mut c = cfg(3);
     c.faults = Faults::parse("kill=0.01,noise=0.01").unwrap();
-    let r = run(&nodes, &c, &net("none")).unwrap();
+    let r = run(&nodes, &with_net(c.clone(), "none")).unwrap();
     assert!(r.violation.is_none(), "{:?}", r.violation);
     assert!(
         r.faults.get("kill").copied().unwrap_or(0) > 0,
@@ -122,8 +127,8 @@ fn process_faults_apply_on_every_node() {
 fn bad_node_lists_are_errors() {
     let mut nodes = three("tests/apps/supervised", None);
     nodes[1].name = "n1".into();
-    assert!(run(&nodes, &cfg(1), &net("none"))
+    assert!(run(&nodes, &with_net(cfg(1), "none"))
         .unwrap_err()
         .contains("used twice"));
-    assert!(run(&[], &cfg(1), &net("none")).is_err());
+    assert!(run(&[], &cfg(1)).is_err());
 }
