@@ -227,7 +227,12 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.keep_trace = a.trace.is_some();
     if let Some(p) = &a.plant {
         match p.as_str() {
-            "double-exit" => base.planted = Planted { double_exit: true },
+            "double-exit" => {
+                base.planted = Planted {
+                    double_exit: true,
+                    ..Default::default()
+                }
+            }
             other => return Err(format!("--plant: unknown bug '{other}'")),
         }
     }

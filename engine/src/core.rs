@@ -61,6 +61,9 @@ pub(crate) struct Core {
     /// Messages held back by the delivery delay, by timer key.
     pub(crate) delayed: BTreeMap<u64, (u64, crate::relay::Message)>,
     pub(crate) next_delayed: u64,
+    /// The cluster layer (peers, remote operations, cluster-wide names, membership); None on a
+    /// standalone node.
+    pub(crate) cluster: Option<Box<crate::cluster::Cluster>>,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -68,6 +71,8 @@ pub(crate) struct Core {
 pub struct Planted {
     /// Some deaths send a monitor its EXIT twice.
     pub double_exit: bool,
+    /// A node death forgets one EXIT of one monitor of one of its processes.
+    pub forget_remote_exit: bool,
 }
 
 impl Core {
@@ -76,12 +81,19 @@ impl Core {
             CommandRegistry::with_builtins().expect("built-in command ids are distinct");
         commands.freeze();
         let cfg_env_os = cfg.env_os.iter().cloned().collect();
+        let cluster = cfg
+            .cluster
+            .as_ref()
+            .map(|c| Box::new(crate::cluster::Cluster::new(c, cfg.seed)));
         Core {
             now: 0,
-            node: crate::pid::NodeId::local(),
+            node: cluster
+                .as_ref()
+                .map(|c| c.cfg.node.clone())
+                .unwrap_or_else(crate::pid::NodeId::local),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
-            next_uniq: 0,
+            next_uniq: cluster.as_ref().map_or(0, |c| c.pid_base()),
             procs: BTreeMap::new(),
             names: Names::default(),
             topology: Default::default(),
@@ -112,6 +124,7 @@ impl Core {
             last_delivery: BTreeMap::new(),
             delayed: BTreeMap::new(),
             next_delayed: 0,
+            cluster,
         }
     }
 

@@ -65,6 +65,7 @@ impl Core {
                 );
             }
             let fallout = self.topology.on_exit(ProcRef::Local(id));
+            self.remote_fallout(&info.pid, &fallout, &result);
             let at = self.wall_now_ns();
             // Watchers and links on other nodes cannot exist until the cluster transport does
             // (remote monitors and links fail with "node not connected"): only local ones here.

@@ -10,6 +10,7 @@ mod calls;
 pub mod cluster;
 pub mod command;
 mod core;
+pub mod dispatch;
 pub mod drive;
 pub mod duration;
 pub mod entries;

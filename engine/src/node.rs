@@ -199,8 +199,24 @@ pub struct Stats {
     pub restarts: u64,
     /// Commands dispatched through the command registry.
     pub commands: u64,
-    /// Frames from other nodes this node could not take (a standalone node takes none).
+    /// Frames from other nodes this node could not take (a standalone node takes none): the
+    /// sum of the reasons below.
     pub frames_dropped: u64,
+    /// Relay frames sent to and taken from other nodes.
+    pub frames_out: u64,
+    pub frames_in: u64,
+    /// Frames that did not decode (garbage, another version, truncated).
+    pub frames_invalid: u64,
+    /// Frames before a valid `Hello` on their connection, and `Hello`s with a wrong secret or
+    /// node name.
+    pub frames_unauthenticated: u64,
+    /// Messages whose sequence number was at or below one already taken from their sender.
+    pub frames_duplicate: u64,
+    /// Frames about a PID of another incarnation of this node.
+    pub frames_stale: u64,
+    /// Frames for a process that is not alive here (or a name nobody holds), and answers
+    /// nobody waits for any more.
+    pub frames_dead: u64,
 }
 
 /// A process runtime's way to its node: it dispatches commands (and, for the process stepping
@@ -284,42 +300,16 @@ impl Node {
                 core.emit(Output::Exit(1));
             }
             Input::Signal(_) => core.begin_shutdown(0),
-            Input::Frame { from_node, bytes } => {
-                // No cluster layer yet: nothing here can read a frame, and nothing was sent
-                // that a frame could answer.
-                core.stats.frames_dropped += 1;
-                core.log(
-                    Level::Warn,
-                    "frame dropped: this node is not part of a cluster",
-                    vec![
-                        ("from".into(), from_node.to_string()),
-                        ("bytes".into(), bytes.len().to_string()),
-                    ],
-                );
-            }
-            Input::NodeDown { node, reason } => {
-                // Nothing on this node watches a process of another node yet.
-                core.log(
-                    Level::Info,
-                    "node down",
-                    vec![("node".into(), node.to_string()), ("reason".into(), reason)],
-                );
-            }
-            Input::Datagram { bytes } => {
-                core.stats.frames_dropped += 1;
-                core.log(
-                    Level::Warn,
-                    "membership datagram dropped: this node is not part of a cluster",
-                    vec![("bytes".into(), bytes.len().to_string())],
-                );
-            }
+            Input::Frame { from_node, bytes } => core.cluster_frame(from_node, &bytes),
+            Input::NodeDown { node, reason } => core.cluster_node_down(&node, &reason),
+            Input::Datagram { bytes } => core.cluster_datagram(&bytes),
         }
     }
 
     /// The frame that starts every relay connection this node opens (its `Hello`: node name,
     /// incarnation, proof of the cluster secret); None for a standalone node.
     pub fn hello(&self) -> Option<Vec<u8>> {
-        None
+        self.core.borrow().cluster_hello()
     }
 
     /// Starts a root process (no parent): `terminal` runs it on the terminal host, and its end
@@ -406,6 +396,7 @@ impl Node {
             let mut core = self.core.borrow_mut();
             core.now = core.now.max(now);
             core.fire_timers(now);
+            core.cluster_tick();
         }
         self.materialize();
         self.reap();
@@ -464,7 +455,12 @@ impl Node {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.core.borrow().timers.next_deadline()
+        let core = self.core.borrow();
+        let t = core.timers.next_deadline();
+        match core.cluster_poll_timeout() {
+            Some(m) => Some(t.map_or(m, |t| t.min(m))),
+            None => t,
+        }
     }
 
     pub fn is_done(&self) -> bool {

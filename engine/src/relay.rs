@@ -41,6 +41,9 @@ impl Core {
                 )),
             };
         }
+        if let Some(owner) = self.cluster_name(dest) {
+            return self.route_pid(&owner);
+        }
         self.names
             .lookup(dest)
             .map(Route::Local)
@@ -88,7 +91,7 @@ fn not_connected(node: &NodeId) -> ErrorValue {
     )
 }
 
-fn local_only(r: Route) -> Result<u64, ErrorValue> {
+pub(crate) fn local_only(r: Route) -> Result<u64, ErrorValue> {
     match r {
         Route::Local(id) => Ok(id),
         Route::Remote(node) => Err(not_connected(&node)),
@@ -241,6 +244,7 @@ impl Names {
 // ---- operations on other processes: routing, delivery, control ---------------------
 mod on_node {
     use super::*;
+    use crate::cluster::remote::Target as To;
     use crate::core::err;
     use crate::node::*;
     use crate::pid::Pid;
@@ -273,7 +277,10 @@ mod on_node {
                             format!("topic may not start with '@': {topic}"),
                         ));
                     }
-                    let to = self.resolve_pid(p)?;
+                    let to = match self.target_pid(p)? {
+                        To::Local(to) => to,
+                        To::Remote(p) => return self.remote_send(from, p, topic, payload),
+                    };
                     self.deliver(from, to, topic, payload);
                     Ok(())
                 }
@@ -293,7 +300,10 @@ mod on_node {
                     format!("topic may not start with '@': {topic}"),
                 ));
             }
-            let to = self.resolve(dest)?;
+            let to = match self.target(dest)? {
+                To::Local(to) => to,
+                To::Remote(p) => return self.remote_send(from, p, topic, payload),
+            };
             self.deliver(from, to, topic, payload);
             Ok(())
         }
@@ -398,7 +408,10 @@ mod on_node {
         }
 
         pub fn cancel(&mut self, from: u64, dest: &str, reason: String) -> Result<(), ErrorValue> {
-            let to = self.resolve(dest)?;
+            let to = match self.target(dest)? {
+                To::Local(to) => to,
+                To::Remote(p) => return self.remote_cancel(from, p, reason),
+            };
             let ev = Event {
                 kind: EventKind::Cancel,
                 from: self
@@ -414,13 +427,19 @@ mod on_node {
         }
 
         pub fn terminate(&mut self, dest: &str) -> Result<(), ErrorValue> {
-            let to = self.resolve(dest)?;
+            let to = match self.target(dest)? {
+                To::Local(to) => to,
+                To::Remote(p) => return self.remote_terminate(None, p),
+            };
             self.kill(to, err(kind::CANCELED, "terminated"));
             Ok(())
         }
 
         pub fn monitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
-            let t = self.resolve(dest)?;
+            let t = match self.target(dest)? {
+                To::Local(t) => t,
+                To::Remote(p) => return self.remote_monitor(watcher, p, true),
+            };
             self.topology
                 .monitor(ProcRef::Local(watcher), ProcRef::Local(t));
             self.trace(TraceEvent::Monitor { watcher, target: t });
@@ -428,7 +447,10 @@ mod on_node {
         }
 
         pub fn unmonitor(&mut self, watcher: u64, dest: &str) -> Result<(), ErrorValue> {
-            let t = self.resolve(dest)?;
+            let t = match self.target(dest)? {
+                To::Local(t) => t,
+                To::Remote(p) => return self.remote_monitor(watcher, p, false),
+            };
             self.topology
                 .unmonitor(ProcRef::Local(watcher), ProcRef::Local(t));
             self.trace(TraceEvent::Unmonitor { watcher, target: t });
@@ -436,13 +458,19 @@ mod on_node {
         }
 
         pub fn link(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
-            let b = self.resolve(dest)?;
+            let b = match self.target(dest)? {
+                To::Local(b) => b,
+                To::Remote(p) => return self.remote_link(a, p, true),
+            };
             self.topology.link(ProcRef::Local(a), ProcRef::Local(b));
             Ok(())
         }
 
         pub fn unlink(&mut self, a: u64, dest: &str) -> Result<(), ErrorValue> {
-            let b = self.resolve(dest)?;
+            let b = match self.target(dest)? {
+                To::Local(b) => b,
+                To::Remote(p) => return self.remote_link(a, p, false),
+            };
             self.topology.unlink(ProcRef::Local(a), ProcRef::Local(b));
             Ok(())
         }

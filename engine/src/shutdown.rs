@@ -38,6 +38,7 @@ impl Core {
         if self.shutdown != Shutdown::Running {
             return;
         }
+        self.cluster_leave();
         for s in &mut self.services {
             if let Some(t) = s.timer.take() {
                 self.timers.cancel(t);

@@ -65,6 +65,60 @@ pub enum TraceEvent<'a> {
         kind: &'a str,
         detail: &'a str,
     },
+    // ---- cluster (a standalone node emits none of these) ----
+    /// A relay frame of `kind` (`Frame::name`) went to node `peer`; `seq` is the message's
+    /// per-peer sequence number for `send` frames, 0 for the others.
+    FrameOut {
+        peer: &'a str,
+        kind: &'a str,
+        seq: u64,
+    },
+    /// A relay frame from node `peer` was taken (it decoded and its connection had a valid
+    /// `Hello`, or it is that `Hello`); `seq` as in `FrameOut`.
+    FrameIn {
+        peer: &'a str,
+        kind: &'a str,
+        seq: u64,
+    },
+    /// A frame from `peer` was dropped; `why` is one of `invalid`, `unauthenticated`,
+    /// `duplicate`, `stale` (a PID of another incarnation of this node), `dead` (no such live
+    /// process or name, or an answer nobody waits for).
+    FrameDrop {
+        peer: &'a str,
+        why: &'a str,
+    },
+    /// A message from another node entered `to`'s mailbox: `from` is the sender's PID as text
+    /// ("-" when none), `incarnation` the sender node's incarnation (its connection epoch) and
+    /// `seq` the sender node's per-peer sequence number, increasing per sender node and
+    /// incarnation (so per sender process too).
+    RemoteDeliver {
+        from: &'a str,
+        incarnation: u64,
+        to: u64,
+        seq: u64,
+    },
+    /// This node now holds `node` (this incarnation of it) up, through `via` (`membership` or
+    /// `hello`).
+    NodeUp {
+        node: &'a str,
+        incarnation: u64,
+        via: &'a str,
+    },
+    /// This node now holds `node` down: every monitor and link to its processes fires now.
+    NodeDown {
+        node: &'a str,
+        incarnation: u64,
+        reason: &'a str,
+    },
+    /// Local `watcher` got an EXIT (or a LINK_DOWN) for process `target` of another node,
+    /// because it ended (`reason` is its error, or `ok`) or its node went down (`reason` names
+    /// the node). Exactly one per monitor (link) per death.
+    RemoteExit {
+        watcher: u64,
+        kind: EventKind,
+        target: &'a str,
+        reason: &'a str,
+    },
 }
 
 impl TraceEvent<'_> {
@@ -106,6 +160,33 @@ impl TraceEvent<'_> {
             TraceEvent::Output { stream, text } => format!("{stream} {text:?}"),
             TraceEvent::Service { service, state } => format!("service {service} {state}"),
             TraceEvent::Fault { kind, detail } => format!("fault {kind} {detail}"),
+            TraceEvent::FrameOut { peer, kind, seq } => {
+                format!("frame out {kind} #{seq} -> {peer}")
+            }
+            TraceEvent::FrameIn { peer, kind, seq } => format!("frame in {kind} #{seq} <- {peer}"),
+            TraceEvent::FrameDrop { peer, why } => format!("frame drop {why} <- {peer}"),
+            TraceEvent::RemoteDeliver {
+                from,
+                incarnation,
+                to,
+                seq,
+            } => format!("remote deliver #{seq} {from}/{incarnation} -> {to}"),
+            TraceEvent::NodeUp {
+                node,
+                incarnation,
+                via,
+            } => format!("node up {node}/{incarnation} via {via}"),
+            TraceEvent::NodeDown {
+                node,
+                incarnation,
+                reason,
+            } => format!("node down {node}/{incarnation}: {reason}"),
+            TraceEvent::RemoteExit {
+                watcher,
+                kind,
+                target,
+                reason,
+            } => format!("remote {} {target} -> {watcher}: {reason}", kind.as_str()),
         }
     }
 }

@@ -169,7 +169,10 @@ fn planted_double_exit_is_found_within_a_bounded_sweep() {
     let mut found = None;
     for seed in 0..50 {
         let mut cfg = echo_cfg(seed);
-        cfg.planted = Planted { double_exit: true };
+        cfg.planted = Planted {
+            double_exit: true,
+            ..Default::default()
+        };
         let r = run(&entries, &cfg).unwrap();
         if let Some(v) = r.violation {
             found = Some((seed, v));
@@ -180,7 +183,10 @@ fn planted_double_exit_is_found_within_a_bounded_sweep() {
     assert_eq!(v.invariant, "exactly one EXIT per monitor per death");
     // The failing seed replays to the same failure.
     let mut cfg = echo_cfg(seed);
-    cfg.planted = Planted { double_exit: true };
+    cfg.planted = Planted {
+        double_exit: true,
+        ..Default::default()
+    };
     assert_eq!(run(&entries, &cfg).unwrap().violation, Some(v));
     // And without the bug the same seed passes.
     assert!(run(&entries, &echo_cfg(seed)).unwrap().violation.is_none());

@@ -1,44 +1,43 @@
-//! The cluster's sans-IO parts, not wired into the node yet: the relay frames nodes exchange
-//! (`frame`) and SWIM membership (`membership`). Both are pure state and bytes; the node's
-//! clock and seeded generator drive them and the driver carries their bytes.
+//! The cluster: the relay frames nodes exchange (`frame`), SWIM membership (`membership`), and
+//! their wiring into the node (`peers`: who is up, `Hello`, node deaths; `remote`: operations
+//! on processes of other nodes and frames from them; `names`: cluster-wide names). Everything
+//! is sans-IO: the node's clock and seeded generator drive it and the driver carries its bytes
+//! (`Output::Transmit` / `Input::Frame` for relay frames, `Output::Datagram` /
+//! `Input::Datagram` for membership).
 //!
-//! How they plug into `Node` (the next step; nothing here is called by `Core` today):
+//! How it plugs into `Node`:
 //!
-//! - **Out: `Route::Remote(node)` → a frame → `Output::Transmit`.** Where the relay now fails
-//!   with "node not connected", it builds the frame for the operation (`Send` for
-//!   `process.send` with the peer connection's next sequence number; `SpawnRequest` with the
-//!   caller's tag, the caller getting `Reply::Pending`; `Monitor`, `Link`, `Demonitor`,
-//!   `Unlink`, `Cancel`, `Terminate`; `NameClaim` / `NameRelease` to every node up), encodes it and pushes
-//!   `Output::Transmit { to_node, bytes }`. An operation on a node that membership does not
-//!   hold as up fails at once ("node down: n3"), so a spawn on a dead node fails fast.
-//! - **In: `Input::Frame { from_node, bytes }` → `Frame::decode` → deliver.** A frame that
-//!   does not decode is logged with its `FrameError` and the peer, counted, and dropped (the
-//!   driver drops the connection). The first frame of a connection must be a `Hello` whose
-//!   `verify(secret)` holds and whose node is `from_node`; it sets the peer's incarnation and
-//!   starts a new connection epoch (sequence numbers restart). Then: `Send` resolves its `Dest`
-//!   locally (a PID of this node and incarnation, or a cluster-wide name) and goes to the
-//!   mailbox with its sender, a sequence number at or below the last one taken being a
-//!   duplicate (dropped, counted); `SpawnRequest` spawns here and answers `SpawnReply`, which
-//!   completes the caller's tag; `Monitor` / `Link` register the remote watcher in the topology
-//!   under its PID (the topology already keys on PIDs that name other nodes), and the target's
-//!   end sends `Exit` / `LinkDown` back (at once, with "process not found", if the target is
-//!   already gone); `Exit` / `LinkDown` become the local watcher's `pid.exit` /
-//!   `pid.link.down` event; `NameClaim` keeps, per name, the claim that `wins_over` the others,
-//!   and tells the losing owner.
-//! - **Membership.** `Core` holds one `Membership`; its datagrams need their own pair of
-//!   input/output variants (or ride the relay stream; the driver decides the carrier),
-//!   `poll_timeout` is the minimum with `Membership::poll_timeout`, and each run calls
-//!   `handle_timeout(now)`. `Event::Up` publishes `cluster.node.up` and lets the driver open
-//!   the connection (which starts with `Hello`). `Event::Down` has the meaning of
-//!   `Input::NodeDown` (which the transport sends when a connection closes): every monitor and
-//!   link to a process of that node (of that incarnation) fires exactly once with an error
-//!   naming the node and the reason, pending spawns on it fail, its names are dropped,
-//!   `cluster.node.down` is published, and both ways of learning it are idempotent (the second
-//!   finds the node already down).
-//! - **Incarnations.** PIDs do not carry the incarnation, and a restarted node's counter
-//!   starts again, so an old PID could name a new process. Before wiring, either the PID counter
-//!   of a cluster node starts from a value derived from its incarnation, or frames carry the
-//!   incarnation of each PID's node and a receiver drops those of an older one (counted).
+//! - **Identity.** With `NodeConfig::cluster` set, the node's id is `ClusterConfig::node`, so
+//!   every PID prints `{node@host|0x…}`, its own included. `Node::hello()` is the encoded
+//!   `Frame::Hello` (node, incarnation, HMAC proof of the secret) every connection starts with.
+//! - **Incarnations.** A cluster node's PID counter starts at `pid_epoch(incarnation) << 40`
+//!   (`peers::EPOCH_SHIFT`): a restarted node's PIDs never repeat an earlier run's, and a frame
+//!   naming a PID of this node whose epoch is not this run's is dropped and counted
+//!   (`Stats::frames_stale`). Such PIDs print with 16 hex digits.
+//! - **Membership.** `Core` holds one `Membership`, joined through `ClusterConfig::join` on the
+//!   first run; its deadlines are part of `Node::poll_timeout`, its datagrams go out as
+//!   `Output::Datagram`. Its `Up` is `Output::PeerUp` and the bus event `cluster` / `node.up`
+//!   (data `{node, incarnation}`); its `Down` is `Output::PeerDown` and the same as
+//!   `Input::NodeDown`. A graceful stop (`begin_shutdown`) leaves the membership first.
+//! - **Up and down.** A node is up once membership says so or it sent a valid `Hello`
+//!   (same incarnation: up again after it was down; a new one: the old one goes down first).
+//!   Going down (membership, `Input::NodeDown`, or a new incarnation's `Hello`) happens once:
+//!   every monitor and link to its processes fires exactly once (EXIT / LINK_DOWN with the
+//!   error "node down: <node> (<reason>)"), spawns waiting on it fail, its cluster-wide names
+//!   go, and the bus event `cluster` / `node.down` (data `{node, incarnation, reason}`) is
+//!   published; a second report finds it down already.
+//! - **Operations** (`remote`): `Route::Remote` becomes a frame; see there.
+//! - **Names** (`names`): see there, including the `cluster.name.lost` message a loser gets.
+//! - **Trace.** `TraceEvent::{FrameOut, FrameIn, FrameDrop, RemoteDeliver, NodeUp, NodeDown,
+//!   RemoteExit}` (documented in `trace.rs`) are what the simulator's cluster invariants read.
 
 pub mod frame;
 pub mod membership;
+pub mod names;
+pub mod peers;
+pub mod remote;
+
+pub use peers::Cluster;
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,15 @@ pub enum NameOp {
     Unregister {
         name: String,
     },
+    /// Claim `name` cluster-wide (`process.registry.EVENTUAL`) for `pid` or the caller.
+    Claim {
+        name: String,
+        pid: Option<String>,
+    },
+    /// Release a cluster-wide name this node's process holds.
+    Release {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

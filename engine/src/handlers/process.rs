@@ -48,6 +48,9 @@ fn spawn(core: &mut Core, caller: u64, cmd: Command) -> Reply {
     else {
         return mismatch(&cmd);
     };
+    if let Some((node, host)) = core.remote_host(&host) {
+        return core.remote_spawn(caller, node, host, entry, args, monitor, link, name);
+    }
     let context = core.child_context(caller, context);
     let r = core.spawn(
         &entry,
@@ -95,11 +98,27 @@ fn names(core: &mut Core, caller: u64, cmd: Command) -> Reply {
             };
             done(core.register_name(&name, target))
         }
-        NameOp::Lookup { name } => match core.names.lookup(&name).and_then(|id| core.pid_of(id)) {
+        NameOp::Lookup { name } => match core.cluster_name(&name).or_else(|| {
+            core.names
+                .lookup(&name)
+                .and_then(|id| core.pid_of(id))
+                .cloned()
+        }) {
             Some(p) => Reply::ok(Value::from(p.to_string())),
             None => Reply::err(ErrorValue::new(kind::NOT_FOUND, "name not registered")),
         },
         NameOp::Unregister { name } => Reply::ok(Value::Bool(core.names.unregister(&name))),
+        NameOp::Claim { name, pid } => {
+            let target = match pid {
+                Some(p) => match core.resolve(&p) {
+                    Ok(t) => t,
+                    Err(e) => return Reply::err(e),
+                },
+                None => caller,
+            };
+            done(core.claim_name(&name, target))
+        }
+        NameOp::Release { name } => Reply::ok(Value::Bool(core.release_name(&name))),
     }
 }
 

@@ -315,16 +315,17 @@ fn registry(lua: &Lua) -> mlua::Result<Table> {
         "register",
         lua.create_function(
             |lua, (name, pid, scope): (String, Option<String>, Option<i64>)| {
-                if scope.unwrap_or(0) != 0 {
-                    return fail(
-                        lua,
-                        ErrorValue::new(
-                            kind::INTERNAL,
-                            "distributed registry not available on a standalone node",
-                        ),
-                    );
-                }
-                match super::request(lua, Command::Name(NameOp::Register { name, pid }))? {
+                let op = match scope.unwrap_or(0) {
+                    0 => NameOp::Register { name, pid },
+                    1 => NameOp::Claim { name, pid },
+                    s => {
+                        let m = format!(
+                            "registry scope {s}: distributed registry not available (LOCAL and EVENTUAL are)"
+                        );
+                        return fail(lua, ErrorValue::new(kind::INTERNAL, m));
+                    }
+                };
+                match super::request(lua, Command::Name(op))? {
                     Ok(_) => ok_true(),
                     Err(e) => fail(lua, e),
                 }
@@ -340,8 +341,12 @@ fn registry(lua: &Lua) -> mlua::Result<Table> {
     )?;
     r.set(
         "unregister",
-        lua.create_function(|lua, (name, _scope): (String, Option<i64>)| {
-            match super::request(lua, Command::Name(NameOp::Unregister { name }))? {
+        lua.create_function(|lua, (name, scope): (String, Option<i64>)| {
+            let op = match scope.unwrap_or(0) {
+                1 => NameOp::Release { name },
+                _ => NameOp::Unregister { name },
+            };
+            match super::request(lua, Command::Name(op))? {
                 Ok(Value::Bool(b)) => Ok(b),
                 _ => Ok(false),
             }

@@ -1,0 +1,787 @@
+//! Cluster tests: two or three `Node`s with Lua apps on an in-memory network and virtual time.
+//! `Transmit` becomes the peer's `Frame` (each new connection starting with the sender's
+//! `Hello`, as a transport does), `Datagram` the member's `Datagram` by address.
+
+use crate::entries::Entry;
+use crate::node::{ClusterConfig, Level, NodeConfig};
+use crate::pid::NodeId;
+use crate::trace::TraceEvent;
+use crate::value::{Table, Value};
+use crate::{Input, Node, Output, Work};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
+use std::rc::Rc;
+
+const MS: u64 = 1_000_000;
+const SECRET: &[u8] = b"cluster secret";
+
+fn lua_entry(id: &str, source: &str) -> Entry {
+    let (namespace, name) = crate::entries::parse_id(id);
+    let modules = Table {
+        array: ["io", "time", "events"].map(Value::from).to_vec(),
+        map: vec![],
+    };
+    let data = Table::default()
+        .with("source", Value::from(source))
+        .with("method", Value::from("main"))
+        .with("modules", Value::table(modules));
+    Entry {
+        id: id.into(),
+        namespace,
+        name,
+        kind: "process.lua".into(),
+        data,
+        file: "<test>".into(),
+        ..Default::default()
+    }
+}
+
+/// Answers every message with a `pong` carrying the same payload; `stop` ends it normally,
+/// `fail` with an error.
+const ECHO: &str = r#"return { main = function()
+    local inbox = process.inbox()
+    while true do
+        local m = inbox:receive()
+        if m:topic() == "stop" then return "stopped" end
+        if m:topic() == "fail" then error("asked to fail") end
+        process.send(m:from(), "pong", m:payload():data())
+    end
+end }"#;
+
+/// Waits for ever (until canceled or its node dies).
+const IDLE: &str = r#"return { main = function() process.inbox():receive() end }"#;
+
+struct Member {
+    name: NodeId,
+    addr: String,
+    node: Node,
+    out: String,
+    exit: Option<i32>,
+    alive: bool,
+    trace: Rc<RefCell<Vec<String>>>,
+    logs: Vec<String>,
+    peer_up: Vec<String>,
+}
+
+struct Net {
+    m: Vec<Member>,
+    now: u64,
+    inbox: Vec<VecDeque<Input>>,
+    /// (from, to) pairs whose connection has sent its Hello.
+    connected: BTreeSet<(usize, usize)>,
+    /// (from, to) pairs whose traffic is lost (a partition).
+    cut: BTreeSet<(usize, usize)>,
+    /// Every relay frame is delivered twice (a duplicating network).
+    duplicate: bool,
+}
+
+fn config(name: &str, incarnation: u64, join: &[&str]) -> NodeConfig {
+    NodeConfig {
+        seed: 11,
+        step_budget: 1000,
+        cluster: Some(ClusterConfig {
+            node: NodeId::named(name),
+            addr: format!("{name}:7000"),
+            incarnation,
+            secret: SECRET.to_vec(),
+            join: join.iter().map(|s| s.to_string()).collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn build(cfg: NodeConfig, apps: &[(&str, &str)], planted: crate::node::Planted) -> Member {
+    let trace = Rc::new(RefCell::new(Vec::new()));
+    let t = trace.clone();
+    let entries: Vec<Entry> = apps.iter().map(|(id, src)| lua_entry(id, src)).collect();
+    let c = cfg.cluster.clone().expect("cluster config");
+    let node = Node::builder(cfg)
+        .log_level(Level::Debug)
+        .preload(entries)
+        .host("t:term", "terminal.host")
+        .host("t:host", "process.host")
+        .lua()
+        .planted(planted)
+        .observer(Box::new(move |e: &TraceEvent<'_>| {
+            t.borrow_mut().push(e.line())
+        }))
+        .build(None)
+        .expect("test entries compile")
+        .node;
+    Member {
+        name: c.node,
+        addr: c.addr,
+        node,
+        out: String::new(),
+        exit: None,
+        alive: true,
+        trace,
+        logs: Vec::new(),
+        peer_up: Vec::new(),
+    }
+}
+
+impl Net {
+    /// `names[0]` is the seed every other node joins through.
+    fn new(names: &[&str], apps: &[(&str, &str)]) -> Net {
+        Net::with(names, apps, crate::node::Planted::default())
+    }
+
+    fn with(names: &[&str], apps: &[(&str, &str)], planted: crate::node::Planted) -> Net {
+        let seed = format!("{}:7000", names[0]);
+        let m: Vec<Member> = names
+            .iter()
+            .map(|n| build(config(n, 1, &[&seed]), apps, planted))
+            .collect();
+        Net {
+            inbox: m.iter().map(|_| VecDeque::new()).collect(),
+            m,
+            now: 0,
+            connected: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            duplicate: false,
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.m.iter().position(|m| m.name.as_str() == name)
+    }
+
+    fn route(&mut self, i: usize, o: Output) {
+        match o {
+            Output::Transmit { to_node, bytes } => {
+                let Some(j) = self.index(to_node.as_str()) else {
+                    return;
+                };
+                if !self.m[j].alive || self.cut.contains(&(i, j)) {
+                    return;
+                }
+                let from_node = self.m[i].name.clone();
+                if self.connected.insert((i, j)) {
+                    let hello = self.m[i].node.hello().expect("a cluster node has a hello");
+                    self.inbox[j].push_back(Input::Frame {
+                        from_node: from_node.clone(),
+                        bytes: hello,
+                    });
+                }
+                let copies = if self.duplicate { 2 } else { 1 };
+                for _ in 0..copies {
+                    self.inbox[j].push_back(Input::Frame {
+                        from_node: from_node.clone(),
+                        bytes: bytes.clone(),
+                    });
+                }
+            }
+            Output::Datagram { addr, bytes } => {
+                if let Some(j) = self.m.iter().position(|m| m.addr == addr) {
+                    if self.m[j].alive && !self.cut.contains(&(i, j)) {
+                        self.inbox[j].push_back(Input::Datagram { bytes });
+                    }
+                }
+            }
+            Output::PeerUp { node, .. } => self.m[i].peer_up.push(node.to_string()),
+            Output::PeerDown { node } => {
+                if let Some(j) = self.index(node.as_str()) {
+                    self.connected.remove(&(i, j));
+                }
+            }
+            Output::Stdout(b) => self.m[i].out.push_str(&String::from_utf8_lossy(&b)),
+            Output::Exit(code) => self.m[i].exit = Some(code),
+            Output::Log {
+                level,
+                message,
+                fields,
+            } => self.m[i]
+                .logs
+                .push(format!("{} {message} {fields:?}", level.as_str())),
+            _ => {}
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        let mut busy = false;
+        for i in 0..self.m.len() {
+            if !self.m[i].alive {
+                self.inbox[i].clear();
+                continue;
+            }
+            while let Some(input) = self.inbox[i].pop_front() {
+                self.m[i].node.handle(now, input);
+            }
+            busy |= self.m[i].node.run(now, 256) == Work::More;
+            while let Some(o) = self.m[i].node.poll_output() {
+                self.route(i, o);
+            }
+        }
+        if busy || self.inbox.iter().any(|q| !q.is_empty()) {
+            self.now += MS / 10;
+        } else {
+            let next = self
+                .m
+                .iter()
+                .filter(|m| m.alive)
+                .filter_map(|m| m.node.poll_timeout())
+                .min()
+                .unwrap_or(now + 50 * MS);
+            self.now = next.clamp(now + 1, now + 50 * MS);
+        }
+    }
+
+    /// Steps until `done` holds or `within` ns of virtual time passed; whether it held.
+    fn run_until(&mut self, within: u64, done: impl Fn(&Net) -> bool) -> bool {
+        let end = self.now + within;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+
+    fn up(&self, i: usize) -> Vec<String> {
+        self.m[i]
+            .node
+            .cluster_peers()
+            .into_iter()
+            .filter(|p| p.up)
+            .map(|p| p.node.to_string())
+            .collect()
+    }
+
+    fn all_up(&self) -> bool {
+        (0..self.m.len()).all(|i| !self.m[i].alive || self.up(i).len() == self.live() - 1)
+    }
+
+    fn live(&self) -> usize {
+        self.m.iter().filter(|m| m.alive).count()
+    }
+
+    /// Boots the cluster and waits until every node holds every other up.
+    fn converge(&mut self) {
+        assert!(
+            self.run_until(20_000 * MS, Net::all_up),
+            "cluster did not form"
+        );
+    }
+
+    /// Starts `entry` as node `i`'s terminal process.
+    fn main(&mut self, i: usize, entry: &str) {
+        self.m[i].node.spawn(entry, "t:term", vec![], true).unwrap();
+    }
+
+    fn spawn(&mut self, i: usize, entry: &str) -> String {
+        self.m[i]
+            .node
+            .spawn(entry, "t:host", vec![], false)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs until node `i` exits; its output.
+    fn finish(&mut self, i: usize, within: u64) -> String {
+        let ok = self.run_until(within, |n| n.m[i].exit.is_some());
+        assert!(
+            ok,
+            "node {i} did not finish; output:\n{}\nlogs:\n{}",
+            self.m[i].out,
+            self.m[i].logs.join("\n")
+        );
+        self.m[i].out.clone()
+    }
+
+    /// The node crashes: nothing more in or out, connections to it gone.
+    fn crash(&mut self, i: usize) {
+        self.m[i].alive = false;
+        self.connected.retain(|(a, b)| *a != i && *b != i);
+    }
+
+    fn trace(&self, i: usize, prefix: &str) -> Vec<String> {
+        self.m[i]
+            .trace
+            .borrow()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn nodes_join_see_each_other_up_and_print_their_name_in_pids() {
+    let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+    net.converge();
+    for i in 0..3 {
+        let mut up = net.up(i);
+        up.sort();
+        let want: Vec<String> = ["n1", "n2", "n3"]
+            .iter()
+            .filter(|n| **n != net.m[i].name.as_str())
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(up, want, "node {i}");
+        let mut told = net.m[i].peer_up.clone();
+        told.sort();
+        told.dedup();
+        assert_eq!(told, want, "PeerUp outputs of node {i}");
+        assert_eq!(
+            net.trace(i, "node up").len(),
+            2,
+            "{:?}",
+            net.trace(i, "node")
+        );
+    }
+    let pid = net.spawn(1, "t:idle");
+    assert!(pid.starts_with("{n2@t:host|0x"), "{pid}");
+    assert_eq!(
+        crate::pid::Pid::parse(&pid).unwrap().uniq >> super::peers::EPOCH_SHIFT,
+        super::peers::pid_epoch(1)
+    );
+}
+
+#[test]
+fn a_standalone_node_prints_pids_as_before_and_has_no_hello() {
+    let mut node = Node::bare(NodeConfig::default());
+    assert!(node.hello().is_none());
+    node.handle(0, Input::Datagram { bytes: vec![1] });
+    assert_eq!(node.stats().frames_dropped, 1);
+    assert!(node.poll_timeout().is_none());
+}
+
+const REMOTE_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local echo, err = process.spawn_monitored("t:echo", "n2@t:host")
+    if not echo then io.print("spawn failed", tostring(err)) return 1 end
+    io.print("spawned", echo)
+    for i = 1, 20 do process.send(echo, "ping", i) end
+    local inbox = process.inbox()
+    local order = {}
+    for i = 1, 20 do
+        local m = inbox:receive()
+        order[#order + 1] = tostring(m:payload():data())
+        if m:from() ~= echo then io.print("wrong sender", m:from()) end
+    end
+    io.print("order", table.concat(order, ","))
+    process.send(echo, "stop")
+    local ev = process.events():receive()
+    io.print("event", ev.kind, ev.from == echo, tostring(ev.result.value))
+    local _, e2 = process.spawn("t:echo", "n9@t:host")
+    io.print("down node", tostring(e2))
+    return 0
+end }"#;
+
+#[test]
+fn remote_spawn_send_in_order_and_monitor_exit_once() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
+    net.converge();
+    net.main(0, "t:main");
+    let out = net.finish(0, 5_000 * MS);
+    assert!(out.contains("spawned\t{n2@t:host|0x"), "{out}");
+    let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert!(
+        out.contains(&format!("order\t{}", order.join(","))),
+        "{out}"
+    );
+    assert!(!out.contains("wrong sender"), "{out}");
+    assert!(out.contains("event\tpid.exit\ttrue\tstopped"), "{out}");
+    assert!(out.contains("down node\tnode down: n9"), "{out}");
+    assert_eq!(net.m[0].exit, Some(0));
+    // n2 took every message once, in sequence order.
+    let seqs: Vec<u64> = net
+        .trace(1, "remote deliver")
+        .iter()
+        .map(|l| {
+            l["remote deliver #".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs.len(), 21, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(net.trace(0, "remote pid.exit").len(), 1);
+}
+
+const WATCH_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local a = process.spawn_monitored("t:idle", "n2@t:host")
+    local b = process.spawn("t:idle", "n2@t:host")
+    process.monitor(b)
+    process.send(process.pid(), "ready")
+    process.inbox():receive()
+    io.print("watching", a ~= nil, b ~= nil)
+    local events = process.events()
+    local seen = {}
+    for i = 1, 2 do
+        local ev = events:receive()
+        seen[#seen + 1] = ev.kind .. " " .. ev.result.error:message()
+    end
+    table.sort(seen)
+    io.print(table.concat(seen, "|"))
+    local _, e = process.spawn("t:idle", "n2@t:host")
+    io.print("after", tostring(e))
+    return 0
+end }"#;
+
+fn node_down_fires_each_monitor_once(via_transport: bool) {
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", WATCH_MAIN)]);
+    net.converge();
+    net.main(0, "t:main");
+    assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("watching")));
+    net.crash(1);
+    if via_transport {
+        let input = Input::NodeDown {
+            node: NodeId::named("n2"),
+            reason: "connection closed".into(),
+        };
+        net.inbox[0].push_back(input.clone());
+        // Learning it twice owes nothing more.
+        net.inbox[0].push_back(input);
+    }
+    let within = if via_transport { 1_000 } else { 30_000 } * MS;
+    let out = net.finish(0, within);
+    let reason = if via_transport {
+        "connection closed"
+    } else {
+        "confirmed by SWIM"
+    };
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("pid.exit"))
+        .unwrap_or("");
+    assert_eq!(line.matches("pid.exit node down: n2").count(), 2, "{out}");
+    assert!(line.contains(reason), "{out}");
+    assert!(out.contains("after\tnode down: n2"), "{out}");
+    assert_eq!(net.trace(0, "remote pid.exit").len(), 2);
+    assert_eq!(
+        net.trace(0, "node down").len(),
+        1,
+        "{:?}",
+        net.trace(0, "node")
+    );
+}
+
+#[test]
+fn node_down_from_the_transport_fires_each_monitor_once() {
+    node_down_fires_each_monitor_once(true);
+}
+
+#[test]
+fn node_down_from_membership_fires_each_monitor_once() {
+    node_down_fires_each_monitor_once(false);
+}
+
+#[test]
+fn planted_forget_remote_exit_loses_one_exit() {
+    let planted = crate::node::Planted {
+        forget_remote_exit: true,
+        ..Default::default()
+    };
+    let mut net = Net::with(
+        &["n1", "n2"],
+        &[("t:idle", IDLE), ("t:main", WATCH_MAIN)],
+        planted,
+    );
+    net.converge();
+    net.main(0, "t:main");
+    assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("watching")));
+    net.crash(1);
+    net.inbox[0].push_back(Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "gone".into(),
+    });
+    net.run_until(1_000 * MS, |n| n.m[0].exit.is_some());
+    assert_eq!(
+        net.m[0].exit, None,
+        "the watcher waits for the EXIT it never gets"
+    );
+    assert_eq!(net.trace(0, "remote pid.exit").len(), 1);
+}
+
+const LINK_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    process.set_options({ trap_links = true })
+    local w = process.spawn_linked("t:echo", "n2@t:host")
+    process.send(w, "fail")
+    local ev = process.events():receive()
+    io.print("link", ev.kind, ev.from == w, ev.result.error:message())
+    return 0
+end }"#;
+
+#[test]
+fn remote_link_reports_a_failure_as_link_down() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", LINK_MAIN)]);
+    net.converge();
+    net.main(0, "t:main");
+    let out = net.finish(0, 3_000 * MS);
+    assert!(out.contains("link\tpid.link.down\ttrue\t"), "{out}");
+    assert!(out.contains("asked to fail"), "{out}");
+}
+
+const NAMES_OWNER: &str = r#"
+local io = require("io")
+return { main = function()
+    local ok, err = process.registry.register("svc", nil, process.registry.EVENTUAL)
+    io.print("claimed", tostring(ok), tostring(err))
+    process.registry.register("mine", nil, process.registry.LOCAL)
+    local inbox = process.inbox()
+    while true do
+        local m = inbox:receive()
+        if m:topic() == "cluster.name.lost" then
+            io.print("lost", m:payload():data().name)
+        else
+            process.send(m:from(), "hi", "from " .. process.pid())
+        end
+    end
+end }"#;
+
+const NAMES_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local owner = process.registry.lookup("svc")
+    io.print("lookup", owner)
+    process.send("svc", "hello")
+    local m = process.inbox():receive()
+    io.print("answer", m:payload():data())
+    local _, e = process.registry.lookup("mine")
+    io.print("local stays local", tostring(e))
+    return 0
+end }"#;
+
+#[test]
+fn cluster_names_gossip_resolve_and_local_names_stay_local() {
+    let mut net = Net::new(
+        &["n1", "n2"],
+        &[("t:owner", NAMES_OWNER), ("t:main", NAMES_MAIN)],
+    );
+    net.converge();
+    let owner = net.spawn(1, "t:owner");
+    assert!(net.run_until(1_000 * MS, |n| n.m[0].node.cluster_names().len() == 1));
+    assert_eq!(
+        net.m[0].node.cluster_names(),
+        vec![("svc".to_string(), owner.clone())]
+    );
+    net.main(0, "t:main");
+    let out = net.finish(0, 2_000 * MS);
+    assert!(out.contains(&format!("lookup\t{owner}")), "{out}");
+    assert!(out.contains(&format!("answer\tfrom {owner}")), "{out}");
+    assert!(
+        out.contains("local stays local\tname not registered"),
+        "{out}"
+    );
+}
+
+#[test]
+fn conflicting_claims_resolve_to_one_owner_everywhere_and_the_loser_is_told() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:owner", NAMES_OWNER)]);
+    net.converge();
+    // A partition: both sides claim the same name.
+    net.cut.insert((0, 1));
+    net.cut.insert((1, 0));
+    let a = net.spawn(0, "t:owner");
+    let b = net.spawn(1, "t:owner");
+    net.run_until(200 * MS, |_| false);
+    assert_eq!(net.m[0].node.cluster_names()[0].1, a);
+    assert_eq!(net.m[1].node.cluster_names()[0].1, b);
+    // Heal: the transport reconnects (a node heard from again is up again).
+    net.cut.clear();
+    for (i, j) in [(0usize, 1usize), (1, 0)] {
+        let peer = net.m[j].name.clone();
+        net.inbox[i].push_back(Input::NodeDown {
+            node: peer,
+            reason: "partition".into(),
+        });
+        net.connected.remove(&(j, i));
+    }
+    // Each side talks again, starting with its Hello.
+    for (i, j) in [(0usize, 1usize), (1, 0)] {
+        let hello = net.m[i].node.hello().unwrap();
+        net.connected.insert((i, j));
+        let from_node = net.m[i].name.clone();
+        net.inbox[j].push_back(Input::Frame {
+            from_node,
+            bytes: hello,
+        });
+    }
+    assert!(net.run_until(2_000 * MS, |n| {
+        let x = n.m[0].node.cluster_names();
+        !x.is_empty() && x == n.m[1].node.cluster_names()
+    }));
+    let winner = net.m[0].node.cluster_names()[0].1.clone();
+    assert!(winner == a || winner == b);
+    let loser = if winner == a { 1 } else { 0 };
+    // The losing owner gets a message on the documented topic; the winner's owner does not.
+    let told = |n: &Net, i: usize| {
+        n.trace(i, "send")
+            .iter()
+            .any(|l| l.ends_with(" cluster.name.lost"))
+    };
+    assert!(
+        net.run_until(500 * MS, |n| told(n, loser)),
+        "{:?}",
+        net.trace(loser, "")
+    );
+    assert!(net.m[loser].logs.iter().any(|l| l.contains("name lost")));
+    assert!(!told(&net, 1 - loser));
+}
+
+#[test]
+fn duplicate_frames_are_dropped_and_counted() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
+    net.converge();
+    net.duplicate = true;
+    net.main(0, "t:main");
+    let out = net.finish(0, 5_000 * MS);
+    let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert!(
+        out.contains(&format!("order\t{}", order.join(","))),
+        "{out}"
+    );
+    assert!(net.m[1].node.stats().frames_duplicate >= 20);
+    assert!(net.m[0].node.stats().frames_duplicate >= 20);
+}
+
+#[test]
+fn bad_frames_are_counted_and_logged_never_a_panic() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE)]);
+    net.converge();
+    let n2 = NodeId::named("n2");
+    let n3 = NodeId::named("n3");
+    let before = net.m[0].node.stats();
+    let send = super::frame::Frame::Terminate {
+        from: crate::pid::Pid::on(n3.clone(), "t:host".into(), 1),
+        to: crate::pid::Pid::on(NodeId::named("n1"), "t:host".into(), 1),
+    }
+    .encode()
+    .unwrap();
+    let wrong_secret =
+        super::frame::Frame::Hello(super::frame::Hello::new(b"other", n3.clone(), 1))
+            .encode()
+            .unwrap();
+    let other_name = super::frame::Frame::Hello(super::frame::Hello::new(SECRET, n2.clone(), 1))
+        .encode()
+        .unwrap();
+    let node = &mut net.m[0].node;
+    let now = net.now;
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n3.clone(),
+            bytes: vec![0xde, 0xad],
+        },
+    );
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n3.clone(),
+            bytes: send,
+        },
+    );
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n3.clone(),
+            bytes: wrong_secret,
+        },
+    );
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n3.clone(),
+            bytes: other_name,
+        },
+    );
+    node.handle(now, Input::Datagram { bytes: vec![7; 40] });
+    let s = node.stats();
+    assert_eq!(s.frames_invalid - before.frames_invalid, 1);
+    assert_eq!(s.frames_unauthenticated - before.frames_unauthenticated, 3);
+    assert_eq!(s.frames_dropped - before.frames_dropped, 4);
+    assert!(!node.cluster_peers().iter().any(|p| p.node == n3 && p.up));
+    while let Some(o) = net.m[0].node.poll_output() {
+        net.route(0, o);
+    }
+    let drops = net.m[0]
+        .logs
+        .iter()
+        .filter(|l| l.contains("frame dropped"))
+        .count();
+    assert_eq!(drops, 4, "{:?}", net.m[0].logs);
+    assert!(net.m[0]
+        .logs
+        .iter()
+        .any(|l| l.contains("another cluster secret")));
+    assert!(net.m[0]
+        .logs
+        .iter()
+        .any(|l| l.contains("membership datagram refused")));
+}
+
+#[test]
+fn graceful_leave_is_seen_by_peers_quickly() {
+    let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+    net.converge();
+    let t0 = net.now;
+    net.m[2]
+        .node
+        .handle(t0, Input::Signal(crate::node::SignalKind::Interrupt));
+    let mut outs = Vec::new();
+    while let Some(o) = net.m[2].node.poll_output() {
+        outs.push(o);
+    }
+    let exit = outs
+        .iter()
+        .position(|o| matches!(o, Output::Exit(_)))
+        .expect("exits");
+    let datagram = outs
+        .iter()
+        .position(|o| matches!(o, Output::Datagram { .. }));
+    assert!(
+        datagram.is_some_and(|d| d < exit),
+        "leave datagrams before Exit: {outs:?}"
+    );
+    for o in outs {
+        net.route(2, o);
+    }
+    net.crash(2);
+    assert!(net.run_until(500 * MS, |n| n.up(0).len() == 1 && n.up(1).len() == 1));
+    assert!(net.trace(0, "node down n3").len() == 1);
+}
+
+#[test]
+fn a_restarted_node_is_a_new_incarnation_and_old_pids_are_dropped() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:idle", IDLE)]);
+    net.converge();
+    let old = net.spawn(1, "t:echo");
+    // n2 restarts: a new incarnation at the same address.
+    net.crash(1);
+    let cfg = config("n2", 2, &["n1:7000"]);
+    net.m[1] = build(
+        cfg,
+        &[("t:echo", ECHO), ("t:idle", IDLE)],
+        Default::default(),
+    );
+    let fresh = net.spawn(1, "t:echo");
+    assert_ne!(old, fresh, "a new run never reuses a PID");
+    assert!(net.run_until(30_000 * MS, |n| n.up(0).len() == 1 && n.up(1).len() == 1));
+    // A message from n1 for the old PID reaches nobody and is counted on n2.
+    let waiter = net.spawn(0, "t:idle");
+    let waiter_id = crate::pid::Pid::parse(&waiter).unwrap().uniq;
+    net.m[0]
+        .node
+        .core
+        .borrow_mut()
+        .send(Some(waiter_id), &old, "ping".into(), vec![])
+        .unwrap();
+    assert!(net.run_until(500 * MS, |n| n.m[1].node.stats().frames_stale == 1));
+    assert!(
+        net.trace(0, "node down n2/1").len() == 1,
+        "{:?}",
+        net.trace(0, "node")
+    );
+}
