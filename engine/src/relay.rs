@@ -361,7 +361,9 @@ mod on_node {
         }
 
         pub(crate) fn push_event(&mut self, to: u64, ev: Event) {
-            if self.procs.contains_key(&to) {
+            // An event from another node's process is traced as `RemoteExit` (its number
+            // is not a local process id and may equal one here).
+            if self.procs.contains_key(&to) && ev.from.node == self.node {
                 self.trace(TraceEvent::Event {
                     to,
                     kind: ev.kind,
@@ -393,9 +395,15 @@ mod on_node {
                 .unwrap_or_default();
             if self.observer.is_some() {
                 for m in &mb.messages {
+                    // A sender on another node is not a local process id (its number may
+                    // equal one here): its order is checked on `RemoteDeliver` instead.
                     self.trace(TraceEvent::Take {
                         proc: id,
-                        from: m.from.as_ref().map(|p| p.uniq),
+                        from: m
+                            .from
+                            .as_ref()
+                            .filter(|p| p.node == self.node)
+                            .map(|p| p.uniq),
                         seq: m.seq,
                     });
                 }
