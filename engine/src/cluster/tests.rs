@@ -583,6 +583,15 @@ return { main = function()
     io.print("answer", m:payload():data())
     local _, e = process.registry.lookup("mine")
     io.print("local stays local", tostring(e))
+    local ok, e2 = process.registry.register("x", owner, process.registry.EVENTUAL)
+    io.print("foreign", tostring(ok), tostring(e2))
+    local _, e3 = process.registry.register("svc", nil, process.registry.EVENTUAL)
+    io.print("taken", tostring(e3))
+    process.registry.register("tmp", nil, process.registry.EVENTUAL)
+    io.print("tmp", process.registry.lookup("tmp") == process.pid())
+    io.print("released", process.registry.unregister("tmp", process.registry.EVENTUAL))
+    local gone, e4 = process.registry.lookup("tmp")
+    io.print("after release", tostring(gone), tostring(e4))
     return 0
 end }"#;
 
@@ -607,6 +616,20 @@ fn cluster_names_gossip_resolve_and_local_names_stay_local() {
         out.contains("local stays local\tname not registered"),
         "{out}"
     );
+    assert!(out.contains("foreign\tnil\t"), "{out}");
+    assert!(out.contains("is a process of node n2"), "{out}");
+    assert!(out.contains("taken\tname already registered: svc"), "{out}");
+    assert!(out.contains("tmp\ttrue"), "{out}");
+    assert!(out.contains("released\ttrue"), "{out}");
+    assert!(
+        out.contains("after release\tnil\tname not registered"),
+        "{out}"
+    );
+    // n2 heard the claim and the release of "tmp": only "svc" is left there.
+    let names = |n: &Net| n.m[1].node.cluster_names();
+    let released = |n: &Net| !n.trace(1, "frame in name_release").is_empty();
+    assert!(net.run_until(100 * MS, |n| released(n) && names(n).len() == 1));
+    assert_eq!(names(&net), vec![("svc".to_string(), owner)]);
 }
 
 #[test]
