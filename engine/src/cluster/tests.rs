@@ -1005,3 +1005,77 @@ fn a_watcher_that_ends_drops_its_monitor_on_the_other_node() {
     net.m[0].node.sim_control().kill(watcher.uniq, "test");
     assert!(net.run_until(100 * MS, |n| !watched(n)));
 }
+
+/// Random kills, a node crash learnt through the transport or only through SWIM, and a
+/// duplicating network: every monitor of a remote process that died fires exactly once, and
+/// no monitor of a live process fires.
+#[test]
+fn remote_monitors_fire_exactly_once_under_random_deaths() {
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+    for seed in 0..12u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+        net.converge();
+        net.duplicate = rng.next_u64() % 2 == 0;
+        let watchers: Vec<u64> = (0..4)
+            .map(|_| {
+                crate::pid::Pid::parse(&net.spawn(0, "t:idle"))
+                    .unwrap()
+                    .uniq
+            })
+            .collect();
+        let targets: Vec<(usize, String)> = (0..6)
+            .map(|k| (1 + k % 2, net.spawn(1 + k % 2, "t:idle")))
+            .collect();
+        let mut pairs = BTreeSet::new();
+        for w in &watchers {
+            for (_, t) in &targets {
+                if rng.next_u64() % 2 == 0 {
+                    net.m[0].node.core.borrow_mut().monitor(*w, t).unwrap();
+                    pairs.insert((*w, t.clone()));
+                }
+            }
+        }
+        net.run_until(50 * MS, |_| false);
+        let mut dead: BTreeSet<String> = BTreeSet::new();
+        for (i, t) in &targets {
+            if rng.next_u64() % 3 == 0 {
+                let id = crate::pid::Pid::parse(t).unwrap().uniq;
+                net.m[*i].node.sim_control().kill(id, "killed");
+                dead.insert(t.clone());
+            }
+        }
+        let crash = rng.next_u64() % 2 == 0;
+        if crash {
+            net.run_until(rng.next_u64() % (20 * MS), |_| false);
+            net.crash(2);
+            dead.extend(
+                targets
+                    .iter()
+                    .filter(|(i, _)| *i == 2)
+                    .map(|(_, t)| t.clone()),
+            );
+            if rng.next_u64() % 2 == 0 {
+                net.inbox[0].push_back(Input::NodeDown {
+                    node: NodeId::named("n3"),
+                    reason: "closed".into(),
+                });
+            }
+        }
+        net.run_until(30_000 * MS, |_| false);
+        let fired = net.trace(0, "remote pid.exit");
+        for (w, t) in &pairs {
+            let n = fired
+                .iter()
+                .filter(|l| l.starts_with(&format!("remote pid.exit {t} -> {w}:")))
+                .count();
+            let want = usize::from(dead.contains(t));
+            assert_eq!(n, want, "seed {seed}: watcher {w} of {t}: {fired:?}");
+        }
+        assert_eq!(
+            fired.len(),
+            pairs.iter().filter(|(_, t)| dead.contains(t)).count()
+        );
+    }
+}
