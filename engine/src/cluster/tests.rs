@@ -1004,6 +1004,22 @@ fn a_watcher_that_ends_drops_its_monitor_on_the_other_node() {
     assert!(net.run_until(100 * MS, watched));
     net.m[0].node.sim_control().kill(watcher.uniq, "test");
     assert!(net.run_until(100 * MS, |n| !watched(n)));
+    // A message for a process of n2 that has ended reaches nobody and is counted there.
+    let target_pid = net.m[1]
+        .node
+        .core
+        .borrow()
+        .pid_of(target)
+        .unwrap()
+        .to_string();
+    net.m[1].node.sim_control().kill(target, "test");
+    let sent = net.m[0]
+        .node
+        .core
+        .borrow_mut()
+        .send(None, &target_pid, "late".into(), vec![]);
+    assert!(sent.is_ok(), "the sender cannot know: {sent:?}");
+    assert!(net.run_until(100 * MS, |n| n.m[1].node.stats().frames_dead == 1));
 }
 
 /// Random kills, a node crash learnt through the transport or only through SWIM, and a
