@@ -48,7 +48,7 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run the app under the deterministic simulator: seeded scheduling, virtual time,
     /// injected faults, invariant checks; the same seed replays the same run.
-    Sim(sim::SimArgs),
+    Sim(Box<sim::SimArgs>),
     /// Validate the app without running it: loads every entry, compiles every Lua file,
     /// checks imports, modules and references; reports every problem with file:line and
     /// exits 1 if there is any.
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::run(a),
         Cmd::Sim(a) => {
             sim::reexec_without_aslr();
-            sim::sim(a)
+            sim::sim(*a)
         }
         Cmd::Check(a) => check::check(a),
         Cmd::Bench(a) => bench::bench(a),

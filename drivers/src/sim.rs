@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::Planted;
+use weft_sim::cluster::NodeSpec;
 use weft_sim::faults::{Faults, KINDS};
+use weft_sim::net::{NetConfig, NetFaults, NET_KINDS};
 use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,6 +62,47 @@ pub struct SimArgs {
     /// Plant a known bug (for testing the simulator itself): double-exit.
     #[arg(long, hide = true)]
     plant: Option<String>,
+    /// A node of a simulated cluster: `NAME=APP_DIR[:ENTRY]` (ENTRY as for -x runs on that
+    /// node's terminal host). Repeat for each node; the first is everyone's join address.
+    #[arg(
+        long = "node",
+        value_name = "NAME=DIR[:ENTRY]",
+        conflicts_with = "exec"
+    )]
+    nodes: Vec<String>,
+    /// A sim file (YAML) naming the cluster's nodes: `app: DIR` and `nodes: [{name, app?,
+    /// exec?, args?}]`, paths relative to the file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["exec", "nodes"])]
+    cluster: Option<PathBuf>,
+    /// Network faults of a cluster run: none, all, or e.g.
+    /// loss=0.01,dup=0.01,reorder=0.05,stale=0.5,reset=0.02,clog=0.05,partition=0.02,oneway=0.02,isolate=0.02,crash=0.01,skew=0.5
+    #[arg(long, default_value = "none")]
+    net: String,
+    /// Mean one-way network latency of a cluster run (each frame and datagram draws its own).
+    #[arg(long, default_value = "1ms")]
+    latency: String,
+}
+
+/// A sim file: the nodes of a cluster run.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SimFile {
+    /// The app every node runs unless it names its own.
+    #[serde(default)]
+    app: Option<PathBuf>,
+    nodes: Vec<SimFileNode>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SimFileNode {
+    name: String,
+    #[serde(default)]
+    app: Option<PathBuf>,
+    #[serde(default)]
+    exec: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 fn duration(s: &str, flag: &str) -> Result<u64, String> {
@@ -71,12 +114,112 @@ fn duration(s: &str, flag: &str) -> Result<u64, String> {
 struct Plan {
     entries: Vec<Entry>,
     base: SimConfig,
+    /// The nodes of a cluster run (none: one node, `entries`).
+    nodes: Vec<NodeSpec>,
+}
+
+impl Plan {
+    fn run(&self, cfg: &SimConfig) -> Result<SimReport, String> {
+        if self.nodes.is_empty() {
+            weft_sim::run(&self.entries, cfg)
+        } else {
+            weft_sim::cluster::run(&self.nodes, cfg)
+        }
+    }
+}
+
+/// `-x`/`ENTRY` text to (terminal host, entry), checked against the app's entries.
+fn resolve_exec(x: &str, entries: &[Entry]) -> Result<(String, String), String> {
+    let (host, entry) = match x.split_once('/') {
+        Some((h, e)) => (h.to_string(), e.to_string()),
+        None => {
+            let hosts: Vec<&Entry> = entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::TerminalHost)
+                .collect();
+            match hosts.as_slice() {
+                [one] => (one.id.clone(), x.to_string()),
+                [] => return Err("no terminal.host entry to run -x on".into()),
+                _ => return Err("more than one terminal.host: use -x host/entry".into()),
+            }
+        }
+    };
+    if !entry.contains(':') {
+        return Err(format!("-x {x}: use namespace:entry"));
+    }
+    if !entries.iter().any(|e| e.id == entry) {
+        return Err(project::entry_not_found(&entry, entries));
+    }
+    Ok((host, entry))
+}
+
+/// The nodes of a cluster run, from `--node` flags or a `--cluster` file.
+fn cluster_nodes(a: &SimArgs) -> Result<Vec<NodeSpec>, String> {
+    let mut wanted: Vec<(String, PathBuf, Option<String>, Vec<String>)> = Vec::new();
+    if let Some(f) = &a.cluster {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file: SimFile =
+            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        let base = f.parent().unwrap_or(std::path::Path::new("."));
+        if file.nodes.is_empty() {
+            return Err(format!("{}: 'nodes' lists no node", f.display()));
+        }
+        for n in file.nodes {
+            let Some(app) = n.app.or_else(|| file.app.clone()) else {
+                return Err(format!(
+                    "{}: node {} names no app (set 'app' for it or for the file)",
+                    f.display(),
+                    n.name
+                ));
+            };
+            wanted.push((n.name, base.join(app), n.exec, n.args));
+        }
+    }
+    for spec in &a.nodes {
+        let Some((name, rest)) = spec.split_once('=') else {
+            return Err(format!("--node {spec}: use NAME=APP_DIR[:ENTRY]"));
+        };
+        let (dir, exec) = match rest.split_once(':') {
+            Some((d, e)) => (d, Some(e.to_string())),
+            None => (rest, None),
+        };
+        wanted.push((name.to_string(), PathBuf::from(dir), exec, Vec::new()));
+    }
+    let mut nodes = Vec::new();
+    for (name, dir, exec, args) in wanted {
+        let root = dir
+            .canonicalize()
+            .map_err(|e| format!("node {name}: {}: {e}", dir.display()))?;
+        let entries = project::load(&root).map_err(|e| format!("node {name}: {e}"))?;
+        let exec = match exec {
+            Some(x) => {
+                let (host, entry) =
+                    resolve_exec(&x, &entries).map_err(|e| format!("node {name}: {e}"))?;
+                Some((host, entry, args))
+            }
+            None => None,
+        };
+        nodes.push(NodeSpec {
+            name,
+            entries,
+            exec,
+        });
+    }
+    Ok(nodes)
 }
 
 fn plan(a: &SimArgs) -> Result<Plan, String> {
-    let root = a.app.root()?;
-    let entries = project::load(&root)?;
+    let nodes = cluster_nodes(a)?;
+    let entries = if nodes.is_empty() {
+        project::load(&a.app.root()?)?
+    } else {
+        Vec::new()
+    };
     let mut base = SimConfig::new(a.seed);
+    base.net = NetConfig {
+        latency_ns: duration(&a.latency, "--latency")?,
+        faults: NetFaults::parse(&a.net)?,
+    };
     base.until_ns = duration(&a.until, "--until")?;
     base.liveness_ns = duration(&a.liveness, "--liveness")?;
     base.delivery_delay_ns = duration(&a.delay, "--delay")?;
@@ -98,34 +241,34 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
         base.input = text.lines().map(String::from).collect();
     }
     if let Some(x) = &a.exec {
-        let (host, entry) = match x.split_once('/') {
-            Some((h, e)) => (h.to_string(), e.to_string()),
-            None => {
-                let hosts: Vec<&Entry> = entries
-                    .iter()
-                    .filter(|e| e.kind == EntryKind::TerminalHost)
-                    .collect();
-                match hosts.as_slice() {
-                    [one] => (one.id.clone(), x.clone()),
-                    [] => return Err("no terminal.host entry to run -x on".into()),
-                    _ => return Err("more than one terminal.host: use -x host/entry".into()),
-                }
-            }
-        };
-        if !entry.contains(':') {
-            return Err(format!("-x {x}: use namespace:entry"));
-        }
-        if !entries.iter().any(|e| e.id == entry) {
-            return Err(project::entry_not_found(&entry, &entries));
-        }
+        let (host, entry) = resolve_exec(x, &entries)?;
         base.exec = Some((host, entry, a.args.clone()));
     }
-    Ok(Plan { entries, base })
+    Ok(Plan {
+        entries,
+        base,
+        nodes,
+    })
 }
 
 fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     let (faults, delay_ns) = (&cfg.faults, cfg.delivery_delay_ns);
-    let mut s = format!("weft sim -C {} --seed {seed}", a.app.dir.display());
+    let mut s = if let Some(f) = &a.cluster {
+        format!("weft sim --cluster {} --seed {seed}", f.display())
+    } else if !a.nodes.is_empty() {
+        let nodes: Vec<String> = a.nodes.iter().map(|n| format!("--node {n}")).collect();
+        format!("weft sim {} --seed {seed}", nodes.join(" "))
+    } else {
+        format!("weft sim -C {} --seed {seed}", a.app.dir.display())
+    };
+    if a.cluster.is_some() || !a.nodes.is_empty() {
+        if cfg.net.latency_ns != weft_sim::net::DEFAULT_LATENCY_NS {
+            s.push_str(&format!(" --latency {}", fmt_ns(cfg.net.latency_ns)));
+        }
+        if !cfg.net.faults.is_none() {
+            s.push_str(&format!(" --net {}", cfg.net.faults.describe()));
+        }
+    }
     if let Some(x) = &a.exec {
         s.push_str(&format!(" -x {x}"));
     }
@@ -182,7 +325,7 @@ fn print_violation(a: &SimArgs, r: &SimReport, cfg: &SimConfig) {
 
 fn single(a: &SimArgs, p: &Plan) -> i32 {
     println!("seed {}", a.seed);
-    let r = match weft_sim::run(&p.entries, &p.base) {
+    let r = match p.run(&p.base) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -213,7 +356,7 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
         }
     }
     if a.twice {
-        match weft_sim::run(&p.entries, &p.base) {
+        match p.run(&p.base) {
             Ok(r2) if r2.trace_hash == r.trace_hash => println!("second run: same trace hash"),
             Ok(r2) => {
                 eprintln!(
@@ -244,10 +387,23 @@ fn swarm_draw(seed: u64) -> (Faults, u64) {
     (faults, delay)
 }
 
+/// A cluster swarm seed's network: its fault mix and mean latency, drawn from the seed (a
+/// stream of its own, so the process-level draw stays as it was).
+fn swarm_net(seed: u64) -> NetConfig {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E45_5457_4F52_4B00);
+    let faults = NetFaults::draw(&mut rng);
+    let pick = rand_core::RngCore::next_u64(&mut rng) as usize;
+    let latency_ns =
+        weft_sim::net::SWARM_LATENCIES_NS[pick % weft_sim::net::SWARM_LATENCIES_NS.len()];
+    NetConfig { latency_ns, faults }
+}
+
 fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     let total = seeds.len();
     let mut failures: Vec<(u64, String, SimConfig)> = Vec::new();
     let mut fired: std::collections::BTreeMap<String, u64> = Default::default();
+    // How many seeds each fault type fired in.
+    let mut seeds_with: std::collections::BTreeMap<String, u64> = Default::default();
     let mut schedules: std::collections::BTreeSet<u64> = Default::default();
     let started = std::time::Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -256,8 +412,11 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         cfg.seed = seed;
         if swarm {
             (cfg.faults, cfg.delivery_delay_ns) = swarm_draw(seed);
+            if !p.nodes.is_empty() {
+                cfg.net = swarm_net(seed);
+            }
         }
-        let r = match weft_sim::run(&p.entries, &cfg) {
+        let r = match p.run(&cfg) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("\nerror: {e}");
@@ -266,6 +425,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         };
         for (k, v) in &r.faults {
             *fired.entry(k.clone()).or_insert(0) += v;
+            *seeds_with.entry(k.clone()).or_insert(0) += 1;
         }
         schedules.insert(r.schedule_hash);
         if let Some(v) = &r.violation {
@@ -279,7 +439,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                 cfg.clone(),
             ));
         } else if a.twice {
-            match weft_sim::run(&p.entries, &cfg) {
+            match p.run(&cfg) {
                 Ok(r2) if r2.trace_hash != r.trace_hash => failures.push((
                     seed,
                     format!(
@@ -320,8 +480,14 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         "distinct schedules: {} of {total} seeds (traces compared without timestamps)",
         schedules.len()
     );
-    if swarm || !p.base.faults.is_none() {
-        let never: Vec<&str> = KINDS
+    let cluster = !p.nodes.is_empty();
+    if swarm || !p.base.faults.is_none() || (cluster && !p.base.net.faults.is_none()) {
+        let kinds: Vec<&str> = if cluster {
+            KINDS.iter().chain(NET_KINDS).copied().collect()
+        } else {
+            KINDS.to_vec()
+        };
+        let never: Vec<&str> = kinds
             .iter()
             .copied()
             .filter(|k| !fired.contains_key(*k))
@@ -335,6 +501,17 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                 counts.join(" ")
             }
         );
+        if cluster {
+            // The share of seeds each fault type fired in (a swarm should reach every type).
+            let shares: Vec<String> = kinds
+                .iter()
+                .map(|k| {
+                    let n = seeds_with.get(*k).copied().unwrap_or(0);
+                    format!("{k} {:.1}%", 100.0 * n as f64 / total.max(1) as f64)
+                })
+                .collect();
+            println!("seeds per fault type: {}", shares.join(", "));
+        }
         if !never.is_empty() {
             println!("fault types that never fired: {}", never.join(", "));
         }
@@ -407,6 +584,15 @@ mod replay_tests {
             let (faults, delay) = swarm_draw(seed);
             assert_eq!(Faults::parse(&faults.describe()).unwrap(), faults);
             assert_eq!(duration(&fmt_ns(delay), "--delay").unwrap(), delay);
+            let net = swarm_net(seed);
+            assert_eq!(
+                NetFaults::parse(&net.faults.describe()).unwrap(),
+                net.faults
+            );
+            assert_eq!(
+                duration(&fmt_ns(net.latency_ns), "--latency").unwrap(),
+                net.latency_ns
+            );
         }
     }
 }

@@ -2,8 +2,10 @@
 //! checking invariants after every step. Same seed, same trace hash. No OS access in here.
 
 pub mod check;
+pub mod cluster;
 pub mod exec;
 pub mod faults;
+pub mod net;
 
 use check::{Checker, Violation};
 use exec::{sleep_until, ClockRef, Executor};
@@ -49,6 +51,8 @@ pub struct SimConfig {
     pub planted: Planted,
     /// Messages between processes arrive after a seeded delay below this (0: at once).
     pub delivery_delay_ns: u64,
+    /// The simulated network of a cluster run (`cluster::run`); a run alone has none.
+    pub net: net::NetConfig,
 }
 
 impl SimConfig {
@@ -63,6 +67,7 @@ impl SimConfig {
             liveness_ns: 300 * SECOND,
             planted: Planted::default(),
             delivery_delay_ns: DEFAULT_DELIVERY_DELAY_NS,
+            net: net::NetConfig::default(),
         }
     }
 }
@@ -89,24 +94,50 @@ pub struct SimReport {
 }
 
 #[derive(Default)]
-struct Observed {
+pub(crate) struct Observed {
     hash: TraceHash,
     /// The trace without timestamps: which schedule (order of events) the seed produced.
     schedule: TraceHash,
     recent: VecDeque<String>,
     all: Option<Vec<String>>,
-    checker: Checker,
+    /// One checker per node (process ids are per node).
+    checkers: Vec<Checker>,
     faults: BTreeMap<String, u64>,
-    /// Services seen running since the liveness window opened.
+    /// Services seen running since the liveness window opened (`node/service` in a cluster).
     came_back: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Observed {
-    fn see(&mut self, now: u64, ev: &TraceEvent<'_>) {
-        let text = ev.line();
-        self.schedule.add(&text);
+    pub(crate) fn new(nodes: usize, keep_trace: bool) -> Observed {
+        Observed {
+            all: keep_trace.then(Vec::new),
+            checkers: (0..nodes).map(|_| Checker::default()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A trace line of the run (hashed, kept for reports).
+    pub(crate) fn line(&mut self, now: u64, text: &str) {
+        self.schedule.add(text);
         let line = format!("{now:>12} {text}");
         self.hash.add(&line);
+        if let Some(all) = &mut self.all {
+            all.push(line.clone());
+        }
+        if self.recent.len() == RECENT_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
+    }
+
+    /// An event of node `who`; `prefix` names the node in a cluster run ("" alone).
+    pub(crate) fn see(&mut self, now: u64, who: usize, prefix: &str, ev: &TraceEvent<'_>) {
+        let text = ev.line();
+        if prefix.is_empty() {
+            self.line(now, &text);
+        } else {
+            self.line(now, &format!("{prefix} {text}"));
+        }
         if let TraceEvent::Fault { kind, .. } = ev {
             *self.faults.entry(kind.to_string()).or_insert(0) += 1;
         }
@@ -118,21 +149,93 @@ impl Observed {
             Some(back),
         ) = (ev, &mut self.came_back)
         {
-            back.insert(service.to_string());
+            back.insert(if prefix.is_empty() {
+                service.to_string()
+            } else {
+                format!("{prefix}/{service}")
+            });
         }
-        self.checker.observe(ev);
-        if let Some(all) = &mut self.all {
-            all.push(line.clone());
+        self.checkers[who].observe(ev);
+    }
+
+    /// The first invariant broken on any node.
+    pub(crate) fn violation(&self) -> Option<&Violation> {
+        self.checkers.iter().find_map(|c| c.violation.as_ref())
+    }
+
+    pub(crate) fn set_violation(&mut self, v: Violation) {
+        if self.violation().is_none() {
+            self.checkers[0].violation = Some(v);
         }
-        if self.recent.len() == RECENT_LINES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(line);
     }
 }
 
 fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Where a node's world commands run: tasks on the executor, answered on the virtual clock
+/// by the node's world, completions queued for the node.
+pub(crate) struct WorldSide {
+    pub(crate) clock: ClockRef,
+    pub(crate) exec: Executor,
+    pub(crate) world: Rc<RefCell<World>>,
+    pub(crate) inputs: Rc<RefCell<VecDeque<Input>>>,
+}
+
+/// The seeded choices and faults a world command is subject to.
+pub(crate) struct Ask<'a> {
+    pub(crate) rng: &'a mut ChaCha8Rng,
+    pub(crate) faults: &'a Faults,
+    /// Lines the terminal process reads.
+    pub(crate) script: &'a mut VecDeque<String>,
+    pub(crate) pending: &'a mut Vec<(&'static str, String)>,
+}
+
+impl WorldSide {
+    /// Runs `cmd` as a task: after a seeded delay (late faults), failed by injection, read from
+    /// the script (terminal reads), or answered by the world when the task runs.
+    pub(crate) fn execute(
+        &self,
+        ask: &mut Ask<'_>,
+        pid: weft_engine::pid::Pid,
+        tag: u64,
+        cmd: weft_engine::world::WorldCommand,
+    ) {
+        let now = self.clock.borrow().now;
+        let mut delay = ask.rng.next_u64() % (SECOND / 1000);
+        if ask.faults.late > 0.0 && unit(ask.rng) < ask.faults.late {
+            delay += ask.rng.next_u64() % (2 * SECOND);
+            ask.pending.push(("late", format!("{}/{tag}", pid.uniq)));
+        }
+        let failed = ask.faults.fail > 0.0 && unit(ask.rng) < ask.faults.fail;
+        let terminal = cmd.is_terminal_read();
+        let result = if failed {
+            ask.pending.push(("fail", format!("{}/{tag}", pid.uniq)));
+            Err(ErrorValue::new(kind::UNAVAILABLE, "injected failure"))
+        } else if terminal {
+            match ask.script.pop_front() {
+                Some(line) => Ok(Value::from(line)),
+                None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
+            }
+        } else {
+            // Answered by the world when the task runs, in seeded order.
+            Ok(Value::Nil)
+        };
+        let to_world = !failed && !terminal;
+        let (c, q, w) = (self.clock.clone(), self.inputs.clone(), self.world.clone());
+        let at = now + delay;
+        self.exec.spawn(async move {
+            sleep_until(&c, at).await;
+            let result = if to_world {
+                w.borrow_mut().handle(cmd)
+            } else {
+                result
+            };
+            q.borrow_mut()
+                .push_back(Input::Completed { pid, tag, result });
+        });
+    }
 }
 
 /// The simulator as a `Driver`: virtual clock, seeded faults between steps, world commands run
@@ -167,37 +270,56 @@ impl SimDriver<'_> {
 
     /// Seeded faults and choices before a step.
     fn inject(&mut self, node: &mut Node) {
-        let mut ctl = node.sim_control();
-        for (kind, detail) in self.pending_faults.drain(..) {
-            ctl.trace_fault(kind, &detail);
+        let mut rng = self.rng.borrow_mut();
+        inject(
+            node,
+            &mut rng,
+            &self.faults,
+            self.terminal,
+            &mut self.pending_faults,
+        );
+    }
+}
+
+/// Seeded faults and choices before a step of `node` (a run alone or one node of a cluster):
+/// faults recorded meanwhile, kills (never of the terminal process), noise, and which ready
+/// process goes first.
+pub(crate) fn inject(
+    node: &mut Node,
+    rng: &mut ChaCha8Rng,
+    faults: &Faults,
+    terminal: Option<u64>,
+    pending: &mut Vec<(&'static str, String)>,
+) {
+    let mut ctl = node.sim_control();
+    for (kind, detail) in pending.drain(..) {
+        ctl.trace_fault(kind, &detail);
+    }
+    if faults.kill > 0.0 && unit(rng) < faults.kill {
+        let live: Vec<u64> = ctl
+            .live_processes()
+            .into_iter()
+            .filter(|p| Some(*p) != terminal)
+            .collect();
+        if !live.is_empty() {
+            let victim = live[(rng.next_u64() % live.len() as u64) as usize];
+            ctl.trace_fault("kill", &victim.to_string());
+            ctl.kill(victim, "killed by the simulator");
         }
-        if self.faults.kill > 0.0 && self.unit() < self.faults.kill {
-            let live: Vec<u64> = ctl
-                .live_processes()
-                .into_iter()
-                .filter(|p| Some(*p) != self.terminal)
-                .collect();
-            if !live.is_empty() {
-                let victim = live[(self.rng.borrow_mut().next_u64() % live.len() as u64) as usize];
-                ctl.trace_fault("kill", &victim.to_string());
-                ctl.kill(victim, "killed by the simulator");
-            }
+    }
+    if faults.noise > 0.0 && unit(rng) < faults.noise {
+        let live = ctl.live_processes();
+        if !live.is_empty() {
+            let to = live[(rng.next_u64() % live.len() as u64) as usize];
+            ctl.trace_fault("noise", &to.to_string());
+            ctl.noise(to, "sim.noise");
         }
-        if self.faults.noise > 0.0 && self.unit() < self.faults.noise {
-            let live = ctl.live_processes();
-            if !live.is_empty() {
-                let to = live[(self.rng.borrow_mut().next_u64() % live.len() as u64) as usize];
-                ctl.trace_fault("noise", &to.to_string());
-                ctl.noise(to, "sim.noise");
-            }
-        }
-        // Seeded interleaving: every other step, any ready process may go first (per-sender
-        // FIFO is the mailboxes' and holds whatever the order of steps).
-        let mut r = self.rng.borrow_mut();
-        let ready = ctl.ready_len();
-        if ready > 1 && r.next_u64().is_multiple_of(2) {
-            ctl.promote((r.next_u64() % ready as u64) as usize);
-        }
+    }
+    // Seeded interleaving: every other step, any ready process may go first (per-sender
+    // FIFO is the mailboxes' and holds whatever the order of steps).
+    let ready = ctl.ready_len();
+    if ready > 1 && rng.next_u64().is_multiple_of(2) {
+        ctl.promote((rng.next_u64() % ready as u64) as usize);
     }
 }
 
@@ -238,41 +360,20 @@ impl Driver for SimDriver<'_> {
             | Output::PeerDown { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
-                let now = self.clock.borrow().now;
-                let mut delay = self.rng.borrow_mut().next_u64() % (SECOND / 1000);
-                if self.faults.late > 0.0 && self.unit() < self.faults.late {
-                    delay += self.rng.borrow_mut().next_u64() % (2 * SECOND);
-                    self.pending_faults
-                        .push(("late", format!("{}/{tag}", pid.uniq)));
-                }
-                let failed = self.faults.fail > 0.0 && self.unit() < self.faults.fail;
-                let terminal = cmd.is_terminal_read();
-                let result = if failed {
-                    self.pending_faults
-                        .push(("fail", format!("{}/{tag}", pid.uniq)));
-                    Err(ErrorValue::new(kind::UNAVAILABLE, "injected failure"))
-                } else if terminal {
-                    match self.script.pop_front() {
-                        Some(line) => Ok(Value::from(line)),
-                        None => Err(ErrorValue::new(kind::UNKNOWN, "EOF")),
-                    }
-                } else {
-                    // Answered by the world when the task runs, in seeded order.
-                    Ok(Value::Nil)
+                let side = WorldSide {
+                    clock: self.clock.clone(),
+                    exec: self.exec.clone(),
+                    world: self.world.clone(),
+                    inputs: self.inputs.clone(),
                 };
-                let to_world = !failed && !terminal;
-                let (c, q, w) = (self.clock.clone(), self.inputs.clone(), self.world.clone());
-                let at = now + delay;
-                self.exec.spawn(async move {
-                    sleep_until(&c, at).await;
-                    let result = if to_world {
-                        w.borrow_mut().handle(cmd)
-                    } else {
-                        result
-                    };
-                    q.borrow_mut()
-                        .push_back(Input::Completed { pid, tag, result });
-                });
+                let mut rng = self.rng.borrow_mut();
+                let mut ask = Ask {
+                    rng: &mut rng,
+                    faults: &self.faults,
+                    script: &mut self.script,
+                    pending: &mut self.pending_faults,
+                };
+                side.execute(&mut ask, pid, tag, cmd);
             }
         }
     }
@@ -295,8 +396,8 @@ impl Driver for SimDriver<'_> {
         }
         self.exec.run_ready(&mut self.rng.borrow_mut());
         let owners = node.name_owners();
-        self.obs.borrow_mut().checker.after_step(&owners);
-        if self.obs.borrow().checker.violation.is_some() || self.exit_code.is_some() {
+        self.obs.borrow_mut().checkers[0].after_step(&owners);
+        if self.obs.borrow().violation().is_some() || self.exit_code.is_some() {
             return false;
         }
         self.inject(node);
@@ -331,42 +432,25 @@ impl Driver for SimDriver<'_> {
 /// Runs one seed. Boot problems (bad entries, Lua syntax) come back as Err.
 pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
     let clock: ClockRef = Rc::default();
-    let obs = Rc::new(RefCell::new(Observed {
-        all: cfg.keep_trace.then(Vec::new),
-        ..Default::default()
-    }));
+    let obs = Rc::new(RefCell::new(Observed::new(1, cfg.keep_trace)));
     let world = Rc::new(RefCell::new(World::new(Storage::Memory)));
     world.borrow_mut().configure(entries)?;
     let (o, clk) = (obs.clone(), clock.clone());
-    // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
-    // the seed only. `.env` files start absent in the in-memory world.
-    let env_files = world.borrow().env_files(entries);
-    let built = Node::builder(NodeConfig {
-        seed: cfg.seed,
-        wall_epoch_ns: EPOCH_NS,
-        ..Default::default()
-    })
-    .log_level(Level::Error)
-    .buggify(cfg.faults.buggify)
-    .planted(cfg.planted)
-    .observer(Box::new(move |ev| {
-        let now = clk.borrow().now;
-        o.borrow_mut().see(now, ev)
-    }))
-    .env_files(env_files)
-    .entries(entries.to_vec())
-    .build(Some(&mut *world.borrow_mut()))
-    .map_err(|e| e.to_string())?;
-    let mut node = built.node;
-    node.sim_control().set_delivery_delay(cfg.delivery_delay_ns);
-    let mut terminal = None;
-    if let Some((host, entry, args)) = &cfg.exec {
-        let args = args.iter().map(|a| Value::from(a.as_str())).collect();
-        let pid = node
-            .spawn(entry, host, args, true)
-            .map_err(|e| format!("cannot start {entry} on {host}: {}", e.message))?;
-        terminal = Some(pid.uniq);
-    }
+    let mut node = build_node(
+        entries,
+        NodeConfig {
+            seed: cfg.seed,
+            wall_epoch_ns: EPOCH_NS,
+            ..Default::default()
+        },
+        cfg,
+        Box::new(move |ev| {
+            let now = clk.borrow().now;
+            o.borrow_mut().see(now, 0, "", ev)
+        }),
+        &world,
+    )?;
+    let terminal = start_terminal(&mut node, &cfg.exec)?;
 
     let mut d = SimDriver {
         cfg,
@@ -395,72 +479,14 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
 
     let sim_time_ns = clock.borrow().now;
     let exit_code = d.exit_code;
-    if exit_code.is_none() && obs.borrow().checker.violation.is_none() && terminal.is_some() {
-        // The terminal process never finished: stuck for good, or still going at the end.
-        let waits = node.sim_control().waits();
-        let mut lines: Vec<String> = waits
-            .iter()
-            .filter(|w| w.terminal)
-            .chain(waits.iter().filter(|w| !w.terminal))
-            .map(|w| w.to_string())
-            .collect();
-        lines.truncate(8);
-        let who = waits
-            .iter()
-            .find(|w| w.terminal)
-            .map(|w| format!("{} ({})", w.pid, w.entry))
-            .unwrap_or_else(|| "the terminal process".into());
-        let violation = if d.stalled {
-            Violation {
-                invariant: "no deadlock",
-                detail: format!(
-                    "{who} waits forever: no process can run, no timer is armed and no world \
-                     command is under way; {}",
-                    lines.join("; ")
-                ),
-            }
-        } else {
-            Violation {
-                invariant: "the terminal process finishes",
-                detail: format!(
-                    "{who} is still running after {} of simulated time (raise --until if it \
-                     needs longer); {}",
-                    weft_engine::duration::format(sim_time_ns as i64),
-                    lines.join("; ")
-                ),
-            }
-        };
-        drop(obs.borrow_mut().checker.violation.replace(violation));
+    if exit_code.is_none() && obs.borrow().violation().is_none() && terminal.is_some() {
+        let v = unfinished(&mut node, d.stalled, sim_time_ns, "");
+        obs.borrow_mut().set_violation(v);
     }
-    if exit_code.is_none() && obs.borrow().checker.violation.is_none() && cfg.liveness_ns > 0 {
+    if exit_code.is_none() && obs.borrow().violation().is_none() && cfg.liveness_ns > 0 {
         let back = obs.borrow().came_back.clone().unwrap_or_default();
-        for s in node.services().iter().filter(|s| s.auto_start) {
-            // Live: running now, finished for good, or restarted at least once in the window.
-            // A service that gave up (failed with no restart left) stays down: a failure too.
-            let settled = matches!(
-                s.state,
-                ServiceState::Running | ServiceState::Exited | ServiceState::Stopped
-            ) || back.contains(&s.id);
-            if !settled {
-                let detail = if s.state == ServiceState::Failed && !s.restart_pending {
-                    format!(
-                        "service {} failed for good (no restart left) and stayed down after \
-                         faults stopped",
-                        s.id
-                    )
-                } else {
-                    format!(
-                        "service {} is {} after the liveness window",
-                        s.id,
-                        s.state.as_str()
-                    )
-                };
-                drop(obs.borrow_mut().checker.violation.replace(Violation {
-                    invariant: "services recover after faults stop",
-                    detail,
-                }));
-                break;
-            }
+        if let Some(v) = services_down(&node, &back, "") {
+            obs.borrow_mut().set_violation(v);
         }
     }
     let stats = node.stats();
@@ -480,6 +506,138 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         stdout: d.stdout,
         stderr: d.stderr,
         exit_code,
-        violation: o.checker.violation.clone(),
+        violation: o.violation().cloned(),
     })
+}
+
+/// Boots a node of the app under the simulator's settings, watched by `observer`.
+pub(crate) fn build_node(
+    entries: &[Entry],
+    node_cfg: NodeConfig,
+    cfg: &SimConfig,
+    observer: weft_engine::trace::Observer,
+    world: &Rc<RefCell<World>>,
+) -> Result<Node, String> {
+    // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
+    // the seed only. `.env` files start absent in the in-memory world.
+    let env_files = world.borrow().env_files(entries);
+    let built = Node::builder(node_cfg)
+        .log_level(Level::Error)
+        .buggify(cfg.faults.buggify)
+        .planted(cfg.planted)
+        .observer(observer)
+        .env_files(env_files)
+        .entries(entries.to_vec())
+        .build(Some(&mut *world.borrow_mut()))
+        .map_err(|e| e.to_string())?;
+    let mut node = built.node;
+    node.sim_control().set_delivery_delay(cfg.delivery_delay_ns);
+    Ok(node)
+}
+
+/// Starts the terminal process `(host, entry, args)`, if any; returns its id.
+pub(crate) fn start_terminal(
+    node: &mut Node,
+    exec: &Option<(String, String, Vec<String>)>,
+) -> Result<Option<u64>, String> {
+    let Some((host, entry, args)) = exec else {
+        return Ok(None);
+    };
+    let args = args.iter().map(|a| Value::from(a.as_str())).collect();
+    let pid = node
+        .spawn(entry, host, args, true)
+        .map_err(|e| format!("cannot start {entry} on {host}: {}", e.message))?;
+    Ok(Some(pid.uniq))
+}
+
+/// The terminal process never finished: stuck for good (`stalled`), or still going at the end.
+/// `prefix` names the node in a cluster run.
+pub(crate) fn unfinished(
+    node: &mut Node,
+    stalled: bool,
+    sim_time_ns: u64,
+    prefix: &str,
+) -> Violation {
+    let waits = node.sim_control().waits();
+    let mut lines: Vec<String> = waits
+        .iter()
+        .filter(|w| w.terminal)
+        .chain(waits.iter().filter(|w| !w.terminal))
+        .map(|w| w.to_string())
+        .collect();
+    lines.truncate(8);
+    let mut who = waits
+        .iter()
+        .find(|w| w.terminal)
+        .map(|w| format!("{} ({})", w.pid, w.entry))
+        .unwrap_or_else(|| "the terminal process".into());
+    if !prefix.is_empty() {
+        who = format!("{who} on {prefix}");
+    }
+    if stalled {
+        Violation {
+            invariant: "no deadlock",
+            detail: format!(
+                "{who} waits forever: no process can run, no timer is armed and no world \
+                 command is under way; {}",
+                lines.join("; ")
+            ),
+        }
+    } else {
+        Violation {
+            invariant: "the terminal process finishes",
+            detail: format!(
+                "{who} is still running after {} of simulated time (raise --until if it \
+                 needs longer); {}",
+                weft_engine::duration::format(sim_time_ns as i64),
+                lines.join("; ")
+            ),
+        }
+    }
+}
+
+/// Liveness: every auto-started service is running, finished for good, or restarted at least
+/// once in the window (`back`). A service that gave up (failed with no restart left) stays
+/// down: a failure too. `prefix` names the node in a cluster run.
+pub(crate) fn services_down(
+    node: &Node,
+    back: &std::collections::BTreeSet<String>,
+    prefix: &str,
+) -> Option<Violation> {
+    for s in node.services().iter().filter(|s| s.auto_start) {
+        let key = if prefix.is_empty() {
+            s.id.clone()
+        } else {
+            format!("{prefix}/{}", s.id)
+        };
+        let settled = matches!(
+            s.state,
+            ServiceState::Running | ServiceState::Exited | ServiceState::Stopped
+        ) || back.contains(&key);
+        if !settled {
+            let at = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" on {prefix}")
+            };
+            let detail = if s.state == ServiceState::Failed && !s.restart_pending {
+                format!(
+                    "service {}{at} failed for good (no restart left) and stayed down after \
+                     faults stopped",
+                    s.id
+                )
+            } else {
+                format!(
+                    "service {}{at} is {} after the liveness window",
+                    s.id,
+                    s.state.as_str()
+                )
+            };
+            return Some(Violation {
+                invariant: "services recover after faults stop",
+                detail,
+            });
+        }
+    }
+    None
 }
