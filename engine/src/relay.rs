@@ -68,7 +68,13 @@ impl Core {
     /// A destination that must be a live local process: remote routes fail until a transport
     /// is connected.
     pub fn resolve(&self, dest: &str) -> Result<u64, ErrorValue> {
-        self.route(dest).and_then(local_only)
+        match self.route(dest)? {
+            Route::Remote(node) if self.cluster.is_some() => Err(ErrorValue::new(
+                kind::INVALID,
+                format!("{dest} is a process of node {node}: only this node's processes here"),
+            )),
+            r => local_only(r),
+        }
     }
 
     pub(crate) fn resolve_pid(&self, pid: &Pid) -> Result<u64, ErrorValue> {

@@ -583,6 +583,15 @@ return { main = function()
     io.print("answer", m:payload():data())
     local _, e = process.registry.lookup("mine")
     io.print("local stays local", tostring(e))
+    local ok, e2 = process.registry.register("x", owner, process.registry.EVENTUAL)
+    io.print("foreign", tostring(ok), tostring(e2))
+    local _, e3 = process.registry.register("svc", nil, process.registry.EVENTUAL)
+    io.print("taken", tostring(e3))
+    process.registry.register("tmp", nil, process.registry.EVENTUAL)
+    io.print("tmp", process.registry.lookup("tmp") == process.pid())
+    io.print("released", process.registry.unregister("tmp", process.registry.EVENTUAL))
+    local gone, e4 = process.registry.lookup("tmp")
+    io.print("after release", tostring(gone), tostring(e4))
     return 0
 end }"#;
 
@@ -607,6 +616,20 @@ fn cluster_names_gossip_resolve_and_local_names_stay_local() {
         out.contains("local stays local\tname not registered"),
         "{out}"
     );
+    assert!(out.contains("foreign\tnil\t"), "{out}");
+    assert!(out.contains("is a process of node n2"), "{out}");
+    assert!(out.contains("taken\tname already registered: svc"), "{out}");
+    assert!(out.contains("tmp\ttrue"), "{out}");
+    assert!(out.contains("released\ttrue"), "{out}");
+    assert!(
+        out.contains("after release\tnil\tname not registered"),
+        "{out}"
+    );
+    // n2 heard the claim and the release of "tmp": only "svc" is left there.
+    let names = |n: &Net| n.m[1].node.cluster_names();
+    let released = |n: &Net| !n.trace(1, "frame in name_release").is_empty();
+    assert!(net.run_until(100 * MS, |n| released(n) && names(n).len() == 1));
+    assert_eq!(names(&net), vec![("svc".to_string(), owner)]);
 }
 
 #[test]
@@ -981,4 +1004,94 @@ fn a_watcher_that_ends_drops_its_monitor_on_the_other_node() {
     assert!(net.run_until(100 * MS, watched));
     net.m[0].node.sim_control().kill(watcher.uniq, "test");
     assert!(net.run_until(100 * MS, |n| !watched(n)));
+    // A message for a process of n2 that has ended reaches nobody and is counted there.
+    let target_pid = net.m[1]
+        .node
+        .core
+        .borrow()
+        .pid_of(target)
+        .unwrap()
+        .to_string();
+    net.m[1].node.sim_control().kill(target, "test");
+    let sent = net.m[0]
+        .node
+        .core
+        .borrow_mut()
+        .send(None, &target_pid, "late".into(), vec![]);
+    assert!(sent.is_ok(), "the sender cannot know: {sent:?}");
+    assert!(net.run_until(100 * MS, |n| n.m[1].node.stats().frames_dead == 1));
+}
+
+/// Random kills, a node crash learnt through the transport or only through SWIM, and a
+/// duplicating network: every monitor of a remote process that died fires exactly once, and
+/// no monitor of a live process fires.
+#[test]
+fn remote_monitors_fire_exactly_once_under_random_deaths() {
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+    for seed in 0..12u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+        net.converge();
+        net.duplicate = rng.next_u64() % 2 == 0;
+        let watchers: Vec<u64> = (0..4)
+            .map(|_| {
+                crate::pid::Pid::parse(&net.spawn(0, "t:idle"))
+                    .unwrap()
+                    .uniq
+            })
+            .collect();
+        let targets: Vec<(usize, String)> = (0..6)
+            .map(|k| (1 + k % 2, net.spawn(1 + k % 2, "t:idle")))
+            .collect();
+        let mut pairs = BTreeSet::new();
+        for w in &watchers {
+            for (_, t) in &targets {
+                if rng.next_u64() % 2 == 0 {
+                    net.m[0].node.core.borrow_mut().monitor(*w, t).unwrap();
+                    pairs.insert((*w, t.clone()));
+                }
+            }
+        }
+        net.run_until(50 * MS, |_| false);
+        let mut dead: BTreeSet<String> = BTreeSet::new();
+        for (i, t) in &targets {
+            if rng.next_u64() % 3 == 0 {
+                let id = crate::pid::Pid::parse(t).unwrap().uniq;
+                net.m[*i].node.sim_control().kill(id, "killed");
+                dead.insert(t.clone());
+            }
+        }
+        let crash = rng.next_u64() % 2 == 0;
+        if crash {
+            net.run_until(rng.next_u64() % (20 * MS), |_| false);
+            net.crash(2);
+            dead.extend(
+                targets
+                    .iter()
+                    .filter(|(i, _)| *i == 2)
+                    .map(|(_, t)| t.clone()),
+            );
+            if rng.next_u64() % 2 == 0 {
+                net.inbox[0].push_back(Input::NodeDown {
+                    node: NodeId::named("n3"),
+                    reason: "closed".into(),
+                });
+            }
+        }
+        net.run_until(30_000 * MS, |_| false);
+        let fired = net.trace(0, "remote pid.exit");
+        for (w, t) in &pairs {
+            let n = fired
+                .iter()
+                .filter(|l| l.starts_with(&format!("remote pid.exit {t} -> {w}:")))
+                .count();
+            let want = usize::from(dead.contains(t));
+            assert_eq!(n, want, "seed {seed}: watcher {w} of {t}: {fired:?}");
+        }
+        assert_eq!(
+            fired.len(),
+            pairs.iter().filter(|(_, t)| dead.contains(t)).count()
+        );
+    }
 }
