@@ -145,16 +145,15 @@ impl Cluster<'_> {
         let (drift, wall) = self.net.draw_skew(i);
         let spec = &self.specs[i];
         let first = self.members[i].incarnation == 0;
-        let join: Vec<String> = if i == 0 {
-            // The first node is everyone's way in; after a restart it joins through the others.
-            if first {
-                Vec::new()
-            } else {
-                self.members[1..].iter().map(|m| m.addr.clone()).collect()
-            }
-        } else {
-            vec![self.members[0].addr.clone()]
-        };
+        // Every other node's address, the first node first: any one that answers is enough, so a
+        // node still finds the cluster when the first node is down or gone.
+        let join: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m.addr.clone())
+            .collect();
         let m = &mut self.members[i];
         m.incarnation += 1;
         m.start = now;
