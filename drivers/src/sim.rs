@@ -59,7 +59,7 @@ pub struct SimArgs {
     /// kept); 0 delivers at once. A swarm draws it per seed.
     #[arg(long, default_value = "1ms")]
     delay: String,
-    /// Plant a known bug (for testing the simulator itself): double-exit.
+    /// Plant a known bug (for testing the simulator itself): double-exit, forget-remote-exit.
     #[arg(long, hide = true)]
     plant: Option<String>,
     /// A node of a simulated cluster: `NAME=APP_DIR[:ENTRY]` (ENTRY as for -x runs on that
@@ -230,6 +230,12 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
             "double-exit" => {
                 base.planted = Planted {
                     double_exit: true,
+                    ..Default::default()
+                }
+            }
+            "forget-remote-exit" => {
+                base.planted = Planted {
+                    forget_remote_exit: true,
                     ..Default::default()
                 }
             }

@@ -110,6 +110,13 @@ pub enum TraceEvent<'a> {
         incarnation: u64,
         reason: &'a str,
     },
+    /// Local `watcher` now monitors (`on`) or no longer monitors process `target` of another
+    /// node: from then on one EXIT is owed for its end or its node's death.
+    RemoteMonitor {
+        watcher: u64,
+        target: &'a str,
+        on: bool,
+    },
     /// Local `watcher` got an EXIT (or a LINK_DOWN) for process `target` of another node,
     /// because it ended (`reason` is its error, or `ok`) or its node went down (`reason` names
     /// the node). Exactly one per monitor (link) per death.
@@ -181,6 +188,14 @@ impl TraceEvent<'_> {
                 incarnation,
                 reason,
             } => format!("node down {node}/{incarnation}: {reason}"),
+            TraceEvent::RemoteMonitor {
+                watcher,
+                target,
+                on,
+            } => format!(
+                "remote {} {watcher} -> {target}",
+                if *on { "monitor" } else { "unmonitor" }
+            ),
             TraceEvent::RemoteExit {
                 watcher,
                 kind,

@@ -108,7 +108,13 @@ struct Cluster<'a> {
     steps: u64,
     /// A cluster-level invariant broke (per-node ones are in the checkers).
     broken: Option<Violation>,
+    /// Reconnects the transports will try: (when, order) → (node, peer).
+    reconnects: BTreeMap<(u64, u64), (usize, usize)>,
+    reconnect_seq: u64,
 }
+
+/// How long a transport waits before reconnecting to a peer it lost but still holds up.
+const RECONNECT_MIN_NS: u64 = 100_000_000;
 
 fn node_seed(seed: u64, i: usize, incarnation: u64) -> u64 {
     seed ^ ((i as u64 + 1) << 48) ^ (incarnation << 32)
@@ -145,16 +151,15 @@ impl Cluster<'_> {
         let (drift, wall) = self.net.draw_skew(i);
         let spec = &self.specs[i];
         let first = self.members[i].incarnation == 0;
-        let join: Vec<String> = if i == 0 {
-            // The first node is everyone's way in; after a restart it joins through the others.
-            if first {
-                Vec::new()
-            } else {
-                self.members[1..].iter().map(|m| m.addr.clone()).collect()
-            }
-        } else {
-            vec![self.members[0].addr.clone()]
-        };
+        // Every other node's address, the first node first: any one that answers is enough, so a
+        // node still finds the cluster when the first node is down or gone.
+        let join: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m.addr.clone())
+            .collect();
         let m = &mut self.members[i];
         m.incarnation += 1;
         m.start = now;
@@ -245,8 +250,22 @@ impl Cluster<'_> {
                 }
                 other => format!("net {other:?}"),
             };
+            // A transport that lost the connection to a peer the membership still holds up
+            // reconnects after a seeded backoff (a new connection starts with its hello).
+            let lost = match &d.input {
+                Input::NodeDown { node, .. } if to.view.contains_key(node.as_str()) => {
+                    self.net.index_of(node)
+                }
+                _ => None,
+            };
             to.inputs.borrow_mut().push_back(d.input);
             self.line(&text);
+            if let Some(peer) = lost {
+                let at = now + RECONNECT_MIN_NS + self.rng.next_u64() % (9 * RECONNECT_MIN_NS);
+                self.reconnect_seq += 1;
+                self.reconnects
+                    .insert((at, self.reconnect_seq), (d.to, peer));
+            }
         }
         self.flush_net_log();
     }
@@ -408,6 +427,18 @@ impl Cluster<'_> {
                     self.restart(i)?;
                 }
             }
+            while let Some((&key, &(x, y))) = self.reconnects.iter().next() {
+                if key.0 > now {
+                    break;
+                }
+                self.reconnects.remove(&key);
+                let m = &self.members[x];
+                let still = m.exited.is_none() && m.view.contains_key(&self.members[y].name);
+                if let (true, Some(hello)) = (still, m.node.as_ref().and_then(|n| n.hello())) {
+                    self.net.connect(now, x, y, hello);
+                    self.flush_net_log();
+                }
+            }
             let runnable: Vec<usize> = (0..self.members.len())
                 .filter(|i| self.members[*i].runnable(now))
                 .collect();
@@ -451,6 +482,9 @@ impl Cluster<'_> {
                 if let Some(t) = m.restart_at {
                     consider(t);
                 }
+            }
+            if let Some((t, _)) = self.reconnects.keys().next() {
+                consider(*t);
             }
             if !in_liveness && !self.net.cfg.faults.is_none() {
                 consider(next_tick);
@@ -514,6 +548,72 @@ impl Cluster<'_> {
                         m.name,
                         show(&m.view),
                         show(&want)
+                    ),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// `{n2@host|0x1f}` → ("n2", 0x1f).
+fn pid_parts(pid: &str) -> Option<(&str, u64)> {
+    let inner = pid.strip_prefix('{')?.strip_suffix('}')?;
+    let (node, rest) = inner.split_once('@')?;
+    let hex = rest.rsplit_once("|0x")?.1;
+    Some((node, u64::from_str_radix(hex, 16).ok()?))
+}
+
+impl Cluster<'_> {
+    /// After healing: every live node knows the same cluster-wide names with the same owners,
+    /// and every owner is a live process of a live node.
+    fn names_converged(&mut self) -> Option<Violation> {
+        let live: Vec<usize> = (0..self.members.len())
+            .filter(|i| self.members[*i].node.is_some() && self.members[*i].exited.is_none())
+            .collect();
+        let names = |m: &Member| {
+            m.node
+                .as_ref()
+                .map(|n| n.cluster_names())
+                .unwrap_or_default()
+        };
+        let first = names(&self.members[*live.first()?]);
+        let show = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(n, o)| format!("{n}={o}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for i in &live[1..] {
+            let other = names(&self.members[*i]);
+            if other != first {
+                return Some(Violation {
+                    invariant: "names converge after faults stop",
+                    detail: format!(
+                        "{} knows [{}] but {} knows [{}]",
+                        self.members[live[0]].name,
+                        show(&first),
+                        self.members[*i].name,
+                        show(&other)
+                    ),
+                });
+            }
+        }
+        for (name, owner) in &first {
+            let owner_alive = pid_parts(owner).is_some_and(|(node, uniq)| {
+                live.iter().any(|i| {
+                    let m = &mut self.members[*i];
+                    m.name == node
+                        && m.node
+                            .as_mut()
+                            .is_some_and(|n| n.sim_control().live_processes().contains(&uniq))
+                })
+            });
+            if !owner_alive {
+                return Some(Violation {
+                    invariant: "names converge after faults stop",
+                    detail: format!(
+                        "every node resolves '{name}' to {owner}, which is not a live process"
                     ),
                 });
             }
@@ -588,6 +688,8 @@ pub fn run(specs: &[NodeSpec], cfg: &SimConfig) -> Result<SimReport, String> {
         faults: cfg.faults.clone(),
         steps: 0,
         broken: None,
+        reconnects: BTreeMap::new(),
+        reconnect_seq: 0,
     };
     for i in 0..specs.len() {
         c.boot(i)?;
@@ -621,6 +723,9 @@ pub fn run(specs: &[NodeSpec], cfg: &SimConfig) -> Result<SimReport, String> {
         }
         if c.broken.is_none() {
             c.broken = c.membership_converged();
+        }
+        if c.broken.is_none() {
+            c.broken = c.names_converged();
         }
     }
     let exit_code = if c.members.iter().any(|m| m.terminal.is_some()) {

@@ -263,6 +263,9 @@ pub struct Network {
     clogged: BTreeMap<(usize, usize), u64>,
     /// A failed connect reported to the sender already (cleared when the peer comes back).
     refused: BTreeSet<(usize, usize)>,
+    /// When `to` hears that its connection with `from` closed: a new connection from `from`
+    /// delivers nothing before (a transport reports a close before what follows it).
+    closed_notice: BTreeMap<(usize, usize), u64>,
     seq: u64,
     epochs: u64,
     /// Faults fired, by kind.
@@ -284,6 +287,7 @@ impl Network {
             blocked: BTreeMap::new(),
             clogged: BTreeMap::new(),
             refused: BTreeSet::new(),
+            closed_notice: BTreeMap::new(),
             seq: 0,
             epochs: 0,
             fired: BTreeMap::new(),
@@ -357,6 +361,17 @@ impl Network {
         bytes: Vec<u8>,
         hello: Option<Vec<u8>>,
     ) {
+        self.transmit_inner(now, from, to, Some(bytes), hello);
+    }
+
+    fn transmit_inner(
+        &mut self,
+        now: u64,
+        from: usize,
+        to: &NodeId,
+        bytes: Option<Vec<u8>>,
+        hello: Option<Vec<u8>>,
+    ) {
         let Some(to) = self.index_of(to) else {
             return; // no such node: nothing to connect to
         };
@@ -388,19 +403,23 @@ impl Network {
         }
         let lat = self.latency();
         let hello_lat = self.latency();
+        let notice = self.closed_notice.get(&(from, to)).copied().unwrap_or(0);
         let s = self.streams.entry((from, to)).or_default();
         if let Some(epoch) = opened {
             s.epoch = epoch;
             s.queue.clear();
+            s.last_at = s.last_at.max(notice);
             if let Some(h) = hello {
                 let at = (now + hello_lat).max(s.last_at);
                 s.last_at = at;
                 s.queue.push_back((at, h));
             }
         }
-        let at = (now + lat).max(s.last_at);
-        s.last_at = at;
-        s.queue.push_back((at, bytes));
+        if let Some(bytes) = bytes {
+            let at = (now + lat).max(s.last_at);
+            s.last_at = at;
+            s.queue.push_back((at, bytes));
+        }
         if let Some(epoch) = opened {
             let (a, b) = (self.name(from).to_string(), self.name(to).to_string());
             self.log.push(format!("connect {a} -> {b} epoch {epoch}"));
@@ -408,6 +427,16 @@ impl Network {
                 self.schedule(now + KEEPALIVE_NS, Scheduled::Keepalive(from, to));
             }
         }
+    }
+
+    /// Opens a connection from `from` to node `to` that carries only `hello` (a transport
+    /// reconnecting to a peer it still holds up), unless one is open already.
+    pub fn connect(&mut self, now: u64, from: usize, to: usize, hello: Vec<u8>) {
+        if self.streams.get(&(from, to)).is_some_and(|s| s.epoch != 0) {
+            return;
+        }
+        let to_id = self.members[to].node_id.clone();
+        self.transmit_inner(now, from, &to_id, None, Some(hello));
     }
 
     /// A membership datagram from `from` to whoever listens at `addr`: best effort.
@@ -503,6 +532,7 @@ impl Network {
         for (x, y) in [(a, b), (b, a)] {
             if self.members[x].up {
                 let at = now + self.latency();
+                self.closed_notice.insert((y, x), at);
                 let node = self.members[y].node_id.clone();
                 self.schedule(
                     at,
@@ -964,6 +994,39 @@ mod tests {
             vec![b"B".to_vec(), vec![2]],
             "the old epoch's frames are lost"
         );
+    }
+
+    #[test]
+    fn a_new_connection_delivers_nothing_before_the_close_of_the_old_one_is_reported() {
+        for seed in 0..50 {
+            let mut n = Network::new(
+                seed,
+                NetConfig {
+                    latency_ns: MS,
+                    faults: NetFaults::none(),
+                },
+            );
+            n.add("n1", "a");
+            n.add("n2", "b");
+            n.transmit(0, 0, &id("n2"), vec![1], Some(b"H1".to_vec()));
+            n.break_connection(10, 0, 1, "connection reset");
+            n.transmit(11, 0, &id("n2"), vec![2], Some(b"H2".to_vec()));
+            let out = drain(&mut n, 11);
+            let at_n2: Vec<&Input> = out
+                .iter()
+                .filter(|(_, d)| d.to == 1)
+                .map(|(_, d)| &d.input)
+                .collect();
+            let down = at_n2
+                .iter()
+                .position(|i| matches!(i, Input::NodeDown { .. }))
+                .unwrap();
+            let hello = at_n2
+                .iter()
+                .position(|i| matches!(i, Input::Frame { bytes, .. } if bytes == b"H2"))
+                .unwrap();
+            assert!(down < hello, "seed {seed}: {at_n2:?}");
+        }
     }
 
     #[test]

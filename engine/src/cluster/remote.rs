@@ -197,6 +197,11 @@ impl Core {
             }
         };
         self.transmit(&node, &f)?;
+        self.trace(TraceEvent::RemoteMonitor {
+            watcher,
+            target: &target.to_string(),
+            on,
+        });
         if on {
             self.topology
                 .monitor(ProcRef::Local(watcher), ProcRef::Remote(target));
@@ -601,6 +606,11 @@ impl Core {
                 return;
             }
             if sp.monitor {
+                self.trace(TraceEvent::RemoteMonitor {
+                    watcher: r.caller.uniq,
+                    target: &child.to_string(),
+                    on: true,
+                });
                 self.topology.monitor(
                     ProcRef::Local(r.caller.uniq),
                     ProcRef::Remote(child.clone()),

@@ -3,14 +3,8 @@
 local io = require("io")
 local time = require("time")
 
-local NODES = { "n1", "n2", "n3" }
-
-local function node_of(pid): string?
-    return string.match(tostring(pid), "^{([^@|}]+)@")
-end
-
 local function main(): integer
-    local me = node_of(process.pid())
+    local me = nodes.node_of(process.pid())
     if not me then
         io.print("not in a cluster")
         return 0
@@ -18,7 +12,7 @@ local function main(): integer
     time.sleep("3s") -- let the membership form
     local events = process.events()
     local waiting = 0
-    for i, peer in ipairs(NODES) do
+    for i, peer in ipairs(nodes.NAMES) do
         if peer ~= me then
             local pid, err = process.spawn_monitored("app:worker", peer .. "@app:processes", process.pid(), me, i)
             if pid then
@@ -37,7 +31,7 @@ local function main(): integer
         end
         if r.value.kind == process.event.EXIT then
             waiting = waiting - 1
-            io.print("worker", node_of(r.value.from), r.value.result and r.value.result.error and "failed" or "done")
+            io.print("worker", nodes.node_of(r.value.from), r.value.result and r.value.result.error and "failed" or "done")
         end
     end
     return 0

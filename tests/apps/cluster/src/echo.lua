@@ -1,11 +1,7 @@
 -- Answers every "ping" with a "pong" carrying the same payload. Registers itself cluster-wide
 -- as "echo@NODE" and claims the contested name "leader" (one claim wins on every node).
-local function node_of(pid): string?
-    return string.match(tostring(pid), "^{([^@|}]+)@")
-end
-
 local function main(): integer
-    local me = node_of(process.pid())
+    local me = nodes.node_of(process.pid())
     if me then
         process.registry.register("echo@" .. me, nil, process.registry.EVENTUAL)
         process.registry.register("leader", nil, process.registry.EVENTUAL)

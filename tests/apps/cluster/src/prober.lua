@@ -3,14 +3,8 @@
 -- node are expected under faults and ignored.
 local time = require("time")
 
-local NODES = { "n1", "n2", "n3" }
-
-local function node_of(pid): string?
-    return string.match(tostring(pid), "^{([^@|}]+)@")
-end
-
 local function main(): integer
-    local me = node_of(process.pid())
+    local me = nodes.node_of(process.pid())
     local events = process.events()
     local inbox = process.inbox()
     if not me then
@@ -23,7 +17,7 @@ local function main(): integer
         local r = channel.select { events:case_receive(), inbox:case_receive(), ticks:case_receive() }
         if r.channel == ticks then
             n = n + 1
-            local peer = NODES[(n % #NODES) + 1]
+            local peer = nodes.NAMES[(n % #nodes.NAMES) + 1]
             if peer ~= me then
                 process.spawn_monitored("app:worker", peer .. "@app:processes", process.pid(), me, n)
             end
