@@ -339,6 +339,7 @@ fn three_nodes_run_cluster_echo_and_survive_kill_9_of_the_workers_node() {
     c.n3.signal(libc::SIGKILL);
     let failed = c.n1.wait_out("failed:", Duration::from_secs(5));
     let exit_after = killed.elapsed();
+    eprintln!("kill -9 of n3 -> the relay's EXIT reached the CLI after {exit_after:?}");
     assert!(failed.contains("n3"), "the error names the node: {failed}");
     assert!(
         exit_after < Duration::from_secs(5),

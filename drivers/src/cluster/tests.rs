@@ -268,3 +268,57 @@ fn frames_for_an_unknown_node_or_over_the_limit_are_dropped_and_counted() {
     });
     assert!(a.logged("frame too big"));
 }
+
+#[test]
+fn a_frame_over_the_limit_from_a_peer_drops_its_stream_and_the_node_serves_on() {
+    let a = start("n1");
+    // A hand-made client that allows itself a bigger message than any node takes.
+    let got = smol::block_on(async {
+        let addr = a.addr();
+        let ch = net::connect(&addr).await.unwrap();
+        let mut client = weft_wire::relay::relay_client::RelayClient::with_origin(
+            ch,
+            net::origin(&addr).unwrap(),
+        )
+        .max_encoding_message_size(usize::MAX);
+        let (out, rx) = async_channel::unbounded();
+        out.try_send(weft_wire::relay::Chunk {
+            data: b"hello-n7".to_vec(),
+        })
+        .unwrap();
+        out.try_send(weft_wire::relay::Chunk {
+            data: vec![1; peers::MAX_FRAME_BYTES + 1000],
+        })
+        .unwrap();
+        let mut req = tonic::Request::new(rx);
+        let md = req.metadata_mut();
+        md.insert(peers::META_NODE, "n7".parse().unwrap());
+        md.insert(peers::META_INCARNATION, "5".parse().unwrap());
+        md.insert(
+            peers::META_AUTH,
+            peers::auth_tag(b"k", "n7", 5).parse().unwrap(),
+        );
+        let resp = client.stream(req).await.unwrap();
+        let mut stream = resp.into_inner();
+        let mut got = Vec::new();
+        while let Ok(Some(c)) = stream.message().await {
+            got.push(c.data);
+        }
+        drop(out);
+        got
+    });
+    // n1 answered with its hello, then ended the stream.
+    assert_eq!(got, vec![b"hello-n1".to_vec()]);
+    assert_eq!(a.next(), frame("n7", "hello-n7"));
+    match a.next() {
+        Input::NodeDown { node, .. } => assert_eq!(node.as_str(), "n7"),
+        other => panic!("expected NodeDown, got {other:?}"),
+    }
+    assert_eq!(Stats::get(&a.t.stats.frames_too_big), 1);
+    assert!(a.logged("frame that is too big"));
+    let b = start("n2");
+    b.knows(&a);
+    b.t.transmit(a.name.clone(), b"still here".to_vec());
+    assert_eq!(a.next(), frame("n2", "hello-n2"));
+    assert_eq!(a.next(), frame("n2", "still here"));
+}
