@@ -624,6 +624,10 @@ pub fn bench(a: BenchArgs) -> i32 {
             "bytes/process",
         );
     }
+    // Two `weft run` processes on loopback per figure (drivers/src/cluster/bench.rs).
+    if want("cluster") {
+        crate::cluster::bench::run(&want, a.scale, &emit);
+    }
     // Last: its large allocations would skew the RSS the idle-process figure measures.
     if want("registry") {
         let versions = scaled(10_000.0).max(3) as u64;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod check;
+mod cluster;
 mod init;
 mod logs;
 mod project;

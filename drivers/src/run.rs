@@ -1,6 +1,7 @@
 //! `weft run`: the production driver. Real clock, stdin/stdout, signals, on a smol executor;
 //! it feeds the node inputs and carries out its outputs, nothing more.
 
+use crate::cluster::{self, config::ClusterArgs, Transport};
 use crate::logs::{self, LogFilter};
 use crate::project;
 use std::io::{BufRead, Read, Write};
@@ -52,6 +53,8 @@ pub struct RunArgs {
     /// Logs as JSON lines ({"level", "msg", fields...}) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 enum LogMode {
@@ -155,6 +158,14 @@ pub fn run(a: RunArgs) -> i32 {
     };
     let entries = match project::load(&root) {
         Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let settings = match cluster::config::resolve(
+        &root,
+        &a.cluster,
+        std::env::var(cluster::config::SECRET_ENV).ok(),
+    ) {
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
 
@@ -267,6 +278,27 @@ pub fn run(a: RunArgs) -> i32 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
     let seed = (wall as u64) ^ (u64::from(std::process::id()) << 32);
+    // The cluster port is taken before the node boots: a port in use fails the run at once.
+    let listener = match &settings {
+        Some(s) => match Transport::bind(s.listen_addr, s.listen_from) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let cluster_cfg = settings.as_ref().map(|s| weft_engine::node::ClusterConfig {
+        node: weft_engine::pid::NodeId::named(&s.node),
+        // Peers reach us where we listen (port 0 becomes the port the system chose).
+        addr: listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| s.listen.clone()),
+        // This run's start time: a restarted node is a larger incarnation.
+        incarnation: wall.max(1) as u64,
+        secret: s.secret.clone(),
+        join: s.join.clone(),
+    });
     let mut world = World::new(Storage::Disk { root: root.clone() });
     if let Err(e) = world.configure(&entries) {
         return fail(e);
@@ -290,6 +322,7 @@ pub fn run(a: RunArgs) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(e),
         },
+        cluster: cluster_cfg.clone(),
         ..Default::default()
     })
     .log_level(match &log_mode {
@@ -316,10 +349,55 @@ pub fn run(a: RunArgs) -> i32 {
     // Signal handlers go in before the note that says Ctrl+C stops the node.
     let (tx, rx) = channel();
     signal_thread(tx.clone());
+    let log_mode = Arc::new(log_mode);
+    let transport = match (listener, cluster_cfg) {
+        (Some(l), Some(c)) => {
+            let mode = log_mode.clone();
+            let log: cluster::Log = Arc::new(move |level, msg, mut fields| {
+                fields.insert(0, ("logger".into(), "cluster".into()));
+                print_log(&mode, level, msg, &fields)
+            });
+            let me = cluster::Me {
+                hello: node.hello(),
+                node: c.node.clone(),
+                incarnation: c.incarnation,
+                secret: c.secret,
+                join: c.join,
+            };
+            match Transport::start(l, me, tx.clone(), log) {
+                Ok(t) => {
+                    print_log(
+                        &log_mode,
+                        Level::Info,
+                        "cluster node listening",
+                        &[
+                            ("node".into(), c.node.to_string()),
+                            ("addr".into(), t.local_addr.to_string()),
+                        ],
+                    );
+                    Some(t)
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        _ => None,
+    };
     if bare {
         startup_note(&log_mode, &auto_services);
     }
-    exit_code(drive(node, log_mode, world, (tx, rx)))
+    let code = drive(node, log_mode.clone(), world, transport.as_ref(), (tx, rx));
+    if let Some(t) = &transport {
+        t.shutdown(Duration::from_millis(500));
+        let mut fields = t.stats.fields();
+        fields.insert(0, ("logger".into(), "cluster".into()));
+        print_log(
+            &log_mode,
+            Level::Debug,
+            "cluster transport counters",
+            &fields,
+        );
+    }
+    exit_code(code)
 }
 
 /// `WEFT_MAX_PROCESSES`: live processes the node allows (default 200,000).
@@ -503,9 +581,10 @@ fn print_log(mode: &LogMode, level: Level, message: &str, fields: &[(String, Str
 
 /// The production side of the drive loop: real clock, stdout/stderr, stdin and signals on
 /// threads of their own, world commands on smol's blocking pool.
-struct RealDriver {
+struct RealDriver<'t> {
     start: StdInstant,
-    log_mode: LogMode,
+    log_mode: Arc<LogMode>,
+    transport: Option<&'t Transport>,
     world: Arc<Mutex<World>>,
     tx: Sender<Input>,
     rx: Receiver<Input>,
@@ -513,7 +592,7 @@ struct RealDriver {
     wrote: bool,
 }
 
-impl Driver for RealDriver {
+impl Driver for RealDriver<'_> {
     fn now(&mut self) -> Instant {
         self.start.elapsed().as_nanos() as u64
     }
@@ -568,16 +647,34 @@ impl Driver for RealDriver {
             Output::Exit(_) => {
                 let _ = out.flush();
             }
-            Output::Transmit { to_node, .. } => {
-                // No transport in this driver yet; the engine sends no frames standalone.
-                print_log(
+            Output::Transmit { to_node, bytes } => match self.transport {
+                Some(t) => t.transmit(to_node, bytes),
+                None => print_log(
                     &self.log_mode,
                     Level::Warn,
-                    "frame not sent: no cluster transport",
+                    "frame not sent: this node is not in a cluster",
                     &[("to".into(), to_node.to_string())],
-                );
+                ),
+            },
+            Output::Datagram { addr, bytes } => {
+                if let Some(t) = self.transport {
+                    t.datagram(addr, bytes);
+                }
             }
-            Output::Datagram { .. } | Output::PeerUp { .. } | Output::PeerDown { .. } => {}
+            Output::PeerUp {
+                node,
+                addr,
+                incarnation,
+            } => {
+                if let Some(t) = self.transport {
+                    t.peer_up(node, addr, incarnation);
+                }
+            }
+            Output::PeerDown { node } => {
+                if let Some(t) = self.transport {
+                    t.peer_down(node);
+                }
+            }
         }
     }
 
@@ -618,8 +715,9 @@ const SLICE_STEPS: usize = 4;
 /// Runs the node until it exits; `inputs` is the channel signals already feed.
 fn drive(
     mut node: Node,
-    log_mode: LogMode,
+    log_mode: Arc<LogMode>,
     world: Arc<Mutex<World>>,
+    transport: Option<&Transport>,
     inputs: (Sender<Input>, Receiver<Input>),
 ) -> i32 {
     let (tx, rx) = inputs;
@@ -628,6 +726,7 @@ fn drive(
     let mut d = RealDriver {
         start: StdInstant::now(),
         log_mode,
+        transport,
         world,
         tx,
         rx,

@@ -1,0 +1,321 @@
+//! `weft bench` cluster figures: two real `weft run` processes on loopback (this executable),
+//! timed from outside by the lines their terminal process prints. Set against
+//! `../shared/bench/anchors/run_dist.sh` (two Erlang nodes): `erlang_dist_pingpong`,
+//! `erlang_dist_rpc`, `erlang_dist_down_ms`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// How long a node pair may take to form and to finish one figure.
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+const INDEX: &str = r#"version: "1.0"
+namespace: bench
+entries:
+  - name: terminal
+    kind: terminal.host
+    lifecycle: {auto_start: true}
+  - name: host
+    kind: process.host
+    lifecycle: {auto_start: true}
+  - name: pinger
+    kind: process.lua
+    source: file://pinger.lua
+    method: main
+    modules: [io, time]
+  - name: ponger
+    kind: process.lua
+    source: file://ponger.lua
+    method: main
+  - name: spawner
+    kind: process.lua
+    source: file://spawner.lua
+    method: main
+    modules: [io, time]
+  - name: child
+    kind: process.lua
+    source: file://child.lua
+    method: main
+  - name: watcher
+    kind: process.lua
+    source: file://watcher.lua
+    method: main
+    modules: [io, time]
+  - name: idle
+    kind: process.lua
+    source: file://idle.lua
+    method: main
+"#;
+
+/// Spawns on the peer until it works (the cluster is forming), then runs the figure.
+const FIRST_SPAWN: &str = r#"
+local time = require("time")
+local function first_spawn(entry, host, ...)
+  local pid, err
+  for _ = 1, 1500 do
+    pid, err = process.spawn(entry, host, ...)
+    if pid then return pid end
+    time.sleep("20ms")
+  end
+  error("no spawn on " .. host .. ": " .. tostring(err))
+end
+"#;
+
+const PINGER: &str = r#"
+local io = require("io")
+local function main(host, n)
+  n = tonumber(n)
+  local inbox = process.inbox()
+  local peer = first_spawn("bench:ponger", host, process.pid())
+  process.send(peer, "ping", 0)
+  inbox:receive()
+  io.print("start")
+  for i = 1, n do
+    process.send(peer, "ping", i)
+    inbox:receive()
+  end
+  io.print("done")
+  return 0
+end
+return { main = main }
+"#;
+
+const PONGER: &str = r#"
+local function main(parent)
+  local inbox = process.inbox()
+  while true do
+    local m = inbox:receive()
+    process.send(parent, "pong", m:payload():data())
+  end
+end
+return { main = main }
+"#;
+
+const SPAWNER: &str = r#"
+local io = require("io")
+local function main(host, n)
+  n = tonumber(n)
+  local inbox = process.inbox()
+  local me = process.pid()
+  first_spawn("bench:child", host, me)
+  inbox:receive()
+  io.print("start")
+  for i = 1, n do
+    process.spawn("bench:child", host, me)
+    inbox:receive()
+  end
+  io.print("done")
+  return 0
+end
+return { main = main }
+"#;
+
+const CHILD: &str = r#"
+local function main(parent)
+  process.send(parent, "hi")
+  return 0
+end
+return { main = main }
+"#;
+
+const WATCHER: &str = r#"
+local io = require("io")
+local time = require("time")
+local function main(host)
+  local events = process.events()
+  local pid, err
+  for _ = 1, 1500 do
+    pid, err = process.spawn_monitored("bench:idle", host)
+    if pid then break end
+    time.sleep("20ms")
+  end
+  if not pid then error("no spawn on " .. host .. ": " .. tostring(err)) end
+  io.print("ready")
+  while true do
+    local ev = events:receive()
+    if ev.kind == process.event.EXIT then
+      io.print("exit " .. tostring(ev.result and ev.result.error))
+      return 0
+    end
+  end
+end
+return { main = main }
+"#;
+
+const IDLE: &str = r#"
+local function main()
+  process.inbox():receive()
+  return 0
+end
+return { main = main }
+"#;
+
+/// A throwaway app with the bench entries, removed on drop.
+struct App(PathBuf);
+
+impl App {
+    fn new() -> std::io::Result<App> {
+        let root = std::env::temp_dir().join(format!("weft-bench-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let src = root.join("src");
+        std::fs::create_dir_all(&src)?;
+        let with_spawn = |body: &str| format!("{FIRST_SPAWN}{body}");
+        for (name, text) in [
+            ("_index.yaml", INDEX.to_string()),
+            ("pinger.lua", with_spawn(PINGER)),
+            ("ponger.lua", PONGER.to_string()),
+            ("spawner.lua", with_spawn(SPAWNER)),
+            ("child.lua", CHILD.to_string()),
+            ("watcher.lua", WATCHER.to_string()),
+            ("idle.lua", IDLE.to_string()),
+        ] {
+            std::fs::write(src.join(name), text)?;
+        }
+        Ok(App(root))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `weft run` child whose stdout lines arrive on a channel; killed on drop.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Proc {
+    fn start(app: &Path, args: &[String]) -> Result<Proc, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("run")
+            .arg("-s")
+            .args(args)
+            .current_dir(app)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start weft: {e}"))?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Proc { child, lines })
+    }
+
+    /// Waits for a line starting with `prefix`; the time it arrived and the line.
+    fn expect(&self, prefix: &str, within: Duration) -> Result<(Instant, String), String> {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Ok((Instant::now(), l)),
+                Ok(l) if l.starts_with("error") => return Err(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no '{prefix}' within {within:?}")),
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<String, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Node `b` (bare, hosting `bench:host`) and node `a` running `entry` with `args` on its
+/// terminal, joined through each other.
+fn pair(app: &App, entry: &str, args: &[String]) -> Result<(Proc, Proc), String> {
+    let (pa, pb) = (free_port()?, free_port()?);
+    let node = |name: &str, listen: &str, join: &str| -> Vec<String> {
+        ["--node", name, "--listen", listen, "--join", join]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let b = Proc::start(&app.0, &node("b", &pb, &pa))?;
+    let mut a_args = node("a", &pa, &pb);
+    a_args.push("-x".into());
+    a_args.push(entry.into());
+    a_args.extend(args.iter().cloned());
+    let a = Proc::start(&app.0, &a_args)?;
+    Ok((a, b))
+}
+
+fn rate(app: &App, entry: &str, n: i64) -> Result<f64, String> {
+    let (a, _b) = pair(app, entry, &["b@bench:host".into(), n.to_string()])?;
+    let (t0, _) = a.expect("start", FORM_TIMEOUT)?;
+    let (t1, _) = a.expect("done", RUN_TIMEOUT)?;
+    Ok(n as f64 / (t1 - t0).as_secs_f64())
+}
+
+fn down_ms(app: &App) -> Result<f64, String> {
+    let (a, mut b) = pair(app, "bench:watcher", &["b@bench:host".into()])?;
+    a.expect("ready", FORM_TIMEOUT)?;
+    let killed = Instant::now();
+    b.kill9();
+    let (t, _) = a.expect("exit", Duration::from_secs(30))?;
+    Ok((t - killed).as_secs_f64() * 1e3)
+}
+
+/// Runs the cluster figures `want` selects, printing each as `name value unit` with `emit`.
+pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &str)) {
+    let scaled = |n: f64| ((n * scale).max(1.0)) as i64;
+    let app = match App::new() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cluster bench: cannot write the app: {e}");
+            return;
+        }
+    };
+    let report = |name: &str, r: Result<f64, String>, unit: &str| match r {
+        Ok(v) => emit(name, v, unit),
+        Err(e) => eprintln!("{name}: failed: {e}"),
+    };
+    if want("cluster_pingpong") {
+        report(
+            "weft_cluster_pingpong",
+            rate(&app, "bench:pinger", scaled(20_000.0)),
+            "roundtrips/s",
+        );
+    }
+    if want("cluster_spawn") {
+        report(
+            "weft_cluster_remote_spawn",
+            rate(&app, "bench:spawner", scaled(5_000.0)),
+            "spawns/s",
+        );
+    }
+    if want("cluster_down") {
+        report("weft_cluster_down_ms", down_ms(&app), "ms");
+    }
+}

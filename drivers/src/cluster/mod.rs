@@ -1,0 +1,203 @@
+//! The production cluster transport: one port per node serving gRPC over HTTP/2 (hyper on smol,
+//! tonic-generated code from `wire/proto/relay.proto`). The engine's outputs (`Transmit`,
+//! `Datagram`, `PeerUp`, `PeerDown`) come in through `Transport`; frames, datagrams and
+//! `NodeDown` go back as engine inputs. Prost types stay in here.
+//!
+//! - `config`: `--node/--listen/--join/--cluster-secret` over `.wippy.yaml`'s `cluster` keys.
+//! - `net`: sockets, HTTP/2 settings (keep-alive), the router that more services can join.
+//! - `peers`: the one owner of the relay connections (who dials, queues, backoff, NodeDown).
+//! - `bench`: the cluster figures of `weft bench` (two `weft run` processes on loopback).
+
+pub mod bench;
+pub mod config;
+mod net;
+mod peers;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_engine::node::Level;
+use weft_engine::pid::NodeId;
+use weft_engine::Input;
+
+pub use peers::Me;
+
+/// Where the transport's log records go (level, message, fields).
+pub type Log = Arc<dyn Fn(Level, &str, Vec<(String, String)>) + Send + Sync>;
+
+/// What the transport counted; bad input from the network shows here as well as in the log.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Frames dropped on the way out: no address, too big, a queue full, a failed dial.
+    pub frames_dropped: AtomicU64,
+    /// Frames from a peer over the size limit (the connection is dropped).
+    pub frames_too_big: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    /// Relay streams that went live (both directions).
+    pub connections: AtomicU64,
+    pub dial_failures: AtomicU64,
+    /// Connections that were not HTTP/2 gRPC at all (garbage on the port).
+    pub not_grpc: AtomicU64,
+    /// Streams refused: no valid name, the wrong secret, this node's own name.
+    pub peers_refused: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// The counters as log fields.
+    pub fn fields(&self) -> Vec<(String, String)> {
+        [
+            ("frames_in", &self.frames_in),
+            ("frames_out", &self.frames_out),
+            ("frames_dropped", &self.frames_dropped),
+            ("frames_too_big", &self.frames_too_big),
+            ("datagrams_in", &self.datagrams_in),
+            ("datagrams_out", &self.datagrams_out),
+            ("datagrams_dropped", &self.datagrams_dropped),
+            ("connections", &self.connections),
+            ("dial_failures", &self.dial_failures),
+            ("not_grpc", &self.not_grpc),
+            ("peers_refused", &self.peers_refused),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Stats::get(v).to_string()))
+        .collect()
+    }
+}
+
+/// A running transport: the server on the node's port and the owner of its connections.
+pub struct Transport {
+    cmds: async_channel::Sender<peers::Cmd>,
+    pub stats: Arc<Stats>,
+    pub local_addr: std::net::SocketAddr,
+}
+
+impl Transport {
+    /// Binds the node's port now, so a port in use is an error (naming `from`, the flag or key
+    /// the address came from) before the node boots.
+    pub fn bind(listen: std::net::SocketAddr, from: &str) -> Result<std::net::TcpListener, String> {
+        std::net::TcpListener::bind(listen)
+            .map_err(|e| format!("{from} {listen}: cannot listen there ({e})"))
+    }
+
+    /// Serves `listener` on smol's executor and starts the owner of the node's connections.
+    pub fn start(
+        listener: std::net::TcpListener,
+        me: Me,
+        inputs: std::sync::mpsc::Sender<Input>,
+        log: Log,
+    ) -> Result<Transport, String> {
+        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let listener = smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?;
+        let stats = Arc::new(Stats::default());
+        let (cmds, rx) = async_channel::unbounded();
+        let relay = peers::RelayService {
+            me: me.clone(),
+            cmds: cmds.clone(),
+            inputs: inputs.clone(),
+            log: log.clone(),
+            stats: stats.clone(),
+        };
+        let router = net::Router::default().add(
+            "weft.relay.Relay",
+            weft_wire::relay::relay_server::RelayServer::new(relay)
+                .max_decoding_message_size(peers::MAX_FRAME_BYTES + 64)
+                .max_encoding_message_size(peers::MAX_FRAME_BYTES + 64),
+        );
+        let owner = peers::Owner::new(me, cmds.clone(), inputs, log.clone(), stats.clone());
+        smol::spawn(owner.run(rx)).detach();
+        smol::spawn(accept_loop(listener, router, log, stats.clone())).detach();
+        Ok(Transport {
+            cmds,
+            stats,
+            local_addr,
+        })
+    }
+
+    fn send(&self, c: peers::Cmd) {
+        let _ = self.cmds.try_send(c);
+    }
+
+    /// A relay frame for `to`, in order after the ones before it.
+    pub fn transmit(&self, to: NodeId, bytes: Vec<u8>) {
+        self.send(peers::Cmd::Transmit { to, bytes });
+    }
+
+    /// A membership datagram for the member at `addr`, best effort.
+    pub fn datagram(&self, addr: String, bytes: Vec<u8>) {
+        self.send(peers::Cmd::Datagram { addr, bytes });
+    }
+
+    pub fn peer_up(&self, node: NodeId, addr: String, incarnation: u64) {
+        self.send(peers::Cmd::PeerUp {
+            node,
+            addr,
+            incarnation,
+        });
+    }
+
+    pub fn peer_down(&self, node: NodeId) {
+        self.send(peers::Cmd::PeerDown { node });
+    }
+
+    /// Ends every stream cleanly and gives datagrams already sent (a graceful leave) a moment,
+    /// waiting at most `within`.
+    pub fn shutdown(&self, within: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.send(peers::Cmd::Shutdown { done });
+        let _ = wait.recv_timeout(within);
+    }
+}
+
+async fn accept_loop(
+    listener: smol::net::TcpListener,
+    router: net::Router,
+    log: Log,
+    stats: Arc<Stats>,
+) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                log(
+                    Level::Warn,
+                    "cluster port: accept failed",
+                    vec![("error".into(), e.to_string())],
+                );
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (router, log, stats) = (router.clone(), log.clone(), stats.clone());
+        smol::spawn(async move {
+            match net::serve(tcp, remote, router).await {
+                net::Ended::NotGrpc(e) => {
+                    stats.not_grpc.fetch_add(1, Ordering::Relaxed);
+                    log(
+                        Level::Warn,
+                        "cluster port: a connection that does not speak gRPC was dropped",
+                        vec![("remote".into(), remote.to_string()), ("error".into(), e)],
+                    );
+                }
+                net::Ended::Closed(Some(e)) => log(
+                    Level::Debug,
+                    "cluster port: connection ended",
+                    vec![("remote".into(), remote.to_string()), ("error".into(), e)],
+                ),
+                net::Ended::Closed(None) => {}
+            }
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! gRPC on smol without a tokio runtime: hyper 1's HTTP/2 server and client connections over
+//! smol sockets, tonic's generated services on top. Owns sockets, HTTP/2 settings and routing
+//! by service path; what the services do with a request is peers.rs's.
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::body::Body;
+
+/// HTTP/2 keep-alive: a ping after this much silence, and the connection is dead when the
+/// answer takes longer than the timeout (a partition without a closed socket).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long opening a connection to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// hyper's executor: every background task of a connection goes to smol's global executor.
+#[derive(Clone, Copy)]
+pub struct Spawner;
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        smol::spawn(fut).detach();
+    }
+}
+
+/// One HTTP/2 connection to a peer as the tower service tonic's generated clients call.
+#[derive(Clone)]
+pub struct Channel(hyper::client::conn::http2::SendRequest<Body>);
+
+impl tower_service::Service<http::Request<Body>> for Channel {
+    type Response = http::Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// Opens an HTTP/2 connection to `addr` (within `CONNECT_TIMEOUT`), with keep-alive pings.
+pub async fn connect(addr: &str) -> Result<Channel, String> {
+    let open = async {
+        let tcp = smol::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let mut b = hyper::client::conn::http2::Builder::new(Spawner);
+        b.timer(SmolTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .adaptive_window(true);
+        let (send, conn) = b
+            .handshake(FuturesIo::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+        smol::spawn(async move {
+            let _ = conn.await;
+        })
+        .detach();
+        Ok(Channel(send))
+    };
+    let timeout = async {
+        smol::Timer::after(CONNECT_TIMEOUT).await;
+        Err(format!(
+            "no answer within {} ms",
+            CONNECT_TIMEOUT.as_millis()
+        ))
+    };
+    futures_lite::future::or(open, timeout).await
+}
+
+/// The `http://addr` origin tonic clients need (HTTP/2 wants a scheme and an authority).
+pub fn origin(addr: &str) -> Result<http::Uri, String> {
+    format!("http://{addr}")
+        .parse()
+        .map_err(|e| format!("'{addr}': {e}"))
+}
+
+type Handler =
+    Arc<dyn Fn(http::Request<Incoming>) -> BoxFuture<http::Response<Body>> + Send + Sync>;
+
+/// Routes requests to gRPC services by their path prefix (`/package.Service/`), so more services
+/// (the CollectiveDispatcher of issue 10) can share the node's one port.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: Vec<(String, Handler)>,
+}
+
+impl Router {
+    /// Adds a tonic-generated server (`XServer::new(..)`) under its service name
+    /// (`weft.relay.Relay`).
+    pub fn add<S>(mut self, service_name: &str, svc: S) -> Self
+    where
+        S: tower_service::Service<
+                http::Request<Incoming>,
+                Response = http::Response<Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| {
+            let mut s = svc.clone();
+            Box::pin(async move {
+                match s.call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        self.routes.push((format!("/{service_name}/"), handler));
+        self
+    }
+
+    fn route(&self, req: http::Request<Incoming>) -> BoxFuture<http::Response<Body>> {
+        let path = req.uri().path();
+        match self
+            .routes
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+        {
+            Some((_, h)) => h(req),
+            None => {
+                let status = tonic::Status::unimplemented(format!("no service at {path}"));
+                Box::pin(async move {
+                    // Read the request out so the stream ends cleanly.
+                    let _ = req.into_body().collect().await;
+                    status.into_http()
+                })
+            }
+        }
+    }
+}
+
+/// How one accepted connection ended.
+pub enum Ended {
+    /// Closed after at least one request: a peer that went away.
+    Closed(Option<String>),
+    /// Failed before any request: not an HTTP/2 client (garbage on the port).
+    NotGrpc(String),
+}
+
+/// The address a request came from (a request extension services can read).
+#[derive(Clone, Copy, Debug)]
+pub struct Remote(pub std::net::SocketAddr);
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Serves one accepted TCP connection with `router` until it closes.
+pub async fn serve(
+    tcp: smol::net::TcpStream,
+    remote: std::net::SocketAddr,
+    router: Router,
+) -> Ended {
+    let _ = tcp.set_nodelay(true);
+    let used = Arc::new(AtomicBool::new(false));
+    let seen = used.clone();
+    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        req.extensions_mut().insert(Remote(remote));
+        let fut = router.route(req);
+        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+    });
+    let mut b = hyper::server::conn::http2::Builder::new(Spawner);
+    b.timer(SmolTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .adaptive_window(true);
+    let r = b.serve_connection(FuturesIo::new(tcp), svc).await;
+    match r {
+        Ok(()) => Ended::Closed(None),
+        Err(e) if !used.load(Ordering::Relaxed) => Ended::NotGrpc(e.to_string()),
+        Err(e) => Ended::Closed(Some(e.to_string())),
+    }
+}
