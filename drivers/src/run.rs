@@ -286,6 +286,10 @@ pub fn run(a: RunArgs) -> i32 {
             Ok(n) => n,
             Err(e) => return fail(e),
         },
+        limits: match limits() {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        },
         ..Default::default()
     })
     .log_level(match &log_mode {
@@ -330,6 +334,35 @@ fn max_processes() -> Result<usize, String> {
             .ok_or_else(|| {
                 format!("WEFT_MAX_PROCESSES={v}: expected a positive whole number of processes")
             }),
+    }
+}
+
+/// The resource limits from `WEFT_STEP_CEILING`, `WEFT_PROCESS_MEMORY`, `WEFT_NODE_MEMORY` and
+/// `WEFT_MAILBOX` (README "Limits"); sizes take a `K`, `M` or `G` suffix (binary), 0 turns one off.
+fn limits() -> Result<weft_engine::node::Limits, String> {
+    let mut l = weft_engine::node::Limits::default();
+    if let Some(n) = limit_var("WEFT_STEP_CEILING", "instructions")? {
+        l.step_ceiling =
+            u32::try_from(n).map_err(|_| format!("WEFT_STEP_CEILING={n}: at most {}", u32::MAX))?;
+    }
+    if let Some(n) = limit_var("WEFT_PROCESS_MEMORY", "bytes (e.g. 64M)")? {
+        l.process_memory = n;
+    }
+    if let Some(n) = limit_var("WEFT_NODE_MEMORY", "bytes (e.g. 2G)")? {
+        l.node_memory = n;
+    }
+    if let Some(n) = limit_var("WEFT_MAILBOX", "messages")? {
+        l.mailbox = n;
+    }
+    Ok(l)
+}
+
+fn limit_var(name: &str, what: &str) -> Result<Option<usize>, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => weft_engine::node::parse_size(&v)
+            .map(Some)
+            .ok_or_else(|| format!("{name}={v}: expected a whole number of {what}")),
     }
 }
 
@@ -577,9 +610,10 @@ impl Driver for RealDriver {
     }
 }
 
-/// Steps between two reads of the inputs: small enough that a busy process delays signals,
-/// completions and terminal input by one slice at most.
-const SLICE_STEPS: usize = 16;
+/// Steps between two reads of the inputs and the clock: small enough that a busy process delays
+/// signals, completions, terminal input and timers by one slice at most (timers fire at the
+/// start of a slice: 4 preempted steps of 10,000 ticks keep a ticker within a few ms).
+const SLICE_STEPS: usize = 4;
 
 /// Runs the node until it exits; `inputs` is the channel signals already feed.
 fn drive(

@@ -64,8 +64,12 @@ impl Core {
                     Value::table(data),
                 );
             }
+            let watched = match self.cluster {
+                Some(_) => self.topology.watched_by(&ProcRef::Local(id)),
+                None => Vec::new(),
+            };
             let fallout = self.topology.on_exit(ProcRef::Local(id));
-            self.remote_fallout(&info.pid, &fallout, &result);
+            self.remote_fallout(&info.pid, &fallout, &watched, &result);
             let at = self.wall_now_ns();
             // Watchers and links on other nodes cannot exist until the cluster transport does
             // (remote monitors and links fail with "node not connected"): only local ones here.

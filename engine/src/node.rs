@@ -155,6 +155,49 @@ pub struct NodeConfig {
     pub max_processes: usize,
     /// This node's place in a cluster; None for a standalone node.
     pub cluster: Option<ClusterConfig>,
+    /// What one process may use: memory, mailbox, time inside calls that cannot yield.
+    pub limits: Limits,
+}
+
+/// Per-process and node-wide resource limits (README "Limits"); 0 turns a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Interrupt ticks a step may run past its budget where Luau cannot yield (a `table.sort`
+    /// comparator, a `string.gsub` callback, a metamethod, a pattern match) before the
+    /// process is killed.
+    pub step_ceiling: u32,
+    /// Bytes of Lua heap one process may hold.
+    pub process_memory: usize,
+    /// Bytes of Lua heap the whole node may hold (allocations past it fail with an error).
+    pub node_memory: usize,
+    /// Messages waiting in one process's mailbox; a send past it fails.
+    pub mailbox: usize,
+}
+
+/// A size or count as users write it: digits with an optional `K`, `M` or `G` suffix (binary
+/// multiples; `KB`, `MiB` … too).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let mult: usize = match t[split..].trim().to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    t[..split].parse::<usize>().ok()?.checked_mul(mult)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            step_ceiling: 1_000_000,
+            process_memory: 256 << 20,
+            node_memory: 4 << 30,
+            mailbox: 100_000,
+        }
+    }
 }
 
 /// How a node takes part in a cluster (`weft run --node/--listen/--join`, `cluster.*` keys).
@@ -185,6 +228,7 @@ impl Default for NodeConfig {
             env_os: Vec::new(),
             max_processes: DEFAULT_MAX_PROCESSES,
             cluster: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -401,7 +445,10 @@ impl Node {
         self.materialize();
         self.reap();
         let port = self.port();
-        for _ in 0..budget {
+        // Each step costs one; one that ran k budgets' worth (killed inside a C call) costs k more.
+        let mut left = budget;
+        while left > 0 {
+            left -= 1;
             let next = self.core.borrow_mut().sched.pick();
             let Some(id) = next else {
                 break;
@@ -422,8 +469,10 @@ impl Node {
                 port: &port,
                 pid: &pid,
                 budget: step_budget,
+                spent: 0,
             };
             let step = proc.step(&mut cx);
+            left = left.saturating_sub((cx.spent / step_budget.max(1)) as usize);
             let alive = self.core.borrow().is_alive(id);
             let outcome = match step {
                 _ if !alive => Outcome::Exited,

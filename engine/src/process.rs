@@ -23,6 +23,9 @@ pub struct Cx<'a> {
     pub pid: &'a Pid,
     /// Instruction budget for this step (interrupt checks for Lua; messages for Rust processes).
     pub budget: u32,
+    /// What the step used of it, set by the process (0: no more than its budget); a step that
+    /// ran far past its budget where it could not yield ends the node's slice early.
+    pub spent: u32,
 }
 
 impl Cx<'_> {

@@ -29,7 +29,8 @@ impl Core {
                     format!("invalid pid: {dest}"),
                 ));
             };
-            let node = node.unwrap_or(NodeId::LOCAL);
+            // No node (or Wippy's "local") is this node, whatever its name.
+            let node = node.unwrap_or(self.node_id().as_str());
             if node != self.node_id().as_str() {
                 return Ok(Route::Remote(NodeId::named(node)));
             }
@@ -52,7 +53,7 @@ impl Core {
 
     /// Routes a parsed PID.
     pub(crate) fn route_pid(&self, pid: &Pid) -> Result<Route, ErrorValue> {
-        if pid.node != *self.node_id() {
+        if pid.node != *self.node_id() && !pid.node.is_local() {
             return Ok(Route::Remote(pid.node.clone()));
         }
         match self.proc(pid.uniq) {
@@ -67,7 +68,13 @@ impl Core {
     /// A destination that must be a live local process: remote routes fail until a transport
     /// is connected.
     pub fn resolve(&self, dest: &str) -> Result<u64, ErrorValue> {
-        self.route(dest).and_then(local_only)
+        match self.route(dest)? {
+            Route::Remote(node) if self.cluster.is_some() => Err(ErrorValue::new(
+                kind::INVALID,
+                format!("{dest} is a process of node {node}: only this node's processes here"),
+            )),
+            r => local_only(r),
+        }
     }
 
     pub(crate) fn resolve_pid(&self, pid: &Pid) -> Result<u64, ErrorValue> {
@@ -77,7 +84,7 @@ impl Core {
     /// Where a spawn on `host` goes: `node@host` names another node.
     pub(crate) fn route_host<'h>(&self, host: &'h str) -> Result<&'h str, ErrorValue> {
         match host.split_once('@') {
-            Some((node, h)) if node == self.node_id().as_str() => Ok(h),
+            Some((node, h)) if node == self.node_id().as_str() || node == NodeId::LOCAL => Ok(h),
             Some((node, _)) => Err(not_connected(&NodeId::named(node))),
             None => Ok(host),
         }
@@ -360,7 +367,9 @@ mod on_node {
         }
 
         pub(crate) fn push_event(&mut self, to: u64, ev: Event) {
-            if self.procs.contains_key(&to) {
+            // An event from another node's process is traced as `RemoteExit` (its number
+            // is not a local process id and may equal one here).
+            if self.procs.contains_key(&to) && ev.from.node == self.node {
                 self.trace(TraceEvent::Event {
                     to,
                     kind: ev.kind,
@@ -392,9 +401,15 @@ mod on_node {
                 .unwrap_or_default();
             if self.observer.is_some() {
                 for m in &mb.messages {
+                    // A sender on another node is not a local process id (its number may
+                    // equal one here): its order is checked on `RemoteDeliver` instead.
                     self.trace(TraceEvent::Take {
                         proc: id,
-                        from: m.from.as_ref().map(|p| p.uniq),
+                        from: m
+                            .from
+                            .as_ref()
+                            .filter(|p| p.node == self.node)
+                            .map(|p| p.uniq),
                         seq: m.seq,
                     });
                 }

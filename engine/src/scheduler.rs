@@ -1,5 +1,8 @@
-//! Who runs next: a FIFO ready queue with one entry per runnable process and a wake-while-running flag.
+//! Who runs next: FIFO ready queues with one entry per runnable process and a wake-while-running flag.
 //! It never runs anything itself and knows nothing of Lua; `Node::run` asks it for the next id.
+//! Processes that were woken (a message, a timer, a completion) run before new ones and those that
+//! were preempted, so a hundred processes computing forever cannot delay a ticker by a hundred steps;
+//! one pick in `SPUN_EVERY` still goes to a preempted process, so those never starve.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,17 +27,27 @@ pub enum Outcome {
 
 #[derive(Debug, Default)]
 pub struct Scheduler {
+    /// Woken processes.
     ready: VecDeque<u64>,
+    /// New processes and those preempted with work left (they run when `ready` is empty, or
+    /// every `SPUN_EVERY`th pick).
+    spun: VecDeque<u64>,
     procs: BTreeMap<u64, (State, bool)>,
     steps: u64,
+    /// Picks from `ready` in a row while `spun` waited.
+    streak: u32,
 }
 
+/// A preempted process runs at least once every this many picks.
+const SPUN_EVERY: u32 = 8;
+
 impl Scheduler {
-    /// A new process starts ready: its first step runs its init.
+    /// A new process starts ready: its first step runs its init. It queues with the preempted
+    /// ones: a burst of spawns must not hold back processes that were woken.
     pub fn add(&mut self, id: u64) {
         debug_assert!(!self.procs.contains_key(&id), "process {id} added twice");
         self.procs.insert(id, (State::Ready, false));
-        self.ready.push_back(id);
+        self.spun.push_back(id);
     }
 
     /// A delivery arrived. Idle → Ready; Running → remember it so a Waiting outcome re-queues.
@@ -53,17 +66,28 @@ impl Scheduler {
 
     /// Takes the next ready process and marks it Running.
     pub fn pick(&mut self) -> Option<u64> {
-        while let Some(id) = self.ready.pop_front() {
+        loop {
+            let from_spun =
+                !self.spun.is_empty() && (self.ready.is_empty() || self.streak >= SPUN_EVERY);
+            let id = if from_spun {
+                self.spun.pop_front()
+            } else {
+                self.ready.pop_front()
+            }?;
             if let Some((state, woken)) = self.procs.get_mut(&id) {
                 if *state == State::Ready {
                     *state = State::Running;
                     *woken = false;
                     self.steps += 1;
+                    if from_spun {
+                        self.streak = 0;
+                    } else if !self.spun.is_empty() {
+                        self.streak += 1;
+                    }
                     return Some(id);
                 }
             }
         }
-        None
     }
 
     pub fn finish(&mut self, id: u64, outcome: Outcome) {
@@ -81,7 +105,7 @@ impl Scheduler {
             }
             Outcome::Yielded => {
                 *state = State::Ready;
-                self.ready.push_back(id);
+                self.spun.push_back(id);
             }
             Outcome::Waiting if *woken => {
                 *state = State::Ready;
@@ -93,17 +117,21 @@ impl Scheduler {
 
     /// Moves the process at position `k` of the ready queue to its front, the others keeping
     /// their order: the simulator's seeded choice of who runs next. Production never calls it.
+    /// Positions count the woken queue first, then the preempted one.
     pub fn promote(&mut self, k: usize) {
-        if k < self.ready.len() {
-            if let Some(id) = self.ready.remove(k) {
-                self.ready.push_front(id);
-            }
+        let id = if k < self.ready.len() {
+            self.ready.remove(k)
+        } else {
+            self.spun.remove(k - self.ready.len())
+        };
+        if let Some(id) = id {
+            self.ready.push_front(id);
         }
     }
 
     /// How many processes are queued to run.
     pub fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.spun.len()
     }
 
     /// Forget a process killed while not running (terminate, link cascade, shutdown).
@@ -118,6 +146,7 @@ impl Scheduler {
     pub fn has_ready(&self) -> bool {
         self.ready
             .iter()
+            .chain(&self.spun)
             .any(|id| matches!(self.procs.get(id), Some((State::Ready, _))))
     }
 
@@ -165,6 +194,43 @@ mod tests {
         assert_eq!(s.pick(), Some(1));
     }
 
+    #[test]
+    fn woken_processes_run_before_preempted_ones_which_still_get_turns() {
+        let mut s = Scheduler::default();
+        for id in 1..=4 {
+            s.add(id);
+        }
+        assert_eq!(s.pick(), Some(1));
+        s.finish(1, Outcome::Waiting);
+        for id in 2..=3 {
+            assert_eq!(s.pick(), Some(id));
+            s.finish(id, Outcome::Yielded);
+        }
+        // 4 (new), 2 and 3 (preempted) are queued; 1, woken, goes ahead of them.
+        s.wake(1);
+        assert_eq!(s.pick(), Some(1));
+        s.finish(1, Outcome::Waiting);
+        assert_eq!(s.pick(), Some(4));
+        s.finish(4, Outcome::Yielded);
+        // A stream of woken processes cannot starve the preempted ones.
+        let mut spun_picks = 0;
+        for _ in 0..(SPUN_EVERY * 3) {
+            s.wake(1);
+            let id = s.pick().expect("runnable");
+            if id == 1 {
+                s.finish(1, Outcome::Waiting);
+            } else {
+                spun_picks += 1;
+                s.finish(id, Outcome::Yielded);
+            }
+        }
+        assert!(
+            spun_picks >= 2,
+            "preempted processes ran {spun_picks} times in {} picks",
+            SPUN_EVERY * 3
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Add,
@@ -199,9 +265,9 @@ mod tests {
             }
         }
 
-        /// `id` was picked: it must have been runnable, and the picks since it became runnable
-        /// were at most one per process runnable before it (FIFO); those are all live and
-        /// other than `id`, so fewer than `len` at that time: it ran within `len` picks.
+        /// `id` was picked: it must have been runnable, and it waited a bounded number of picks:
+        /// each queue is FIFO and a preempted process gets one pick in `SPUN_EVERY + 1`, so at
+        /// most `SPUN_EVERY + 1` picks per process runnable before it (and one more round).
         fn picked(&mut self, id: u64) -> Result<(), TestCaseError> {
             let Some((since, ahead)) = self.runnable.remove(&id) else {
                 return Err(TestCaseError::fail(format!(
@@ -210,7 +276,7 @@ mod tests {
             };
             let waited = self.picks - since;
             prop_assert!(
-                waited <= ahead as u64,
+                waited <= (ahead as u64 + 1) * (u64::from(SPUN_EVERY) + 1),
                 "{} waited {} picks with only {} runnable ahead of it",
                 id,
                 waited,
@@ -262,7 +328,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                let queued: Vec<u64> = s.ready.iter().copied().filter(|id| s.state(*id) == Some(State::Ready)).collect();
+                let queued: Vec<u64> = s.ready.iter().chain(&s.spun).copied().filter(|id| s.state(*id) == Some(State::Ready)).collect();
                 let mut dedup = queued.clone(); dedup.sort(); dedup.dedup();
                 prop_assert_eq!(dedup.len(), queued.len(), "a process is queued twice");
                 prop_assert_eq!(dedup.into_iter().collect::<std::collections::BTreeSet<_>>(), m.set());

@@ -125,6 +125,14 @@ impl<K: Ord + Clone> Topology<K> {
         self.links.get(a).is_some_and(|s| s.contains(b))
     }
 
+    /// The processes `watcher` monitors, in order.
+    pub fn watched_by(&self, watcher: &K) -> Vec<K> {
+        self.watching
+            .get(watcher)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Removes every relation of `dead` and says who is owed an event, in id order.
     pub fn on_exit(&mut self, dead: K) -> Fallout<K> {
         let monitors: Vec<K> = self

@@ -68,10 +68,7 @@ impl Core {
         let bytes = frame.encode().map_err(|e| {
             ErrorValue::new(kind::INVALID, format!("cannot send to node {node}: {e}"))
         })?;
-        let seq = match frame {
-            Frame::Send(s) => s.seq,
-            _ => 0,
-        };
+        let seq = seq_of(frame);
         self.stats.frames_out += 1;
         self.trace(TraceEvent::FrameOut {
             peer: node.as_str(),
@@ -259,12 +256,28 @@ impl Core {
         self.transmit(&node, &Frame::Terminate { from, to })
     }
 
-    /// A local process ended: its watchers and links on other nodes are told (best effort: a
-    /// node that is down learns nothing, its side dropped the relations already), and its
-    /// cluster-wide names are released.
-    pub(crate) fn remote_fallout(&mut self, dead: &Pid, fallout: &Fallout, result: &ExitResult) {
+    /// A local process ended: its watchers and links on other nodes are told, the nodes of
+    /// processes it monitored drop its monitors (best effort: a node that is down learns
+    /// nothing, its side dropped the relations already), and its cluster-wide names are
+    /// released.
+    pub(crate) fn remote_fallout(
+        &mut self,
+        dead: &Pid,
+        fallout: &Fallout,
+        watched: &[ProcRef],
+        result: &ExitResult,
+    ) {
         if self.cluster.is_none() {
             return;
+        }
+        for t in watched {
+            if let ProcRef::Remote(t) = t {
+                let f = Frame::Demonitor {
+                    watcher: dead.clone(),
+                    target: t.clone(),
+                };
+                let _ = self.transmit(&t.node, &f);
+            }
         }
         for w in &fallout.monitors {
             if let ProcRef::Remote(w) = w {
@@ -388,10 +401,11 @@ impl Core {
                 format!("{} frame before a hello", f.name()),
             );
         }
-        let seq = match &f {
-            Frame::Send(s) => s.seq,
-            _ => 0,
-        };
+        if let Some(origin) = origin(&f).filter(|p| p.node != from) {
+            let detail = format!("{} frame from {origin} on a connection of {from}", f.name());
+            return self.frame_dropped(&from, "unauthenticated", detail);
+        }
+        let seq = seq_of(&f);
         self.stats.frames_in += 1;
         self.trace(TraceEvent::FrameIn {
             peer: from.as_str(),
@@ -638,6 +652,32 @@ impl Core {
         }
         let target = dead.to_string();
         self.remote_event(w, k, &dead, &target, result);
+    }
+}
+
+/// The PID on the sending node a frame speaks for, which must be of the connection's node (a
+/// peer may not speak for processes of another node). Name claims are passed on for any node.
+fn origin(f: &Frame) -> Option<&Pid> {
+    match f {
+        Frame::Send(s) => s.from.as_ref(),
+        Frame::SpawnRequest(r) => Some(&r.caller),
+        Frame::Monitor { watcher, .. } | Frame::Demonitor { watcher, .. } => Some(watcher),
+        Frame::Link { from, .. }
+        | Frame::Unlink { from, .. }
+        | Frame::Exit { from, .. }
+        | Frame::LinkDown { from, .. }
+        | Frame::Cancel { from, .. }
+        | Frame::Terminate { from, .. }
+        | Frame::NameRelease { owner: from, .. } => Some(from),
+        Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) => None,
+    }
+}
+
+/// A message's per-peer sequence number; 0 for the other frames (as the trace shows them).
+fn seq_of(f: &Frame) -> u64 {
+    match f {
+        Frame::Send(s) => s.seq,
+        _ => 0,
     }
 }
 

@@ -61,6 +61,7 @@ struct Member {
     trace: Rc<RefCell<Vec<String>>>,
     logs: Vec<String>,
     peer_up: Vec<String>,
+    peer_down: Vec<String>,
 }
 
 struct Net {
@@ -118,6 +119,7 @@ fn build(cfg: NodeConfig, apps: &[(&str, &str)], planted: crate::node::Planted) 
         trace,
         logs: Vec::new(),
         peer_up: Vec::new(),
+        peer_down: Vec::new(),
     }
 }
 
@@ -181,8 +183,11 @@ impl Net {
             }
             Output::PeerUp { node, .. } => self.m[i].peer_up.push(node.to_string()),
             Output::PeerDown { node } => {
+                // The driver closes the connection: both directions start again with a Hello.
+                self.m[i].peer_down.push(node.to_string());
                 if let Some(j) = self.index(node.as_str()) {
                     self.connected.remove(&(i, j));
+                    self.connected.remove(&(j, i));
                 }
             }
             Output::Stdout(b) => self.m[i].out.push_str(&String::from_utf8_lossy(&b)),
@@ -267,8 +272,12 @@ impl Net {
     }
 
     /// Starts `entry` as node `i`'s terminal process.
-    fn main(&mut self, i: usize, entry: &str) {
-        self.m[i].node.spawn(entry, "t:term", vec![], true).unwrap();
+    fn main(&mut self, i: usize, entry: &str) -> u64 {
+        self.m[i]
+            .node
+            .spawn(entry, "t:term", vec![], true)
+            .unwrap()
+            .uniq
     }
 
     fn spawn(&mut self, i: usize, entry: &str) -> String {
@@ -306,6 +315,17 @@ impl Net {
             .cloned()
             .collect()
     }
+}
+
+/// Two nodes with `apps`; `t:main` runs as n1's terminal process until it ends. The network
+/// duplicates every relay frame when `duplicate`.
+fn run_main(apps: &[(&str, &str)], duplicate: bool, within: u64) -> (Net, String) {
+    let mut net = Net::new(&["n1", "n2"], apps);
+    net.converge();
+    net.duplicate = duplicate;
+    net.main(0, "t:main");
+    let out = net.finish(0, within);
+    (net, out)
 }
 
 #[test]
@@ -374,10 +394,11 @@ end }"#;
 
 #[test]
 fn remote_spawn_send_in_order_and_monitor_exit_once() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
-    net.converge();
-    net.main(0, "t:main");
-    let out = net.finish(0, 5_000 * MS);
+    let (net, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)],
+        false,
+        5_000 * MS,
+    );
     assert!(out.contains("spawned\t{n2@t:host|0x"), "{out}");
     let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     assert!(
@@ -425,26 +446,27 @@ return { main = function()
     io.print(table.concat(seen, "|"))
     local _, e = process.spawn("t:idle", "n2@t:host")
     io.print("after", tostring(e))
+    process.inbox():receive()
     return 0
 end }"#;
 
 fn node_down_fires_each_monitor_once(via_transport: bool) {
     let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", WATCH_MAIN)]);
     net.converge();
-    net.main(0, "t:main");
+    let main = net.main(0, "t:main");
     assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("watching")));
     net.crash(1);
+    let node_down = Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "connection closed".into(),
+    };
     if via_transport {
-        let input = Input::NodeDown {
-            node: NodeId::named("n2"),
-            reason: "connection closed".into(),
-        };
-        net.inbox[0].push_back(input.clone());
-        // Learning it twice owes nothing more.
-        net.inbox[0].push_back(input);
+        net.inbox[0].push_back(node_down.clone());
+        net.inbox[0].push_back(node_down.clone());
     }
     let within = if via_transport { 1_000 } else { 30_000 } * MS;
-    let out = net.finish(0, within);
+    assert!(net.run_until(within, |n| n.m[0].out.contains("after")));
+    let out = net.m[0].out.clone();
     let reason = if via_transport {
         "connection closed"
     } else {
@@ -457,13 +479,22 @@ fn node_down_fires_each_monitor_once(via_transport: bool) {
     assert_eq!(line.matches("pid.exit node down: n2").count(), 2, "{out}");
     assert!(line.contains(reason), "{out}");
     assert!(out.contains("after\tnode down: n2"), "{out}");
+    // The other way of learning it comes too: nothing fires twice.
+    if via_transport {
+        let swim = |n: &Net| n.m[0].peer_down.contains(&"n2".to_string());
+        assert!(
+            net.run_until(30_000 * MS, swim),
+            "membership never saw n2 down"
+        );
+    } else {
+        net.inbox[0].push_back(node_down);
+        net.run_until(100 * MS, |_| false);
+    }
     assert_eq!(net.trace(0, "remote pid.exit").len(), 2);
-    assert_eq!(
-        net.trace(0, "node down").len(),
-        1,
-        "{:?}",
-        net.trace(0, "node")
-    );
+    let downs = net.trace(0, "node down");
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    net.m[0].node.sim_control().noise(main, "quit");
+    net.finish(0, 100 * MS);
 }
 
 #[test]
@@ -516,10 +547,11 @@ end }"#;
 
 #[test]
 fn remote_link_reports_a_failure_as_link_down() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", LINK_MAIN)]);
-    net.converge();
-    net.main(0, "t:main");
-    let out = net.finish(0, 3_000 * MS);
+    let (_, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", LINK_MAIN)],
+        false,
+        3_000 * MS,
+    );
     assert!(out.contains("link\tpid.link.down\ttrue\t"), "{out}");
     assert!(out.contains("asked to fail"), "{out}");
 }
@@ -551,6 +583,15 @@ return { main = function()
     io.print("answer", m:payload():data())
     local _, e = process.registry.lookup("mine")
     io.print("local stays local", tostring(e))
+    local ok, e2 = process.registry.register("x", owner, process.registry.EVENTUAL)
+    io.print("foreign", tostring(ok), tostring(e2))
+    local _, e3 = process.registry.register("svc", nil, process.registry.EVENTUAL)
+    io.print("taken", tostring(e3))
+    process.registry.register("tmp", nil, process.registry.EVENTUAL)
+    io.print("tmp", process.registry.lookup("tmp") == process.pid())
+    io.print("released", process.registry.unregister("tmp", process.registry.EVENTUAL))
+    local gone, e4 = process.registry.lookup("tmp")
+    io.print("after release", tostring(gone), tostring(e4))
     return 0
 end }"#;
 
@@ -575,6 +616,20 @@ fn cluster_names_gossip_resolve_and_local_names_stay_local() {
         out.contains("local stays local\tname not registered"),
         "{out}"
     );
+    assert!(out.contains("foreign\tnil\t"), "{out}");
+    assert!(out.contains("is a process of node n2"), "{out}");
+    assert!(out.contains("taken\tname already registered: svc"), "{out}");
+    assert!(out.contains("tmp\ttrue"), "{out}");
+    assert!(out.contains("released\ttrue"), "{out}");
+    assert!(
+        out.contains("after release\tnil\tname not registered"),
+        "{out}"
+    );
+    // n2 heard the claim and the release of "tmp": only "svc" is left there.
+    let names = |n: &Net| n.m[1].node.cluster_names();
+    let released = |n: &Net| !n.trace(1, "frame in name_release").is_empty();
+    assert!(net.run_until(100 * MS, |n| released(n) && names(n).len() == 1));
+    assert_eq!(names(&net), vec![("svc".to_string(), owner)]);
 }
 
 #[test]
@@ -633,11 +688,11 @@ fn conflicting_claims_resolve_to_one_owner_everywhere_and_the_loser_is_told() {
 
 #[test]
 fn duplicate_frames_are_dropped_and_counted() {
-    let mut net = Net::new(&["n1", "n2"], &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)]);
-    net.converge();
-    net.duplicate = true;
-    net.main(0, "t:main");
-    let out = net.finish(0, 5_000 * MS);
+    let (net, out) = run_main(
+        &[("t:echo", ECHO), ("t:main", REMOTE_MAIN)],
+        true,
+        5_000 * MS,
+    );
     let order: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     assert!(
         out.contains(&format!("order\t{}", order.join(","))),
@@ -784,4 +839,259 @@ fn a_restarted_node_is_a_new_incarnation_and_old_pids_are_dropped() {
         "{:?}",
         net.trace(0, "node")
     );
+}
+
+const CONTROL_MAIN: &str = r#"
+local io = require("io")
+local events = require("events")
+return { main = function()
+    local sub = events.subscribe("cluster")
+    local a = process.spawn_monitored("t:waiter", "n2@t:host")
+    local b = process.spawn_monitored("t:idle", "n2@t:host")
+    process.cancel(a, "enough")
+    process.terminate(b)
+    local seen = {}
+    for i = 1, 2 do
+        local ev = process.events():receive()
+        local r = ev.result.error and ev.result.error:message() or tostring(ev.result.value)
+        seen[ev.from == a and "a" or "b"] = r
+    end
+    io.print("canceled", seen.a)
+    io.print("terminated", seen.b)
+    process.send(process.pid(), "ready")
+    process.inbox():receive()
+    io.print("ready")
+    local e = sub:channel():receive()
+    io.print("bus", e.system, e.kind, e.path, e.data.node, e.data.reason)
+    return 0
+end }"#;
+
+/// Ends when canceled, returning the CANCEL's reason.
+const WAITER: &str = r#"return { main = function()
+    local ev = process.events():receive()
+    return ev.kind .. ": " .. ev.reason
+end }"#;
+
+#[test]
+fn remote_cancel_and_terminate_and_node_down_on_the_bus() {
+    let apps = [
+        ("t:idle", IDLE),
+        ("t:waiter", WAITER),
+        ("t:main", CONTROL_MAIN),
+    ];
+    let mut net = Net::new(&["n1", "n2"], &apps);
+    net.converge();
+    net.main(0, "t:main");
+    assert!(net.run_until(2_000 * MS, |n| n.m[0].out.contains("ready")));
+    net.crash(1);
+    net.inbox[0].push_back(Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "connection reset".into(),
+    });
+    let out = net.finish(0, 1_000 * MS);
+    assert!(out.contains("canceled\tpid.cancel: enough"), "{out}");
+    assert!(out.contains("terminated\tterminated"), "{out}");
+    assert!(
+        out.contains("bus\tcluster\tnode.down\tn2\tn2\tconnection reset"),
+        "{out}"
+    );
+}
+
+#[test]
+fn frames_speaking_for_another_nodes_processes_are_refused() {
+    let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+    net.converge();
+    let victim = net.spawn(0, "t:idle");
+    let victim = crate::pid::Pid::parse(&victim).unwrap();
+    // n2, after its Hello, asks n1 to end a process in the name of a process of n3.
+    let forged = super::frame::Frame::Terminate {
+        from: crate::pid::Pid::on(NodeId::named("n3"), "t:host".into(), 5),
+        to: victim.clone(),
+    }
+    .encode()
+    .unwrap();
+    let hello = net.m[1].node.hello().unwrap();
+    let now = net.now;
+    let n2 = NodeId::named("n2");
+    let node = &mut net.m[0].node;
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n2.clone(),
+            bytes: hello,
+        },
+    );
+    node.handle(
+        now,
+        Input::Frame {
+            from_node: n2,
+            bytes: forged,
+        },
+    );
+    assert_eq!(node.stats().frames_unauthenticated, 1);
+    assert!(node.core.borrow().is_alive(victim.uniq));
+}
+
+const PENDING_MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local pid, err = process.spawn_monitored("t:idle", "n2@t:host")
+    io.print("spawn", tostring(pid), tostring(err))
+    return 0
+end }"#;
+
+#[test]
+fn a_spawn_waiting_on_a_node_that_goes_down_fails() {
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", PENDING_MAIN)]);
+    net.converge();
+    // n2's answers are lost: the spawn waits.
+    net.cut.insert((1, 0));
+    net.main(0, "t:main");
+    net.run_until(100 * MS, |_| false);
+    assert_eq!(net.m[0].exit, None, "{}", net.m[0].out);
+    net.inbox[0].push_back(Input::NodeDown {
+        node: NodeId::named("n2"),
+        reason: "stream reset".into(),
+    });
+    let out = net.finish(0, 100 * MS);
+    assert!(
+        out.contains("spawn\tnil\tnode down: n2 (stream reset)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_pid_without_a_node_is_this_nodes_own() {
+    let mut net = Net::new(&["n1"], &[("t:idle", IDLE)]);
+    let pid = crate::pid::Pid::parse(&net.spawn(0, "t:idle")).unwrap();
+    let core = net.m[0].node.core.borrow();
+    for text in [
+        format!("{{t:host|0x{:x}}}", pid.uniq),
+        format!("{{local@t:host|0x{:x}}}", pid.uniq),
+        pid.to_string(),
+    ] {
+        assert_eq!(
+            core.route(&text).unwrap(),
+            crate::relay::Route::Local(pid.uniq),
+            "{text}"
+        );
+    }
+    assert_eq!(core.route_host("local@t:host").unwrap(), "t:host");
+    assert_eq!(core.route_host("n1@t:host").unwrap(), "t:host");
+}
+
+const WATCHER: &str = r#"return { main = function()
+    process.spawn_monitored("t:idle", "n2@t:host")
+    process.inbox():receive()
+end }"#;
+
+#[test]
+fn a_watcher_that_ends_drops_its_monitor_on_the_other_node() {
+    use crate::topology::ProcRef;
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:watcher", WATCHER)]);
+    net.converge();
+    let watcher = crate::pid::Pid::parse(&net.spawn(0, "t:watcher")).unwrap();
+    assert!(net.run_until(1_000 * MS, |n| n.m[1].node.process_count() == 1));
+    let target = net.m[1].node.sim_control().live_processes()[0];
+    let watched = |n: &Net| {
+        n.m[1]
+            .node
+            .core
+            .borrow()
+            .topology
+            .is_monitoring(&ProcRef::Remote(watcher.clone()), &ProcRef::Local(target))
+    };
+    assert!(net.run_until(100 * MS, watched));
+    net.m[0].node.sim_control().kill(watcher.uniq, "test");
+    assert!(net.run_until(100 * MS, |n| !watched(n)));
+    // A message for a process of n2 that has ended reaches nobody and is counted there.
+    let target_pid = net.m[1]
+        .node
+        .core
+        .borrow()
+        .pid_of(target)
+        .unwrap()
+        .to_string();
+    net.m[1].node.sim_control().kill(target, "test");
+    let sent = net.m[0]
+        .node
+        .core
+        .borrow_mut()
+        .send(None, &target_pid, "late".into(), vec![]);
+    assert!(sent.is_ok(), "the sender cannot know: {sent:?}");
+    assert!(net.run_until(100 * MS, |n| n.m[1].node.stats().frames_dead == 1));
+}
+
+/// Random kills, a node crash learnt through the transport or only through SWIM, and a
+/// duplicating network: every monitor of a remote process that died fires exactly once, and
+/// no monitor of a live process fires.
+#[test]
+fn remote_monitors_fire_exactly_once_under_random_deaths() {
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+    for seed in 0..12u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Net::new(&["n1", "n2", "n3"], &[("t:idle", IDLE)]);
+        net.converge();
+        net.duplicate = rng.next_u64() % 2 == 0;
+        let watchers: Vec<u64> = (0..4)
+            .map(|_| {
+                crate::pid::Pid::parse(&net.spawn(0, "t:idle"))
+                    .unwrap()
+                    .uniq
+            })
+            .collect();
+        let targets: Vec<(usize, String)> = (0..6)
+            .map(|k| (1 + k % 2, net.spawn(1 + k % 2, "t:idle")))
+            .collect();
+        let mut pairs = BTreeSet::new();
+        for w in &watchers {
+            for (_, t) in &targets {
+                if rng.next_u64() % 2 == 0 {
+                    net.m[0].node.core.borrow_mut().monitor(*w, t).unwrap();
+                    pairs.insert((*w, t.clone()));
+                }
+            }
+        }
+        net.run_until(50 * MS, |_| false);
+        let mut dead: BTreeSet<String> = BTreeSet::new();
+        for (i, t) in &targets {
+            if rng.next_u64() % 3 == 0 {
+                let id = crate::pid::Pid::parse(t).unwrap().uniq;
+                net.m[*i].node.sim_control().kill(id, "killed");
+                dead.insert(t.clone());
+            }
+        }
+        let crash = rng.next_u64() % 2 == 0;
+        if crash {
+            net.run_until(rng.next_u64() % (20 * MS), |_| false);
+            net.crash(2);
+            dead.extend(
+                targets
+                    .iter()
+                    .filter(|(i, _)| *i == 2)
+                    .map(|(_, t)| t.clone()),
+            );
+            if rng.next_u64() % 2 == 0 {
+                net.inbox[0].push_back(Input::NodeDown {
+                    node: NodeId::named("n3"),
+                    reason: "closed".into(),
+                });
+            }
+        }
+        net.run_until(30_000 * MS, |_| false);
+        let fired = net.trace(0, "remote pid.exit");
+        for (w, t) in &pairs {
+            let n = fired
+                .iter()
+                .filter(|l| l.starts_with(&format!("remote pid.exit {t} -> {w}:")))
+                .count();
+            let want = usize::from(dead.contains(t));
+            assert_eq!(n, want, "seed {seed}: watcher {w} of {t}: {fired:?}");
+        }
+        assert_eq!(
+            fired.len(),
+            pairs.iter().filter(|(_, t)| dead.contains(t)).count()
+        );
+    }
 }

@@ -671,20 +671,7 @@ impl Collector {
             Request::Dispatch(r) => (Rpc::Dispatch, &r.namespace, &r.service, &r.method_name),
             Request::Connect(_) => return,
         };
-        let p = Pending {
-            rpc,
-            namespace: ns.clone(),
-            key: format!(
-                "{}.{method}",
-                service
-                    .as_ref()
-                    .map(|s| s.service_name.as_str())
-                    .unwrap_or("")
-            ),
-            deadline: 0,
-            attempts: 0,
-            wait: Wait::Local { job: 0 },
-        };
+        let p = Pending::new(rpc, ns, &service_name(service), method, 0);
         let s = Status::new(
             code::INTERNAL,
             "deadline exceeded before the request was handled",
@@ -718,25 +705,14 @@ impl Collector {
     }
 
     fn on_serve(&mut self, req: ReqId, deadline: Instant, r: ServeRequest) {
-        let service = r
-            .service
-            .as_ref()
-            .map(|s| s.service_name.clone())
-            .unwrap_or_default();
-        let mut p = Pending {
-            rpc: Rpc::Serve,
-            namespace: r.namespace.clone(),
-            key: format!("{service}.{}", r.method_name),
-            deadline,
-            attempts: 0,
-            wait: Wait::Local { job: 0 },
-        };
+        let service = service_name(&r.service);
+        let p = Pending::new(Rpc::Serve, &r.namespace, &service, &r.method_name, deadline);
         if let Some(s) = Self::check_request(&r.namespace, &r.service, &r.method_name) {
             return self.finish(req, p, s, None, String::new());
         }
         self.serve_local(
             req,
-            &mut p,
+            p,
             &service,
             &r.method_name,
             r.input,
@@ -748,7 +724,7 @@ impl Collector {
     fn serve_local(
         &mut self,
         req: ReqId,
-        p: &mut Pending,
+        mut p: Pending,
         service: &str,
         method: &str,
         input: Option<Any>,
@@ -761,26 +737,25 @@ impl Collector {
                     code::NOT_FOUND,
                     format!("service not registered in registry: {e}"),
                 );
-                return self.finish(req, take(p), s, None, String::new());
+                return self.finish(req, p, s, None, String::new());
             }
         }
         if !self.methods.iter().any(|k| k.namespace == ns) {
             let s = Status::new(code::NOT_FOUND, format!("namespace '{ns}' not found"));
-            return self.finish(req, take(p), s, None, String::new());
+            return self.finish(req, p, s, None, String::new());
         }
         if !self.has_local(&ns, service, method) {
             let s = Status::new(
                 code::NOT_FOUND,
                 format!("method '{service}.{method}' not found in namespace '{ns}'"),
             );
-            return self.finish(req, take(p), s, None, String::new());
+            return self.finish(req, p, s, None, String::new());
         }
         let job = self.fresh();
         self.jobs.insert(job, req);
         let deadline = p.deadline;
-        let mut pending = take(p);
-        pending.wait = Wait::Local { job };
-        self.pending.insert(req, pending);
+        p.wait = Wait::Local { job };
+        self.pending.insert(req, p);
         self.out.push_back(Output::Invoke {
             job,
             key: MethodKey::new(&ns, service, method),
@@ -854,19 +829,14 @@ impl Collector {
     // ------------------------------------------------------------ Dispatch
 
     fn on_dispatch(&mut self, now: Instant, req: ReqId, deadline: Instant, r: DispatchRequest) {
-        let service = r
-            .service
-            .as_ref()
-            .map(|s| s.service_name.clone())
-            .unwrap_or_default();
-        let mut p = Pending {
-            rpc: Rpc::Dispatch,
-            namespace: r.namespace.clone(),
-            key: format!("{service}.{}", r.method_name),
+        let service = service_name(&r.service);
+        let mut p = Pending::new(
+            Rpc::Dispatch,
+            &r.namespace,
+            &service,
+            &r.method_name,
             deadline,
-            attempts: 0,
-            wait: Wait::Local { job: 0 },
-        };
+        );
         if let Some(s) = Self::check_request(&r.namespace, &r.service, &r.method_name) {
             return self.finish(req, p, s, None, String::new());
         }
@@ -879,7 +849,7 @@ impl Collector {
         if target == self.cfg.id
             || (target.is_empty() && self.has_local(&r.namespace, &service, &r.method_name))
         {
-            return self.serve_local(req, &mut p, &service, &r.method_name, r.input, context);
+            return self.serve_local(req, p, &service, &r.method_name, r.input, context);
         }
         if !target.is_empty() {
             let Some(peer) = self.peers.get_mut(target) else {
@@ -1298,19 +1268,24 @@ impl Collector {
     }
 }
 
-/// Moves a pending record out of a `&mut` (the caller is about to answer or park it).
-fn take(p: &mut Pending) -> Pending {
-    std::mem::replace(
-        p,
+impl Pending {
+    /// A request that just arrived and waits on nothing yet.
+    fn new(rpc: Rpc, namespace: &str, service: &str, method: &str, deadline: Instant) -> Pending {
         Pending {
-            rpc: p.rpc,
-            namespace: String::new(),
-            key: String::new(),
-            deadline: p.deadline,
+            rpc,
+            namespace: namespace.to_string(),
+            key: format!("{service}.{method}"),
+            deadline,
             attempts: 0,
             wait: Wait::Local { job: 0 },
-        },
-    )
+        }
+    }
+}
+
+fn service_name(s: &Option<ServiceRef>) -> String {
+    s.as_ref()
+        .map(|s| s.service_name.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

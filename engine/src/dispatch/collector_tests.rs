@@ -70,6 +70,15 @@ fn echo(node: &str) -> Handler {
     Box::new(move |k, _| Ok(Some(text(&format!("{node}:{}.{}", k.service, k.method)))))
 }
 
+fn peer_up(id: &str, address: &str, namespaces: &[&str], version: u64) -> Input {
+    Input::PeerUp {
+        id: id.into(),
+        address: address.into(),
+        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        version,
+    }
+}
+
 fn dispatch_req(ns: &str, service: &str, method: &str) -> DispatchRequest {
     DispatchRequest {
         namespace: ns.into(),
@@ -188,6 +197,14 @@ impl Net {
             a.len()
         );
         Some(&a[0].1)
+    }
+
+    /// The answer to dispatch `req` made at `id`; panics when there is none yet.
+    fn dispatched(&self, id: &str, req: ReqId) -> DispatchResponse {
+        match self.answer(id, req) {
+            Some(Response::Dispatch(d)) => d.clone(),
+            other => panic!("no dispatch answer to {req}: {other:?}"),
+        }
     }
 
     fn dispatch(&mut self, id: &str, r: DispatchRequest) -> DispatchResponse {
@@ -412,6 +429,17 @@ fn connect_req(address: &str, ns: &[&str], collector_id: Option<&str>) -> Connec
 
 fn ns_methods(namespaces: &[&str]) -> Vec<MethodKey> {
     namespaces.iter().map(|n| key(n, "S", "M")).collect()
+}
+
+/// A (serving nothing) meshed with `servers`, each serving `ns` `S.M`.
+fn caller_and_servers(servers: &[&str]) -> Net {
+    let mut net = Net::new();
+    net.add("A", vec![]);
+    for id in servers {
+        net.add(id, vec![key("ns", "S", "M")]);
+    }
+    net.mesh();
+    net
 }
 
 // ------------------------------------------------------------------ Connection (C1-C6, P1, P2)
@@ -966,9 +994,7 @@ fn p5_a_target_that_never_answers_fails_at_the_attempt_timeout() {
     let t0 = net.now;
     assert_eq!(net.c("A").poll_timeout(), Some(t0 + 2_000 * MS));
     net.advance(2_000 * MS);
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     assert_eq!(
         status(&d.status),
         (500, "serve RPC failed: deadline exceeded".into())
@@ -978,15 +1004,7 @@ fn p5_a_target_that_never_answers_fails_at_the_attempt_timeout() {
 #[test]
 fn p6_a_peer_reply_without_status_is_an_error_not_a_crash() {
     let mut c = Collector::new(Config::new("A", "A:1", 1), vec![]);
-    c.handle(
-        0,
-        Input::PeerUp {
-            id: "B".into(),
-            address: "B:1".into(),
-            namespaces: vec!["ns".into()],
-            version: 1,
-        },
-    );
+    c.handle(0, peer_up("B", "B:1", &["ns"], 1));
     let mut r = dispatch_req("ns", "S", "M");
     r.routing_hints.insert("idempotent".into(), "true".into());
     c.handle(
@@ -1142,11 +1160,7 @@ fn p2c_prefers_the_less_loaded_peer() {
 
 #[test]
 fn h5_a_silent_peer_costs_one_attempt_timeout_then_the_next_is_tried() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.add("C", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B", "C"]);
     net.link("A", "B", Link::Drop);
     net.link("A", "C", Link::Drop);
     let mut r = dispatch_req("ns", "S", "M");
@@ -1158,9 +1172,7 @@ fn h5_a_silent_peer_costs_one_attempt_timeout_then_the_next_is_tried() {
     net.advance(1);
     assert!(net.answer("A", req).is_none(), "second candidate now");
     net.advance(2_000 * MS);
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     let s = d.status.unwrap();
     assert_eq!(
         (s.code, s.message.as_str()),
@@ -1177,11 +1189,7 @@ fn h5_a_silent_peer_costs_one_attempt_timeout_then_the_next_is_tried() {
 
 #[test]
 fn h5_a_refused_dial_moves_on_even_when_not_idempotent() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.add("C", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B", "C"]);
     net.link("A", "B", Link::Refuse);
     for _ in 0..5 {
         let r = net.dispatch("A", dispatch_req("ns", "S", "M"));
@@ -1232,9 +1240,7 @@ fn h6_a_hundred_interleaved_dispatches_are_each_answered_once_correctly() {
         .set_methods(vec![key("local", "S", "M"), key("extra", "S", "M")]);
     net.flush();
     for (ns, req) in reqs {
-        let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-            panic!("{req}")
-        };
+        let d = net.dispatched("A", req);
         assert_eq!(status(&d.status).0, 200);
         assert_eq!(
             d.handled_by_collector_id,
@@ -1246,18 +1252,13 @@ fn h6_a_hundred_interleaved_dispatches_are_each_answered_once_correctly() {
 
 #[test]
 fn h7_partition_falls_through_and_heals() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B"]);
     net.link("A", "B", Link::Drop);
     // Not idempotent, sent and lost: one attempt, then an honest 500 (no blind retry).
     let t0 = net.now;
     let req = net.ask("A", None, Request::Dispatch(dispatch_req("ns", "S", "M")));
     net.advance(2_000 * MS);
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     let s = d.status.unwrap();
     assert_eq!(
         (s.code, s.message.as_str()),
@@ -1274,9 +1275,7 @@ fn h7_partition_falls_through_and_heals() {
     if net.answer("A", req).is_none() {
         net.advance(2_000 * MS);
     }
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     assert_eq!(d.handled_by_collector_id, "C");
     // Heal: B serves again.
     net.link("A", "B", Link::Up);
@@ -1295,19 +1294,13 @@ fn h7_partition_falls_through_and_heals() {
 
 #[test]
 fn h7_a_reply_lost_after_execution_is_not_retried() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.add("C", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B", "C"]);
     // Requests arrive; replies from B and C are lost.
     net.link("B", "A", Link::Drop);
     net.link("C", "A", Link::Drop);
     let req = net.ask("A", None, Request::Dispatch(dispatch_req("ns", "S", "M")));
     net.advance(2_000 * MS);
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     assert_eq!(status(&d.status).0, 500);
     let runs = net.m("B").invoked.len() + net.m("C").invoked.len();
     assert_eq!(runs, 1, "executed once");
@@ -1331,46 +1324,14 @@ fn h8_multi_hop_reaches_c_and_a_cycle_terminates() {
     }
     net.add("C", vec![key("ns", "S", "M")]);
     // A knows only B (as routing ns); B knows C.
-    net.input(
-        "A",
-        Input::PeerUp {
-            id: "B".into(),
-            address: addr("B"),
-            namespaces: vec!["ns".into()],
-            version: 1,
-        },
-    );
-    net.input(
-        "B",
-        Input::PeerUp {
-            id: "C".into(),
-            address: addr("C"),
-            namespaces: vec!["ns".into()],
-            version: 1,
-        },
-    );
+    net.input("A", peer_up("B", &addr("B"), &["ns"], 1));
+    net.input("B", peer_up("C", &addr("C"), &["ns"], 1));
     let r = net.dispatch("A", dispatch_req("ns", "S", "M"));
     assert_eq!(status(&r.status).0, 200);
     assert_eq!(r.handled_by_collector_id, "C");
     // Cycle: A and B each think the other routes "loop".
-    net.input(
-        "A",
-        Input::PeerUp {
-            id: "B".into(),
-            address: addr("B"),
-            namespaces: vec!["loop".into()],
-            version: 2,
-        },
-    );
-    net.input(
-        "B",
-        Input::PeerUp {
-            id: "A".into(),
-            address: addr("A"),
-            namespaces: vec!["loop".into()],
-            version: 1,
-        },
-    );
+    net.input("A", peer_up("B", &addr("B"), &["loop"], 2));
+    net.input("B", peer_up("A", &addr("A"), &["loop"], 1));
     let r = net.dispatch("A", dispatch_req("loop", "S", "M"));
     assert_eq!(
         status(&r.status),
@@ -1391,15 +1352,7 @@ fn h8_hop_limit_bounds_a_chain() {
     }
     net.c("N5").set_methods(vec![key("ns", "S", "M")]);
     for w in chain.windows(2) {
-        net.input(
-            w[0],
-            Input::PeerUp {
-                id: w[1].into(),
-                address: addr(w[1]),
-                namespaces: vec!["ns".into()],
-                version: 1,
-            },
-        );
+        net.input(w[0], peer_up(w[1], &addr(w[1]), &["ns"], 1));
     }
     let r = net.dispatch("N0", dispatch_req("ns", "S", "M"));
     assert_eq!(status(&r.status).0, 404, "five hops needed, three allowed");
@@ -1515,15 +1468,7 @@ fn namespace_updates_are_announced_and_stale_ones_ignored() {
             version: 2
         }))
     );
-    c.handle(
-        0,
-        Input::PeerUp {
-            id: "B".into(),
-            address: "B:1".into(),
-            namespaces: vec!["x".into()],
-            version: 5,
-        },
-    );
+    c.handle(0, peer_up("B", "B:1", &["x"], 5));
     c.handle(
         0,
         Input::PeerNamespaces {
@@ -1547,10 +1492,7 @@ fn namespace_updates_are_announced_and_stale_ones_ignored() {
 
 #[test]
 fn a_registry_change_reroutes_at_once() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B"]);
     assert_eq!(
         net.dispatch("A", dispatch_req("ns", "S", "M"))
             .handled_by_collector_id,
@@ -1593,16 +1535,11 @@ fn a_slow_local_handler_is_answered_at_the_deadline_and_cancelled() {
 
 #[test]
 fn a_peer_going_down_fails_its_calls_at_once() {
-    let mut net = Net::new();
-    net.add("A", vec![]);
-    net.add("B", vec![key("ns", "S", "M")]);
-    net.mesh();
+    let mut net = caller_and_servers(&["B"]);
     net.m("B").handler = None;
     let req = net.ask("A", None, Request::Dispatch(dispatch_req("ns", "S", "M")));
     net.input("A", Input::PeerDown { id: "B".into() });
-    let Some(Response::Dispatch(d)) = net.answer("A", req).cloned() else {
-        panic!()
-    };
+    let d = net.dispatched("A", req);
     assert_eq!(
         status(&d.status),
         (500, "serve RPC failed: collector 'B' went down".into())
@@ -1624,15 +1561,7 @@ fn traceparent_travels_with_the_forwarded_call() {
         Config::new("B", "B:1", 1),
         vec![key("orders", "O", "Create")],
     );
-    a.handle(
-        0,
-        Input::PeerUp {
-            id: "B".into(),
-            address: "B:1".into(),
-            namespaces: vec!["orders".into()],
-            version: 1,
-        },
-    );
+    a.handle(0, peer_up("B", "B:1", &["orders"], 1));
     let mut r = dispatch_req("orders", "O", "Create");
     r.routing_hints
         .insert("traceparent".into(), "00-t-s-01".into());

@@ -59,12 +59,102 @@ fn read(core: &mut Core, _caller: u64, cmd: Command) -> Reply {
     }
 }
 
+/// An entry written through the registry may grant only modules its writer holds: a process
+/// granted `registry` must not mint a `process.lua` with `modules: [sql]` and spawn it, nor put
+/// its own source into an entry that holds more than it does (issue 11). What an entry grants
+/// is its `modules:` and those of the libraries it imports, transitively; an update also
+/// counts what the entry it replaces granted.
+fn check_grants(core: &Core, caller: u64, ops: &[reg::Op]) -> Result<(), ErrorValue> {
+    let Some(info) = core.proc(caller) else {
+        return Ok(()); // submit answers for a caller the node does not know
+    };
+    let writer = info.entry.to_string();
+    let held = core
+        .entries
+        .get(&writer)
+        .map(|e| crate::lua::modules_of(e))
+        .unwrap_or_default();
+    let missing = |granted: Vec<String>| -> Option<String> {
+        let m: Vec<String> = granted.into_iter().filter(|m| !held.contains(m)).collect();
+        (!m.is_empty()).then(|| {
+            format!(
+                "module{} {}",
+                if m.len() == 1 { "" } else { "s" },
+                m.join(", ")
+            )
+        })
+    };
+    let deny = |m: String| {
+        ErrorValue::new(
+            kind::PERMISSION_DENIED,
+            format!(
+                "{m} that the writing process's entry '{writer}' does not hold: an entry \
+                 written through the registry may only grant modules its writer holds"
+            ),
+        )
+    };
+    for op in ops {
+        let (reg::Op::Create(e) | reg::Op::Update(e)) = op else {
+            continue;
+        };
+        if let Some(m) = missing(grants(core, ops, e)) {
+            return Err(deny(format!("entry '{}' would grant {m}", e.id)));
+        }
+        if let (reg::Op::Update(_), Some(old)) = (op, core.entries.get(&e.id)) {
+            if let Some(m) = missing(grants(core, ops, old)) {
+                return Err(deny(format!("entry '{}' holds {m}", e.id)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The modules `e` grants: its own and those of the libraries it imports, transitively (found
+/// in the changeset first, then among the live entries).
+fn grants(core: &Core, ops: &[reg::Op], e: &crate::entries::Entry) -> Vec<String> {
+    let find = |id: &str| {
+        ops.iter()
+            .find_map(|o| match o {
+                reg::Op::Create(x) | reg::Op::Update(x) if x.id == id => Some(Rc::new(x.clone())),
+                _ => None,
+            })
+            .or_else(|| core.entries.get(id).cloned())
+    };
+    let mut granted = crate::lua::modules_of(e);
+    let mut todo: Vec<String> = crate::lua::imports_of(e)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(id) = todo.pop() {
+        if seen.contains(&id) {
+            continue;
+        }
+        if let Some(lib) = find(&id) {
+            granted.extend(crate::lua::modules_of(&lib));
+            todo.extend(
+                crate::lua::imports_of(&lib)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, i)| i),
+            );
+        }
+        seen.push(id);
+    }
+    granted.sort();
+    granted.dedup();
+    granted
+}
+
 fn write(core: &mut Core, caller: u64, cmd: Command) -> Reply {
     match cmd {
-        Command::RegistryApply { ops } => match reg::submit(core, caller, ops) {
-            Ok(tag) => Reply::Pending(tag),
-            Err(e) => Reply::err(e),
-        },
+        Command::RegistryApply { ops } => {
+            match check_grants(core, caller, &ops).and_then(|()| reg::submit(core, caller, ops)) {
+                Ok(tag) => Reply::Pending(tag),
+                Err(e) => Reply::err(e),
+            }
+        }
         Command::RegistryMove { version } => {
             if !core.registry.has_version(version) {
                 return Reply::err(ErrorValue::new(

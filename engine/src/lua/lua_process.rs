@@ -53,6 +53,10 @@ pub struct ProcState {
     /// World commands to send when the process closes, whatever the reason (e.g. roll back the
     /// SQL transactions it left open); their completions are dropped.
     pub on_close: Vec<crate::world::WorldCommand>,
+    /// The Luau memory category its allocations count in (0: shared, not accounted).
+    pub memcat: u8,
+    /// Its memory limit in bytes (the entry's `limits.memory`, else the node's default).
+    pub mem_limit: usize,
 }
 
 impl ProcState {
@@ -81,6 +85,8 @@ impl ProcState {
             futures: BTreeMap::new(),
             bus_subs: BTreeMap::new(),
             on_close: Vec::new(),
+            memcat: 0,
+            mem_limit: 0,
         }
     }
 
@@ -383,7 +389,23 @@ impl LuaProcess {
     }
 
     fn run_tasks(&mut self, budget: u32) -> mlua::Result<Option<Step>> {
-        super::interrupt::begin_step(budget);
+        let (memcat, mem_limit) = {
+            let st = self.st.borrow();
+            (st.memcat, if st.memcat == 0 { 0 } else { st.mem_limit })
+        };
+        let limits = self.host.limits;
+        // Near the node's ceiling, collect before running: the garbage of a process that just
+        // died of it must not make the next one to allocate (a neighbour) fail too.
+        let ceiling = self.host.heap_ceiling.get();
+        if ceiling > 0 && self.lua.used_memory() > ceiling / 10 * 9 {
+            self.lua.gc_collect()?;
+        }
+        super::interrupt::begin_step(super::interrupt::StepLimits {
+            budget,
+            ceiling: limits.step_ceiling,
+            memcat,
+            mem_limit,
+        });
         loop {
             let next = self.st.borrow_mut().tasks.ready.pop_front();
             let Some(tid) = next else {
@@ -420,13 +442,41 @@ impl LuaProcess {
                 Ok(a) => thread.resume::<MultiValue>(a),
                 Err(msg) => thread.resume_error::<MultiValue>(msg),
             };
-            let preempted = super::interrupt::end_resume();
+            let ended = super::interrupt::end_resume();
+            let preempted = ended.preempted;
+            if let Some(k) = ended.killed {
+                return Ok(Some(Step::Exited(Err(ErrorValue::new(
+                    kind::RATE_LIMITED,
+                    k.message(),
+                )))));
+            }
+            if mem_limit > 0 && r.is_ok() {
+                let over = ended.over_memory
+                    || super::interrupt::category_bytes(&thread, memcat) > mem_limit;
+                // What the category counts includes garbage: collect before judging.
+                if over {
+                    self.lua.gc_collect()?;
+                    if super::interrupt::category_bytes(&thread, memcat) > mem_limit {
+                        return Ok(Some(Step::Exited(Err(ErrorValue::new(
+                            kind::RATE_LIMITED,
+                            super::interrupt::memory_message(mem_limit),
+                        )))));
+                    }
+                }
+            }
             let is_main = tid == self.st.borrow().main_task;
             match r {
                 Err(e) => {
-                    let err = lua_error_value(&e);
-                    if is_main {
-                        return Ok(Some(Step::Exited(Err(err))));
+                    let mut err = lua_error_value(&e);
+                    if is_memory_error(&e) {
+                        err = ErrorValue::new(
+                            kind::RATE_LIMITED,
+                            format!(
+                                "out of memory: the node's Lua heap is at its ceiling of {} MiB \
+                                 (WEFT_NODE_MEMORY sets it)",
+                                limits.node_memory >> 20
+                            ),
+                        );
                     }
                     return Ok(Some(Step::Exited(Err(err))));
                 }
@@ -476,6 +526,15 @@ fn without_traceback(m: &str) -> String {
     }
 }
 
+/// An allocation failed: the VM is at the node's memory ceiling.
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        _ => false,
+    }
+}
+
 fn lua_error_value(e: &mlua::Error) -> ErrorValue {
     match e {
         mlua::Error::CallbackError { cause, traceback } => {
@@ -498,6 +557,7 @@ impl Process for LuaProcess {
         let r = self
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
+        cx.spent = super::interrupt::used();
         *self.host.current.borrow_mut() = None;
         self.host.current_id.set(0);
         match r {
@@ -514,6 +574,12 @@ impl Process for LuaProcess {
     }
 
     fn close(&mut self) {
+        let memcat = std::mem::take(&mut self.st.borrow_mut().memcat);
+        if memcat != 0 {
+            // Its objects are garbage now; the category goes to the back of the queue so the
+            // collector has time to free them before another process counts in it.
+            self.host.memcats.borrow_mut().push_back(memcat);
+        }
         // Disarm this process's timers so tickers stop firing for a dead process.
         let st = self.st.borrow();
         let keys: Vec<u64> = st.timers.values().map(|t| t.key).collect();
@@ -542,6 +608,7 @@ impl Process for LuaProcess {
 pub fn coroutine_spawn(lua: &Lua, f: Function) -> mlua::Result<LV> {
     let st = current(lua)?;
     let th = lua.create_thread(f)?;
+    super::interrupt::set_category(&th, st.borrow().memcat);
     st.borrow_mut().tasks.add(th.clone());
     Ok(LV::Thread(th))
 }

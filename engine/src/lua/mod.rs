@@ -79,6 +79,12 @@ pub struct Bridge {
     pub current: RefCell<Option<Rc<RefCell<ProcState>>>>,
     /// Id of the process stepping now (0 between steps).
     pub current_id: Cell<u64>,
+    /// The node's resource limits.
+    pub limits: crate::node::Limits,
+    /// Luau memory categories free for a process's own accounting (Luau has 255; 0 is shared).
+    pub memcats: RefCell<std::collections::VecDeque<u8>>,
+    /// The VM's heap ceiling in bytes (0: none).
+    pub heap_ceiling: Cell<usize>,
 }
 
 pub(crate) fn bridge(lua: &Lua) -> Rc<Bridge> {
@@ -205,10 +211,14 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 impl LuaRuntime {
     pub fn new(port: Port) -> mlua::Result<LuaRuntime> {
         let lua = Lua::new();
+        let limits = port.core.borrow().cfg.limits;
         lua.set_app_data(Rc::new(Bridge {
             port,
             current: RefCell::new(None),
             current_id: Cell::new(0),
+            limits,
+            memcats: RefCell::new((1..=u8::MAX).collect()),
+            heap_ceiling: Cell::new(0),
         }));
 
         let g = lua.globals();
@@ -295,6 +305,13 @@ impl LuaRuntime {
         freeze(&g, &mut Vec::new());
         lua.sandbox(true)?;
         interrupt::install(&lua)?;
+        if limits.node_memory > 0 {
+            // Past this, allocations fail with a Lua error in whoever allocates; the node
+            // itself never aborts.
+            let ceiling = lua.used_memory() + limits.node_memory;
+            lua.set_memory_limit(ceiling)?;
+            bridge(&lua).heap_ceiling.set(ceiling);
+        }
 
         Ok(LuaRuntime {
             lua,
@@ -510,6 +527,14 @@ impl LuaRuntime {
             LV::Table(self.instantiate(lookup, entry, &env)?)
         };
         let thread = self.lua.create_thread(self.boot.clone())?;
+        // A process of its own memory category while the VM has one free; past 255 live
+        // processes the rest share category 0 and only the node's ceiling bounds them.
+        let memcat = bridge(&self.lua)
+            .memcats
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(0);
+        interrupt::set_category(&thread, memcat);
         let method = entry
             .data
             .get("method")
@@ -524,6 +549,9 @@ impl LuaRuntime {
             .to_string();
         let mut st = ProcState::new(pid.clone(), entry.clone(), env, terminal);
         st.has_libs = !libs.is_nil();
+        st.memcat = memcat;
+        st.mem_limit =
+            entry_limit(entry, "memory").unwrap_or(bridge(&self.lua).limits.process_memory);
         Ok(LuaProcess::new(
             self.lua.clone(),
             st,
@@ -650,6 +678,20 @@ pub fn modules_of(e: &Entry) -> Vec<String> {
     mods.sort();
     mods.dedup();
     mods
+}
+
+/// A per-entry override of a node limit: `limits: { memory: 32M, mailbox: 1000 }` in the
+/// entry (a number, or a size with a K/M/G suffix); None when absent or not understood.
+pub fn entry_limit(e: &Entry, name: &str) -> Option<usize> {
+    let Some(Value::Table(t)) = e.data.get("limits") else {
+        return None;
+    };
+    let v = t.get(name)?;
+    match v {
+        Value::Int(n) => usize::try_from(*n).ok(),
+        Value::Float(f) if *f >= 0.0 => Some(*f as usize),
+        _ => crate::node::parse_size(v.as_str()?),
+    }
 }
 
 /// Makes every table reachable from `t` read-only (Luau's own sandbox freezes one level only).
