@@ -274,6 +274,7 @@ mod on_node {
                         ));
                     }
                     let to = self.resolve_pid(p)?;
+                    self.has_room(to)?;
                     self.deliver(from, to, topic, payload);
                     Ok(())
                 }
@@ -294,8 +295,30 @@ mod on_node {
                 ));
             }
             let to = self.resolve(dest)?;
+            self.has_room(to)?;
             self.deliver(from, to, topic, payload);
             Ok(())
+        }
+
+        /// A send to a process whose mailbox is at its bound fails: the sender gets the error
+        /// (back-pressure) instead of the node's memory filling with messages nobody reads.
+        fn has_room(&self, to: u64) -> Result<(), ErrorValue> {
+            match self.procs.get(&to) {
+                Some(p)
+                    if p.mailbox_cap > 0
+                        && p.mailbox.messages.len() + p.backlog >= p.mailbox_cap =>
+                {
+                    Err(err(
+                        kind::RATE_LIMITED,
+                        format!(
+                            "mailbox full: {} has {} messages waiting (its bound; `limits: \
+                             {{mailbox: …}}` in its entry or WEFT_MAILBOX sets it)",
+                            p.pid, p.mailbox_cap
+                        ),
+                    ))
+                }
+                _ => Ok(()),
+            }
         }
 
         pub fn deliver(
