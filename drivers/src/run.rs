@@ -537,7 +537,14 @@ fn signal_thread(tx: Sender<Input>) {
     std::thread::spawn(move || {
         for s in signals.forever() {
             let _ = FIRST_SIGNAL.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
-            SIGNALS.fetch_add(1, Ordering::SeqCst);
+            if SIGNALS.fetch_add(1, Ordering::SeqCst) == 1 {
+                // The second signal ends the run at once; the node does that between steps.
+                // Should a step never end (a C call Luau cannot interrupt), exit from here.
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    std::process::exit(128 + FIRST_SIGNAL.load(Ordering::SeqCst));
+                });
+            }
             let k = if s == SIGINT {
                 SignalKind::Interrupt
             } else {

@@ -470,8 +470,12 @@ impl Node {
                 pid: &pid,
                 budget: step_budget,
                 spent: 0,
+                backlog: 0,
             };
             let step = proc.step(&mut cx);
+            if let Some(p) = self.core.borrow_mut().procs.get_mut(&id) {
+                p.backlog = cx.backlog;
+            }
             left = left.saturating_sub((cx.spent / step_budget.max(1)) as usize);
             let alive = self.core.borrow().is_alive(id);
             let outcome = match step {

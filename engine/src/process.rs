@@ -26,6 +26,9 @@ pub struct Cx<'a> {
     /// What the step used of it, set by the process (0: no more than its budget); a step that
     /// ran far past its budget where it could not yield ends the node's slice early.
     pub spent: u32,
+    /// Messages the process took from its mailbox but has not received yet, set by the process
+    /// (they count against its mailbox bound).
+    pub backlog: usize,
 }
 
 impl Cx<'_> {

@@ -29,6 +29,11 @@ pub struct ProcInfo {
     pub context: Context,
     /// Function calls this process has under way, as (reply tag, callee); canceled when it exits.
     pub calls: Vec<(u64, u64)>,
+    /// Messages it may have waiting (its entry's `limits.mailbox`, else the node's; 0: no bound).
+    pub mailbox_cap: usize,
+    /// Messages its runtime took from the mailbox but the process has not received yet, as of
+    /// its last step.
+    pub backlog: usize,
 }
 
 /// A spawn accepted by the core whose process object the node has not built yet.
@@ -145,6 +150,9 @@ impl Core {
                 reply,
                 context,
                 calls: Vec::new(),
+                mailbox_cap: crate::lua::entry_limit(&entry, "mailbox")
+                    .unwrap_or(self.cfg.limits.mailbox),
+                backlog: 0,
             },
         );
         self.trace(TraceEvent::Spawn {

@@ -288,6 +288,7 @@ mod on_node {
                         To::Local(to) => to,
                         To::Remote(p) => return self.remote_send(from, p, topic, payload),
                     };
+                    self.has_room(to)?;
                     self.deliver(from, to, topic, payload);
                     Ok(())
                 }
@@ -311,8 +312,30 @@ mod on_node {
                 To::Local(to) => to,
                 To::Remote(p) => return self.remote_send(from, p, topic, payload),
             };
+            self.has_room(to)?;
             self.deliver(from, to, topic, payload);
             Ok(())
+        }
+
+        /// A send to a process whose mailbox is at its bound fails: the sender gets the error
+        /// (back-pressure) instead of the node's memory filling with messages nobody reads.
+        fn has_room(&self, to: u64) -> Result<(), ErrorValue> {
+            match self.procs.get(&to) {
+                Some(p)
+                    if p.mailbox_cap > 0
+                        && p.mailbox.messages.len() + p.backlog >= p.mailbox_cap =>
+                {
+                    Err(err(
+                        kind::RATE_LIMITED,
+                        format!(
+                            "mailbox full: {} has {} messages waiting (its bound; `limits: \
+                             {{mailbox: …}}` in its entry or WEFT_MAILBOX sets it)",
+                            p.pid, p.mailbox_cap
+                        ),
+                    ))
+                }
+                _ => Ok(()),
+            }
         }
 
         pub fn deliver(

@@ -90,6 +90,21 @@ impl ProcState {
         }
     }
 
+    /// Messages taken from the mailbox and not yet received: those waiting for a subscription
+    /// and those buffered in the inbox and `listen` channels.
+    pub fn backlog(&self) -> usize {
+        let chan = |c: &Option<(ChanRef, AnyUserData)>| {
+            c.as_ref().map_or(0, |(c, _)| c.borrow().buf.len())
+        };
+        self.pending_msgs.len()
+            + chan(&self.inbox)
+            + self
+                .listens
+                .values()
+                .map(|(c, _)| c.borrow().buf.len())
+                .sum::<usize>()
+    }
+
     /// CLI arguments of the terminal process: its string spawn arguments.
     pub fn terminal_args(&self) -> Vec<String> {
         self.args
@@ -558,6 +573,7 @@ impl Process for LuaProcess {
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
         cx.spent = super::interrupt::used();
+        cx.backlog = self.st.borrow().backlog();
         *self.host.current.borrow_mut() = None;
         self.host.current_id.set(0);
         match r {
