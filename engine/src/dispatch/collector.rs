@@ -2,7 +2,7 @@
 //! results, peer changes and time go in through `handle`; RPCs to send, responses, handler
 //! invocations and events come out of `poll_output`. It never awaits user code or the network.
 
-use super::peers::{Health, Peer, Source, Transition};
+use super::peers::{Breaker, Health, Peer, Source, Transition};
 use super::types::*;
 use super::Instant;
 use rand_chacha::ChaCha8Rng;
@@ -457,11 +457,16 @@ impl Collector {
                     .or_insert_with(|| Peer::new(&id, &address, Source::Membership, &h));
                 p.source = Source::Membership;
                 p.address = address;
-                p.up = true;
-                if version >= p.version {
-                    p.version = version;
-                    p.namespaces = namespaces.into_iter().collect();
+                if !p.up {
+                    // Back from down (maybe a new incarnation): old failures say nothing now.
+                    p.breaker = Breaker::Closed { failures: 0 };
+                    p.ejections = 0;
                 }
+                p.up = true;
+                // Up announces the peer's current set; its version may restart with a new
+                // incarnation, so it replaces whatever we held.
+                p.version = version;
+                p.namespaces = namespaces.into_iter().collect();
             }
             Input::PeerNamespaces {
                 id,

@@ -1491,6 +1491,49 @@ fn namespace_updates_are_announced_and_stale_ones_ignored() {
 }
 
 #[test]
+fn a_restarted_peer_is_taken_as_it_announces_itself() {
+    let mut cfg = Config::new("A", "A:1", 1);
+    cfg.health.eject_after_failures = 1;
+    let mut c = Collector::new(cfg, vec![]);
+    c.handle(0, peer_up("B", "B:1", &["old"], 5));
+    // One lost call ejects B.
+    c.handle(
+        0,
+        Input::Request {
+            req: 1,
+            deadline: None,
+            request: Request::Dispatch(dispatch_req("old", "S", "M")),
+        },
+    );
+    let Some(Output::Send { call, .. }) = c.poll_output() else {
+        panic!()
+    };
+    c.handle(
+        1,
+        Input::Reply {
+            call,
+            result: Err(TransportError::lost("reset")),
+        },
+    );
+    assert!(matches!(c.peer("B").unwrap().breaker, Breaker::Open { .. }));
+    // B restarts: its namespace version starts again at 1, and it is routable at once.
+    c.handle(2, Input::PeerDown { id: "B".into() });
+    c.handle(3, peer_up("B", "B:1", &["new"], 1));
+    let b = c.peer("B").unwrap();
+    assert_eq!(b.namespaces.iter().collect::<Vec<_>>(), vec!["new"]);
+    assert_eq!(b.breaker, Breaker::Closed { failures: 0 });
+    c.handle(
+        3,
+        Input::PeerNamespaces {
+            id: "B".into(),
+            namespaces: vec!["newer".into()],
+            version: 2,
+        },
+    );
+    assert!(c.peer("B").unwrap().namespaces.contains("newer"));
+}
+
+#[test]
 fn a_registry_change_reroutes_at_once() {
     let mut net = caller_and_servers(&["B"]);
     assert_eq!(
