@@ -4,6 +4,7 @@
 //! quinn-proto test style: outputs of one collector become inputs of another.
 
 use super::*;
+use crate::dispatch::invariants::Checker;
 use crate::dispatch::payload::{decode_input, encode_result};
 use crate::value::Value;
 use std::cell::Cell;
@@ -46,6 +47,8 @@ struct Net {
     /// Delivered requests wait here when `hold_network` is set.
     hold_network: bool,
     in_transit: Vec<(String, String, CallId, Request, Instant)>,
+    /// The promises every run must keep, fed by `route` (and by the test for what it asks).
+    checker: Checker,
 }
 
 fn addr(id: &str) -> String {
@@ -108,6 +111,7 @@ impl Net {
             next_req: 1,
             hold_network: false,
             in_transit: Vec::new(),
+            checker: Checker::default(),
         }
     }
 
@@ -354,16 +358,23 @@ impl Net {
                             );
                         }
                     }
-                    None => self
-                        .answers
-                        .entry((from.to_string(), req))
-                        .or_default()
-                        .push((now, response)),
+                    None => {
+                        self.checker.answered(from, req, now);
+                        self.answers
+                            .entry((from.to_string(), req))
+                            .or_default()
+                            .push((now, response))
+                    }
                 }
             }
             Output::Invoke {
-                job, key, input, ..
+                job,
+                key,
+                input,
+                context,
+                ..
             } => {
+                self.checker.invoked(&context);
                 let m = self.m(from);
                 m.invoked.push((key.clone(), input.clone()));
                 match m.handler.as_mut() {
@@ -1770,6 +1781,9 @@ mod interleavings {
                     tag += 1;
                     r.input = Some(text(&format!("call-{tag}")));
                     let deadline = net.now + timeout_ms * MS;
+                    // The checker hears of the call before it can be answered.
+                    net.checker
+                        .asked(IDS[at], net.next_req, deadline, idempotent);
                     let req = net.ask(IDS[at], Some(deadline), Request::Dispatch(r));
                     asked.push((IDS[at].into(), req, deadline, idempotent));
                 }
@@ -1820,26 +1834,21 @@ mod interleavings {
                 Step::Down { .. } | Step::Up { .. } => {}
                 Step::Advance { ms } => net.advance(ms * MS),
             }
-            // Invariant: nothing answered twice, nothing answered late.
-            for ((_, _), answers) in net.answers.iter() {
-                prop_assert!(answers.len() <= 1, "answered twice");
-            }
-            for (at, req, deadline, _) in &asked {
-                if net.now > *deadline {
-                    prop_assert!(
-                        net.answers.contains_key(&(at.clone(), *req)),
-                        "request {} at {} unanswered past its deadline",
-                        req,
-                        at
-                    );
-                }
-                if let Some(a) = net.answers.get(&(at.clone(), *req)) {
-                    prop_assert!(a[0].0 <= *deadline, "answered after its deadline");
-                }
-            }
+            net.checker.check(net.now);
+            prop_assert!(
+                net.checker.violations().is_empty(),
+                "{:?}",
+                net.checker.violations()
+            );
         }
         // Let every deadline pass: everything is answered, nothing twice.
         net.advance(10_000 * MS);
+        net.checker.check(net.now);
+        prop_assert!(
+            net.checker.violations().is_empty(),
+            "{:?}",
+            net.checker.violations()
+        );
         for (at, req, deadline, _) in &asked {
             let a = net.answers.get(&(at.clone(), *req));
             prop_assert!(a.is_some(), "request {} never answered", req);
