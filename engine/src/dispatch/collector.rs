@@ -2,7 +2,7 @@
 //! results, peer changes and time go in through `handle`; RPCs to send, responses, handler
 //! invocations and events come out of `poll_output`. It never awaits user code or the network.
 
-use super::peers::{Health, Peer, Source, Transition};
+use super::peers::{Breaker, Health, Peer, Source, Transition};
 use super::types::*;
 use super::Instant;
 use rand_chacha::ChaCha8Rng;
@@ -26,6 +26,9 @@ pub mod hint {
     pub const VISITED: &str = "weft-visited";
     /// W3C trace context, mirrored into `execution_context` when forwarding.
     pub const TRACEPARENT: &str = "traceparent";
+    /// A call's identity across hops and retries, `<collector that took it>/<its request id>`,
+    /// in `execution_context` and the handler's context: a retry keeps it, a new call gets its own.
+    pub const CALL: &str = "weft-call";
 }
 
 /// How a collector forwards a request it cannot serve.
@@ -457,11 +460,16 @@ impl Collector {
                     .or_insert_with(|| Peer::new(&id, &address, Source::Membership, &h));
                 p.source = Source::Membership;
                 p.address = address;
-                p.up = true;
-                if version >= p.version {
-                    p.version = version;
-                    p.namespaces = namespaces.into_iter().collect();
+                if !p.up {
+                    // Back from down (maybe a new incarnation): old failures say nothing now.
+                    p.breaker = Breaker::Closed { failures: 0 };
+                    p.ejections = 0;
                 }
+                p.up = true;
+                // Up announces the peer's current set; its version may restart with a new
+                // incarnation, so it replaces whatever we held.
+                p.version = version;
+                p.namespaces = namespaces.into_iter().collect();
             }
             Input::PeerNamespaces {
                 id,
@@ -710,14 +718,11 @@ impl Collector {
         if let Some(s) = Self::check_request(&r.namespace, &r.service, &r.method_name) {
             return self.finish(req, p, s, None, String::new());
         }
-        self.serve_local(
-            req,
-            p,
-            &service,
-            &r.method_name,
-            r.input,
-            r.execution_context,
-        );
+        let mut context = r.execution_context;
+        if !context.contains_key(hint::CALL) {
+            context.insert(hint::CALL.to_string(), format!("{}/{req}", self.cfg.id));
+        }
+        self.serve_local(req, p, &service, &r.method_name, r.input, context);
     }
 
     /// Steps 4-6 of the Serve table, then the handler as an `Invoke`.
@@ -844,6 +849,11 @@ impl Collector {
         if let Some(t) = r.routing_hints.get(hint::TRACEPARENT) {
             context.insert(hint::TRACEPARENT.to_string(), t.clone());
         }
+        let call = r.routing_hints.get(hint::CALL).cloned();
+        context.insert(
+            hint::CALL.to_string(),
+            call.unwrap_or_else(|| format!("{}/{req}", self.cfg.id)),
+        );
         let target = r.target_collector_id.as_str();
         // H2: our own id means here.
         if target == self.cfg.id
@@ -1021,6 +1031,9 @@ impl Collector {
             }),
             Forward::Dispatch => {
                 let mut hints = route.hints.clone();
+                if let Some(c) = route.context.get(hint::CALL) {
+                    hints.insert(hint::CALL.to_string(), c.clone());
+                }
                 hints.insert(hint::HOPS.to_string(), (route.hops + 1).to_string());
                 let mut visited = route.visited.clone();
                 visited.insert(own.clone());

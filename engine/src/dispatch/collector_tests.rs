@@ -4,6 +4,7 @@
 //! quinn-proto test style: outputs of one collector become inputs of another.
 
 use super::*;
+use crate::dispatch::invariants::Checker;
 use crate::dispatch::payload::{decode_input, encode_result};
 use crate::value::Value;
 use std::cell::Cell;
@@ -46,6 +47,8 @@ struct Net {
     /// Delivered requests wait here when `hold_network` is set.
     hold_network: bool,
     in_transit: Vec<(String, String, CallId, Request, Instant)>,
+    /// The promises every run must keep, fed by `route` (and by the test for what it asks).
+    checker: Checker,
 }
 
 fn addr(id: &str) -> String {
@@ -108,6 +111,7 @@ impl Net {
             next_req: 1,
             hold_network: false,
             in_transit: Vec::new(),
+            checker: Checker::default(),
         }
     }
 
@@ -260,6 +264,14 @@ impl Net {
                     self.input(&id, Input::Tick);
                 }
             }
+            for (id, m) in &self.members {
+                let t = m.c.poll_timeout();
+                assert!(
+                    t.is_none_or(|t| t > self.now),
+                    "{id} still wants {t:?} at {}",
+                    self.now
+                );
+            }
         }
         self.now = end;
         let ids: Vec<String> = self.members.keys().cloned().collect();
@@ -346,16 +358,23 @@ impl Net {
                             );
                         }
                     }
-                    None => self
-                        .answers
-                        .entry((from.to_string(), req))
-                        .or_default()
-                        .push((now, response)),
+                    None => {
+                        self.checker.answered(from, req, now);
+                        self.answers
+                            .entry((from.to_string(), req))
+                            .or_default()
+                            .push((now, response))
+                    }
                 }
             }
             Output::Invoke {
-                job, key, input, ..
+                job,
+                key,
+                input,
+                context,
+                ..
             } => {
+                self.checker.invoked(&context);
                 let m = self.m(from);
                 m.invoked.push((key.clone(), input.clone()));
                 match m.handler.as_mut() {
@@ -1491,6 +1510,49 @@ fn namespace_updates_are_announced_and_stale_ones_ignored() {
 }
 
 #[test]
+fn a_restarted_peer_is_taken_as_it_announces_itself() {
+    let mut cfg = Config::new("A", "A:1", 1);
+    cfg.health.eject_after_failures = 1;
+    let mut c = Collector::new(cfg, vec![]);
+    c.handle(0, peer_up("B", "B:1", &["old"], 5));
+    // One lost call ejects B.
+    c.handle(
+        0,
+        Input::Request {
+            req: 1,
+            deadline: None,
+            request: Request::Dispatch(dispatch_req("old", "S", "M")),
+        },
+    );
+    let Some(Output::Send { call, .. }) = c.poll_output() else {
+        panic!()
+    };
+    c.handle(
+        1,
+        Input::Reply {
+            call,
+            result: Err(TransportError::lost("reset")),
+        },
+    );
+    assert!(matches!(c.peer("B").unwrap().breaker, Breaker::Open { .. }));
+    // B restarts: its namespace version starts again at 1, and it is routable at once.
+    c.handle(2, Input::PeerDown { id: "B".into() });
+    c.handle(3, peer_up("B", "B:1", &["new"], 1));
+    let b = c.peer("B").unwrap();
+    assert_eq!(b.namespaces.iter().collect::<Vec<_>>(), vec!["new"]);
+    assert_eq!(b.breaker, Breaker::Closed { failures: 0 });
+    c.handle(
+        3,
+        Input::PeerNamespaces {
+            id: "B".into(),
+            namespaces: vec!["newer".into()],
+            version: 2,
+        },
+    );
+    assert!(c.peer("B").unwrap().namespaces.contains("newer"));
+}
+
+#[test]
 fn a_registry_change_reroutes_at_once() {
     let mut net = caller_and_servers(&["B"]);
     assert_eq!(
@@ -1719,6 +1781,9 @@ mod interleavings {
                     tag += 1;
                     r.input = Some(text(&format!("call-{tag}")));
                     let deadline = net.now + timeout_ms * MS;
+                    // The checker hears of the call before it can be answered.
+                    net.checker
+                        .asked(IDS[at], net.next_req, deadline, idempotent);
                     let req = net.ask(IDS[at], Some(deadline), Request::Dispatch(r));
                     asked.push((IDS[at].into(), req, deadline, idempotent));
                 }
@@ -1769,26 +1834,21 @@ mod interleavings {
                 Step::Down { .. } | Step::Up { .. } => {}
                 Step::Advance { ms } => net.advance(ms * MS),
             }
-            // Invariant: nothing answered twice, nothing answered late.
-            for ((_, _), answers) in net.answers.iter() {
-                prop_assert!(answers.len() <= 1, "answered twice");
-            }
-            for (at, req, deadline, _) in &asked {
-                if net.now > *deadline {
-                    prop_assert!(
-                        net.answers.contains_key(&(at.clone(), *req)),
-                        "request {} at {} unanswered past its deadline",
-                        req,
-                        at
-                    );
-                }
-                if let Some(a) = net.answers.get(&(at.clone(), *req)) {
-                    prop_assert!(a[0].0 <= *deadline, "answered after its deadline");
-                }
-            }
+            net.checker.check(net.now);
+            prop_assert!(
+                net.checker.violations().is_empty(),
+                "{:?}",
+                net.checker.violations()
+            );
         }
         // Let every deadline pass: everything is answered, nothing twice.
         net.advance(10_000 * MS);
+        net.checker.check(net.now);
+        prop_assert!(
+            net.checker.violations().is_empty(),
+            "{:?}",
+            net.checker.violations()
+        );
         for (at, req, deadline, _) in &asked {
             let a = net.answers.get(&(at.clone(), *req));
             prop_assert!(a.is_some(), "request {} never answered", req);
@@ -1813,6 +1873,126 @@ mod interleavings {
             }
         }
         Ok(())
+    }
+
+    fn text_field() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("n0".to_string()),
+            Just("S".to_string()),
+            Just("M".to_string()),
+            Just("A".to_string()),
+            Just("B".to_string()),
+            "[a-zA-Z0-9.:_ ]{0,8}"
+        ]
+        .boxed()
+    }
+
+    fn any_request() -> impl Strategy<Value = Request> {
+        let service = || {
+            prop::option::of(text_field().prop_map(|s| ServiceRef {
+                namespace: String::new(),
+                service_name: s,
+            }))
+        };
+        let input = || {
+            prop::option::of(
+                (text_field(), prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(t, v)| Any {
+                    type_url: t,
+                    value: v,
+                }),
+            )
+        };
+        let hints = prop::collection::btree_map(
+            prop_oneof![
+                Just("weft-hops".to_string()),
+                Just("weft-visited".to_string()),
+                Just("idempotent".to_string()),
+                text_field()
+            ],
+            text_field(),
+            0..3,
+        );
+        prop_oneof![
+            (
+                text_field(),
+                service(),
+                text_field(),
+                input(),
+                text_field(),
+                hints
+            )
+                .prop_map(
+                    |(
+                        namespace,
+                        service,
+                        method_name,
+                        input,
+                        target_collector_id,
+                        routing_hints,
+                    )| {
+                        Request::Dispatch(DispatchRequest {
+                            namespace,
+                            service,
+                            method_name,
+                            input,
+                            target_collector_id,
+                            routing_hints,
+                        })
+                    }
+                ),
+            (text_field(), service(), text_field(), input()).prop_map(
+                |(namespace, service, method_name, input)| {
+                    Request::Serve(ServeRequest {
+                        namespace,
+                        service,
+                        method_name,
+                        input,
+                        execution_context: BTreeMap::new(),
+                    })
+                }
+            ),
+            (
+                text_field(),
+                prop::collection::vec(text_field(), 0..4),
+                prop::collection::btree_map(text_field(), text_field(), 0..2)
+            )
+                .prop_map(|(address, namespaces, metadata)| {
+                    Request::Connect(ConnectRequest {
+                        address,
+                        namespaces,
+                        metadata,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        /// Arbitrary field values (empty, unknown, garbage hints and payloads) from outside:
+        /// never a panic, every request answered exactly once and with a status.
+        #[test]
+        fn arbitrary_requests_are_each_answered_once(reqs in prop::collection::vec((0..3usize, any_request()), 1..30)) {
+            let mut net = Net::new();
+            for (i, id) in IDS.iter().enumerate() {
+                let mut cfg = Config::new(id, &addr(id), i as u64);
+                cfg.forward = if i == 1 { Forward::Dispatch } else { Forward::Serve };
+                net.add_cfg(cfg, vec![key(NS[i], "S", "M")]);
+            }
+            net.mesh();
+            let mut asked = Vec::new();
+            for (at, r) in reqs {
+                asked.push((IDS[at], net.ask(IDS[at], None, r)));
+            }
+            net.advance(60_000 * MS);
+            for (at, req) in asked {
+                let a = net.answers.get(&(at.to_string(), req));
+                prop_assert!(a.is_some_and(|a| a.len() == 1 && a[0].1.status().is_some()));
+            }
+            for id in IDS {
+                prop_assert_eq!(net.c(id).pending(), 0);
+            }
+        }
     }
 
     proptest! {

@@ -12,6 +12,9 @@
 //! - `payload`: Lua `Value` <-> `google.protobuf.Any` (Value/Struct/ListValue/wrappers).
 //! - `functions`: `function.lua` entries as methods (`Functions`), and the mapping between a Lua
 //!   call and a dispatch (`call_request`, `call_result`, `handler_input`, `handler_result`).
+//! - `invariants`: a `Checker` for the simulator (no call answered twice, every call answered by
+//!   its deadline, no non-idempotent call run twice), keyed by the `weft-call` identity every
+//!   collector puts in the handler's context and carries across hops and retries.
 //!
 //! # Behaviour (parity and deliberate fixes)
 //!
@@ -101,6 +104,7 @@
 
 pub mod collector;
 pub mod functions;
+pub mod invariants;
 pub mod payload;
 pub mod peers;
 pub mod types;
