@@ -424,15 +424,12 @@ mod on_node {
                 .unwrap_or_default();
             if self.observer.is_some() {
                 for m in &mb.messages {
-                    // A sender on another node is not a local process id (its number may
-                    // equal one here): its order is checked on `RemoteDeliver` instead.
+                    // A sender of another node shows as none here (numbers are per node):
+                    // `TraceEvent::RemoteDeliver` names it.
+                    let node = &self.node;
                     self.trace(TraceEvent::Take {
                         proc: id,
-                        from: m
-                            .from
-                            .as_ref()
-                            .filter(|p| p.node == self.node)
-                            .map(|p| p.uniq),
+                        from: m.from.as_ref().filter(|p| p.node == *node).map(|p| p.uniq),
                         seq: m.seq,
                     });
                 }

@@ -414,6 +414,18 @@ impl Membership {
     }
 }
 
+/// The member a datagram says it is from (node, incarnation), read from its header without any
+/// check but the layout: after `handle_datagram` took it, a sign that the member is alive.
+pub fn datagram_sender(bytes: &[u8]) -> Option<(NodeId, u64)> {
+    let mut r = Reader::new(bytes);
+    if r.take(2).ok()? != SWIM_MAGIC || r.u8().ok()? != SWIM_VERSION {
+        return None;
+    }
+    r.take(8).ok()?;
+    let id = get_id(&mut r).ok()?;
+    Some((id.node, id.incarnation))
+}
+
 // ---- the datagram encoding ----------------------------------------------------------------------
 
 /// Datagram magic and version; the version is checked like the relay frames' (`frame::VERSION`).

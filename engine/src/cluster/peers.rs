@@ -18,6 +18,11 @@ use std::collections::BTreeMap;
 /// never mistaken for a process of this run, and the node can tell the two apart.
 pub const EPOCH_SHIFT: u32 = 40;
 
+/// How often a node announces itself again to each join address whose member it does not hold
+/// up (a lost join datagram, or both sides of a long partition having forgotten each other,
+/// would otherwise split the cluster for good).
+pub const REJOIN_NS: u64 = 2_000_000_000;
+
 /// The PID epoch of an incarnation: 1..=0xF_FFFF (never 0, so a cluster PID is never a
 /// standalone node's).
 pub fn pid_epoch(incarnation: u64) -> u64 {
@@ -55,6 +60,8 @@ pub struct Cluster {
     pub(crate) membership: Option<Membership>,
     membership_error: Option<String>,
     joined: bool,
+    /// When the join addresses whose member is not up are announced to again.
+    rejoin_at: Instant,
     pub(crate) peers: BTreeMap<NodeId, Peer>,
     /// Remote spawns under way, by (caller, caller's tag).
     pub(crate) spawns: BTreeMap<(u64, u64), RemoteSpawn>,
@@ -84,6 +91,7 @@ impl Cluster {
             membership,
             membership_error,
             joined: false,
+            rejoin_at: 0,
             peers: BTreeMap::new(),
             spawns: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -137,21 +145,32 @@ impl Core {
                 );
                 return;
             }
-            let mut failed = Vec::new();
+        }
+        let stopping = self.is_stopping();
+        let c = self.cluster.as_mut().expect("checked");
+        let mut failed = Vec::new();
+        if now >= c.rejoin_at && !stopping {
+            c.rejoin_at = now.saturating_add(REJOIN_NS);
             if let Some(m) = c.membership.as_mut() {
-                for addr in c.cfg.join.iter().filter(|a| **a != c.cfg.addr) {
+                let up: Vec<String> = m.members_up().map(|id| id.addr.clone()).collect();
+                for addr in c
+                    .cfg
+                    .join
+                    .iter()
+                    .filter(|a| **a != c.cfg.addr && !up.contains(a))
+                {
                     if let Err(e) = m.join(now, addr) {
                         failed.push((addr.clone(), e.to_string()));
                     }
                 }
             }
-            for (addr, e) in failed {
-                self.log(
-                    Level::Warn,
-                    "cluster join failed",
-                    vec![("addr".into(), addr), ("error".into(), e)],
-                );
-            }
+        }
+        for (addr, e) in failed {
+            self.log(
+                Level::Warn,
+                "cluster join failed",
+                vec![("addr".into(), addr), ("error".into(), e)],
+            );
         }
         if let Some(m) = self.cluster.as_mut().and_then(|c| c.membership.as_mut()) {
             m.handle_timeout(now);
@@ -164,7 +183,12 @@ impl Core {
         if !c.joined {
             return Some(self.now);
         }
-        c.membership.as_ref()?.poll_timeout()
+        let m = c.membership.as_ref()?.poll_timeout();
+        let rejoin = (!c.cfg.join.is_empty() && !self.is_stopping()).then_some(c.rejoin_at);
+        match (m, rejoin) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A membership datagram from the network.
@@ -179,17 +203,48 @@ impl Core {
             );
             return;
         };
-        if let Err(e) = m.handle_datagram(now, bytes) {
-            self.log(
+        match m.handle_datagram(now, bytes) {
+            Err(e) => self.log(
                 Level::Warn,
                 "membership datagram refused",
                 vec![
                     ("error".into(), e.to_string()),
                     ("bytes".into(), bytes.len().to_string()),
                 ],
-            );
+            ),
+            Ok(()) => {
+                if let Some((node, incarnation)) = membership::datagram_sender(bytes) {
+                    self.heard_from(&node, incarnation);
+                }
+            }
         }
         self.drain_membership();
+    }
+
+    /// A member this node holds down after its transport lost it (`Input::NodeDown`) but that
+    /// the membership still holds up sent a datagram: it is alive, so it is up again (and the
+    /// driver is told where, to reconnect).
+    fn heard_from(&mut self, node: &NodeId, incarnation: u64) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let down = c
+            .peers
+            .get(node)
+            .is_some_and(|p| !p.up && p.incarnation == incarnation);
+        let member = c.membership.as_ref().and_then(|m| {
+            m.members_up()
+                .find(|id| id.node == *node && id.incarnation == incarnation)
+                .map(|id| id.addr.clone())
+        });
+        if let (true, Some(addr)) = (down, member) {
+            self.outputs.push_back(Output::PeerUp {
+                node: node.clone(),
+                addr,
+                incarnation,
+            });
+            self.peer_up(node, incarnation, "membership");
+        }
     }
 
     /// Leaves the membership (graceful shutdown): peers see this node down at once.
@@ -461,7 +516,12 @@ impl Core {
             result: Some(result),
             reason: String::new(),
         };
-        self.push_event(watcher, ev);
+        // Not `push_event`: its trace names processes by number, which is per node; this
+        // event's trace is the `RemoteExit` above.
+        if let Some(p) = self.procs.get_mut(&watcher) {
+            p.mailbox.events.push_back(ev);
+            self.wake(watcher);
+        }
     }
 }
 
