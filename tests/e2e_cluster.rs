@@ -215,17 +215,17 @@ impl Node {
     }
 
     fn wait_err(&mut self, part: &str, within: Duration) {
+        self.wait_err_line(&[part], within)
+    }
+
+    /// Waits for a stderr line that contains every one of `parts`.
+    fn wait_err_line(&mut self, parts: &[&str], within: Duration) {
         let end = Instant::now() + within;
-        while !self
-            .err_seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(part))
-        {
+        let has = |l: &String| parts.iter().all(|p| l.contains(p));
+        while !self.err_seen.lock().unwrap().iter().any(has) {
             if Instant::now() > end {
                 panic!(
-                    "no stderr line with {part:?} within {within:?}\n{}",
+                    "no stderr line with {parts:?} within {within:?}\n{}",
                     self.dump()
                 );
             }
@@ -319,11 +319,12 @@ fn cluster_echo(roles: bool) -> Cluster {
 }
 
 #[test]
-#[ignore = "needs the engine's cluster layer (membership, remote spawn and monitor): run after h1 lands"]
 fn three_nodes_run_cluster_echo_and_survive_kill_9_of_the_workers_node() {
     let mut c = cluster_echo(true);
     let t = Duration::from_secs(20);
     c.n1.wait_out("Echo client: type a line", t);
+    // The relay's node must hold the workers' node up before it can spawn there.
+    c.n2.wait_err("node up node=n3", t);
     c.n1.type_line("hello cluster");
     c.n1.wait_out("HELLO CLUSTER", t);
     let from = c.n1.wait_out("from worker:", t);
@@ -365,7 +366,7 @@ fn three_nodes_run_cluster_echo_and_survive_kill_9_of_the_workers_node() {
         "{}",
         c.n2.dump()
     );
-    c.n1.wait_err("n2", Duration::from_secs(10));
+    c.n1.wait_err_line(&["node down", "node=n2"], Duration::from_secs(10));
     c.n1.type_line("");
     c.n1.wait_out("bye", t);
     assert_eq!(c.n1.wait_exit(t), Some(0), "{}", c.n1.dump());

@@ -33,7 +33,7 @@ end
 return { main = main }
 "#;
 
-const PONGER: &str = r#"
+pub(crate) const PONGER: &str = r#"
 local function main(parent)
   local inbox = process.inbox()
   while true do
@@ -57,7 +57,7 @@ end
 return { main = main }
 "#;
 
-const CHILD: &str = r#"
+pub(crate) const CHILD: &str = r#"
 local function main(parent)
   process.send(parent, "hi")
   return 0
@@ -253,10 +253,10 @@ fn registry_commit(node: &mut Node, world: weft_world::World, n: i64) -> (f64, w
 }
 
 /// A temporary project directory, removed on drop.
-struct TempProject(std::path::PathBuf);
+pub(crate) struct TempProject(pub(crate) std::path::PathBuf);
 
 impl TempProject {
-    fn new(tag: &str) -> TempProject {
+    pub(crate) fn new(tag: &str) -> TempProject {
         let p = std::env::temp_dir().join(format!("weft-bench-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("temp project");

@@ -3,8 +3,9 @@
 //! `../shared/bench/anchors/run_dist.sh` (two Erlang nodes): `erlang_dist_pingpong`,
 //! `erlang_dist_rpc`, `erlang_dist_down_ms`.
 
+use crate::bench::{TempProject, CHILD, PONGER};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -84,17 +85,6 @@ end
 return { main = main }
 "#;
 
-const PONGER: &str = r#"
-local function main(parent)
-  local inbox = process.inbox()
-  while true do
-    local m = inbox:receive()
-    process.send(parent, "pong", m:payload():data())
-  end
-end
-return { main = main }
-"#;
-
 const SPAWNER: &str = r#"
 local io = require("io")
 local function main(host, n)
@@ -109,14 +99,6 @@ local function main(host, n)
     inbox:receive()
   end
   io.print("done")
-  return 0
-end
-return { main = main }
-"#;
-
-const CHILD: &str = r#"
-local function main(parent)
-  process.send(parent, "hi")
   return 0
 end
 return { main = main }
@@ -155,13 +137,12 @@ return { main = main }
 "#;
 
 /// A throwaway app with the bench entries, removed on drop.
-struct App(PathBuf);
+struct App(TempProject);
 
 impl App {
     fn new() -> std::io::Result<App> {
-        let root = std::env::temp_dir().join(format!("weft-bench-cluster-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let src = root.join("src");
+        let root = TempProject::new("cluster");
+        let src = root.0.join("src");
         std::fs::create_dir_all(&src)?;
         let with_spawn = |body: &str| format!("{FIRST_SPAWN}{body}");
         for (name, text) in [
@@ -177,11 +158,9 @@ impl App {
         }
         Ok(App(root))
     }
-}
 
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn dir(&self) -> &Path {
+        &self.0 .0
     }
 }
 
@@ -262,12 +241,12 @@ fn pair(app: &App, entry: &str, args: &[String]) -> Result<(Proc, Proc), String>
             .map(|s| s.to_string())
             .collect()
     };
-    let b = Proc::start(&app.0, &node("b", &pb, &pa))?;
+    let b = Proc::start(app.dir(), &node("b", &pb, &pa))?;
     let mut a_args = node("a", &pa, &pb);
     a_args.push("-x".into());
     a_args.push(entry.into());
     a_args.extend(args.iter().cloned());
-    let a = Proc::start(&app.0, &a_args)?;
+    let a = Proc::start(app.dir(), &a_args)?;
     Ok((a, b))
 }
 
