@@ -41,9 +41,6 @@ pub struct Checker {
     peer_seq: BTreeMap<(String, u64), u64>,
     /// The newest incarnation of each other node this node has held up.
     newest: BTreeMap<String, u64>,
-    /// A remote EXIT / LINK_DOWN for this watcher was just traced: the `Event` that follows
-    /// is its local side (its `from` is a number of another node, so it is not counted here).
-    remote_event_for: Option<u64>,
     pub violation: Option<Violation>,
 }
 
@@ -72,9 +69,6 @@ impl Checker {
                     "no delivery to a dead process",
                     format!("message #{seq} delivered to dead process {to}"),
                 );
-            }
-            TraceEvent::Event { to, .. } if self.remote_event_for == Some(to) => {
-                self.remote_event_for = None;
             }
             TraceEvent::Event { to, kind, from } => {
                 if self.dead.contains(&to) {
@@ -162,16 +156,10 @@ impl Checker {
             }
             TraceEvent::RemoteExit {
                 watcher,
-                kind: EventKind::LinkDown,
-                ..
-            } => self.remote_event_for = Some(watcher),
-            TraceEvent::RemoteExit {
-                watcher,
                 kind: EventKind::Exit,
                 target,
                 ..
             } => {
-                self.remote_event_for = Some(watcher);
                 if self.dead.contains(&watcher) {
                     self.fail(
                         "no delivery to a dead process",
