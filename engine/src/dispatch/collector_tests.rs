@@ -213,10 +213,7 @@ impl Net {
 
     fn dispatch(&mut self, id: &str, r: DispatchRequest) -> DispatchResponse {
         let req = self.ask(id, None, Request::Dispatch(r));
-        match self.answer(id, req) {
-            Some(Response::Dispatch(d)) => d.clone(),
-            other => panic!("no dispatch answer: {other:?}"),
-        }
+        self.dispatched(id, req)
     }
 
     fn serve(&mut self, id: &str, r: ServeRequest) -> ServeResponse {
