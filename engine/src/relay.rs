@@ -319,7 +319,7 @@ mod on_node {
 
         /// A send to a process whose mailbox is at its bound fails: the sender gets the error
         /// (back-pressure) instead of the node's memory filling with messages nobody reads.
-        fn has_room(&self, to: u64) -> Result<(), ErrorValue> {
+        pub(crate) fn has_room(&self, to: u64) -> Result<(), ErrorValue> {
             match self.procs.get(&to) {
                 Some(p)
                     if p.mailbox_cap > 0

@@ -515,6 +515,11 @@ impl Core {
             Ok(t) => t,
             Err(why) => return self.frame_dropped(from, why, format!("message for {:?}", s.to)),
         };
+        // A remote sender cannot be answered: at the mailbox bound the message is dropped and
+        // counted, like any frame this node cannot take.
+        if self.has_room(to).is_err() {
+            return self.frame_dropped(from, "mailbox full", format!("message for {:?}", s.to));
+        }
         let text = s.from.as_ref().map_or("-".to_string(), |p| p.to_string());
         self.trace(TraceEvent::RemoteDeliver {
             from: &text,
