@@ -515,8 +515,8 @@ impl Core {
             Ok(t) => t,
             Err(why) => return self.frame_dropped(from, why, format!("message for {:?}", s.to)),
         };
-        // A full mailbox refuses a message from another node as it refuses a local one; the
-        // sender already went on, so it is dropped here and counted.
+        // A remote sender cannot be answered: at the mailbox bound the message is dropped and
+        // counted, like any frame this node cannot take.
         if self.has_room(to).is_err() {
             return self.frame_dropped(from, "mailbox full", format!("message for {:?}", s.to));
         }

@@ -32,9 +32,14 @@ fn entry(id: &str, kind: &str, source: Option<&str>, modules: &[&str]) -> Entry 
 
 /// Runs `t:main` on a terminal host with the given extra process entries; returns (exit, stdout).
 fn run(main: &str, others: &[(&str, &str)]) -> (i32, String) {
+    run_limited(crate::node::Limits::default(), main, others)
+}
+
+fn run_limited(limits: crate::node::Limits, main: &str, others: &[(&str, &str)]) -> (i32, String) {
     let cfg = NodeConfig {
         seed: 7,
         step_budget: 1000,
+        limits,
         ..Default::default()
     };
     let mut entries = vec![entry("t:main", "process.lua", Some(main), &["io", "time"])];
@@ -291,4 +296,86 @@ fn an_endless_loop_inside_a_users_coroutine_is_preempted() {
     let (code, out) = run(main, &[("t:spin", spinner), ("t:count", counter)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("slept\ttrue"), "{out}");
+}
+
+/// `t:main` spawns `t:bad` monitored and prints the error its EXIT carries, then a line that
+/// shows it still runs.
+const MONITOR: &str = r#"
+    local io = require("io")
+    local time = require("time")
+    return { main = function()
+        process.spawn_monitored("t:bad", "t:host")
+        local ev = process.events():receive()
+        io.print("exit", tostring(ev.result and ev.result.error))
+        time.sleep("10ms")
+        io.print("still here")
+        return 0
+    end }"#;
+
+#[test]
+fn a_loop_where_luau_cannot_yield_is_killed_and_pcall_cannot_keep_it() {
+    let limits = crate::node::Limits {
+        step_ceiling: 5_000,
+        ..Default::default()
+    };
+    for bad in [
+        "table.sort({3, 1, 2}, function() while true do end end)",
+        "string.gsub('abc', '%w', function() while true do end end)",
+        "tostring(setmetatable({}, {__tostring = function() while true do end end}))",
+        "string.find(string.rep('a', 5000), '.-.-.-.-.-b')",
+        "while true do pcall(table.sort, {3, 1, 2}, function() while true do end end) end",
+    ] {
+        let src = format!("return {{ main = function() {bad} return 0 end }}");
+        let (code, out) = run_limited(limits, MONITOR, &[("t:bad", &src)]);
+        assert_eq!(code, 0, "{bad}: {out}");
+        assert!(
+            out.contains("exit\tprocess killed: it ran 5000 instructions without a point where it could be preempted"),
+            "{bad}: {out}"
+        );
+        assert!(out.contains("still here"), "{bad}: {out}");
+    }
+}
+
+#[test]
+fn a_process_over_its_memory_limit_dies_alone() {
+    let limits = crate::node::Limits {
+        process_memory: 2 << 20,
+        ..Default::default()
+    };
+    let hog = r#"return { main = function()
+        local t = {}
+        for i = 1, 1e7 do t[i] = string.rep("x", 100) .. i end
+        return 0
+    end }"#;
+    let (code, out) = run_limited(limits, MONITOR, &[("t:bad", hog)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("exit\tprocess killed: out of memory (it holds more than its limit of 2 MiB"),
+        "{out}"
+    );
+    assert!(out.contains("still here"), "{out}");
+}
+
+#[test]
+fn sends_past_the_mailbox_bound_fail_with_an_error_value() {
+    let limits = crate::node::Limits {
+        mailbox: 10,
+        ..Default::default()
+    };
+    let sink = r#"return { main = function() require("time").sleep("1h") end }"#;
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local pid = process.spawn("t:sink", "t:host")
+            local ok, refused, last = 0, 0, nil
+            for i = 1, 25 do
+                local r, err = process.send(pid, "m", i)
+                if r then ok = ok + 1 else refused = refused + 1; last = err end
+            end
+            io.print("sent", ok, refused, last:kind(), string.find(last:message(), "mailbox full", 1, true) ~= nil)
+            return 0
+        end }"#;
+    let (code, out) = run_limited(limits, main, &[("t:sink", sink)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sent\t10\t15\tRateLimited\ttrue"), "{out}");
 }
