@@ -224,9 +224,9 @@ fn membership_heals_after_a_long_partition() {
 
 /// Found by the simulator (seed 5 of the cluster app's swarm): two nodes confirm a third down
 /// and up again at once; they drop its names on the down and send it theirs on the up, but the
-/// third never saw them down, so it never sends its names again and they stay unknown.
+/// third never saw them down, so it never sent its names again and they stayed unknown. Fixed:
+/// every up also asks the node for its names (`Frame::NameSync`).
 #[test]
-#[ignore = "engine: names are not re-sent to a node that saw this one down (reported to the lead)"]
 fn names_converge_after_a_one_sided_node_down() {
     let nodes = cluster_app(false);
     let mut c = with_net(

@@ -200,6 +200,9 @@ pub enum Frame {
         from: Pid,
         to: Pid,
     },
+    /// "Send me your claims": the sender holds none of the receiver's cluster-wide names
+    /// (it saw the receiver down, which dropped them, and up again).
+    NameSync,
 }
 
 /// The kind byte of each frame.
@@ -218,6 +221,7 @@ pub mod kind {
     pub const NAME_RELEASE: u8 = 12;
     pub const CANCEL: u8 = 13;
     pub const TERMINATE: u8 = 14;
+    pub const NAME_SYNC: u8 = 15;
 }
 
 impl Frame {
@@ -237,6 +241,7 @@ impl Frame {
             Frame::NameRelease { .. } => kind::NAME_RELEASE,
             Frame::Cancel { .. } => kind::CANCEL,
             Frame::Terminate { .. } => kind::TERMINATE,
+            Frame::NameSync => kind::NAME_SYNC,
         }
     }
 
@@ -345,6 +350,7 @@ impl Frame {
                 w.str(name);
                 w.pid(owner);
             }
+            Frame::NameSync => {}
         }
         let body = out.len() - HEADER_LEN;
         if body > MAX_FRAME_LEN {
@@ -509,6 +515,7 @@ impl Frame {
                 from: r.pid("terminate.from")?,
                 to: r.pid("terminate.to")?,
             },
+            kind::NAME_SYNC => Frame::NameSync,
             _ => unreachable!("kind_name accepted only the kinds above"),
         };
         match r.0.remaining() {
@@ -537,6 +544,7 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::NAME_RELEASE => "name_release",
         kind::CANCEL => "cancel",
         kind::TERMINATE => "terminate",
+        kind::NAME_SYNC => "name_sync",
         _ => return None,
     })
 }

@@ -393,7 +393,10 @@ impl Core {
             .with("node", Value::from(node.as_str()))
             .with("incarnation", Value::Int(incarnation as i64));
         self.publish("cluster", "node.up", node.as_str(), Value::table(data));
+        // Names go both ways on every up: ours to it, and its to us (we dropped them when we
+        // saw it down, which it may never have seen: a one-sided down).
         self.send_claims_to(node);
+        let _ = self.transmit(node, &Frame::NameSync);
     }
 
     /// `node` is down: monitors and links to its processes fire once each, spawns waiting on it

@@ -466,6 +466,7 @@ impl Core {
             } => self.on_remote_exit(&from, EventKind::LinkDown, dead, to, result),
             Frame::NameClaim(c) => self.on_name_claim(&from, c),
             Frame::NameRelease { name, owner } => self.on_name_release(&name, &owner),
+            Frame::NameSync => self.send_claims_to(&from),
             Frame::Cancel {
                 from: by,
                 to,
@@ -674,7 +675,7 @@ fn origin(f: &Frame) -> Option<&Pid> {
         | Frame::Cancel { from, .. }
         | Frame::Terminate { from, .. }
         | Frame::NameRelease { owner: from, .. } => Some(from),
-        Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) => None,
+        Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) | Frame::NameSync => None,
     }
 }
 
