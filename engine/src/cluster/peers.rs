@@ -322,6 +322,12 @@ impl Core {
             );
             return;
         }
+        // The connection is gone: what arrives next must start with a new `Hello`. (A down the
+        // membership confirmed leaves an open connection authenticated: when the node is up
+        // again its frames on it are taken, as its side never saw a reason to say hello again.)
+        if let Some(p) = self.cluster.as_mut().and_then(|c| c.peers.get_mut(node)) {
+            p.hello = false;
+        }
         self.peer_down(node, reason);
     }
 
@@ -408,7 +414,6 @@ impl Core {
         let Some(p) = c.peers.get_mut(node) else {
             return;
         };
-        p.hello = false;
         if !p.up {
             return;
         }
