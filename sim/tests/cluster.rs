@@ -239,3 +239,23 @@ fn names_converge_after_a_one_sided_node_down() {
     let r = run(&nodes, &c).unwrap();
     assert!(r.violation.is_none(), "{:?}", r.violation);
 }
+
+/// Found by the simulator (seed 59 of the cluster app's swarm): all three nodes claim `leader`;
+/// n1's claim wins, but n1 releases it before n3's losing claim reaches it, so n1 keeps n3's
+/// claim while n3 itself (told it lost) and n2 hold none. Fixed: a node whose claim loses
+/// withdraws it everywhere (`NameRelease`).
+#[test]
+fn a_lost_name_claim_is_withdrawn_everywhere() {
+    let nodes = cluster_app(false);
+    let mut c = with_net(
+        cfg(59),
+        "loss=0.03947594558655827,dup=0.011962118177853748,reorder=0.11006179561057024,\
+         stale=0.49843094770600016,reset=0.01917457487770991,oneway=0.030279750760192837",
+    );
+    c.net.latency_ns = 10_000_000;
+    c.delivery_delay_ns = 5_000_000;
+    c.faults =
+        Faults::parse("kill=0.0005733496738669708,noise=0.003784011258717517,buggify").unwrap();
+    let r = run(&nodes, &c).unwrap();
+    assert!(r.violation.is_none(), "{:?}", r.violation);
+}

@@ -179,6 +179,12 @@ impl Core {
                 c.names.insert(claim.name.clone(), claim.clone());
                 if cur.owner.node == me {
                     self.name_lost(&cur, &claim);
+                    // Withdraw the lost claim everywhere: a node that took it while holding no
+                    // claim (the winner may since have been released there) would keep it.
+                    self.tell_every_peer(&Frame::NameRelease {
+                        name: cur.name.clone(),
+                        owner: cur.owner.clone(),
+                    });
                 }
             }
             Some(cur) => {
