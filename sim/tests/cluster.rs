@@ -259,3 +259,26 @@ fn a_lost_name_claim_is_withdrawn_everywhere() {
     let r = run(&nodes, &c).unwrap();
     assert!(r.violation.is_none(), "{:?}", r.violation);
 }
+
+/// Found by the simulator (seed 334 of a 1000-seed swarm): a released claim of n1's first
+/// `leader` reaches n2 forwarded by n3 after the release, so n2 keeps it and refuses n1's next
+/// claim of the name (its lamport is later). Fixed: a node's claim for one of its own processes
+/// replaces a claim held for another of its processes.
+#[test]
+fn a_nodes_own_claim_replaces_its_stale_one() {
+    let nodes = cluster_app(false);
+    let mut c = with_net(
+        cfg(334),
+        "loss=0.08445570091249557,dup=0.04851568932611417,reorder=0.003927208049388842,\
+         stale=0.20441820616926376,reset=0.03167232300816656,isolate=0.010499735831548113",
+    );
+    c.net.latency_ns = 2_000_000;
+    c.delivery_delay_ns = 0;
+    c.faults = Faults::parse(
+        "kill=0.0018100327307097835,fail=0.0760883037763121,late=0.28145758256963044,\
+         noise=0.0006531418674070988,buggify",
+    )
+    .unwrap();
+    let r = run(&nodes, &c).unwrap();
+    assert!(r.violation.is_none(), "{:?}", r.violation);
+}

@@ -175,6 +175,12 @@ impl Core {
                 c.names.insert(claim.name.clone(), claim);
             }
             Some(cur) if cur == claim => {}
+            // The owner's node speaks for its own processes: it holds one owner per name, so
+            // its claim replaces one of ours for another of its processes (a stale one that
+            // came forwarded after its release).
+            Some(cur) if cur.owner.node == *from && claim.owner.node == *from => {
+                c.names.insert(claim.name.clone(), claim);
+            }
             Some(cur) if claim.wins_over(&cur) => {
                 c.names.insert(claim.name.clone(), claim.clone());
                 if cur.owner.node == me {
