@@ -887,7 +887,11 @@ impl Harness {
                 Output::Transmit { .. }
                 | Output::Datagram { .. }
                 | Output::PeerUp { .. }
-                | Output::PeerDown { .. } => panic!("engine_ops: a standalone node transmitted"),
+                | Output::PeerDown { .. }
+                | Output::DispatchSend { .. } => {
+                    panic!("engine_ops: a standalone node transmitted")
+                }
+                Output::DispatchRespond { .. } => panic!("engine_ops: a reply to no request"),
             }
         }
         assert!(self.m.borrow().expect_exec.is_empty());

@@ -99,6 +99,22 @@ pub enum Output {
     PeerDown {
         node: crate::pid::NodeId,
     },
+    /// Collective dispatch: send `request` to the foreign collector `peer` at `address` (dial
+    /// lazily, one client per address); answer with `Input::DispatchReply { call }`, or let
+    /// `deadline` pass (the node times the call out itself). Weft nodes of one cluster reach
+    /// each other through relay frames instead; this is for collectors met through `Connect`.
+    DispatchSend {
+        call: crate::dispatch::collector::CallId,
+        peer: String,
+        address: String,
+        request: crate::dispatch::Request,
+        deadline: Instant,
+    },
+    /// The reply to the inbound dispatch RPC `req` (`Input::Dispatch`); exactly one per request.
+    DispatchRespond {
+        req: crate::dispatch::collector::ReqId,
+        response: crate::dispatch::Response,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +148,20 @@ pub enum Input {
     /// A membership (SWIM) datagram that arrived on this node's address.
     Datagram {
         bytes: Vec<u8>,
+    },
+    /// An inbound `collector.CollectiveDispatcher` RPC (`Connect`, `Serve` or `Dispatch`) the
+    /// driver numbered `req`; `deadline` is its `grpc-timeout` on the node's clock. Answered by
+    /// exactly one `Output::DispatchRespond { req }`.
+    Dispatch {
+        req: crate::dispatch::collector::ReqId,
+        deadline: Option<Instant>,
+        request: crate::dispatch::Request,
+    },
+    /// The outcome of an `Output::DispatchSend { call }`: the peer's response, or a transport
+    /// error (`TransportError::unsent` when nothing was written, `lost` after that).
+    DispatchReply {
+        call: crate::dispatch::collector::CallId,
+        result: Result<crate::dispatch::Response, crate::dispatch::TransportError>,
     },
 }
 
@@ -347,6 +377,21 @@ impl Node {
             Input::Frame { from_node, bytes } => core.cluster_frame(from_node, &bytes),
             Input::NodeDown { node, reason } => core.cluster_node_down(&node, &reason),
             Input::Datagram { bytes } => core.cluster_datagram(&bytes),
+            Input::Dispatch { req, .. } => {
+                // Not wired to the collector yet (issue 10): every request is refused, so a
+                // caller never waits forever.
+                let status = crate::dispatch::Status::new(
+                    crate::dispatch::code::NOT_FOUND,
+                    "collective dispatch is not enabled on this node",
+                );
+                let response =
+                    crate::dispatch::Response::Dispatch(crate::dispatch::types::DispatchResponse {
+                        status: Some(status),
+                        ..Default::default()
+                    });
+                core.emit(Output::DispatchRespond { req, response });
+            }
+            Input::DispatchReply { .. } => {}
         }
     }
 

@@ -349,6 +349,9 @@ impl Cluster<'_> {
                         .line(now, &format!("{} peer down {p}", m.name));
                     m.view.remove(&p);
                 }
+                // No foreign collectors in a simulation: nothing sends `Input::Dispatch`, and
+                // Weft nodes dispatch to each other through relay frames.
+                Output::DispatchSend { .. } | Output::DispatchRespond { .. } => {}
             }
         }
         let owners = node.name_owners();

@@ -357,7 +357,9 @@ impl Driver for SimDriver<'_> {
             | Output::Transmit { .. }
             | Output::Datagram { .. }
             | Output::PeerUp { .. }
-            | Output::PeerDown { .. } => {}
+            | Output::PeerDown { .. }
+            | Output::DispatchSend { .. }
+            | Output::DispatchRespond { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
                 let side = WorldSide {
