@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod cluster;
 mod init;
+mod inputs;
 mod logs;
 mod project;
 mod run;

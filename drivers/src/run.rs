@@ -2,11 +2,12 @@
 //! it feeds the node inputs and carries out its outputs, nothing more.
 
 use crate::cluster::{self, config::ClusterArgs, Transport};
+use crate::inputs::{InputRx, InputTx};
 use crate::logs::{self, LogFilter};
 use crate::project;
 use std::io::{BufRead, Read, Write};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use weft_engine::entries::{Entry, EntryKind};
@@ -14,7 +15,7 @@ use weft_engine::node::{Level, NodeConfig, SignalKind};
 use weft_engine::supervisor::Lifecycle;
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::world::WorldCommand;
-use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Wake};
+use weft_engine::{Driver, Input, Instant, Node, Output, Pid, Turn, Wake};
 use weft_world::{Storage, World};
 
 #[derive(clap::Args, Debug)]
@@ -347,7 +348,7 @@ pub fn run(a: RunArgs) -> i32 {
     }
     let world = Arc::new(Mutex::new(world));
     // Signal handlers go in before the note that says Ctrl+C stops the node.
-    let (tx, rx) = channel();
+    let (tx, rx) = crate::inputs::channel();
     signal_thread(tx.clone());
     let log_mode = Arc::new(log_mode);
     let transport = match (listener, cluster_cfg) {
@@ -470,7 +471,7 @@ enum StdinReq {
 }
 
 /// Reads stdin on its own thread, only when a process asked for input.
-fn stdin_thread(rx: Receiver<StdinReq>, tx: Sender<Input>) {
+fn stdin_thread(rx: Receiver<StdinReq>, tx: InputTx) {
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for req in rx {
@@ -529,7 +530,7 @@ fn exit_code(code: i32) -> i32 {
     }
 }
 
-fn signal_thread(tx: Sender<Input>) {
+fn signal_thread(tx: InputTx) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -593,8 +594,8 @@ struct RealDriver<'t> {
     log_mode: Arc<LogMode>,
     transport: Option<&'t Transport>,
     world: Arc<Mutex<World>>,
-    tx: Sender<Input>,
-    rx: Receiver<Input>,
+    tx: InputTx,
+    rx: InputRx,
     stdin_tx: Sender<StdinReq>,
     wrote: bool,
 }
@@ -692,27 +693,37 @@ impl Driver for RealDriver<'_> {
         if std::mem::take(&mut self.wrote) {
             let _ = std::io::stdout().flush();
         }
+        if self.transport.is_some() {
+            // Frames the slice sent go out now; frames that arrived reach the inputs.
+            cluster::net::tick(CLUSTER_TICKS);
+        }
         true
     }
 
     fn poll_input(&mut self) -> Option<Input> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
-        let r = match deadline {
+        smol::block_on(cluster::net::run_until(self.next_wake(deadline)))
+    }
+}
+
+impl RealDriver<'_> {
+    /// The next input, or `Wake::Again` at `deadline`.
+    async fn next_wake(&self, deadline: Option<Instant>) -> Wake {
+        let input = async { self.rx.recv().await.map_or(Wake::Again, Wake::Input) };
+        match deadline {
             Some(at) => {
-                let now = self.now();
-                self.rx
-                    .recv_timeout(Duration::from_nanos(at.saturating_sub(now)))
+                let t = self.start + Duration::from_nanos(at);
+                futures_lite::future::or(input, async {
+                    smol::Timer::at(t).await;
+                    Wake::Again
+                })
+                .await
             }
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match r {
-            Ok(i) => Wake::Input(i),
-            Err(RecvTimeoutError::Timeout) => Wake::Again,
-            // Every sender is gone (cannot happen while the driver holds one): nothing to wait for.
-            Err(RecvTimeoutError::Disconnected) => Wake::Again,
+            // Every sender gone cannot happen while the driver holds one.
+            None => input.await,
         }
     }
 }
@@ -721,6 +732,8 @@ impl Driver for RealDriver<'_> {
 /// signals, completions, terminal input and timers by one slice at most (timers fire at the
 /// start of a slice: 4 preempted steps of 10,000 ticks keep a ticker within a few ms).
 const SLICE_STEPS: usize = 4;
+/// Cluster tasks run between two slices at most (the rest run at the next chance).
+const CLUSTER_TICKS: usize = 64;
 
 /// Runs the node until it exits; `inputs` is the channel signals already feed.
 fn drive(
@@ -728,7 +741,7 @@ fn drive(
     log_mode: Arc<LogMode>,
     world: Arc<Mutex<World>>,
     transport: Option<&Transport>,
-    inputs: (Sender<Input>, Receiver<Input>),
+    inputs: (InputTx, InputRx),
 ) -> i32 {
     let (tx, rx) = inputs;
     let (stdin_tx, stdin_rx) = channel();
@@ -743,5 +756,24 @@ fn drive(
         stdin_tx,
         wrote: false,
     };
-    weft_engine::drive(&mut node, &mut d, SLICE_STEPS).unwrap_or(0)
+    // One `block_on` for the whole run: this thread runs the cluster's tasks and polls the
+    // sockets itself whenever the node waits, so a frame goes between the engine and the socket
+    // without a thread switch (waiting in a fresh `block_on` each time hands the sockets to
+    // async-io's own thread, and every frame pays a switch to it and back).
+    let run = async {
+        loop {
+            match weft_engine::turn(&mut node, &mut d, SLICE_STEPS) {
+                Turn::Exited(code) => return code,
+                Turn::Stopped => return 0,
+                Turn::Busy => {}
+                Turn::Idle(deadline) => {
+                    let wake = d.next_wake(deadline).await;
+                    if !weft_engine::woke(&mut node, &mut d, wake) {
+                        return 0;
+                    }
+                }
+            }
+        }
+    };
+    smol::block_on(cluster::net::run_until(run))
 }

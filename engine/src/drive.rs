@@ -12,6 +12,7 @@ pub type WorldFn<'a> = dyn FnMut(WorldCommand) -> Option<Result<Value, ErrorValu
 
 /// What a wait ended with.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // moved once per wait; boxing the input buys nothing
 pub enum Wake {
     /// An input arrived.
     Input(Input),
@@ -43,35 +44,72 @@ pub trait Driver {
 /// `slice` is how many process steps run between two reads of the inputs.
 pub fn drive(node: &mut Node, d: &mut impl Driver, slice: usize) -> Option<i32> {
     loop {
-        let now = d.now();
-        let work = node.run(now, slice);
-        while let Some(o) = node.poll_output() {
-            if let Output::Exit(code) = o {
-                d.output(Output::Exit(code));
-                return Some(code);
+        match turn(node, d, slice) {
+            Turn::Exited(code) => return Some(code),
+            Turn::Stopped => return None,
+            Turn::Busy => {}
+            Turn::Idle(deadline) => {
+                let wake = d.wait(node, deadline);
+                if !woke(node, d, wake) {
+                    return None;
+                }
             }
-            d.output(o);
         }
-        if !d.between(node, work) {
-            return None;
+    }
+}
+
+/// What one turn of the drive loop left to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The node exited with this code.
+    Exited(i32),
+    /// The driver stopped the run (`between` returned false).
+    Stopped,
+    /// Work remains, or inputs arrived: turn again.
+    Busy,
+    /// Nothing is runnable: wait for an input, at most until this instant (the next timer),
+    /// then hand what ended the wait to `woke`.
+    Idle(Option<Instant>),
+}
+
+/// One turn of `drive`'s loop without its wait: a slice of work, its outputs, the inputs that
+/// arrived. A driver that waits in its own way (inside an async executor) loops on this.
+pub fn turn(node: &mut Node, d: &mut impl Driver, slice: usize) -> Turn {
+    let now = d.now();
+    let work = node.run(now, slice);
+    while let Some(o) = node.poll_output() {
+        if let Output::Exit(code) = o {
+            d.output(Output::Exit(code));
+            return Turn::Exited(code);
         }
-        let mut got = false;
-        while let Some(i) = d.poll_input() {
+        d.output(o);
+    }
+    if !d.between(node, work) {
+        return Turn::Stopped;
+    }
+    let mut got = false;
+    while let Some(i) = d.poll_input() {
+        let now = d.now();
+        node.handle(now, i);
+        got = true;
+    }
+    if work == Work::Idle && !got {
+        Turn::Idle(node.poll_timeout())
+    } else {
+        Turn::Busy
+    }
+}
+
+/// Feeds the node what ended a wait; false when the run should stop.
+pub fn woke(node: &mut Node, d: &mut impl Driver, wake: Wake) -> bool {
+    match wake {
+        Wake::Input(i) => {
             let now = d.now();
             node.handle(now, i);
-            got = true;
+            true
         }
-        if work == Work::Idle && !got {
-            let deadline = node.poll_timeout();
-            match d.wait(node, deadline) {
-                Wake::Input(i) => {
-                    let now = d.now();
-                    node.handle(now, i);
-                }
-                Wake::Again => {}
-                Wake::Stop => return None,
-            }
-        }
+        Wake::Again => true,
+        Wake::Stop => false,
     }
 }
 

@@ -39,7 +39,7 @@ pub mod trace;
 pub mod value;
 pub mod world;
 
-pub use drive::{drive, Driver, Wake};
+pub use drive::{drive, turn, woke, Driver, Turn, Wake};
 pub use node::{Input, Instant, Node, NodeConfig, Output, Work};
 pub use pid::Pid;
 pub use value::{ErrorValue, Value};

@@ -238,6 +238,7 @@ struct Stream {
     last_at: u64,
 }
 
+#[allow(clippy::large_enum_variant)] // inputs in flight are moved, not copied
 enum Scheduled {
     Deliver(Delivery),
     /// Break the connection between the two nodes if its link is still blocked then.

@@ -10,7 +10,7 @@
 
 pub mod bench;
 pub mod config;
-mod net;
+pub mod net;
 mod peers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_engine::node::Level;
 use weft_engine::pid::NodeId;
-use weft_engine::Input;
 
 pub use peers::Me;
 
@@ -91,7 +90,7 @@ impl Transport {
     pub fn start(
         listener: std::net::TcpListener,
         me: Me,
-        inputs: std::sync::mpsc::Sender<Input>,
+        inputs: crate::inputs::InputTx,
         log: Log,
     ) -> Result<Transport, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -112,8 +111,8 @@ impl Transport {
                 .max_encoding_message_size(peers::MAX_FRAME_BYTES + 64),
         );
         let owner = peers::Owner::new(me, cmds.clone(), inputs, log.clone(), stats.clone());
-        smol::spawn(owner.run(rx)).detach();
-        smol::spawn(accept_loop(listener, router, log, stats.clone())).detach();
+        net::spawn(owner.run(rx)).detach();
+        net::spawn(accept_loop(listener, router, log, stats.clone())).detach();
         Ok(Transport {
             cmds,
             stats,
@@ -150,9 +149,16 @@ impl Transport {
     /// Ends every stream cleanly and gives datagrams already sent (a graceful leave) a moment,
     /// waiting at most `within`.
     pub fn shutdown(&self, within: Duration) {
-        let (done, wait) = std::sync::mpsc::channel();
+        let (done, wait) = async_channel::bounded(1);
         self.send(peers::Cmd::Shutdown { done });
-        let _ = wait.recv_timeout(within);
+        // The node's loop has ended, so this thread runs the cluster's tasks until they are done.
+        let finished = async {
+            let _ = wait.recv().await;
+        };
+        let timeout = async {
+            smol::Timer::after(within).await;
+        };
+        smol::block_on(net::executor().run(futures_lite::future::or(finished, timeout)));
     }
 }
 
@@ -177,7 +183,7 @@ async fn accept_loop(
             }
         };
         let (router, log, stats) = (router.clone(), log.clone(), stats.clone());
-        smol::spawn(async move {
+        net::spawn(async move {
             match net::serve(tcp, remote, router).await {
                 net::Ended::NotGrpc(e) => {
                     stats.not_grpc.fetch_add(1, Ordering::Relaxed);

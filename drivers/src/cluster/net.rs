@@ -22,7 +22,60 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// hyper's executor: every background task of a connection goes to smol's global executor.
+/// The executor of every cluster task (connections, streams, the owner of the peers). The
+/// node's own thread runs it while it waits for input and between slices of work, so a frame
+/// goes from the engine to the socket, and from the socket to the engine, without a thread
+/// switch. Whoever starts a transport without a node loop (tests) calls `drive_in_background`.
+pub fn executor() -> &'static smol::Executor<'static> {
+    static EXECUTOR: std::sync::OnceLock<smol::Executor<'static>> = std::sync::OnceLock::new();
+    EXECUTOR.get_or_init(smol::Executor::new)
+}
+
+/// Starts a cluster task.
+pub fn spawn<F>(fut: F) -> smol::Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    executor().spawn(fut)
+}
+
+/// Runs the cluster executor on a thread of its own (for a transport with no node loop).
+#[cfg(test)]
+pub fn drive_in_background() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            smol::block_on(executor().run(futures_lite::future::pending::<()>()))
+        });
+    });
+}
+
+/// Runs cluster tasks on this thread until `fut` is ready (cheaper than `Executor::run`, which
+/// sets up a queue per call; the node calls this each time it waits).
+pub async fn run_until<T>(fut: impl Future<Output = T>) -> T {
+    let ex = executor();
+    futures_lite::future::or(fut, async {
+        loop {
+            ex.tick().await;
+        }
+    })
+    .await
+}
+
+/// Runs ready cluster tasks on this thread, at most `max` of them; returns whether any ran.
+pub fn tick(max: usize) -> bool {
+    let mut ran = false;
+    for _ in 0..max {
+        if !executor().try_tick() {
+            break;
+        }
+        ran = true;
+    }
+    ran
+}
+
+/// hyper's executor: every background task of a connection is a cluster task.
 #[derive(Clone, Copy)]
 pub struct Spawner;
 
@@ -32,7 +85,7 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        smol::spawn(fut).detach();
+        spawn(fut).detach();
     }
 }
 
@@ -71,7 +124,7 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
             .handshake(FuturesIo::new(tcp))
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-        smol::spawn(async move {
+        spawn(async move {
             let _ = conn.await;
         })
         .detach();

@@ -129,7 +129,7 @@ pub enum Cmd {
     /// Closes every stream (ending them cleanly) and answers when the datagrams sent so far
     /// have had their chance.
     Shutdown {
-        done: std::sync::mpsc::Sender<()>,
+        done: Sender<()>,
     },
 }
 
@@ -203,7 +203,7 @@ pub struct Me {
 pub struct Owner {
     me: Me,
     cmds: Sender<Cmd>,
-    inputs: std::sync::mpsc::Sender<Input>,
+    inputs: crate::inputs::InputTx,
     log: Log,
     stats: Arc<Stats>,
     peers: BTreeMap<NodeId, Peer>,
@@ -217,7 +217,7 @@ impl Owner {
     pub fn new(
         me: Me,
         cmds: Sender<Cmd>,
-        inputs: std::sync::mpsc::Sender<Input>,
+        inputs: crate::inputs::InputTx,
         log: Log,
         stats: Arc<Stats>,
     ) -> Owner {
@@ -243,7 +243,7 @@ impl Owner {
         while let Ok(cmd) = rx.recv().await {
             if let Cmd::Shutdown { done } = cmd {
                 self.shutdown().await;
-                let _ = done.send(());
+                let _ = done.try_send(());
                 return;
             }
             self.handle(cmd);
@@ -535,7 +535,7 @@ impl Owner {
         let wait = p.backoff;
         p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
         let (cmds, node) = (self.cmds.clone(), node.clone());
-        smol::spawn(async move {
+        net::spawn(async move {
             smol::Timer::after(wait).await;
             let _ = cmds.send(Cmd::Redial { node }).await;
         })
@@ -620,7 +620,7 @@ impl Owner {
             log: self.log.clone(),
             stats: self.stats.clone(),
         };
-        smol::spawn(ctx.run()).detach();
+        net::spawn(ctx.run()).detach();
     }
 
     fn datagram(&mut self, addr: String, bytes: Vec<u8>) {
@@ -656,7 +656,7 @@ impl Owner {
         self.gossip
             .insert(addr.clone(), Gossip::Connecting(Vec::new()));
         let cmds = self.cmds.clone();
-        smol::spawn(async move {
+        net::spawn(async move {
             let r = async {
                 let ch = net::connect(&addr).await?;
                 Ok::<_, String>(
@@ -678,7 +678,7 @@ impl Owner {
     fn gossip_send(&self, addr: &str, mut client: RelayClient<Channel>, data: Vec<u8>) {
         self.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
         let (cmds, addr) = (self.cmds.clone(), addr.to_string());
-        smol::spawn(async move {
+        net::spawn(async move {
             let call = async {
                 client
                     .gossip(Chunk { data })
@@ -713,7 +713,7 @@ struct Dial {
     addr: String,
     id: u64,
     cmds: Sender<Cmd>,
-    inputs: std::sync::mpsc::Sender<Input>,
+    inputs: crate::inputs::InputTx,
     log: Log,
     stats: Arc<Stats>,
 }
@@ -815,7 +815,7 @@ struct Reader {
     id: u64,
     alive: Arc<AtomicBool>,
     cmds: Sender<Cmd>,
-    inputs: std::sync::mpsc::Sender<Input>,
+    inputs: crate::inputs::InputTx,
     log: Log,
     stats: Arc<Stats>,
 }
@@ -872,7 +872,7 @@ async fn read_stream(
 pub struct RelayService {
     pub me: Me,
     pub cmds: Sender<Cmd>,
-    pub inputs: std::sync::mpsc::Sender<Input>,
+    pub inputs: crate::inputs::InputTx,
     pub log: Log,
     pub stats: Arc<Stats>,
 }
@@ -961,7 +961,7 @@ impl Relay for RelayService {
             log: self.log.clone(),
             stats: self.stats.clone(),
         };
-        smol::spawn(read_stream(req.into_inner(), reader)).detach();
+        net::spawn(read_stream(req.into_inner(), reader)).detach();
         let out: ChunkStream = Box::pin(acc.out.map(Ok));
         let mut resp = tonic::Response::new(out);
         if let Ok(v) = self.me.incarnation.to_string().parse() {

@@ -2,20 +2,22 @@
 //! a closed connection as NodeDown, and bad peers refused without harm.
 
 use super::*;
-use std::sync::mpsc::{channel, Receiver};
+use crate::inputs::InputRx;
 use std::sync::Mutex;
 use std::time::Instant;
+use weft_engine::Input;
 
 struct Node {
     t: Transport,
-    rx: Receiver<Input>,
+    rx: InputRx,
     logs: Arc<Mutex<Vec<String>>>,
     name: NodeId,
     incarnation: u64,
 }
 
 fn start_with(name: &str, secret: &str, join: Vec<String>) -> Node {
-    let (tx, rx) = channel();
+    net::drive_in_background();
+    let (tx, rx) = crate::inputs::channel();
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
     let log: Log = Arc::new(move |_l, msg, fields| {
@@ -69,7 +71,7 @@ impl Node {
     fn drain(&self, d: Duration) -> Vec<Input> {
         let end = Instant::now() + d;
         let mut out = Vec::new();
-        while let Ok(i) = self
+        while let Some(i) = self
             .rx
             .recv_timeout(end.saturating_duration_since(Instant::now()))
         {
