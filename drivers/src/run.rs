@@ -598,6 +598,9 @@ struct RealDriver<'t> {
     rx: InputRx,
     stdin_tx: Sender<StdinReq>,
     wrote: bool,
+    /// The timer the last wait armed, kept while the node's next deadline stays the same:
+    /// arming a timer wakes the reactor, which costs every wait a few system calls.
+    timer: Option<(Instant, smol::Timer)>,
 }
 
 impl Driver for RealDriver<'_> {
@@ -711,20 +714,28 @@ impl Driver for RealDriver<'_> {
 
 impl RealDriver<'_> {
     /// The next input, or `Wake::Again` at `deadline`.
-    async fn next_wake(&self, deadline: Option<Instant>) -> Wake {
-        let input = async { self.rx.recv().await.map_or(Wake::Again, Wake::Input) };
-        match deadline {
-            Some(at) => {
-                let t = self.start + Duration::from_nanos(at);
-                futures_lite::future::or(input, async {
-                    smol::Timer::at(t).await;
-                    Wake::Again
-                })
-                .await
-            }
+    async fn next_wake(&mut self, deadline: Option<Instant>) -> Wake {
+        let Some(at) = deadline else {
             // Every sender gone cannot happen while the driver holds one.
-            None => input.await,
+            return self.rx.recv().await.map_or(Wake::Again, Wake::Input);
+        };
+        let start = self.start;
+        if !matches!(&self.timer, Some((t, _)) if *t == at) {
+            self.timer = Some((at, smol::Timer::at(start + Duration::from_nanos(at))));
         }
+        let timer = &mut self.timer.as_mut().expect("armed above").1;
+        let rx = &self.rx;
+        let input = async { rx.recv().await.map_or(Wake::Again, Wake::Input) };
+        let fired = async {
+            timer.await;
+            Wake::Again
+        };
+        let wake = futures_lite::future::or(input, fired).await;
+        if wake == Wake::Again {
+            // A fired timer is spent.
+            self.timer = None;
+        }
+        wake
     }
 }
 
@@ -755,6 +766,7 @@ fn drive(
         rx,
         stdin_tx,
         wrote: false,
+        timer: None,
     };
     // One `block_on` for the whole run: this thread runs the cluster's tasks and polls the
     // sockets itself whenever the node waits, so a frame goes between the engine and the socket
