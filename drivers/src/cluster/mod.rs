@@ -73,6 +73,9 @@ impl Stats {
 
 /// A running transport: the server on the node's port and the owner of its connections.
 pub struct Transport {
+    /// The node's outputs go to the owner of the connections directly (no hop through a
+    /// task), so a frame is in its stream's queue when `transmit` returns.
+    owner: Arc<std::sync::Mutex<peers::Owner>>,
     cmds: async_channel::Sender<peers::Cmd>,
     pub stats: Arc<Stats>,
     pub local_addr: std::net::SocketAddr,
@@ -111,9 +114,11 @@ impl Transport {
                 .max_encoding_message_size(peers::MAX_FRAME_BYTES + 64),
         );
         let owner = peers::Owner::new(me, cmds.clone(), inputs, log.clone(), stats.clone());
-        net::spawn(owner.run(rx)).detach();
+        let owner = Arc::new(std::sync::Mutex::new(owner));
+        net::spawn(peers::Owner::run(owner.clone(), rx)).detach();
         net::spawn(accept_loop(listener, router, log, stats.clone())).detach();
         Ok(Transport {
+            owner,
             cmds,
             stats,
             local_addr,
@@ -121,7 +126,7 @@ impl Transport {
     }
 
     fn send(&self, c: peers::Cmd) {
-        let _ = self.cmds.try_send(c);
+        peers::lock(&self.owner).handle(c);
     }
 
     /// A relay frame for `to`, in order after the ones before it.
@@ -150,7 +155,7 @@ impl Transport {
     /// waiting at most `within`.
     pub fn shutdown(&self, within: Duration) {
         let (done, wait) = async_channel::bounded(1);
-        self.send(peers::Cmd::Shutdown { done });
+        let _ = self.cmds.try_send(peers::Cmd::Shutdown { done });
         // The node's loop has ended, so this thread runs the cluster's tasks until they are done.
         let finished = async {
             let _ = wait.recv().await;

@@ -236,17 +236,23 @@ impl Owner {
     }
 
     /// Runs until every sender of commands is gone or a shutdown is asked.
-    pub async fn run(mut self, rx: Receiver<Cmd>) {
-        for addr in self.join_pending.clone() {
-            self.gossip_connect(addr);
+    pub async fn run(owner: Arc<std::sync::Mutex<Owner>>, rx: Receiver<Cmd>) {
+        {
+            let mut o = lock(&owner);
+            for addr in o.join_pending.clone() {
+                o.gossip_connect(addr);
+            }
         }
         while let Ok(cmd) = rx.recv().await {
             if let Cmd::Shutdown { done } = cmd {
-                self.shutdown().await;
+                lock(&owner).close_all();
+                // Datagrams already handed to their tasks (a graceful leave) get a moment to
+                // go out.
+                smol::Timer::after(Duration::from_millis(150)).await;
                 let _ = done.try_send(());
                 return;
             }
-            self.handle(cmd);
+            lock(&owner).handle(cmd);
         }
     }
 
@@ -265,7 +271,7 @@ impl Owner {
         let _ = self.inputs.send(i);
     }
 
-    fn handle(&mut self, cmd: Cmd) {
+    pub fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Transmit { to, bytes } => self.transmit(to, bytes),
             Cmd::Datagram { addr, bytes } => self.datagram(addr, bytes),
@@ -696,14 +702,19 @@ impl Owner {
         .detach();
     }
 
-    async fn shutdown(&mut self) {
+    fn close_all(&mut self) {
         let nodes: Vec<NodeId> = self.peers.keys().cloned().collect();
         for n in nodes {
             self.close(&n, false);
         }
-        // Datagrams already handed to their tasks (a graceful leave) get a moment to go out.
-        smol::Timer::after(Duration::from_millis(150)).await;
     }
+}
+
+/// The owner's lock. Every holder runs on the node's thread (the cluster executor's), so it is
+/// never contended; a holder that panicked left consistent state behind (each command is
+/// applied whole or not at all), so a poisoned lock is taken as it is.
+pub fn lock(o: &std::sync::Mutex<Owner>) -> std::sync::MutexGuard<'_, Owner> {
+    o.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One connection attempt to a peer and, once it stands, the reading of its stream.
