@@ -639,9 +639,10 @@ impl Driver for RealDriver<'_> {
                         let _ = self.stdin_tx.send(r);
                     }
                     None => {
-                        // World commands (SQL, stores, …) run off the engine's thread.
+                        // World commands (SQL, stores, …) run on the blocking pool; the task that
+                        // waits for one runs on this thread's executor (no hop through another).
                         let (w, tx) = (self.world.clone(), self.tx.clone());
-                        smol::spawn(async move {
+                        cluster::net::spawn(async move {
                             let result = smol::unblock(move || match w.lock() {
                                 Ok(mut w) => w.handle(cmd),
                                 Err(_) => {
@@ -696,10 +697,9 @@ impl Driver for RealDriver<'_> {
         if std::mem::take(&mut self.wrote) {
             let _ = std::io::stdout().flush();
         }
-        if self.transport.is_some() {
-            // Frames the slice sent go out now; frames that arrived reach the inputs.
-            cluster::net::tick(CLUSTER_TICKS);
-        }
+        // Frames the slice sent go out now; frames that arrived and finished world commands
+        // reach the inputs.
+        cluster::net::tick(CLUSTER_TICKS);
         true
     }
 
