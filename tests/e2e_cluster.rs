@@ -312,8 +312,12 @@ fn cluster_echo(roles: bool) -> Cluster {
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         Node::start(&app, &a)
     };
-    let n3 = start(2, None);
-    let n2 = start(1, roles.then_some("relay"));
+    // Each node listens before the next starts, so the join addresses of n1 (last) all answer.
+    let listening = Duration::from_secs(20);
+    let mut n3 = start(2, None);
+    n3.wait_err("cluster node listening", listening);
+    let mut n2 = start(1, roles.then_some("relay"));
+    n2.wait_err("cluster node listening", listening);
     let n1 = start(0, roles.then_some("echo"));
     Cluster { n1, n2, n3 }
 }
