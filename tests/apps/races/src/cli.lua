@@ -17,8 +17,13 @@ local function main(): integer
   for _ = 1, 3 do
     done:receive()
   end
-  for _ = 1, 2 do
-    order[#order + 1] = inbox:receive():payload():data()
+  local woke = 0
+  while woke < 2 do
+    local m = inbox:receive()
+    if m:topic() == "woke" then -- a swarm's noise fault sends stray messages too
+      woke += 1
+      order[#order + 1] = m:payload():data()
+    end
   end
   io.print(table.concat(order, " "))
   return 0
