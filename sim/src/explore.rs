@@ -90,8 +90,8 @@ impl Explore {
         const PICKS: [u64; 4] = [0, 1, 2, 4];
         Explore {
             pick: PICKS[(rng.next_u64() % PICKS.len() as u64) as usize],
-            ties: rng.next_u64() % 4 != 0,
-            coroutines: rng.next_u64() % 4 != 0,
+            ties: !rng.next_u64().is_multiple_of(4),
+            coroutines: !rng.next_u64().is_multiple_of(4),
         }
     }
 }
