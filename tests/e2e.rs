@@ -739,6 +739,31 @@ fn sim_sweeps_fail_on_exit_codes_deadlocks_and_dead_services_with_replay_lines()
 }
 
 #[test]
+fn sim_swarm_replay_lines_reproduce_every_seeds_trace_hash() {
+    // Every seed of a swarm (its fault rates and delay drawn, non-default liveness and until)
+    // is run again from its printed replay line, parsed as the shell would.
+    let r = weft(
+        &[
+            "sim",
+            "-C",
+            "tests/apps/supervised",
+            "--swarm",
+            "25",
+            "--until",
+            "20s",
+            "--liveness",
+            "10s",
+            "--check-replay",
+        ],
+        "",
+    );
+    r.assert_code(0);
+    r.assert_stdout_has("25 seeds in");
+    r.assert_stdout_has("0 failed");
+    r.assert_stdout_has("replay lines checked");
+}
+
+#[test]
 fn malformed_definitions_fail_boot_naming_file_line_and_field() {
     let cases: Vec<(&str, String, &str)> = vec![
         (

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::node::Planted;
 use weft_sim::cluster::NodeSpec;
+use weft_sim::explore::Explore;
 use weft_sim::faults::{Faults, KINDS};
 use weft_sim::net::{NetConfig, NetFaults, NET_KINDS};
 use weft_sim::{SimConfig, SimReport};
@@ -81,6 +82,23 @@ pub struct SimArgs {
     /// Mean one-way network latency of a cluster run (each frame and datagram draws its own).
     #[arg(long, default_value = "1ms")]
     latency: String,
+    /// What seeds reorder besides delivery: all, none, or e.g. pick=2,ties,coroutines (any
+    /// ready process runs next one step in N; timers due at one instant fire in seeded order;
+    /// ready coroutines resume in seeded order). A swarm draws it per seed.
+    #[arg(long, default_value = "all")]
+    explore: String,
+    /// In a sweep, run every seed again from its printed replay line and fail the seed if
+    /// that gives another trace hash (checks that replay lines carry every setting).
+    #[arg(long)]
+    check_replay: bool,
+}
+
+/// A replay line read back as arguments of `weft sim`.
+#[derive(clap::Parser, Debug)]
+#[command(no_binary_name = true)]
+struct ReplayCli {
+    #[command(flatten)]
+    sim: SimArgs,
 }
 
 /// A sim file: the nodes of a cluster run.
@@ -224,6 +242,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.liveness_ns = duration(&a.liveness, "--liveness")?;
     base.delivery_delay_ns = duration(&a.delay, "--delay")?;
     base.faults = Faults::parse(&a.faults)?;
+    base.explore = Explore::parse(&a.explore)?;
     base.keep_trace = a.trace.is_some();
     if let Some(p) = &a.plant {
         match p.as_str() {
@@ -257,15 +276,73 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     })
 }
 
+/// `s` as one shell word: as it is when it holds only characters no shell treats specially,
+/// else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The words of a replay line, as a POSIX shell splits them (spaces, single quotes, and
+/// backslashes outside quotes).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut in_word) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    cur.push(q);
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
 fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     let (faults, delay_ns) = (&cfg.faults, cfg.delivery_delay_ns);
+    let path = |p: &std::path::Path| shell_word(&p.display().to_string());
     let mut s = if let Some(f) = &a.cluster {
-        format!("weft sim --cluster {} --seed {seed}", f.display())
+        format!("weft sim --cluster {} --seed {seed}", path(f))
     } else if !a.nodes.is_empty() {
-        let nodes: Vec<String> = a.nodes.iter().map(|n| format!("--node {n}")).collect();
+        let nodes: Vec<String> = a
+            .nodes
+            .iter()
+            .map(|n| format!("--node {}", shell_word(n)))
+            .collect();
         format!("weft sim {} --seed {seed}", nodes.join(" "))
     } else {
-        format!("weft sim -C {} --seed {seed}", a.app.dir.display())
+        format!("weft sim -C {} --seed {seed}", path(&a.app.dir))
     };
     if a.cluster.is_some() || !a.nodes.is_empty() {
         if cfg.net.latency_ns != weft_sim::net::DEFAULT_LATENCY_NS {
@@ -276,16 +353,16 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
         }
     }
     if let Some(x) = &a.exec {
-        s.push_str(&format!(" -x {x}"));
+        s.push_str(&format!(" -x {}", shell_word(x)));
     }
     if let Some(i) = &a.input {
-        s.push_str(&format!(" --input {}", i.display()));
+        s.push_str(&format!(" --input {}", path(i)));
     }
-    if a.until != "10m" {
-        s.push_str(&format!(" --until {}", a.until));
+    if cfg.until_ns != 600 * SECOND_NS {
+        s.push_str(&format!(" --until {}", fmt_ns(cfg.until_ns)));
     }
-    if a.liveness != "5m" {
-        s.push_str(&format!(" --liveness {}", a.liveness));
+    if cfg.liveness_ns != 300 * SECOND_NS {
+        s.push_str(&format!(" --liveness {}", fmt_ns(cfg.liveness_ns)));
     }
     if delay_ns != weft_sim::DEFAULT_DELIVERY_DELAY_NS {
         s.push_str(&format!(" --delay {}", fmt_ns(delay_ns)));
@@ -293,13 +370,32 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     if !faults.is_none() {
         s.push_str(&format!(" --faults {}", faults.describe()));
     }
+    if cfg.explore != Explore::all() {
+        s.push_str(&format!(" --explore {}", cfg.explore.describe()));
+    }
     if let Some(p) = &a.plant {
-        s.push_str(&format!(" --plant {p}"));
+        s.push_str(&format!(" --plant {}", shell_word(p)));
     }
     if !a.args.is_empty() {
-        s.push_str(&format!(" -- {}", a.args.join(" ")));
+        let args: Vec<String> = a.args.iter().map(|w| shell_word(w)).collect();
+        s.push_str(&format!(" -- {}", args.join(" ")));
     }
     s
+}
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Runs a replay line as `weft sim` would (one seed) and returns its trace hash.
+fn replay_hash(line: &str) -> Result<u64, String> {
+    let words = shell_words(line);
+    let rest = match words.as_slice() {
+        [weft, sim, rest @ ..] if weft == "weft" && sim == "sim" => rest,
+        _ => return Err(format!("not a replay line: {line}")),
+    };
+    let cli = <ReplayCli as clap::Parser>::try_parse_from(rest)
+        .map_err(|e| format!("replay line does not parse: {e}"))?;
+    let p = plan(&cli.sim)?;
+    Ok(p.run(&p.base)?.trace_hash)
 }
 
 fn fmt_ns(ns: u64) -> String {
@@ -418,6 +514,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         cfg.seed = seed;
         if swarm {
             (cfg.faults, cfg.delivery_delay_ns) = swarm_draw(seed);
+            cfg.explore = Explore::draw(seed);
             if !p.nodes.is_empty() {
                 cfg.net = swarm_net(seed);
             }
@@ -444,6 +541,12 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                 format!("the terminal process exited with {code}: {why}"),
                 cfg.clone(),
             ));
+        } else if let Some(why) = a
+            .check_replay
+            .then(|| replay_differs(a, &cfg, r.trace_hash))
+            .flatten()
+        {
+            failures.push((seed, why, cfg.clone()));
         } else if a.twice {
             match p.run(&cfg) {
                 Ok(r2) if r2.trace_hash != r.trace_hash => failures.push((
@@ -482,6 +585,9 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         failures.len(),
         if a.twice { ", each run twice" } else { "" }
     );
+    if a.check_replay {
+        println!("replay lines checked: each seed's line run again gave its trace hash, unless listed below");
+    }
     println!(
         "distinct schedules: {} of {total} seeds (traces compared without timestamps)",
         schedules.len()
@@ -527,6 +633,17 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         println!("  replay: {}", replay_line(a, *seed, cfg));
     }
     i32::from(!failures.is_empty())
+}
+
+/// Why the replay line of `cfg`'s seed does not reproduce `hash`, if it does not.
+fn replay_differs(a: &SimArgs, cfg: &SimConfig, hash: u64) -> Option<String> {
+    match replay_hash(&replay_line(a, cfg.seed, cfg)) {
+        Ok(h) if h == hash => None,
+        Ok(h) => Some(format!(
+            "the replay line gives trace hash {h:016x}, the sweep gave {hash:016x}"
+        )),
+        Err(e) => Some(format!("the replay line does not run: {e}")),
+    }
 }
 
 pub fn sim(a: SimArgs) -> i32 {
@@ -583,6 +700,59 @@ pub fn reexec_without_aslr() {
 #[cfg(test)]
 mod replay_tests {
     use super::*;
+
+    fn args(words: &[&str]) -> SimArgs {
+        <ReplayCli as clap::Parser>::try_parse_from(words)
+            .expect("parses")
+            .sim
+    }
+
+    #[test]
+    fn replay_words_survive_the_shell() {
+        for w in [
+            "plain",
+            "a b",
+            "it's",
+            "",
+            "x\\y",
+            "--",
+            "$HOME",
+            "tab\there",
+        ] {
+            let line = format!("weft sim -x {} -- {}", shell_word(w), shell_word(w));
+            assert_eq!(
+                shell_words(&line),
+                ["weft", "sim", "-x", w, "--", w],
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_swarm_seeds_replay_line_gives_its_trace_hash() {
+        let a = args(&[
+            "-C",
+            "../tests/apps/supervised",
+            "--until",
+            "20s",
+            "--liveness",
+            "7s",
+        ]);
+        let p = plan(&a).unwrap();
+        for seed in 0..12u64 {
+            let mut cfg = p.base.clone();
+            cfg.seed = seed;
+            (cfg.faults, cfg.delivery_delay_ns) = swarm_draw(seed);
+            cfg.explore = Explore::draw(seed);
+            let r = p.run(&cfg).unwrap();
+            assert_eq!(replay_differs(&a, &cfg, r.trace_hash), None, "seed {seed}");
+            // A line that would give another run is caught.
+            let why = replay_differs(&a, &cfg, r.trace_hash ^ 1).expect("differs");
+            assert!(why.contains("the sweep gave"), "{why}");
+        }
+        let line = replay_line(&a, 3, &p.base);
+        assert!(line.contains("--until 20s --liveness 7s"), "{line}");
+    }
 
     #[test]
     fn a_swarm_seeds_delay_and_faults_read_back_from_its_replay_line() {

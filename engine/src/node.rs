@@ -700,6 +700,14 @@ impl SimControl<'_> {
         self.node.core.borrow_mut().delivery_delay_ns = max_ns;
     }
 
+    /// Seeded exploration inside the node (from its seed): timers due at the same instant
+    /// fire in seeded order (`ties`), ready coroutines of a process resume in seeded order
+    /// (`coroutines`).
+    pub fn set_explore(&mut self, ties: bool, coroutines: bool) {
+        let mut c = self.node.core.borrow_mut();
+        c.sched.explore = crate::scheduler::Explore::new(c.cfg.seed, ties, coroutines);
+    }
+
     /// How many processes are ready to run.
     pub fn ready_len(&self) -> usize {
         self.node.core.borrow().sched.ready_len()

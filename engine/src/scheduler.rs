@@ -4,7 +4,48 @@
 //! were preempted, so a hundred processes computing forever cannot delay a ticker by a hundred steps;
 //! one pick in `SPUN_EVERY` still goes to a preempted process, so those never starve.
 
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
+
+/// The simulator's seeded choices inside a node: which of several timers due at the same
+/// instant fires first, and which ready coroutine of a process resumes first. Off in
+/// production (no generator: every choice is the first, the order things were queued in).
+#[derive(Debug, Default)]
+pub struct Explore {
+    rng: Option<ChaCha8Rng>,
+    ties: bool,
+    coroutines: bool,
+}
+
+impl Explore {
+    /// Seeded choices from a stream of their own (the node's other draws stay as they were).
+    pub fn new(seed: u64, ties: bool, coroutines: bool) -> Explore {
+        Explore {
+            rng: (ties || coroutines)
+                .then(|| ChaCha8Rng::seed_from_u64(seed ^ 0xE8B1_0DE5_0DE5_7A11)),
+            ties,
+            coroutines,
+        }
+    }
+
+    fn pick(&mut self, on: bool, n: usize) -> usize {
+        match &mut self.rng {
+            Some(r) if on && n > 1 => (r.next_u64() % n as u64) as usize,
+            _ => 0,
+        }
+    }
+
+    /// Which of `n` timers due at the same instant fires next.
+    pub fn tie(&mut self, n: usize) -> usize {
+        self.pick(self.ties, n)
+    }
+
+    /// Which of `n` ready coroutines of a process resumes next.
+    pub fn coroutine(&mut self, n: usize) -> usize {
+        self.pick(self.coroutines, n)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -36,6 +77,8 @@ pub struct Scheduler {
     steps: u64,
     /// Picks from `ready` in a row while `spun` waited.
     streak: u32,
+    /// The simulator's seeded choices (timer ties, coroutine order); off in production.
+    pub explore: Explore,
 }
 
 /// A preempted process runs at least once every this many picks.
@@ -167,6 +210,23 @@ impl Scheduler {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn explore_choices_follow_the_seed_and_are_first_when_off() {
+        let mut off = Explore::default();
+        assert!((0..50).all(|_| off.tie(5) == 0 && off.coroutine(5) == 0));
+        let draws = |seed| {
+            let mut e = Explore::new(seed, true, false);
+            let v: Vec<usize> = (0..50).map(|_| e.tie(4)).collect();
+            assert!((0..50).all(|_| e.coroutine(4) == 0), "coroutines stay off");
+            v
+        };
+        let a = draws(1);
+        assert_eq!(a, draws(1), "same seed, same choices");
+        assert!(a.iter().all(|k| *k < 4));
+        assert!(a.iter().any(|k| *k != a[0]), "choices vary: {a:?}");
+        assert!((2..10).any(|s| draws(s) != a), "and depend on the seed");
+    }
 
     #[test]
     fn wake_while_running_requeues_after_waiting() {

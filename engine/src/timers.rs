@@ -24,6 +24,9 @@ pub struct Timer {
     pub period: Option<u64>,
 }
 
+/// A tie-break chooses among at most this many timers due at one instant (bounded work per pop).
+const MAX_TIES: usize = 16;
+
 #[derive(Debug, Default)]
 pub struct Timers {
     queue: BTreeMap<(u64, u64), Timer>,
@@ -65,9 +68,39 @@ impl Timers {
 
     /// Pops one timer due at or before `now`; periodic ones are re-armed at their next period.
     pub fn pop_due(&mut self, now: u64) -> Option<(u64, Timer)> {
-        let (&(at, seq), _) = self.queue.iter().next()?;
+        self.pop_due_choosing(now, |_| 0)
+    }
+
+    /// As `pop_due`, but when several timers are due at the earliest instant, `choose(n)`
+    /// picks which of the first `n` of them fires (the simulator's seeded tie-break). Held-back
+    /// messages (`Target::Deliver`) keep their arming order among themselves, so per-sender
+    /// FIFO holds whatever is chosen.
+    pub fn pop_due_choosing(
+        &mut self,
+        now: u64,
+        mut choose: impl FnMut(usize) -> usize,
+    ) -> Option<(u64, Timer)> {
+        let (&(at, first), _) = self.queue.iter().next()?;
         if at > now {
             return None;
+        }
+        let mut seq = first;
+        let mut tied: Vec<u64> = Vec::new();
+        let mut deliver_seen = false;
+        for (&(_, s), t) in self.queue.range((at, 0)..=(at, u64::MAX)) {
+            if tied.len() == MAX_TIES {
+                break;
+            }
+            if matches!(t.target, Target::Deliver { .. }) {
+                if deliver_seen {
+                    continue;
+                }
+                deliver_seen = true;
+            }
+            tied.push(s);
+        }
+        if tied.len() > 1 {
+            seq = tied[choose(tied.len()).min(tied.len() - 1)];
         }
         let t = self.queue.remove(&(at, seq)).expect("present");
         match t.period {
@@ -133,7 +166,11 @@ mod on_node {
         }
 
         pub(crate) fn fire_timers(&mut self, now: Instant) {
-            while let Some((key, t)) = self.timers.pop_due(now) {
+            loop {
+                let explore = &mut self.sched.explore;
+                let Some((key, t)) = self.timers.pop_due_choosing(now, |n| explore.tie(n)) else {
+                    break;
+                };
                 match t.target {
                     Target::Process { proc, id } => {
                         self.trace(TraceEvent::Timer { proc, id });
@@ -201,6 +238,29 @@ mod tests {
         assert_eq!(ts.pop_due(30).map(|x| x.0), Some(c));
         assert_eq!(ts.pop_due(30).map(|x| x.0), Some(a));
         assert!(ts.is_empty());
+    }
+
+    #[test]
+    fn ties_fire_in_the_chosen_order_and_held_messages_keep_theirs() {
+        let deliver = |key| Timer {
+            target: Target::Deliver { key },
+            period: None,
+        };
+        let mut ts = Timers::default();
+        let a = ts.arm(10, t(1));
+        let d1 = ts.arm(10, deliver(1));
+        let b = ts.arm(10, t(2));
+        let d2 = ts.arm(10, deliver(2));
+        let late = ts.arm(20, t(3));
+        // Always the last candidate: only the oldest held message is ever one, so d1 goes
+        // before d2 whatever is chosen.
+        let mut order = Vec::new();
+        while let Some((k, _)) = ts.pop_due_choosing(10, |n| n - 1) {
+            order.push(k);
+        }
+        assert_eq!(order, vec![b, d1, d2, a]);
+        assert_eq!(ts.next_deadline(), Some(20));
+        assert_eq!(ts.pop_due_choosing(20, |n| n - 1).map(|x| x.0), Some(late));
     }
 
     #[test]

@@ -360,6 +360,7 @@ impl Cluster<'_> {
             node,
             &mut self.rng,
             &self.faults,
+            self.cfg.explore.pick,
             m.terminal,
             &mut m.pending,
         );

@@ -4,11 +4,13 @@
 pub mod check;
 pub mod cluster;
 pub mod exec;
+pub mod explore;
 pub mod faults;
 pub mod net;
 
 use check::{Checker, Violation};
 use exec::{sleep_until, ClockRef, Executor};
+use explore::Explore;
 use faults::Faults;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -53,6 +55,8 @@ pub struct SimConfig {
     pub delivery_delay_ns: u64,
     /// The simulated network of a cluster run (`cluster::run`); a run alone has none.
     pub net: net::NetConfig,
+    /// What seeds may reorder besides delivery: process picks, timer ties, coroutines.
+    pub explore: Explore,
 }
 
 impl SimConfig {
@@ -68,6 +72,7 @@ impl SimConfig {
             planted: Planted::default(),
             delivery_delay_ns: DEFAULT_DELIVERY_DELAY_NS,
             net: net::NetConfig::default(),
+            explore: Explore::all(),
         }
     }
 }
@@ -275,6 +280,7 @@ impl SimDriver<'_> {
             node,
             &mut rng,
             &self.faults,
+            self.cfg.explore.pick,
             self.terminal,
             &mut self.pending_faults,
         );
@@ -283,11 +289,12 @@ impl SimDriver<'_> {
 
 /// Seeded faults and choices before a step of `node` (a run alone or one node of a cluster):
 /// faults recorded meanwhile, kills (never of the terminal process), noise, and which ready
-/// process goes first.
+/// process goes first (one step in `pick`; 0: never).
 pub(crate) fn inject(
     node: &mut Node,
     rng: &mut ChaCha8Rng,
     faults: &Faults,
+    pick: u64,
     terminal: Option<u64>,
     pending: &mut Vec<(&'static str, String)>,
 ) {
@@ -315,10 +322,10 @@ pub(crate) fn inject(
             ctl.noise(to, "sim.noise");
         }
     }
-    // Seeded interleaving: every other step, any ready process may go first (per-sender
+    // Seeded interleaving: one step in `pick`, any ready process may go first (per-sender
     // FIFO is the mailboxes' and holds whatever the order of steps).
     let ready = ctl.ready_len();
-    if ready > 1 && rng.next_u64().is_multiple_of(2) {
+    if ready > 1 && pick > 0 && rng.next_u64().is_multiple_of(pick) {
         ctl.promote((rng.next_u64() % ready as u64) as usize);
     }
 }
@@ -534,6 +541,8 @@ pub(crate) fn build_node(
         .map_err(|e| e.to_string())?;
     let mut node = built.node;
     node.sim_control().set_delivery_delay(cfg.delivery_delay_ns);
+    node.sim_control()
+        .set_explore(cfg.explore.ties, cfg.explore.coroutines);
     Ok(node)
 }
 

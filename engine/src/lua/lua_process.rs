@@ -422,7 +422,17 @@ impl LuaProcess {
             mem_limit,
         });
         loop {
-            let next = self.st.borrow_mut().tasks.ready.pop_front();
+            let next = {
+                let mut st = self.st.borrow_mut();
+                let ready = &mut st.tasks.ready;
+                // The simulator may resume any ready coroutine first (Wippy promises no order
+                // among them); otherwise the one queued first.
+                let k = match ready.len() {
+                    0 | 1 => 0,
+                    n => self.host.port.core.borrow_mut().sched.explore.coroutine(n),
+                };
+                ready.remove(k)
+            };
             let Some(tid) = next else {
                 return Ok(None);
             };
