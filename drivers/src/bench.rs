@@ -628,6 +628,10 @@ pub fn bench(a: BenchArgs) -> i32 {
     if want("cluster") {
         crate::cluster::bench::run(&want, a.scale, &emit);
     }
+    // Collective dispatch: local funcs.call, remote Dispatch over gRPC between two nodes.
+    if want("dispatch_local") || want("dispatch_remote") {
+        crate::cluster::dispatch::bench::run(&want, a.scale, &emit);
+    }
     // Last: its large allocations would skew the RSS the idle-process figure measures.
     if want("registry") {
         let versions = scaled(10_000.0).max(3) as u64;

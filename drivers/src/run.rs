@@ -350,6 +350,8 @@ pub fn run(a: RunArgs) -> i32 {
     let (tx, rx) = channel();
     signal_thread(tx.clone());
     let log_mode = Arc::new(log_mode);
+    // The node's clock starts here; the transport's dispatch deadlines are on the same clock.
+    let epoch = StdInstant::now();
     let transport = match (listener, cluster_cfg) {
         (Some(l), Some(c)) => {
             let mode = log_mode.clone();
@@ -364,7 +366,7 @@ pub fn run(a: RunArgs) -> i32 {
                 secret: c.secret,
                 join: c.join,
             };
-            match Transport::start(l, me, tx.clone(), log) {
+            match Transport::start_with(l, me, tx.clone(), log, epoch) {
                 Ok(t) => {
                     print_log(
                         &log_mode,
@@ -385,8 +387,16 @@ pub fn run(a: RunArgs) -> i32 {
     if bare {
         startup_note(&log_mode, &auto_services);
     }
-    let code = drive(node, log_mode.clone(), world, transport.as_ref(), (tx, rx));
+    let code = drive(
+        node,
+        log_mode.clone(),
+        world,
+        transport.as_ref(),
+        (tx, rx),
+        epoch,
+    );
     if let Some(t) = &transport {
+        t.dispatch.stopping();
         t.shutdown(Duration::from_millis(500));
         let mut fields = t.stats.fields();
         fields.insert(0, ("logger".into(), "cluster".into()));
@@ -682,9 +692,26 @@ impl Driver for RealDriver<'_> {
                     t.peer_down(node);
                 }
             }
-            // The CollectiveDispatcher gRPC service (issue 10) is not served yet, so no request
-            // arrives and no foreign collector is dialled.
-            Output::DispatchSend { .. } | Output::DispatchRespond { .. } => {}
+            Output::DispatchSend {
+                call,
+                peer,
+                address,
+                request,
+                deadline,
+            } => match self.transport {
+                Some(t) => t.dispatch.send(call, peer, address, request, deadline),
+                None => {
+                    let result = Err(weft_engine::dispatch::TransportError::unsent(
+                        "this node is not in a cluster",
+                    ));
+                    let _ = self.tx.send(Input::DispatchReply { call, result });
+                }
+            },
+            Output::DispatchRespond { req, response } => {
+                if let Some(t) = self.transport {
+                    t.dispatch.respond(req, response);
+                }
+            }
         }
     }
 
@@ -696,7 +723,9 @@ impl Driver for RealDriver<'_> {
     }
 
     fn poll_input(&mut self) -> Option<Input> {
-        self.rx.try_recv().ok()
+        let i = self.rx.try_recv().ok();
+        self.seen(i.as_ref());
+        i
     }
 
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
@@ -709,10 +738,22 @@ impl Driver for RealDriver<'_> {
             None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match r {
-            Ok(i) => Wake::Input(i),
+            Ok(i) => {
+                self.seen(Some(&i));
+                Wake::Input(i)
+            }
             Err(RecvTimeoutError::Timeout) => Wake::Again,
             // Every sender is gone (cannot happen while the driver holds one): nothing to wait for.
             Err(RecvTimeoutError::Disconnected) => Wake::Again,
+        }
+    }
+}
+
+impl RealDriver<'_> {
+    /// A stop signal makes the node's health NOT_SERVING at once (its services are stopping).
+    fn seen(&self, input: Option<&Input>) {
+        if let (Some(Input::Signal(_)), Some(t)) = (input, self.transport) {
+            t.dispatch.draining();
         }
     }
 }
@@ -729,12 +770,13 @@ fn drive(
     world: Arc<Mutex<World>>,
     transport: Option<&Transport>,
     inputs: (Sender<Input>, Receiver<Input>),
+    start: StdInstant,
 ) -> i32 {
     let (tx, rx) = inputs;
     let (stdin_tx, stdin_rx) = channel();
     stdin_thread(stdin_rx, tx.clone());
     let mut d = RealDriver {
-        start: StdInstant::now(),
+        start,
         log_mode,
         transport,
         world,

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dispatch;
 mod net;
 mod peers;
 
@@ -77,6 +78,8 @@ pub struct Transport {
     cmds: async_channel::Sender<peers::Cmd>,
     pub stats: Arc<Stats>,
     pub local_addr: std::net::SocketAddr,
+    /// The CollectiveDispatcher and health services on this port, and the foreign collectors' clients.
+    pub dispatch: Arc<dispatch::Dispatch>,
 }
 
 impl Transport {
@@ -88,11 +91,23 @@ impl Transport {
     }
 
     /// Serves `listener` on smol's executor and starts the owner of the node's connections.
+    #[cfg(test)]
     pub fn start(
         listener: std::net::TcpListener,
         me: Me,
         inputs: std::sync::mpsc::Sender<Input>,
         log: Log,
+    ) -> Result<Transport, String> {
+        Transport::start_with(listener, me, inputs, log, std::time::Instant::now())
+    }
+
+    /// `start`, for a node whose clock (`Instant` 0) is `epoch`: dispatch deadlines are on it.
+    pub fn start_with(
+        listener: std::net::TcpListener,
+        me: Me,
+        inputs: std::sync::mpsc::Sender<Input>,
+        log: Log,
+        epoch: std::time::Instant,
     ) -> Result<Transport, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let listener = smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?;
@@ -111,6 +126,8 @@ impl Transport {
                 .max_decoding_message_size(peers::MAX_FRAME_BYTES + 64)
                 .max_encoding_message_size(peers::MAX_FRAME_BYTES + 64),
         );
+        let dispatch = Arc::new(dispatch::Dispatch::new(epoch, inputs.clone(), log.clone()));
+        let router = dispatch.routes(router);
         let owner = peers::Owner::new(me, cmds.clone(), inputs, log.clone(), stats.clone());
         smol::spawn(owner.run(rx)).detach();
         smol::spawn(accept_loop(listener, router, log, stats.clone())).detach();
@@ -118,6 +135,7 @@ impl Transport {
             cmds,
             stats,
             local_addr,
+            dispatch,
         })
     }
 

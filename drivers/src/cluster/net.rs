@@ -38,7 +38,7 @@ where
 
 /// One HTTP/2 connection to a peer as the tower service tonic's generated clients call.
 #[derive(Clone)]
-pub struct Channel(hyper::client::conn::http2::SendRequest<Body>);
+pub struct Channel(pub(super) hyper::client::conn::http2::SendRequest<Body>);
 
 impl tower_service::Service<http::Request<Body>> for Channel {
     type Response = http::Response<Incoming>;
