@@ -218,12 +218,8 @@ fn health_is_served_on_the_cluster_port_and_unknown_services_are_not_found() {
     assert!(e.starts_with("NotFound"), "{e}");
 }
 
-// The engine's collective dispatch is wired into the node on branch h1 (issue 10); until that
-// is merged the node answers every request with a 404 stub, so the parity tests below are
-// ignored: remove the `ignore`s when h1 is in.
 
 #[test]
-#[ignore = "needs the engine's dispatch wiring (issue 10, branch h1)"]
 fn p3_serve_checks_in_order_with_the_collectors_exact_messages() {
     let n = node();
     let mut c = client(&n.addr);
@@ -293,7 +289,6 @@ fn p3_serve_checks_in_order_with_the_collectors_exact_messages() {
 }
 
 #[test]
-#[ignore = "needs the engine's dispatch wiring (issue 10, branch h1)"]
 fn p4_dispatch_checks_local_preference_and_the_404s() {
     let n = node();
     let mut c = client(&n.addr);
@@ -346,7 +341,6 @@ fn p4_dispatch_checks_local_preference_and_the_404s() {
 }
 
 #[test]
-#[ignore = "needs the engine's dispatch wiring (issue 10, branch h1)"]
 fn p1_connect_replies_as_the_collector_does() {
     let n = node();
     let mut c = client(&n.addr);
@@ -390,7 +384,6 @@ fn p1_connect_replies_as_the_collector_does() {
 }
 
 #[test]
-#[ignore = "needs the engine's dispatch wiring (issue 10, branch h1)"]
 fn p5_a_target_dispatch_to_a_collector_that_went_away_is_a_500_serve_rpc_failed() {
     let n = node();
     let mut c = client(&n.addr);
