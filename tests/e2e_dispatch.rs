@@ -218,7 +218,6 @@ fn health_is_served_on_the_cluster_port_and_unknown_services_are_not_found() {
     assert!(e.starts_with("NotFound"), "{e}");
 }
 
-
 #[test]
 fn p3_serve_checks_in_order_with_the_collectors_exact_messages() {
     let n = node();

@@ -51,9 +51,14 @@ fn entry(id: &str, kind: &str, source: Option<(&str, &str)>) -> Entry {
     let (ns, name) = weft_engine::entries::parse_id(id);
     let mut data = Table::default();
     if let Some((s, method)) = source {
+        let modules = Table {
+            array: ["funcs", "time", "io"].map(Value::from).to_vec(),
+            map: vec![],
+        };
         data = data
             .with("source", Value::from(s))
-            .with("method", Value::from(method));
+            .with("method", Value::from(method))
+            .with("modules", Value::table(modules));
     }
     Entry {
         id: id.into(),
