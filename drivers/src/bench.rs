@@ -110,7 +110,7 @@ end
 return { main = main }
 "#;
 
-fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
+pub(crate) fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
     let (ns, name) = weft_engine::entries::parse_id(id);
     let mut data = Table::default();
     if let Some(s) = source {

@@ -38,7 +38,7 @@ where
 
 /// One HTTP/2 connection to a peer as the tower service tonic's generated clients call.
 #[derive(Clone)]
-pub struct Channel(pub(super) hyper::client::conn::http2::SendRequest<Body>);
+pub struct Channel(hyper::client::conn::http2::SendRequest<Body>);
 
 impl tower_service::Service<http::Request<Body>> for Channel {
     type Response = http::Response<Incoming>;
@@ -56,6 +56,17 @@ impl tower_service::Service<http::Request<Body>> for Channel {
 
 /// Opens an HTTP/2 connection to `addr` (within `CONNECT_TIMEOUT`), with keep-alive pings.
 pub async fn connect(addr: &str) -> Result<Channel, String> {
+    connect_with(addr, KEEPALIVE_INTERVAL, true, CONNECT_TIMEOUT).await
+}
+
+/// `connect` with its own keep-alive interval (and whether to ping an idle connection) and
+/// time to open.
+pub async fn connect_with(
+    addr: &str,
+    keepalive: Duration,
+    while_idle: bool,
+    within: Duration,
+) -> Result<Channel, String> {
     let open = async {
         let tcp = smol::net::TcpStream::connect(addr)
             .await
@@ -63,9 +74,9 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         let _ = tcp.set_nodelay(true);
         let mut b = hyper::client::conn::http2::Builder::new(Spawner);
         b.timer(SmolTimer::new())
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_interval(keepalive)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(while_idle)
             .adaptive_window(true);
         let (send, conn) = b
             .handshake(FuturesIo::new(tcp))
@@ -78,11 +89,8 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         Ok(Channel(send))
     };
     let timeout = async {
-        smol::Timer::after(CONNECT_TIMEOUT).await;
-        Err(format!(
-            "no answer within {} ms",
-            CONNECT_TIMEOUT.as_millis()
-        ))
+        smol::Timer::after(within).await;
+        Err(format!("no answer within {} ms", within.as_millis()))
     };
     futures_lite::future::or(open, timeout).await
 }

@@ -19,10 +19,10 @@ use weft_wire::prost::Message as _;
 use weft_wire::prost_types;
 
 const INC: &str = r#"
-local function inc(x)
+local function main(x)
   return x + 1
 end
-return { inc = inc }
+return { main = main }
 "#;
 
 /// Calls `dbench:inc` `n` times, prints `lat <p50_ns> <p99_ns>`.
@@ -47,28 +47,15 @@ end
 return { main = main }
 "#;
 
-fn entry(id: &str, kind: &str, source: Option<(&str, &str)>) -> Entry {
-    let (ns, name) = weft_engine::entries::parse_id(id);
-    let mut data = Table::default();
-    if let Some((s, method)) = source {
-        let modules = Table {
-            array: ["funcs", "time", "io"].map(Value::from).to_vec(),
-            map: vec![],
-        };
-        data = data
-            .with("source", Value::from(s))
-            .with("method", Value::from(method))
-            .with("modules", Value::table(modules));
-    }
-    Entry {
-        id: id.into(),
-        namespace: ns,
-        name,
-        kind: kind.into(),
-        data,
-        file: "<bench>".into(),
-        ..Default::default()
-    }
+/// A bench entry (source, method `main`) that may use `funcs`, `time` and `io`.
+fn entry(id: &str, kind: &str, source: &str) -> Entry {
+    let mut e = crate::bench::entry(id, kind, Some(source));
+    let modules = Table {
+        array: ["funcs", "time", "io"].map(Value::from).to_vec(),
+        map: vec![],
+    };
+    e.data = std::mem::take(&mut e.data).with("modules", Value::table(modules));
+    e
 }
 
 /// Real clock read at every step; stdout kept.
@@ -111,8 +98,8 @@ fn local_call(n: i64) -> Result<(f64, f64), String> {
     })
     .log_level(Level::Error)
     .preload(vec![
-        entry("dbench:inc", "function.lua", Some((INC, "inc"))),
-        entry("dbench:caller", "process.lua", Some((CALLER, "main"))),
+        entry("dbench:inc", "function.lua", INC),
+        entry("dbench:caller", "process.lua", CALLER),
     ])
     .host("dbench:host", "process.host")
     .host("dbench:term", "terminal.host")
@@ -148,7 +135,7 @@ entries:
   - name: inc
     kind: function.lua
     source: file://inc.lua
-    method: inc
+    method: main
 "#;
 
 const FRONT_INDEX: &str = r#"version: "1.0"

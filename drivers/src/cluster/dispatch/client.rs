@@ -4,10 +4,9 @@
 //! relay); these are collectors met through `Connect`, often Go ones, so keep-alive pings are
 //! as rare as grpc-go's enforcement allows (5 minutes, never on an idle connection).
 
-use super::super::net::{self, Channel, Spawner};
+use super::super::net::{self, Channel};
 use super::convert;
 use super::Dispatch;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
@@ -28,7 +27,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(120);
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// grpc-go's default enforcement: pings more often than this get GOAWAY `too_many_pings`.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Client = CollectiveDispatcherClient<Channel>;
 
@@ -75,36 +73,6 @@ impl Pool {
     }
 }
 
-/// Opens an HTTP/2 connection to a foreign collector within `within`.
-async fn dial(address: &str, within: Duration) -> Result<Channel, String> {
-    let open = async {
-        let tcp = smol::net::TcpStream::connect(address)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let mut b = hyper::client::conn::http2::Builder::new(Spawner);
-        b.timer(SmolTimer::new())
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(false)
-            .adaptive_window(true);
-        let (send, conn) = b
-            .handshake(FuturesIo::new(tcp))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-        smol::spawn(async move {
-            let _ = conn.await;
-        })
-        .detach();
-        Ok(Channel(send))
-    };
-    let timeout = async {
-        smol::Timer::after(within).await;
-        Err(format!("no answer within {} ms", within.as_millis()))
-    };
-    futures_lite::future::or(open, timeout).await
-}
-
 /// The client for `address`: the open one, or a new dial unless the backoff still holds.
 async fn client(d: &Dispatch, address: &str, deadline: StdInstant) -> Result<Client, String> {
     let slot = d
@@ -125,11 +93,13 @@ async fn client(d: &Dispatch, address: &str, deadline: StdInstant) -> Result<Cli
     }
     d.counters.dials.fetch_add(1, Ordering::Relaxed);
     let within = MIN_CONNECT_TIMEOUT.min(deadline.saturating_duration_since(now));
-    let dialed = dial(address, within).await.and_then(|ch| {
-        Ok(Client::with_origin(ch, net::origin(address)?)
-            .max_decoding_message_size(4 << 20)
-            .max_encoding_message_size(4 << 20))
-    });
+    let dialed = net::connect_with(address, KEEPALIVE_INTERVAL, false, within)
+        .await
+        .and_then(|ch| {
+            Ok(Client::with_origin(ch, net::origin(address)?)
+                .max_decoding_message_size(4 << 20)
+                .max_encoding_message_size(4 << 20))
+        });
     match dialed {
         Ok(c) => {
             s.failures = 0;
