@@ -110,7 +110,7 @@ end
 return { main = main }
 "#;
 
-fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
+pub(crate) fn entry(id: &str, kind: &str, source: Option<&str>) -> Entry {
     let (ns, name) = weft_engine::entries::parse_id(id);
     let mut data = Table::default();
     if let Some(s) = source {
@@ -627,6 +627,10 @@ pub fn bench(a: BenchArgs) -> i32 {
     // Two `weft run` processes on loopback per figure (drivers/src/cluster/bench.rs).
     if want("cluster") {
         crate::cluster::bench::run(&want, a.scale, &emit);
+    }
+    // Collective dispatch: local funcs.call, remote Dispatch over gRPC between two nodes.
+    if want("dispatch_local") || want("dispatch_remote") {
+        crate::cluster::dispatch::bench::run(&want, a.scale, &emit);
     }
     // Last: its large allocations would skew the RSS the idle-process figure measures.
     if want("registry") {

@@ -351,6 +351,8 @@ pub fn run(a: RunArgs) -> i32 {
     let (tx, rx) = crate::inputs::channel();
     signal_thread(tx.clone());
     let log_mode = Arc::new(log_mode);
+    // The node's clock starts here; the transport's dispatch deadlines are on the same clock.
+    let epoch = StdInstant::now();
     let transport = match (listener, cluster_cfg) {
         (Some(l), Some(c)) => {
             let mode = log_mode.clone();
@@ -365,7 +367,7 @@ pub fn run(a: RunArgs) -> i32 {
                 secret: c.secret,
                 join: c.join,
             };
-            match Transport::start(l, me, tx.clone(), log) {
+            match Transport::start_with(l, me, tx.clone(), log, epoch) {
                 Ok(t) => {
                     print_log(
                         &log_mode,
@@ -386,8 +388,16 @@ pub fn run(a: RunArgs) -> i32 {
     if bare {
         startup_note(&log_mode, &auto_services);
     }
-    let code = drive(node, log_mode.clone(), world, transport.as_ref(), (tx, rx));
+    let code = drive(
+        node,
+        log_mode.clone(),
+        world,
+        transport.as_ref(),
+        (tx, rx),
+        epoch,
+    );
     if let Some(t) = &transport {
+        t.dispatch.stopping();
         t.shutdown(Duration::from_millis(500));
         let mut fields = t.stats.fields();
         fields.insert(0, ("logger".into(), "cluster".into()));
@@ -687,9 +697,26 @@ impl Driver for RealDriver<'_> {
                     t.peer_down(node);
                 }
             }
-            // The CollectiveDispatcher gRPC service (issue 10) is not served yet, so no request
-            // arrives and no foreign collector is dialled.
-            Output::DispatchSend { .. } | Output::DispatchRespond { .. } => {}
+            Output::DispatchSend {
+                call,
+                peer,
+                address,
+                request,
+                deadline,
+            } => match self.transport {
+                Some(t) => t.dispatch.send(call, peer, address, request, deadline),
+                None => {
+                    let result = Err(weft_engine::dispatch::TransportError::unsent(
+                        "this node is not in a cluster",
+                    ));
+                    let _ = self.tx.send(Input::DispatchReply { call, result });
+                }
+            },
+            Output::DispatchRespond { req, response } => {
+                if let Some(t) = self.transport {
+                    t.dispatch.respond(req, response);
+                }
+            }
         }
     }
 
@@ -704,7 +731,9 @@ impl Driver for RealDriver<'_> {
     }
 
     fn poll_input(&mut self) -> Option<Input> {
-        self.rx.try_recv()
+        let i = self.rx.try_recv();
+        self.seen(i.as_ref());
+        i
     }
 
     fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
@@ -715,6 +744,14 @@ impl Driver for RealDriver<'_> {
 impl RealDriver<'_> {
     /// The next input, or `Wake::Again` at `deadline`.
     async fn next_wake(&mut self, deadline: Option<Instant>) -> Wake {
+        let wake = self.wait_input(deadline).await;
+        if let Wake::Input(i) = &wake {
+            self.seen(Some(i));
+        }
+        wake
+    }
+
+    async fn wait_input(&mut self, deadline: Option<Instant>) -> Wake {
         let Some(at) = deadline else {
             // Every sender gone cannot happen while the driver holds one.
             return self.rx.recv().await.map_or(Wake::Again, Wake::Input);
@@ -737,6 +774,13 @@ impl RealDriver<'_> {
         }
         wake
     }
+
+    /// A stop signal makes the node's health NOT_SERVING at once (its services are stopping).
+    fn seen(&self, input: Option<&Input>) {
+        if let (Some(Input::Signal(_)), Some(t)) = (input, self.transport) {
+            t.dispatch.draining();
+        }
+    }
 }
 
 /// Steps between two reads of the inputs and the clock: small enough that a busy process delays
@@ -753,12 +797,13 @@ fn drive(
     world: Arc<Mutex<World>>,
     transport: Option<&Transport>,
     inputs: (InputTx, InputRx),
+    start: StdInstant,
 ) -> i32 {
     let (tx, rx) = inputs;
     let (stdin_tx, stdin_rx) = channel();
     stdin_thread(stdin_rx, tx.clone());
     let mut d = RealDriver {
-        start: StdInstant::now(),
+        start,
         log_mode,
         transport,
         world,

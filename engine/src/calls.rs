@@ -92,6 +92,16 @@ impl Core {
         }
         match self.entries.get(target) {
             Some(e) if e.kind == want_kind => {}
+            None if want_kind == EntryKind::FunctionLua => {
+                // Served by another node of the cluster, maybe: a dispatch answers the tag.
+                if let Some(r) = self.dispatch_call(caller, target, &args) {
+                    return r;
+                }
+                return Err(err(
+                    kind::NOT_FOUND,
+                    format!("function not found: {target}"),
+                ));
+            }
             _ => {
                 let what = if want_kind == EntryKind::FunctionLua {
                     "function"

@@ -64,6 +64,8 @@ pub(crate) struct Core {
     /// The cluster layer (peers, remote operations, cluster-wide names, membership); None on a
     /// standalone node.
     pub(crate) cluster: Option<Box<crate::cluster::Cluster>>,
+    /// Collective dispatch (`dispatch::node`): the node's collector; None on a standalone node.
+    pub(crate) dispatch: Option<Box<crate::dispatch::node::NodeDispatch>>,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -85,6 +87,10 @@ impl Core {
             .cluster
             .as_ref()
             .map(|c| Box::new(crate::cluster::Cluster::new(c, cfg.seed)));
+        let dispatch = cfg
+            .cluster
+            .as_ref()
+            .map(|c| Box::new(crate::dispatch::node::NodeDispatch::new(c, cfg.seed)));
         Core {
             now: 0,
             node: cluster
@@ -125,6 +131,7 @@ impl Core {
             delayed: BTreeMap::new(),
             next_delayed: 0,
             cluster,
+            dispatch,
         }
     }
 
@@ -266,6 +273,9 @@ impl Core {
     }
 
     pub(crate) fn complete(&mut self, pid: &Pid, tag: u64, result: Result<Value, ErrorValue>) {
+        let Some(result) = self.dispatch_completion(pid, tag, result) else {
+            return;
+        };
         let result = crate::registry::on_completion(self, pid, tag, result);
         let ok = self
             .procs

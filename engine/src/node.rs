@@ -377,21 +377,12 @@ impl Node {
             Input::Frame { from_node, bytes } => core.cluster_frame(from_node, &bytes),
             Input::NodeDown { node, reason } => core.cluster_node_down(&node, &reason),
             Input::Datagram { bytes } => core.cluster_datagram(&bytes),
-            Input::Dispatch { req, .. } => {
-                // Not wired to the collector yet (issue 10): every request is refused, so a
-                // caller never waits forever.
-                let status = crate::dispatch::Status::new(
-                    crate::dispatch::code::NOT_FOUND,
-                    "collective dispatch is not enabled on this node",
-                );
-                let response =
-                    crate::dispatch::Response::Dispatch(crate::dispatch::types::DispatchResponse {
-                        status: Some(status),
-                        ..Default::default()
-                    });
-                core.emit(Output::DispatchRespond { req, response });
-            }
-            Input::DispatchReply { .. } => {}
+            Input::Dispatch {
+                req,
+                deadline,
+                request,
+            } => core.dispatch_request(req, deadline, request),
+            Input::DispatchReply { call, result } => core.dispatch_reply(call, result),
         }
     }
 
@@ -486,6 +477,7 @@ impl Node {
             core.now = core.now.max(now);
             core.fire_timers(now);
             core.cluster_tick();
+            core.dispatch_tick();
         }
         self.materialize();
         self.reap();
@@ -554,11 +546,14 @@ impl Node {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let core = self.core.borrow();
-        let t = core.timers.next_deadline();
-        match core.cluster_poll_timeout() {
-            Some(m) => Some(t.map_or(m, |t| t.min(m))),
-            None => t,
-        }
+        [
+            core.timers.next_deadline(),
+            core.cluster_poll_timeout(),
+            core.dispatch_poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn is_done(&self) -> bool {
@@ -949,6 +944,7 @@ impl NodeBuilder {
             drop(c);
             h.booted(restored, current).map_err(boot_err)?;
         }
+        node.core.borrow_mut().dispatch_refresh();
         if let Some(lua) = lua {
             node.factories
                 .insert("process.lua".to_string(), Box::new(lua));

@@ -55,6 +55,8 @@ pub struct SpawnOptions {
     pub reply: Option<u64>,
     /// Context values for the child; None inherits the parent's.
     pub context: Option<Context>,
+    /// A handler run of the node's collector (no parent): `reply` is its job.
+    pub dispatch: bool,
 }
 
 impl Core {
@@ -90,7 +92,7 @@ impl Core {
         args: Vec<Value>,
         opts: SpawnOptions,
     ) -> Result<Pid, ErrorValue> {
-        let call = opts.reply.is_some() && opts.parent.is_some();
+        let call = opts.reply.is_some() && (opts.parent.is_some() || opts.dispatch);
         if self.is_stopping() && !opts.terminal && !call {
             return Err(err(kind::UNAVAILABLE, "node is stopping"));
         }
@@ -134,6 +136,9 @@ impl Core {
         };
         let reply = match (opts.reply, opts.parent.and_then(|p| self.procs.get(&p))) {
             (Some(tag), Some(parent)) => Some((parent.pid.clone(), tag)),
+            (Some(job), None) if opts.dispatch => {
+                Some((crate::dispatch::node::caller_pid(&self.node), job))
+            }
             _ => None,
         };
         self.procs.insert(

@@ -831,6 +831,8 @@ pub(crate) fn go_live(core: &mut Core, prev: &State, ops: &[Op]) {
             }
         }
     }
+    // Function entries are the collector's methods: peers learn a changed namespace set.
+    core.dispatch_refresh();
 }
 
 /// Stops the running instance of a service removed (or replaced) by a registry change.

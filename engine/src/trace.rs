@@ -126,6 +126,22 @@ pub enum TraceEvent<'a> {
         target: &'a str,
         reason: &'a str,
     },
+    // ---- collective dispatch (cluster nodes only) ----
+    /// A call entered the cluster at this node's collector as request `req` (from the driver
+    /// or a local `funcs.call`), to be answered by `deadline` (node time).
+    DispatchAsked {
+        req: u64,
+        deadline: u64,
+        idempotent: bool,
+    },
+    /// The collector answered its request `req` (any origin: hops of other nodes' calls too).
+    DispatchAnswered {
+        req: u64,
+    },
+    /// A handler ran for the call `call` (its `weft-call` identity, `<node>/<req>`).
+    DispatchInvoked {
+        call: &'a str,
+    },
 }
 
 impl TraceEvent<'_> {
@@ -202,6 +218,13 @@ impl TraceEvent<'_> {
                 target,
                 reason,
             } => format!("remote {} {target} -> {watcher}: {reason}", kind.as_str()),
+            TraceEvent::DispatchAsked {
+                req,
+                deadline,
+                idempotent,
+            } => format!("dispatch asked {req} by {deadline} idempotent {idempotent}"),
+            TraceEvent::DispatchAnswered { req } => format!("dispatch answered {req}"),
+            TraceEvent::DispatchInvoked { call } => format!("dispatch invoked {call}"),
         }
     }
 }

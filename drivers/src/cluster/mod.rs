@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dispatch;
 pub mod net;
 mod peers;
 
@@ -79,6 +80,8 @@ pub struct Transport {
     cmds: async_channel::Sender<peers::Cmd>,
     pub stats: Arc<Stats>,
     pub local_addr: std::net::SocketAddr,
+    /// The CollectiveDispatcher and health services on this port, and the foreign collectors' clients.
+    pub dispatch: Arc<dispatch::Dispatch>,
 }
 
 impl Transport {
@@ -90,11 +93,23 @@ impl Transport {
     }
 
     /// Serves `listener` on smol's executor and starts the owner of the node's connections.
+    #[cfg(test)]
     pub fn start(
         listener: std::net::TcpListener,
         me: Me,
         inputs: crate::inputs::InputTx,
         log: Log,
+    ) -> Result<Transport, String> {
+        Transport::start_with(listener, me, inputs, log, std::time::Instant::now())
+    }
+
+    /// `start`, for a node whose clock (`Instant` 0) is `epoch`: dispatch deadlines are on it.
+    pub fn start_with(
+        listener: std::net::TcpListener,
+        me: Me,
+        inputs: crate::inputs::InputTx,
+        log: Log,
+        epoch: std::time::Instant,
     ) -> Result<Transport, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let listener = smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?;
@@ -113,6 +128,8 @@ impl Transport {
                 .max_decoding_message_size(peers::MAX_FRAME_BYTES + 64)
                 .max_encoding_message_size(peers::MAX_FRAME_BYTES + 64),
         );
+        let dispatch = Arc::new(dispatch::Dispatch::new(epoch, inputs.clone(), log.clone()));
+        let router = dispatch.routes(router);
         let owner = peers::Owner::new(me, cmds.clone(), inputs, log.clone(), stats.clone());
         let owner = Arc::new(std::sync::Mutex::new(owner));
         net::spawn(peers::Owner::run(owner.clone(), rx)).detach();
@@ -122,6 +139,7 @@ impl Transport {
             cmds,
             stats,
             local_addr,
+            dispatch,
         })
     }
 

@@ -72,6 +72,12 @@ pub async fn run_until<T>(fut: impl Future<Output = T>) -> T {
     futures_lite::future::or(tasks, fut).await
 }
 
+/// Blocks this thread on `fut`, running cluster tasks meanwhile (for a client with no node loop:
+/// its connections' tasks run here).
+pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    smol::block_on(run_until(fut))
+}
+
 /// Runs ready cluster tasks on this thread, at most `max` of them; returns whether any ran.
 pub fn tick(max: usize) -> bool {
     let mut ran = false;
@@ -118,6 +124,17 @@ impl tower_service::Service<http::Request<Body>> for Channel {
 
 /// Opens an HTTP/2 connection to `addr` (within `CONNECT_TIMEOUT`), with keep-alive pings.
 pub async fn connect(addr: &str) -> Result<Channel, String> {
+    connect_with(addr, KEEPALIVE_INTERVAL, true, CONNECT_TIMEOUT).await
+}
+
+/// `connect` with its own keep-alive interval (and whether to ping an idle connection) and
+/// time to open.
+pub async fn connect_with(
+    addr: &str,
+    keepalive: Duration,
+    while_idle: bool,
+    within: Duration,
+) -> Result<Channel, String> {
     let open = async {
         let tcp = smol::net::TcpStream::connect(addr)
             .await
@@ -125,9 +142,9 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         let _ = tcp.set_nodelay(true);
         let mut b = hyper::client::conn::http2::Builder::new(Spawner);
         b.timer(SmolTimer::new())
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_interval(keepalive)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(while_idle)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
         let (send, conn) = b
@@ -141,11 +158,8 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         Ok(Channel(send))
     };
     let timeout = async {
-        smol::Timer::after(CONNECT_TIMEOUT).await;
-        Err(format!(
-            "no answer within {} ms",
-            CONNECT_TIMEOUT.as_millis()
-        ))
+        smol::Timer::after(within).await;
+        Err(format!("no answer within {} ms", within.as_millis()))
     };
     futures_lite::future::or(open, timeout).await
 }

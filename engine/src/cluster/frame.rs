@@ -203,6 +203,26 @@ pub enum Frame {
     /// "Send me your claims": the sender holds none of the receiver's cluster-wide names
     /// (it saw the receiver down, which dropped them, and up again).
     NameSync,
+    /// Collective dispatch: a request for the receiver's collector, sent by the sender's
+    /// collector as its outbound call `call`; `timeout_ns` is what is left of the attempt
+    /// (clocks of two nodes are not comparable, durations are). Answered by a `DispatchReply`.
+    DispatchRequest {
+        call: u64,
+        timeout_ns: u64,
+        request: crate::dispatch::Request,
+    },
+    /// The answer to a `DispatchRequest` `call`.
+    DispatchReply {
+        call: u64,
+        response: crate::dispatch::Response,
+    },
+    /// The namespaces the sender's collector serves, at `version`; with `reply` the receiver
+    /// answers with its own (sent when the sender saw the receiver come up).
+    DispatchNamespaces {
+        namespaces: Vec<String>,
+        version: u64,
+        reply: bool,
+    },
 }
 
 /// The kind byte of each frame.
@@ -222,6 +242,9 @@ pub mod kind {
     pub const CANCEL: u8 = 13;
     pub const TERMINATE: u8 = 14;
     pub const NAME_SYNC: u8 = 15;
+    pub const DISPATCH_REQUEST: u8 = 16;
+    pub const DISPATCH_REPLY: u8 = 17;
+    pub const DISPATCH_NAMESPACES: u8 = 18;
 }
 
 impl Frame {
@@ -242,6 +265,9 @@ impl Frame {
             Frame::Cancel { .. } => kind::CANCEL,
             Frame::Terminate { .. } => kind::TERMINATE,
             Frame::NameSync => kind::NAME_SYNC,
+            Frame::DispatchRequest { .. } => kind::DISPATCH_REQUEST,
+            Frame::DispatchReply { .. } => kind::DISPATCH_REPLY,
+            Frame::DispatchNamespaces { .. } => kind::DISPATCH_NAMESPACES,
         }
     }
 
@@ -351,6 +377,28 @@ impl Frame {
                 w.pid(owner);
             }
             Frame::NameSync => {}
+            Frame::DispatchRequest {
+                call,
+                timeout_ns,
+                request,
+            } => {
+                w.u64(*call);
+                w.u64(*timeout_ns);
+                w.request(request);
+            }
+            Frame::DispatchReply { call, response } => {
+                w.u64(*call);
+                w.response(response);
+            }
+            Frame::DispatchNamespaces {
+                namespaces,
+                version,
+                reply,
+            } => {
+                w.namespaces(namespaces);
+                w.u64(*version);
+                w.u8(u8::from(*reply));
+            }
         }
         let body = out.len() - HEADER_LEN;
         if body > MAX_FRAME_LEN {
@@ -516,6 +564,20 @@ impl Frame {
                 to: r.pid("terminate.to")?,
             },
             kind::NAME_SYNC => Frame::NameSync,
+            kind::DISPATCH_REQUEST => Frame::DispatchRequest {
+                call: r.u64("dispatch.call")?,
+                timeout_ns: r.u64("dispatch.timeout")?,
+                request: r.request()?,
+            },
+            kind::DISPATCH_REPLY => Frame::DispatchReply {
+                call: r.u64("dispatch_reply.call")?,
+                response: r.response()?,
+            },
+            kind::DISPATCH_NAMESPACES => Frame::DispatchNamespaces {
+                namespaces: r.strs("dispatch_namespaces.namespaces")?,
+                version: r.u64("dispatch_namespaces.version")?,
+                reply: r.bool("dispatch_namespaces.reply")?,
+            },
             _ => unreachable!("kind_name accepted only the kinds above"),
         };
         match r.0.remaining() {
@@ -545,6 +607,9 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::CANCEL => "cancel",
         kind::TERMINATE => "terminate",
         kind::NAME_SYNC => "name_sync",
+        kind::DISPATCH_REQUEST => "dispatch",
+        kind::DISPATCH_REPLY => "dispatch_reply",
+        kind::DISPATCH_NAMESPACES => "dispatch_namespaces",
         _ => return None,
     })
 }
@@ -769,6 +834,8 @@ impl<'a> FrameReader<'a> {
         }
     }
 }
+
+mod rpc;
 
 #[cfg(test)]
 mod tests;

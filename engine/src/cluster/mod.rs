@@ -40,4 +40,4 @@ pub mod remote;
 pub use peers::Cluster;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

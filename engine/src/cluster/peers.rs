@@ -403,6 +403,7 @@ impl Core {
         // saw it down, which it may never have seen: a one-sided down).
         self.send_claims_to(node);
         let _ = self.transmit(node, &Frame::NameSync);
+        self.dispatch_peer_up(node);
     }
 
     /// `node` is down: monitors and links to its processes fire once each, spawns waiting on it
@@ -482,6 +483,7 @@ impl Core {
             .with("incarnation", Value::Int(incarnation as i64))
             .with("reason", Value::from(reason));
         self.publish("cluster", "node.down", node.as_str(), Value::table(data));
+        self.dispatch_peer_down(node);
     }
 
     /// An EXIT or LINK_DOWN for local `watcher` about `dead` of another node: an EXIT becomes

@@ -488,6 +488,9 @@ impl Core {
                 Ok(t) => self.kill(t, ErrorValue::new(kind::CANCELED, "terminated")),
                 Err(why) => self.frame_dropped(&from, why, format!("terminate for {to}")),
             },
+            f @ (Frame::DispatchRequest { .. }
+            | Frame::DispatchReply { .. }
+            | Frame::DispatchNamespaces { .. }) => self.dispatch_frame(&from, f),
         }
     }
 
@@ -675,7 +678,13 @@ fn origin(f: &Frame) -> Option<&Pid> {
         | Frame::Cancel { from, .. }
         | Frame::Terminate { from, .. }
         | Frame::NameRelease { owner: from, .. } => Some(from),
-        Frame::Hello(_) | Frame::SpawnReply(_) | Frame::NameClaim(_) | Frame::NameSync => None,
+        Frame::Hello(_)
+        | Frame::SpawnReply(_)
+        | Frame::NameClaim(_)
+        | Frame::NameSync
+        | Frame::DispatchRequest { .. }
+        | Frame::DispatchReply { .. }
+        | Frame::DispatchNamespaces { .. } => None,
     }
 }
 

@@ -12,10 +12,10 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
-const MS: u64 = 1_000_000;
-const SECRET: &[u8] = b"cluster secret";
+pub(crate) const MS: u64 = 1_000_000;
+pub(crate) const SECRET: &[u8] = b"cluster secret";
 
-fn lua_entry(id: &str, source: &str) -> Entry {
+pub(crate) fn lua_entry(id: &str, source: &str) -> Entry {
     let (namespace, name) = crate::entries::parse_id(id);
     let modules = Table {
         array: ["io", "time", "events"].map(Value::from).to_vec(),
@@ -38,7 +38,7 @@ fn lua_entry(id: &str, source: &str) -> Entry {
 
 /// Answers every message with a `pong` carrying the same payload; `stop` ends it normally,
 /// `fail` with an error.
-const ECHO: &str = r#"return { main = function()
+pub(crate) const ECHO: &str = r#"return { main = function()
     local inbox = process.inbox()
     while true do
         local m = inbox:receive()
@@ -49,34 +49,36 @@ const ECHO: &str = r#"return { main = function()
 end }"#;
 
 /// Waits for ever (until canceled or its node dies).
-const IDLE: &str = r#"return { main = function() process.inbox():receive() end }"#;
+pub(crate) const IDLE: &str = r#"return { main = function() process.inbox():receive() end }"#;
 
-struct Member {
-    name: NodeId,
-    addr: String,
-    node: Node,
-    out: String,
-    exit: Option<i32>,
-    alive: bool,
-    trace: Rc<RefCell<Vec<String>>>,
-    logs: Vec<String>,
-    peer_up: Vec<String>,
-    peer_down: Vec<String>,
+pub(crate) struct Member {
+    pub(crate) name: NodeId,
+    pub(crate) addr: String,
+    pub(crate) node: Node,
+    pub(crate) out: String,
+    pub(crate) exit: Option<i32>,
+    pub(crate) alive: bool,
+    pub(crate) trace: Rc<RefCell<Vec<String>>>,
+    pub(crate) logs: Vec<String>,
+    pub(crate) peer_up: Vec<String>,
+    pub(crate) peer_down: Vec<String>,
+    /// `DispatchRespond` outputs: (request id, response).
+    pub(crate) responses: Vec<(u64, crate::dispatch::Response)>,
 }
 
-struct Net {
-    m: Vec<Member>,
-    now: u64,
-    inbox: Vec<VecDeque<Input>>,
+pub(crate) struct Net {
+    pub(crate) m: Vec<Member>,
+    pub(crate) now: u64,
+    pub(crate) inbox: Vec<VecDeque<Input>>,
     /// (from, to) pairs whose connection has sent its Hello.
-    connected: BTreeSet<(usize, usize)>,
+    pub(crate) connected: BTreeSet<(usize, usize)>,
     /// (from, to) pairs whose traffic is lost (a partition).
-    cut: BTreeSet<(usize, usize)>,
+    pub(crate) cut: BTreeSet<(usize, usize)>,
     /// Every relay frame is delivered twice (a duplicating network).
-    duplicate: bool,
+    pub(crate) duplicate: bool,
 }
 
-fn config(name: &str, incarnation: u64, join: &[&str]) -> NodeConfig {
+pub(crate) fn config(name: &str, incarnation: u64, join: &[&str]) -> NodeConfig {
     NodeConfig {
         seed: 11,
         step_budget: 1000,
@@ -91,10 +93,23 @@ fn config(name: &str, incarnation: u64, join: &[&str]) -> NodeConfig {
     }
 }
 
-fn build(cfg: NodeConfig, apps: &[(&str, &str)], planted: crate::node::Planted) -> Member {
+pub(crate) fn build(
+    cfg: NodeConfig,
+    apps: &[(&str, &str)],
+    planted: crate::node::Planted,
+) -> Member {
+    let entries: Vec<Entry> = apps.iter().map(|(id, src)| lua_entry(id, src)).collect();
+    build_entries(cfg, entries, planted)
+}
+
+/// As `build`, with entries of any kind.
+pub(crate) fn build_entries(
+    cfg: NodeConfig,
+    entries: Vec<Entry>,
+    planted: crate::node::Planted,
+) -> Member {
     let trace = Rc::new(RefCell::new(Vec::new()));
     let t = trace.clone();
-    let entries: Vec<Entry> = apps.iter().map(|(id, src)| lua_entry(id, src)).collect();
     let c = cfg.cluster.clone().expect("cluster config");
     let node = Node::builder(cfg)
         .log_level(Level::Debug)
@@ -120,16 +135,21 @@ fn build(cfg: NodeConfig, apps: &[(&str, &str)], planted: crate::node::Planted) 
         logs: Vec::new(),
         peer_up: Vec::new(),
         peer_down: Vec::new(),
+        responses: Vec::new(),
     }
 }
 
 impl Net {
     /// `names[0]` is the seed every other node joins through.
-    fn new(names: &[&str], apps: &[(&str, &str)]) -> Net {
+    pub(crate) fn new(names: &[&str], apps: &[(&str, &str)]) -> Net {
         Net::with(names, apps, crate::node::Planted::default())
     }
 
-    fn with(names: &[&str], apps: &[(&str, &str)], planted: crate::node::Planted) -> Net {
+    pub(crate) fn with(
+        names: &[&str],
+        apps: &[(&str, &str)],
+        planted: crate::node::Planted,
+    ) -> Net {
         let seed = format!("{}:7000", names[0]);
         let m: Vec<Member> = names
             .iter()
@@ -145,11 +165,28 @@ impl Net {
         }
     }
 
-    fn index(&self, name: &str) -> Option<usize> {
+    /// One node per `(name, entries)`; the first is the seed every other node joins through.
+    pub(crate) fn of(nodes: Vec<(&str, Vec<Entry>)>) -> Net {
+        let seed = format!("{}:7000", nodes[0].0);
+        let m: Vec<Member> = nodes
+            .into_iter()
+            .map(|(n, e)| build_entries(config(n, 1, &[&seed]), e, Default::default()))
+            .collect();
+        Net {
+            inbox: m.iter().map(|_| VecDeque::new()).collect(),
+            m,
+            now: 0,
+            connected: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            duplicate: false,
+        }
+    }
+
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
         self.m.iter().position(|m| m.name.as_str() == name)
     }
 
-    fn route(&mut self, i: usize, o: Output) {
+    pub(crate) fn route(&mut self, i: usize, o: Output) {
         match o {
             Output::Transmit { to_node, bytes } => {
                 let Some(j) = self.index(to_node.as_str()) else {
@@ -190,6 +227,19 @@ impl Net {
                     self.connected.remove(&(j, i));
                 }
             }
+            Output::DispatchRespond { req, response } => self.m[i].responses.push((req, response)),
+            // The world stores registry versions at once.
+            Output::Execute {
+                pid,
+                tag,
+                cmd:
+                    crate::world::WorldCommand::RegistryCommit { .. }
+                    | crate::world::WorldCommand::RegistryHead { .. },
+            } => self.inbox[i].push_back(Input::Completed {
+                pid,
+                tag,
+                result: Ok(Value::Nil),
+            }),
             Output::Stdout(b) => self.m[i].out.push_str(&String::from_utf8_lossy(&b)),
             Output::Exit(code) => self.m[i].exit = Some(code),
             Output::Log {
@@ -203,7 +253,7 @@ impl Net {
         }
     }
 
-    fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         let now = self.now;
         let mut busy = false;
         for i in 0..self.m.len() {
@@ -234,7 +284,7 @@ impl Net {
     }
 
     /// Steps until `done` holds or `within` ns of virtual time passed; whether it held.
-    fn run_until(&mut self, within: u64, done: impl Fn(&Net) -> bool) -> bool {
+    pub(crate) fn run_until(&mut self, within: u64, done: impl Fn(&Net) -> bool) -> bool {
         let end = self.now + within;
         while self.now < end {
             if done(self) {
@@ -245,7 +295,7 @@ impl Net {
         done(self)
     }
 
-    fn up(&self, i: usize) -> Vec<String> {
+    pub(crate) fn up(&self, i: usize) -> Vec<String> {
         self.m[i]
             .node
             .cluster_peers()
@@ -255,17 +305,17 @@ impl Net {
             .collect()
     }
 
-    fn all_up(&self) -> bool {
+    pub(crate) fn all_up(&self) -> bool {
         (0..self.m.len()).all(|i| !self.m[i].alive || self.up(i).len() == self.live() - 1)
     }
 
-    fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.m.iter().filter(|m| m.alive).count()
     }
 
     /// Whether every live node's membership told it (`PeerUp`) of every other live node: a node
     /// can hold a peer up from its `Hello` before the membership says so.
-    fn all_told(&self) -> bool {
+    pub(crate) fn all_told(&self) -> bool {
         (0..self.m.len()).all(|i| {
             let mut told = self.m[i].peer_up.clone();
             told.sort();
@@ -276,7 +326,7 @@ impl Net {
 
     /// Boots the cluster and waits until every node holds every other up, and its membership
     /// said so.
-    fn converge(&mut self) {
+    pub(crate) fn converge(&mut self) {
         assert!(
             self.run_until(20_000 * MS, |n| n.all_up() && n.all_told()),
             "cluster did not form"
@@ -284,7 +334,7 @@ impl Net {
     }
 
     /// Starts `entry` as node `i`'s terminal process.
-    fn main(&mut self, i: usize, entry: &str) -> u64 {
+    pub(crate) fn main(&mut self, i: usize, entry: &str) -> u64 {
         self.m[i]
             .node
             .spawn(entry, "t:term", vec![], true)
@@ -292,7 +342,7 @@ impl Net {
             .uniq
     }
 
-    fn spawn(&mut self, i: usize, entry: &str) -> String {
+    pub(crate) fn spawn(&mut self, i: usize, entry: &str) -> String {
         self.m[i]
             .node
             .spawn(entry, "t:host", vec![], false)
@@ -301,7 +351,7 @@ impl Net {
     }
 
     /// Runs until node `i` exits; its output.
-    fn finish(&mut self, i: usize, within: u64) -> String {
+    pub(crate) fn finish(&mut self, i: usize, within: u64) -> String {
         let ok = self.run_until(within, |n| n.m[i].exit.is_some());
         assert!(
             ok,
@@ -313,12 +363,12 @@ impl Net {
     }
 
     /// The node crashes: nothing more in or out, connections to it gone.
-    fn crash(&mut self, i: usize) {
+    pub(crate) fn crash(&mut self, i: usize) {
         self.m[i].alive = false;
         self.connected.retain(|(a, b)| *a != i && *b != i);
     }
 
-    fn trace(&self, i: usize, prefix: &str) -> Vec<String> {
+    pub(crate) fn trace(&self, i: usize, prefix: &str) -> Vec<String> {
         self.m[i]
             .trace
             .borrow()

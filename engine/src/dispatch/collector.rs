@@ -403,6 +403,17 @@ impl Collector {
         &self.stats
     }
 
+    /// Whether some peer serves `ns` or served it when last heard of (up or not): a call for
+    /// it is routed (and fails with the routing's own error if nobody can take it now).
+    pub fn peer_namespace(&self, ns: &str) -> bool {
+        self.peers.values().any(|p| p.namespaces.contains(ns))
+    }
+
+    /// The deadline of a request that arrives without one, from its arrival.
+    pub fn request_timeout_ns(&self) -> u64 {
+        self.cfg.request_timeout_ns
+    }
+
     /// Requests not answered yet.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -105,6 +105,7 @@
 pub mod collector;
 pub mod functions;
 pub mod invariants;
+pub mod node;
 pub mod payload;
 pub mod peers;
 pub mod types;

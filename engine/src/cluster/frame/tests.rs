@@ -164,7 +164,133 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 None => Frame::Terminate { from, to },
             }
         }),
+        arb_dispatch(),
     ]
+}
+
+fn arb_map() -> impl Strategy<Value = std::collections::BTreeMap<String, String>> {
+    prop::collection::btree_map(arb_text(), arb_text(), 0..3)
+}
+
+fn arb_any() -> impl Strategy<Value = Option<crate::dispatch::Any>> {
+    prop::option::of(
+        (arb_text(), prop::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(type_url, value)| crate::dispatch::Any { type_url, value }),
+    )
+}
+
+fn arb_service() -> impl Strategy<Value = Option<crate::dispatch::ServiceRef>> {
+    prop::option::of(
+        (arb_text(), arb_text()).prop_map(|(namespace, service_name)| {
+            crate::dispatch::ServiceRef {
+                namespace,
+                service_name,
+            }
+        }),
+    )
+}
+
+fn arb_status() -> impl Strategy<Value = Option<crate::dispatch::Status>> {
+    prop::option::of(
+        (any::<i32>(), arb_text(), arb_map()).prop_map(|(code, message, details)| {
+            crate::dispatch::Status {
+                code,
+                message,
+                details,
+            }
+        }),
+    )
+}
+
+/// The three dispatch frames with every kind of request and response.
+fn arb_dispatch() -> BoxedStrategy<Frame> {
+    use crate::dispatch::types::*;
+    let strs = || prop::collection::vec(arb_text(), 0..3);
+    let request = prop_oneof![
+        (arb_text(), strs(), arb_map()).prop_map(|(address, namespaces, metadata)| {
+            Request::Connect(ConnectRequest {
+                address,
+                namespaces,
+                metadata,
+            })
+        }),
+        (arb_text(), arb_service(), arb_text(), arb_any(), arb_map()).prop_map(
+            |(namespace, service, method_name, input, execution_context)| {
+                Request::Serve(ServeRequest {
+                    namespace,
+                    service,
+                    method_name,
+                    input,
+                    execution_context,
+                })
+            }
+        ),
+        (
+            arb_text(),
+            arb_service(),
+            arb_text(),
+            arb_any(),
+            arb_text(),
+            arb_map()
+        )
+            .prop_map(
+                |(namespace, service, method_name, input, target_collector_id, routing_hints)| {
+                    Request::Dispatch(DispatchRequest {
+                        namespace,
+                        service,
+                        method_name,
+                        input,
+                        target_collector_id,
+                        routing_hints,
+                    })
+                }
+            ),
+    ]
+    .boxed();
+    let response = prop_oneof![
+        (arb_status(), arb_text(), strs(), arb_text()).prop_map(|(status, c, shared, t)| {
+            Response::Connect(ConnectResponse {
+                status,
+                connection_id: c,
+                shared_namespaces: shared,
+                target_collector_id: t,
+            })
+        }),
+        (arb_status(), arb_any(), arb_text()).prop_map(|(status, output, executor_id)| {
+            Response::Serve(ServeResponse {
+                status,
+                output,
+                executor_id,
+            })
+        }),
+        (arb_status(), arb_any(), arb_text()).prop_map(|(status, output, by)| {
+            Response::Dispatch(DispatchResponse {
+                status,
+                output,
+                handled_by_collector_id: by,
+            })
+        }),
+    ]
+    .boxed();
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), request).prop_map(|(call, timeout_ns, request)| {
+            Frame::DispatchRequest {
+                call,
+                timeout_ns,
+                request,
+            }
+        }),
+        (any::<u64>(), response)
+            .prop_map(|(call, response)| Frame::DispatchReply { call, response }),
+        (strs(), any::<u64>(), any::<bool>()).prop_map(|(namespaces, version, reply)| {
+            Frame::DispatchNamespaces {
+                namespaces,
+                version,
+                reply,
+            }
+        }),
+    ]
+    .boxed()
 }
 
 proptest! {
@@ -205,7 +331,7 @@ proptest! {
     }
 
     #[test]
-    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), k in 0u8..17) {
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), k in 0u8..20) {
         let _ = Frame::decode(&bytes);
         // The same garbage behind a valid envelope reaches the body decoders.
         let mut framed = MAGIC.to_vec();

@@ -1,0 +1,316 @@
+//! `weft bench` dispatch figures. Local: `funcs.call` of a `function.lua` entry in one node,
+//! each call timed inside Lua (the node stepped one process step at a time, so the node's clock
+//! is read afresh at every step). Remote: a gRPC client (this module's transport) calling
+//! `Dispatch` on node `a` for a namespace only node `b` serves, two `weft run` processes on
+//! loopback, with 1 and 16 concurrent callers. Set against `../shared/bench/anchors/run_dist.sh`
+//! (`erlang_dist_rpc`, `erlang_dist_rpc_c16`).
+
+use super::super::net;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+use weft_engine::entries::Entry;
+use weft_engine::node::{Level, NodeConfig};
+use weft_engine::value::{Table, Value};
+use weft_engine::{Driver, Input, Instant, Node, Output, Wake};
+use weft_wire::collector as pb;
+use weft_wire::collector::collective_dispatcher_client::CollectiveDispatcherClient;
+use weft_wire::prost::Message as _;
+use weft_wire::prost_types;
+
+const INC: &str = r#"
+local function main(x)
+  return x + 1
+end
+return { main = main }
+"#;
+
+/// Calls `dbench:inc` `n` times, prints `lat <p50_ns> <p99_ns>`.
+const CALLER: &str = r#"
+local funcs = require("funcs")
+local time = require("time")
+local io = require("io")
+local function main(n)
+  n = tonumber(n)
+  local lat = {}
+  for i = 1, n do
+    local t0 = time.now():unix_nano()
+    local v, err = funcs.call("dbench:inc", i)
+    local t1 = time.now():unix_nano()
+    if err or v ~= i + 1 then error("funcs.call: " .. tostring(err)) end
+    lat[i] = t1 - t0
+  end
+  table.sort(lat)
+  io.print("lat " .. lat[math.max(1, math.floor(n * 0.5))] .. " " .. lat[math.max(1, math.floor(n * 0.99))])
+  return 0
+end
+return { main = main }
+"#;
+
+/// A bench entry (source, method `main`) that may use `funcs`, `time` and `io`.
+fn entry(id: &str, kind: &str, source: &str) -> Entry {
+    let mut e = crate::bench::entry(id, kind, Some(source));
+    let modules = Table {
+        array: ["funcs", "time", "io"].map(Value::from).to_vec(),
+        map: vec![],
+    };
+    e.data = std::mem::take(&mut e.data).with("modules", Value::table(modules));
+    e
+}
+
+/// Real clock read at every step; stdout kept.
+struct StepDriver {
+    t0: StdInstant,
+    out: Vec<u8>,
+}
+
+impl Driver for StepDriver {
+    fn now(&mut self) -> Instant {
+        self.t0.elapsed().as_nanos() as u64
+    }
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Stdout(b) => self.out.extend_from_slice(&b),
+            Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
+            _ => {}
+        }
+    }
+    fn poll_input(&mut self) -> Option<Input> {
+        None
+    }
+    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
+        match deadline {
+            Some(at) => {
+                let now = self.now();
+                std::thread::sleep(Duration::from_nanos(at.saturating_sub(now)));
+                Wake::Again
+            }
+            None => Wake::Stop,
+        }
+    }
+}
+
+/// Local `funcs.call`: (p50, p99) in microseconds.
+fn local_call(n: i64) -> Result<(f64, f64), String> {
+    let mut node = Node::builder(NodeConfig {
+        seed: 1,
+        ..Default::default()
+    })
+    .log_level(Level::Error)
+    .preload(vec![
+        entry("dbench:inc", "function.lua", INC),
+        entry("dbench:caller", "process.lua", CALLER),
+    ])
+    .host("dbench:host", "process.host")
+    .host("dbench:term", "terminal.host")
+    .lua()
+    .build(None)
+    .map_err(|e| e.to_string())?
+    .node;
+    node.spawn("dbench:caller", "dbench:term", vec![Value::Int(n)], true)
+        .map_err(|e| e.message.to_string())?;
+    let mut d = StepDriver {
+        t0: StdInstant::now(),
+        out: Vec::new(),
+    };
+    let code = weft_engine::drive(&mut node, &mut d, 1);
+    let out = String::from_utf8_lossy(&d.out).to_string();
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("lat "))
+        .ok_or_else(|| format!("no latency line (exit {code:?}): {out}"))?;
+    let mut it = line.split_whitespace().map(|x| x.parse::<f64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(p50)), Some(Ok(p99))) => Ok((p50 / 1e3, p99 / 1e3)),
+        _ => Err(format!("bad latency line: {line}")),
+    }
+}
+
+const SERVER_INDEX: &str = r#"version: "1.0"
+namespace: dbench
+entries:
+  - name: host
+    kind: process.host
+    lifecycle: {auto_start: true}
+  - name: inc
+    kind: function.lua
+    source: file://inc.lua
+    method: main
+"#;
+
+const FRONT_INDEX: &str = r#"version: "1.0"
+namespace: front
+entries:
+  - name: host
+    kind: process.host
+    lifecycle: {auto_start: true}
+"#;
+
+/// A bare `weft run` node; killed on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(app: &std::path::Path, name: &str, listen: &str, join: &str) -> Result<Proc, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    std::process::Command::new(exe)
+        .args([
+            "run", "-s", "--node", name, "--listen", listen, "--join", join,
+        ])
+        .current_dir(app)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(Proc)
+        .map_err(|e| format!("start weft: {e}"))
+}
+
+fn request(i: i64) -> pb::DispatchRequest {
+    let v = prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(i as f64)),
+    };
+    pb::DispatchRequest {
+        namespace: "dbench".into(),
+        service: Some(pb::ServiceTypeRef {
+            namespace: String::new(),
+            service_name: "dbench".into(),
+        }),
+        method_name: "inc".into(),
+        input: Some(prost_types::Any {
+            type_url: "type.googleapis.com/google.protobuf.Value".into(),
+            value: v.encode_to_vec(),
+        }),
+        target_collector_id: String::new(),
+        routing_hints: HashMap::new(),
+    }
+}
+
+type Client = CollectiveDispatcherClient<net::Channel>;
+
+async fn one(c: &mut Client, i: i64) -> Result<(), String> {
+    let r = c
+        .dispatch(request(i))
+        .await
+        .map_err(|s| format!("gRPC {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    match r.status {
+        Some(s) if s.code == 200 && r.handled_by_collector_id == "b" => Ok(()),
+        Some(s) => Err(format!(
+            "status {} {} (handled by '{}')",
+            s.code, s.message, r.handled_by_collector_id
+        )),
+        None => Err("no status".into()),
+    }
+}
+
+/// `callers` tasks each making `per` sequential calls: (calls/s, p50 µs, p99 µs).
+async fn remote(addr: &str, callers: usize, per: usize) -> Result<(f64, f64, f64), String> {
+    let ch = net::connect(addr).await?;
+    let c = Client::with_origin(ch, net::origin(addr)?);
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(callers * per)));
+    let t0 = StdInstant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|k| {
+            let (mut c, lat) = (c.clone(), lat.clone());
+            super::super::net::spawn(async move {
+                for i in 0..per {
+                    let t = StdInstant::now();
+                    one(&mut c, (k * per + i) as i64).await?;
+                    let ns = t.elapsed().as_nanos() as f64;
+                    if let Ok(mut l) = lat.lock() {
+                        l.push(ns);
+                    }
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mut l = lat.lock().map_err(|_| "poisoned")?.clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] / 1e3;
+    Ok(((callers * per) as f64 / secs, at(0.5), at(0.99)))
+}
+
+/// Two nodes: `b` serves `dbench`, `a` serves nothing; waits until `a` routes to `b`.
+fn pair(root: &std::path::Path) -> Result<(Proc, Proc, String), String> {
+    let server = root.join("b");
+    let front = root.join("a");
+    for (dir, index) in [(&server, SERVER_INDEX), (&front, FRONT_INDEX)] {
+        std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("src/_index.yaml"), index).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(server.join("src/inc.lua"), INC).map_err(|e| e.to_string())?;
+    let port = || -> Result<String, String> {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    };
+    let (pa, pb) = (port()?, port()?);
+    let b = start(&server, "b", &pb, &pa)?;
+    let a = start(&front, "a", &pa, &pb)?;
+    let end = StdInstant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while StdInstant::now() < end {
+        let ok = super::super::net::block_on(async {
+            let ch = net::connect(&pa).await?;
+            let mut c = Client::with_origin(ch, net::origin(&pa)?);
+            one(&mut c, 0).await
+        });
+        match ok {
+            Ok(()) => return Ok((a, b, pa)),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("a never routed to b within 30 s: {last}"))
+}
+
+/// Runs the dispatch figures `want` selects, printing each with `emit`.
+pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &str)) {
+    let scaled = |n: f64| ((n * scale).max(1.0)) as i64;
+    if want("dispatch_local") {
+        match local_call(scaled(20_000.0)) {
+            Ok((p50, p99)) => {
+                emit("weft_funcs_call_local_p50", p50, "us");
+                emit("weft_funcs_call_local_p99", p99, "us");
+            }
+            Err(e) => eprintln!("weft_funcs_call_local: failed: {e}"),
+        }
+    }
+    if !want("dispatch_remote") {
+        return;
+    }
+    let root = crate::bench::TempProject::new("dispatch");
+    let (_a, _b, addr) = match pair(&root.0) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("weft_dispatch_remote: failed: {e}");
+            return;
+        }
+    };
+    for (callers, name) in [
+        (1usize, "weft_dispatch_remote"),
+        (16, "weft_dispatch_remote_c16"),
+    ] {
+        let per = (scaled(10_000.0) as usize / callers).max(1);
+        match super::super::net::block_on(remote(&addr, callers, per)) {
+            Ok((rate, p50, p99)) => {
+                emit(name, rate, "calls/s");
+                emit(&format!("{name}_p50"), p50, "us");
+                emit(&format!("{name}_p99"), p99, "us");
+            }
+            Err(e) => eprintln!("{name}: failed: {e}"),
+        }
+    }
+}
