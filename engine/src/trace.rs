@@ -128,10 +128,10 @@ pub enum TraceEvent<'a> {
     },
     // ---- collective dispatch (cluster nodes only) ----
     /// A call entered the cluster at this node's collector as request `req` (from the driver
-    /// or a local `funcs.call`), to be answered by `deadline` (node time).
+    /// or a local `funcs.call`), to be answered within `timeout_ns` from now.
     DispatchAsked {
         req: u64,
-        deadline: u64,
+        timeout_ns: u64,
         idempotent: bool,
     },
     /// The collector answered its request `req` (any origin: hops of other nodes' calls too).
@@ -220,9 +220,9 @@ impl TraceEvent<'_> {
             } => format!("remote {} {target} -> {watcher}: {reason}", kind.as_str()),
             TraceEvent::DispatchAsked {
                 req,
-                deadline,
+                timeout_ns,
                 idempotent,
-            } => format!("dispatch asked {req} by {deadline} idempotent {idempotent}"),
+            } => format!("dispatch asked {req} within {timeout_ns} idempotent {idempotent}"),
             TraceEvent::DispatchAnswered { req } => format!("dispatch answered {req}"),
             TraceEvent::DispatchInvoked { call } => format!("dispatch invoked {call}"),
         }

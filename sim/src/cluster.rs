@@ -217,6 +217,7 @@ impl Cluster<'_> {
         m.pending.clear();
         m.inputs = Rc::default(); // completions of the old incarnation go nowhere
         m.restart_at = Some(now + down_ns);
+        self.obs.borrow_mut().dispatch.forget(&m.name);
         let d = format!("{} down for {}ms", m.name, down_ns / 1_000_000);
         self.net.crash(now, i);
         self.net.fire("crash", d);
@@ -356,6 +357,16 @@ impl Cluster<'_> {
         }
         let owners = node.name_owners();
         self.obs.borrow_mut().checkers[i].after_step(&owners);
+        {
+            let mut obs = self.obs.borrow_mut();
+            if m.exited.is_some() {
+                obs.dispatch.forget(&m.name);
+            }
+            obs.dispatch.check(now);
+            if let Some(v) = obs.dispatch.violation() {
+                obs.set_violation(v);
+            }
+        }
         inject(
             node,
             &mut self.rng,

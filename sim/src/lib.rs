@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cluster;
+mod dispatch;
 pub mod exec;
 pub mod explore;
 pub mod faults;
@@ -110,6 +111,8 @@ pub(crate) struct Observed {
     faults: BTreeMap<String, u64>,
     /// Services seen running since the liveness window opened (`node/service` in a cluster).
     came_back: Option<std::collections::BTreeSet<String>>,
+    /// Collective dispatch's promises across the cluster's nodes.
+    pub(crate) dispatch: dispatch::Calls,
 }
 
 impl Observed {
@@ -161,6 +164,12 @@ impl Observed {
             });
         }
         self.checkers[who].observe(ev);
+        if !prefix.is_empty() {
+            self.dispatch.see(now, prefix, ev);
+            if let Some(v) = self.dispatch.violation() {
+                self.set_violation(v);
+            }
+        }
     }
 
     /// The first invariant broken on any node.

@@ -28,7 +28,7 @@ impl Core {
             .map(|c| c.owner.clone())
     }
 
-    fn up_peers(&self) -> Vec<NodeId> {
+    pub(crate) fn up_peers(&self) -> Vec<NodeId> {
         self.cluster
             .as_ref()
             .map(|c| {

@@ -155,6 +155,10 @@ impl Net {
             .iter()
             .map(|n| build(config(n, 1, &[&seed]), apps, planted))
             .collect();
+        Net::of_members(m)
+    }
+
+    fn of_members(m: Vec<Member>) -> Net {
         Net {
             inbox: m.iter().map(|_| VecDeque::new()).collect(),
             m,
@@ -172,14 +176,7 @@ impl Net {
             .into_iter()
             .map(|(n, e)| build_entries(config(n, 1, &[&seed]), e, Default::default()))
             .collect();
-        Net {
-            inbox: m.iter().map(|_| VecDeque::new()).collect(),
-            m,
-            now: 0,
-            connected: BTreeSet::new(),
-            cut: BTreeSet::new(),
-            duplicate: false,
-        }
+        Net::of_members(m)
     }
 
     pub(crate) fn index(&self, name: &str) -> Option<usize> {

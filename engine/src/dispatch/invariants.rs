@@ -84,6 +84,21 @@ impl Checker {
         }
     }
 
+    /// `collector` is gone (crashed or stopped): its calls have no one left to answer them.
+    pub fn forget(&mut self, collector: &str) {
+        let prefix = format!("{collector}/");
+        self.calls.retain(|id, _| !id.starts_with(&prefix));
+    }
+
+    /// Calls watched now.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
     pub fn violations(&self) -> &[String] {
         &self.violations
     }
@@ -123,6 +138,10 @@ mod tests {
         c.answered("A", 1, 30);
         c.check(51);
         c.answered("B", 1, 60);
+        c.asked("C", 1, 10, false);
+        c.forget("C");
+        c.check(100);
+        assert_eq!(c.len(), 3, "C's call went with C");
         assert_eq!(
             c.violations(),
             [

@@ -61,7 +61,13 @@
 //! H6's real concurrency (here: 100 interleaved requests in one state machine), health checks,
 //! redial backoff.
 //!
-//! # How it plugs into the node (next step)
+//! # How it plugs into the node (implemented in `node`)
+//!
+//! As built (differences from the plan below): namespaces travel as relay frames
+//! (`Frame::DispatchNamespaces`, sent on every peer up with `reply`, and to every up peer on a
+//! change), not in membership metadata; requests between Weft nodes are `Frame::DispatchRequest`
+//! / `DispatchReply`; `funcs.call` dispatches only when some peer serves (or served) the
+//! namespace, else it keeps "function not found"; a remote function takes one argument.
 //!
 //! `Core` owns one `Collector` built from the registry: `Functions::from_entries` turns every
 //! `function.lua` entry into a `MethodKey` (and remembers which entry serves it); a registry

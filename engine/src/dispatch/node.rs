@@ -9,9 +9,10 @@
 //!   frames (`DispatchRequest` / `DispatchReply` / `DispatchNamespaces`) to Weft nodes, handler
 //!   runs as function calls, completions of the calling process's tag, logs and traces.
 //!
-//! Request ids: the collector's are the node's own (`NodeDispatch::next_req`); each remembers
-//! who waits for its answer (`Origin`), so the driver's ids, a peer's call ids and local calls
-//! never collide. A peer's repeated `DispatchRequest` (same incarnation, call id at or below
+//! Request ids: the collector's are the node's own (`NodeDispatch::next_req`, starting at the
+//! incarnation's PID base, so a call's `weft-call` identity `<node>/<req>` never repeats across
+//! restarts); each remembers who waits for its answer (`Origin`), so the driver's ids, a peer's
+//! call ids and local calls never collide. A peer's repeated `DispatchRequest` (same incarnation, call id at or below
 //! the last one taken) is dropped as a duplicate: a request runs at most once per frame.
 
 use super::collector::{CallId, JobId, ReqId};
@@ -57,11 +58,13 @@ pub(crate) struct NodeDispatch {
 impl NodeDispatch {
     pub(crate) fn new(cfg: &ClusterConfig, seed: u64) -> NodeDispatch {
         let c = Config::new(cfg.node.as_str(), &cfg.addr, seed ^ 0x4449_5350_4154_4348);
+        let base =
+            crate::cluster::peers::pid_epoch(cfg.incarnation) << crate::cluster::peers::EPOCH_SHIFT;
         NodeDispatch {
             collector: Collector::new(c, []),
             functions: Functions::default(),
             origins: BTreeMap::new(),
-            next_req: 0,
+            next_req: base,
             jobs: BTreeMap::new(),
             seen: BTreeMap::new(),
             draining: false,
@@ -503,17 +506,7 @@ impl Core {
                 namespaces,
                 version,
             } => {
-                let up: Vec<NodeId> = self
-                    .cluster
-                    .as_ref()
-                    .map(|c| {
-                        c.peers
-                            .iter()
-                            .filter(|(_, p)| p.up)
-                            .map(|(n, _)| n.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let up = self.up_peers();
                 let f = Frame::DispatchNamespaces {
                     namespaces,
                     version,
@@ -571,12 +564,16 @@ impl Core {
             }
             _ => false,
         };
-        let deadline = self.dispatch.as_ref().map_or(0, |d| {
-            deadline.unwrap_or(self.now.saturating_add(d.collector.request_timeout_ns()))
-        });
+        let timeout_ns = match deadline {
+            Some(t) => t.saturating_sub(self.now),
+            None => self
+                .dispatch
+                .as_ref()
+                .map_or(0, |d| d.collector.request_timeout_ns()),
+        };
         self.trace(TraceEvent::DispatchAsked {
             req,
-            deadline,
+            timeout_ns,
             idempotent,
         });
     }
