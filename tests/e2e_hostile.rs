@@ -420,3 +420,109 @@ fn kill_9_crash_loop_loses_no_reported_commit() {
         "registry versions have a gap: {versions:?}"
     );
 }
+
+/// Issue 11: SIGTERM, like SIGINT, stops a node whose processes spin in endless loops (exit
+/// 143), and a second SIGTERM exits at once.
+#[test]
+fn sigterm_stops_a_node_full_of_endless_loops() {
+    for twice in [false, true] {
+        let mut h = Hostile::start(&["root", "100", "0", "100"], &[]);
+        assert_eq!(h.next("ready").1, "ready");
+        for _ in 0..3 {
+            while !h.next("tick").1.starts_with("tick ") {}
+        }
+        let sent = Instant::now();
+        h.signal(libc::SIGTERM);
+        if twice {
+            h.signal(libc::SIGTERM);
+        }
+        let (code, took, stderr) = h.wait(DEADLINE);
+        let took = took.max(sent.elapsed());
+        assert!(!stderr.contains("panicked"), "weft panicked:\n{stderr}");
+        assert_eq!(code, Some(143), "exit after SIGTERM\n{stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "SIGTERM{} took {took:?} to stop the node\n{stderr}",
+            if twice { " twice" } else { "" }
+        );
+    }
+}
+
+/// Issue 11: event-bus patterns from user Lua match in linear time: a subscription with ten
+/// `**` against 24-segment names (backtracking: ~2 s per publish) lets 200 publishes through in
+/// well under the deadline, and still matches the name it should.
+#[test]
+fn double_star_patterns_on_long_names_do_not_stall_publishing() {
+    let dir = TempDir::new("buspat");
+    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
+    let start = Instant::now();
+    let r = weft(&["run", "-C", dir.s(), "-x", "app:bus", "200"], "");
+    let took = start.elapsed();
+    r.assert_code(0);
+    r.assert_stdout_has("published 200 in ");
+    r.assert_stdout_has("received hit");
+    eprintln!("200 publishes past ten `**`: {took:?} for the whole run");
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}\n{}",
+        r.dump()
+    );
+}
+
+/// Issue 11: `time.sleep` and `inbox:receive` inside a plain `coroutine.create/wrap` coroutine
+/// are a clear error (no internal value leaks to user code), and the process's own sleep
+/// afterwards still takes its full time (it returned after 52 ms for a 1 s sleep).
+#[test]
+fn waiting_inside_a_plain_coroutine_is_a_clear_error_through_weft() {
+    let dir = TempDir::new("cowait");
+    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
+    let r = weft(&["run", "-C", dir.s(), "-x", "app:cowait"], "");
+    r.assert_code(0);
+    for what in ["sleep", "receive"] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{what}\t")))
+            .unwrap_or_else(|| panic!("no {what} line\n{}", r.dump()));
+        assert!(
+            line.starts_with(&format!("{what}\tfalse\t")) && line.contains("coroutine.spawn"),
+            "{what}: not a clear error: {line}"
+        );
+        assert!(
+            !line.contains("userdata"),
+            "{what}: an internal value leaked: {line}"
+        );
+    }
+    let slept: u64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("slept ")?.strip_suffix(" ms")?.parse().ok())
+        .unwrap_or_else(|| panic!("no slept line\n{}", r.dump()));
+    assert!(
+        (300..3000).contains(&slept),
+        "a 300 ms sleep took {slept} ms"
+    );
+}
+
+/// Issue 11: YAML nested past the reader's depth limit fails boot with a sentence naming the
+/// file and line, not the YAML library's debug text.
+#[test]
+fn yaml_nested_too_deeply_is_a_clear_boot_error() {
+    let dir = TempDir::new("deepyaml");
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    dir.write(
+        "src/_index.yaml",
+        &format!(
+            "namespace: app\nentries:\n  - name: x\n    kind: registry.entry\n    data: {deep}\n"
+        ),
+    );
+    let r = weft(&["run", "-C", dir.s(), "-x", "app:x"], "");
+    r.assert_clean_failure();
+    r.assert_stderr_has("src/_index.yaml:");
+    r.assert_stderr_has("nested deeper than 24 levels");
+    assert!(
+        !r.stderr.contains("budget breached") && !r.stderr.contains(" { "),
+        "Rust debug text leaked to the user\n{}",
+        r.dump()
+    );
+}
