@@ -508,6 +508,15 @@ impl Driver for StdoutDriver {
     }
 }
 
+fn granted(mut e: Entry, module: &str) -> Entry {
+    let modules = Table {
+        array: vec![Value::from(module)],
+        map: vec![],
+    };
+    e.data = e.data.with("modules", Value::table(modules));
+    e
+}
+
 /// `n` sends to a process that never receives, under the node's default mailbox bound:
 /// (seconds, accepted, refused, the first refusal's text, RSS growth in bytes).
 fn mailbox_flood(n: i64) -> (f64, u64, u64, String, u64) {
@@ -517,8 +526,8 @@ fn mailbox_flood(n: i64) -> (f64, u64, u64, String, u64) {
     })
     .log_level(Level::Error)
     .preload(vec![
-        entry("mb:flooder", "process.lua", Some(FLOODER)),
-        entry("mb:sink", "process.lua", Some(SINK)),
+        granted(entry("mb:flooder", "process.lua", Some(FLOODER)), "io"),
+        granted(entry("mb:sink", "process.lua", Some(SINK)), "time"),
     ])
     .host("mb:host", "process.host")
     .host("mb:term", "terminal.host")
