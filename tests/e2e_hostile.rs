@@ -124,6 +124,14 @@ impl Hostile {
 
 const TICK: Duration = Duration::from_millis(300);
 
+/// Tests that keep 100 processes spinning take this, so they do not steal each other's cores
+/// while one of them times a ticker (cargo runs the tests of this file in parallel).
+static SPINNERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spinners() -> std::sync::MutexGuard<'static, ()> {
+    SPINNERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Issue 11: 100 processes in endless loops of one kind. Those Luau can yield out of are
 /// preempted and keep spinning; those inside a C call (sort comparator, gsub callback,
 /// metamethods, xpcall handler, a pathological pattern, a kill a pcall tries to swallow) die
@@ -131,6 +139,7 @@ const TICK: Duration = Duration::from_millis(300);
 /// within 20%, and SIGINT stops the node gracefully (twice: at once).
 #[test]
 fn endless_loops_of_every_kind_cannot_hold_the_node() {
+    let _spinning = spinners();
     let kinds = [
         ("root", false),
         ("nested", false),
@@ -425,6 +434,7 @@ fn kill_9_crash_loop_loses_no_reported_commit() {
 /// 143), and a second SIGTERM exits at once.
 #[test]
 fn sigterm_stops_a_node_full_of_endless_loops() {
+    let _spinning = spinners();
     for twice in [false, true] {
         let mut h = Hostile::start(&["root", "100", "0", "100"], &[]);
         assert_eq!(h.next("ready").1, "ready");
