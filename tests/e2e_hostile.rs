@@ -101,6 +101,27 @@ impl Hostile {
         }
     }
 
+    /// Sends `sig` (twice if asked): the node must exit with `code` within 2 s, not panic.
+    fn stop_by(self, sig: i32, twice: bool, code: i32, what: &str) {
+        let sent = Instant::now();
+        self.signal(sig);
+        if twice {
+            self.signal(sig);
+        }
+        let (got, took, stderr) = self.wait(DEADLINE);
+        let took = took.max(sent.elapsed());
+        assert!(
+            !stderr.contains("panicked"),
+            "{what}: weft panicked:\n{stderr}"
+        );
+        assert_eq!(got, Some(code), "{what}: exit after signal {sig}\n{stderr}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{what}: signal {sig}{} took {took:?} to stop the node\n{stderr}",
+            if twice { " twice" } else { "" }
+        );
+    }
+
     /// Waits for the exit (at most `within`); the exit code and stderr.
     fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
         let from = Instant::now();
@@ -120,6 +141,24 @@ impl Hostile {
         let stderr = String::from_utf8_lossy(&self.err.join().unwrap_or_default()).into_owned();
         (status.code(), took, stderr)
     }
+}
+
+/// One `weft run -x app:ENTRY ARGS…` of a fresh copy of `tests/apps/hostile`, to its end.
+fn run_hostile(entry: &str, args: &[&str]) -> Run {
+    let dir = TempDir::new(entry);
+    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
+    let x = format!("app:{entry}");
+    let mut all = vec!["run", "-C", dir.s(), "-x", x.as_str()];
+    all.extend_from_slice(args);
+    weft(&all, "")
+}
+
+/// The first stdout line of `r` that starts with `what` and a tab.
+fn tab_line<'a>(r: &'a Run, what: &str) -> &'a str {
+    r.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{what}\t")))
+        .unwrap_or_else(|| panic!("no {what} line\n{}", r.dump()))
 }
 
 const TICK: Duration = Duration::from_millis(300);
@@ -197,23 +236,7 @@ fn run_kind(kind: &str, killed: bool, twice: bool) -> Result<(), String> {
             "{kind}: only {exits} of 100 processes were killed"
         );
     }
-    let sent = Instant::now();
-    h.signal(libc::SIGINT);
-    if twice {
-        h.signal(libc::SIGINT);
-    }
-    let (code, took, stderr) = h.wait(DEADLINE);
-    let took = took.max(sent.elapsed());
-    assert!(
-        !stderr.contains("panicked"),
-        "{kind}: weft panicked:\n{stderr}"
-    );
-    assert_eq!(code, Some(130), "{kind}: exit after SIGINT\n{stderr}");
-    assert!(
-        took < Duration::from_secs(2),
-        "{kind}: SIGINT{} took {took:?} to stop the node\n{stderr}",
-        if twice { " twice" } else { "" }
-    );
+    h.stop_by(libc::SIGINT, twice, 130, kind);
     // Ticks are due at fixed times, so none comes early: the phase is that of the least
     // late one, and each must come within 20% of an interval of its time. The first is
     // left out (it shares its slice with 100 spawns).
@@ -241,9 +264,7 @@ fn run_kind(kind: &str, killed: bool, twice: bool) -> Result<(), String> {
 /// sql, nor by importing a library that holds it. An entry within its own modules is fine.
 #[test]
 fn registry_writes_cannot_grant_modules_the_writer_does_not_hold() {
-    let dir = TempDir::new("escalate");
-    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
-    let r = weft(&["run", "-C", dir.s(), "-x", "app:escalate"], "");
+    let r = run_hostile("escalate", &[]);
     r.assert_code(0);
     for (what, module) in [
         ("create", "would grant module sql"),
@@ -251,11 +272,7 @@ fn registry_writes_cannot_grant_modules_the_writer_does_not_hold() {
         ("update-drop", "holds module sql"),
         ("import", "would grant module sql"),
     ] {
-        let line = r
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{what}\t")))
-            .unwrap_or_else(|| panic!("no {what} line\n{}", r.dump()));
+        let line = tab_line(&r, what);
         assert!(
             line.contains("refused\tPermissionDenied")
                 && line.contains(module)
@@ -441,20 +458,7 @@ fn sigterm_stops_a_node_full_of_endless_loops() {
         for _ in 0..3 {
             while !h.next("tick").1.starts_with("tick ") {}
         }
-        let sent = Instant::now();
-        h.signal(libc::SIGTERM);
-        if twice {
-            h.signal(libc::SIGTERM);
-        }
-        let (code, took, stderr) = h.wait(DEADLINE);
-        let took = took.max(sent.elapsed());
-        assert!(!stderr.contains("panicked"), "weft panicked:\n{stderr}");
-        assert_eq!(code, Some(143), "exit after SIGTERM\n{stderr}");
-        assert!(
-            took < Duration::from_secs(2),
-            "SIGTERM{} took {took:?} to stop the node\n{stderr}",
-            if twice { " twice" } else { "" }
-        );
+        h.stop_by(libc::SIGTERM, twice, 143, "root");
     }
 }
 
@@ -463,10 +467,8 @@ fn sigterm_stops_a_node_full_of_endless_loops() {
 /// well under the deadline, and still matches the name it should.
 #[test]
 fn double_star_patterns_on_long_names_do_not_stall_publishing() {
-    let dir = TempDir::new("buspat");
-    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
     let start = Instant::now();
-    let r = weft(&["run", "-C", dir.s(), "-x", "app:bus", "200"], "");
+    let r = run_hostile("bus", &["200"]);
     let took = start.elapsed();
     r.assert_code(0);
     r.assert_stdout_has("published 200 in ");
@@ -484,16 +486,10 @@ fn double_star_patterns_on_long_names_do_not_stall_publishing() {
 /// afterwards still takes its full time (it returned after 52 ms for a 1 s sleep).
 #[test]
 fn waiting_inside_a_plain_coroutine_is_a_clear_error_through_weft() {
-    let dir = TempDir::new("cowait");
-    copy_tree(&app("hostile").join("src"), &dir.path().join("src"));
-    let r = weft(&["run", "-C", dir.s(), "-x", "app:cowait"], "");
+    let r = run_hostile("cowait", &[]);
     r.assert_code(0);
     for what in ["sleep", "receive"] {
-        let line = r
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{what}\t")))
-            .unwrap_or_else(|| panic!("no {what} line\n{}", r.dump()));
+        let line = tab_line(&r, what);
         assert!(
             line.starts_with(&format!("{what}\tfalse\t")) && line.contains("coroutine.spawn"),
             "{what}: not a clear error: {line}"
