@@ -1280,14 +1280,13 @@ fn same_payload(a: &Value, b: &Value) -> bool {
         (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
         (Value::Table(x), Value::Table(y)) => {
             let sorted = |t: &Table| {
+                // Keys are byte strings (not always UTF-8): sort on the bytes.
                 let mut m: Vec<(Vec<u8>, Value)> = t
                     .map
                     .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().map(str::as_bytes).unwrap_or(b"").to_vec(),
-                            v.clone(),
-                        )
+                    .map(|(k, v)| match k {
+                        Value::Str(b) => (b.clone(), v.clone()),
+                        _ => (Vec::new(), v.clone()),
                     })
                     .collect();
                 m.sort_by(|p, q| p.0.cmp(&q.0));
