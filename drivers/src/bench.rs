@@ -450,6 +450,111 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+// ---- mailbox bound: sends to a process that never receives --------------------------------------
+
+const FLOODER: &str = r#"
+local io = require("io")
+local function main(n)
+  local sink = process.spawn("mb:sink", "mb:host")
+  local accepted, refused, first = 0, 0, nil
+  for i = 1, n do
+    local ok, err = process.send(sink, "m", i)
+    if ok then
+      accepted = accepted + 1
+    else
+      refused = refused + 1
+      first = first or tostring(err)
+    end
+  end
+  io.print(accepted .. " " .. refused .. " " .. tostring(first))
+  return 0
+end
+return { main = main }
+"#;
+
+const SINK: &str = r#"
+local time = require("time")
+local function main()
+  while true do
+    time.sleep("1h")
+  end
+end
+return { main = main }
+"#;
+
+/// Real clock; keeps what the processes print on stdout.
+struct StdoutDriver {
+    t0: StdInstant,
+    out: Vec<u8>,
+}
+
+impl Driver for StdoutDriver {
+    fn now(&mut self) -> Instant {
+        self.t0.elapsed().as_nanos() as u64
+    }
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Stdout(b) => self.out.extend_from_slice(&b),
+            Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
+            _ => {}
+        }
+    }
+    fn poll_input(&mut self) -> Option<Input> {
+        None
+    }
+    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
+        let now = self.now();
+        sleep_until(now, deadline)
+    }
+}
+
+fn granted(mut e: Entry, module: &str) -> Entry {
+    let modules = Table {
+        array: vec![Value::from(module)],
+        map: vec![],
+    };
+    e.data = e.data.with("modules", Value::table(modules));
+    e
+}
+
+/// `n` sends to a process that never receives, under the node's default mailbox bound:
+/// (seconds, accepted, refused, the first refusal's text, RSS growth in bytes).
+fn mailbox_flood(n: i64) -> (f64, u64, u64, String, u64) {
+    let mut node = Node::builder(NodeConfig {
+        seed: 1,
+        ..Default::default()
+    })
+    .log_level(Level::Error)
+    .preload(vec![
+        granted(entry("mb:flooder", "process.lua", Some(FLOODER)), "io"),
+        granted(entry("mb:sink", "process.lua", Some(SINK)), "time"),
+    ])
+    .host("mb:host", "process.host")
+    .host("mb:term", "terminal.host")
+    .lua()
+    .build(None)
+    .expect("mailbox bench sources compile")
+    .node;
+    run_to_idle(&mut node);
+    let before = rss_bytes().unwrap_or(0);
+    node.spawn("mb:flooder", "mb:term", vec![Value::Int(n)], true)
+        .expect("spawn flooder");
+    let mut d = StdoutDriver {
+        t0: StdInstant::now(),
+        out: Vec::new(),
+    };
+    let code = weft_engine::drive(&mut node, &mut d, 4096);
+    let secs = d.t0.elapsed().as_secs_f64();
+    let grew = rss_bytes().unwrap_or(0).saturating_sub(before);
+    assert_eq!(code, Some(0), "flooder ended with {code:?}");
+    let text = String::from_utf8_lossy(&d.out).into_owned();
+    let mut it = text.trim().splitn(3, ' ');
+    let mut num = || it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let (accepted, refused) = (num(), num());
+    let first = text.trim().splitn(3, ' ').nth(2).unwrap_or("").to_string();
+    (secs, accepted, refused, first, grew)
+}
+
 // ---- Rust-only processes: the core without Lua --------------------------------------------------
 
 struct RustPinger {
@@ -631,6 +736,19 @@ pub fn bench(a: BenchArgs) -> i32 {
     // Collective dispatch: local funcs.call, remote Dispatch over gRPC between two nodes.
     if want("dispatch_local") || want("dispatch_remote") {
         crate::cluster::dispatch::bench::run(&want, a.scale, &emit);
+    }
+    if want("mailbox") {
+        let n = scaled(10_000_000.0);
+        let (secs, accepted, refused, first, grew) = mailbox_flood(n);
+        emit("weft_mailbox_flood_sends", n as f64 / secs, "sends/s");
+        emit("weft_mailbox_flood_accepted", accepted as f64, "msgs");
+        emit("weft_mailbox_flood_refused", refused as f64, "msgs");
+        emit(
+            "weft_mailbox_flood_rss",
+            grew as f64 / (1 << 20) as f64,
+            "MB",
+        );
+        eprintln!("mailbox flood: first refusal: {first}");
     }
     // Last: its large allocations would skew the RSS the idle-process figure measures.
     if want("registry") {

@@ -1253,3 +1253,174 @@ pub fn frame(data: &[u8]) {
         );
     }
 }
+
+// ---- payload -----------------------------------------------------------------------------------
+
+/// The type names a `payload` input's first byte picks from (the rest are the message bytes).
+const PAYLOAD_TYPES: [&str; 14] = [
+    "type.googleapis.com/google.protobuf.Value",
+    "type.googleapis.com/google.protobuf.Struct",
+    "type.googleapis.com/google.protobuf.ListValue",
+    "type.googleapis.com/google.protobuf.DoubleValue",
+    "type.googleapis.com/google.protobuf.FloatValue",
+    "type.googleapis.com/google.protobuf.Int64Value",
+    "type.googleapis.com/google.protobuf.UInt64Value",
+    "type.googleapis.com/google.protobuf.Int32Value",
+    "type.googleapis.com/google.protobuf.UInt32Value",
+    "type.googleapis.com/google.protobuf.BoolValue",
+    "type.googleapis.com/google.protobuf.StringValue",
+    "type.googleapis.com/google.protobuf.BytesValue",
+    "type.googleapis.com/acme.Order",
+    "google.protobuf.Value",
+];
+
+/// Equal, with floats compared bit for bit (a NaN equals itself) and map entries in any order.
+fn same_payload(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Table(x), Value::Table(y)) => {
+            let sorted = |t: &Table| {
+                // Keys are byte strings (not always UTF-8): sort on the bytes.
+                let mut m: Vec<(Vec<u8>, Value)> = t
+                    .map
+                    .iter()
+                    .map(|(k, v)| match k {
+                        Value::Str(b) => (b.clone(), v.clone()),
+                        _ => (Vec::new(), v.clone()),
+                    })
+                    .collect();
+                m.sort_by(|p, q| p.0.cmp(&q.0));
+                m
+            };
+            let (mx, my) = (sorted(x), sorted(y));
+            x.array.len() == y.array.len()
+                && x.array
+                    .iter()
+                    .zip(&y.array)
+                    .all(|(a, b)| same_payload(a, b))
+                && mx.len() == my.len()
+                && mx
+                    .iter()
+                    .zip(&my)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same_payload(va, vb))
+        }
+        _ => a == b,
+    }
+}
+
+/// What `encode_result` must accept: UTF-8 strings (values and keys) and integers a double
+/// holds exactly; a decoded value has no error values nor mixed tables.
+fn payload_encodable(v: &Value) -> bool {
+    const EXACT: i64 = 1 << 53;
+    match v {
+        Value::Int(i) => (-EXACT..=EXACT).contains(i),
+        Value::Str(s) => std::str::from_utf8(s).is_ok(),
+        Value::Table(t) => {
+            t.array.iter().all(payload_encodable)
+                && t.map
+                    .iter()
+                    .all(|(k, v)| k.as_str().is_some() && payload_encodable(v))
+        }
+        Value::Error(_) => false,
+        _ => true,
+    }
+}
+
+/// What a value becomes after a trip through Lua, where every number is a double; `None` when
+/// the trip is lossy by nature (a nil inside a sequence ends Lua's border).
+fn through_lua(v: &Value) -> Option<Value> {
+    const EXACT: i64 = 1 << 53;
+    Some(match v {
+        Value::Int(i) if !(-EXACT..=EXACT).contains(i) => Value::Float(*i as f64),
+        Value::Table(t) => {
+            if t.array.iter().any(Value::is_nil) {
+                return None;
+            }
+            Value::table(Table {
+                array: t.array.iter().map(through_lua).collect::<Option<_>>()?,
+                map: t
+                    .map
+                    .iter()
+                    .map(|(k, v)| Some((k.clone(), through_lua(v)?)))
+                    .collect::<Option<_>>()?,
+            })
+        }
+        v => v.clone(),
+    })
+}
+
+thread_local! {
+    static PAYLOAD_LUA: mlua::Lua = mlua::Lua::new();
+}
+
+/// Dispatch payloads: the first byte picks a type URL, the rest is the `Any`'s value. Decoding
+/// must not panic; a decoded value must encode exactly when it is encodable (UTF-8 strings,
+/// integers within ±2^53), a value-shaped result must decode back to the same value and
+/// re-encode to the same bytes, a `{type_url, value}` result passes through unchanged, and the
+/// value must survive the copy into Lua and back (up to doubles and nil holes).
+pub fn payload(data: &[u8]) {
+    use crate::dispatch::payload::{decode_input, encode_result, VALUE_URL};
+    use crate::dispatch::types::Any;
+    let Some((&sel, bytes)) = data.split_first() else {
+        return;
+    };
+    let url = PAYLOAD_TYPES[sel as usize % PAYLOAD_TYPES.len()];
+    let any = Any {
+        type_url: url.to_string(),
+        value: bytes.to_vec(),
+    };
+    let Ok(v1) = decode_input(Some(&any)) else {
+        return;
+    };
+    let raw = match &v1 {
+        Value::Table(t) if t.array.is_empty() && t.map.len() == 2 => {
+            match (t.get("type_url"), t.get("value")) {
+                (Some(Value::Str(u)), Some(Value::Str(b))) => std::str::from_utf8(u)
+                    .ok()
+                    .map(|u| (u.to_string(), b.clone())),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let encoded = encode_result(&v1);
+    if let Some((u, b)) = raw {
+        let a = encoded.unwrap_or_else(|e| panic!("payload: {{type_url, value}} refused: {e}"));
+        assert_eq!(
+            (a.type_url.as_str(), &a.value),
+            (u.as_str(), &b),
+            "payload: raw Any"
+        );
+        let again = decode_input(Some(&a));
+        if url.ends_with("acme.Order") && u == url {
+            assert_eq!(again.as_ref(), Ok(&v1), "payload: raw Any round trip");
+        }
+    } else {
+        assert_eq!(
+            encoded.is_ok(),
+            payload_encodable(&v1),
+            "payload: encodable {v1:?}: {encoded:?}"
+        );
+        if let Ok(a) = encoded {
+            assert_eq!(a.type_url, VALUE_URL, "payload: result type");
+            let v2 = decode_input(Some(&a))
+                .unwrap_or_else(|e| panic!("payload: encoder output does not decode: {e}"));
+            assert!(
+                same_payload(&v1, &v2),
+                "payload: round trip changed the value\n{v1:?}\n{v2:?}"
+            );
+            let a2 = encode_result(&v2).expect("payload: re-encode");
+            assert_eq!(a2, a, "payload: second encoding differs");
+        }
+    }
+    PAYLOAD_LUA.with(|lua| {
+        let lv = crate::lua::convert::to_lua(lua, &v1).expect("payload: to Lua");
+        let back = crate::lua::convert::to_value(&lv).expect("payload: from Lua");
+        if let Some(want) = through_lua(&v1) {
+            assert!(
+                same_payload(&back, &want),
+                "payload: Lua copy changed the value\n{want:?}\n{back:?}"
+            );
+        }
+    });
+}

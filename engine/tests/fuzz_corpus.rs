@@ -49,3 +49,8 @@ fn engine_ops_corpus() {
 fn frame_corpus() {
     replay("frame", weft_engine::fuzzing::frame);
 }
+
+#[test]
+fn payload_corpus() {
+    replay("payload", weft_engine::fuzzing::payload);
+}
