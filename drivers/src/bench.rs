@@ -483,9 +483,9 @@ return { main = main }
 "#;
 
 /// Real clock; keeps what the processes print on stdout.
-struct StdoutDriver {
-    t0: StdInstant,
-    out: Vec<u8>,
+pub(crate) struct StdoutDriver {
+    pub t0: StdInstant,
+    pub out: Vec<u8>,
 }
 
 impl Driver for StdoutDriver {

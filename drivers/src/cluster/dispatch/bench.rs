@@ -12,7 +12,7 @@ use std::time::{Duration, Instant as StdInstant};
 use weft_engine::entries::Entry;
 use weft_engine::node::{Level, NodeConfig};
 use weft_engine::value::{Table, Value};
-use weft_engine::{Driver, Input, Instant, Node, Output, Wake};
+use weft_engine::Node;
 use weft_wire::collector as pb;
 use weft_wire::collector::collective_dispatcher_client::CollectiveDispatcherClient;
 use weft_wire::prost::Message as _;
@@ -58,38 +58,6 @@ fn entry(id: &str, kind: &str, source: &str) -> Entry {
     e
 }
 
-/// Real clock read at every step; stdout kept.
-struct StepDriver {
-    t0: StdInstant,
-    out: Vec<u8>,
-}
-
-impl Driver for StepDriver {
-    fn now(&mut self) -> Instant {
-        self.t0.elapsed().as_nanos() as u64
-    }
-    fn output(&mut self, o: Output) {
-        match o {
-            Output::Stdout(b) => self.out.extend_from_slice(&b),
-            Output::Stderr(b) => eprint!("{}", String::from_utf8_lossy(&b)),
-            _ => {}
-        }
-    }
-    fn poll_input(&mut self) -> Option<Input> {
-        None
-    }
-    fn wait(&mut self, _node: &mut Node, deadline: Option<Instant>) -> Wake {
-        match deadline {
-            Some(at) => {
-                let now = self.now();
-                std::thread::sleep(Duration::from_nanos(at.saturating_sub(now)));
-                Wake::Again
-            }
-            None => Wake::Stop,
-        }
-    }
-}
-
 /// Local `funcs.call`: (p50, p99) in microseconds.
 fn local_call(n: i64) -> Result<(f64, f64), String> {
     let mut node = Node::builder(NodeConfig {
@@ -109,7 +77,7 @@ fn local_call(n: i64) -> Result<(f64, f64), String> {
     .node;
     node.spawn("dbench:caller", "dbench:term", vec![Value::Int(n)], true)
         .map_err(|e| e.message.to_string())?;
-    let mut d = StepDriver {
+    let mut d = crate::bench::StdoutDriver {
         t0: StdInstant::now(),
         out: Vec::new(),
     };
