@@ -611,7 +611,21 @@ struct RealDriver<'t> {
     /// The timer the last wait armed, kept while the node's next deadline stays the same:
     /// arming a timer wakes the reactor, which costs every wait a few system calls.
     timer: Option<(Instant, smol::Timer)>,
+    /// When the last input from a peer (or any input, on a cluster node) arrived: a wait soon
+    /// after one spins before it sleeps (see `SPIN`).
+    last_input: Option<StdInstant>,
+    /// How long a wait spins (`SPIN`, or `WEFT_BUSY_WAIT_US`).
+    spin: Duration,
 }
+
+/// A cluster node that has just had input polls its sockets for this long before it sleeps, as
+/// Erlang's schedulers busy-wait: on a request/reply exchange the answer usually comes back
+/// within this time, and catching it awake saves the wake-up of a sleeping thread (tens of µs,
+/// more in a VM). Each poll is a non-blocking look at the sockets.
+/// `WEFT_BUSY_WAIT_US` sets it (0 turns it off).
+const SPIN: Duration = Duration::from_micros(150);
+/// Only this soon after an input: an idle node sleeps at once and costs no CPU.
+const SPIN_AFTER_INPUT: Duration = Duration::from_millis(2);
 
 impl Driver for RealDriver<'_> {
     fn now(&mut self) -> Instant {
@@ -732,6 +746,9 @@ impl Driver for RealDriver<'_> {
 
     fn poll_input(&mut self) -> Option<Input> {
         let i = self.rx.try_recv();
+        if i.is_some() {
+            self.last_input = Some(StdInstant::now());
+        }
         self.seen(i.as_ref());
         i
     }
@@ -746,12 +763,16 @@ impl RealDriver<'_> {
     async fn next_wake(&mut self, deadline: Option<Instant>) -> Wake {
         let wake = self.wait_input(deadline).await;
         if let Wake::Input(i) = &wake {
+            self.last_input = Some(StdInstant::now());
             self.seen(Some(i));
         }
         wake
     }
 
     async fn wait_input(&mut self, deadline: Option<Instant>) -> Wake {
+        if let Some(wake) = self.spin(deadline).await {
+            return wake;
+        }
         let Some(at) = deadline else {
             // Every sender gone cannot happen while the driver holds one.
             return self.rx.recv().await.map_or(Wake::Again, Wake::Input);
@@ -773,6 +794,42 @@ impl RealDriver<'_> {
             self.timer = None;
         }
         wake
+    }
+
+    /// Spins for `SPIN` on a cluster node that had input within `SPIN_AFTER_INPUT`: each round
+    /// yields to the executor, which runs ready cluster tasks and takes the sockets' events
+    /// without blocking. Returns the input that came, `Wake::Again` if the deadline passed, or
+    /// None (sleep as usual).
+    async fn spin(&mut self, deadline: Option<Instant>) -> Option<Wake> {
+        self.transport?;
+        if self.spin.is_zero() {
+            return None;
+        }
+        let now = StdInstant::now();
+        if self
+            .last_input
+            .is_none_or(|t| now.duration_since(t) >= SPIN_AFTER_INPUT)
+        {
+            return None;
+        }
+        let until = now + self.spin;
+        let due = deadline.map(|at| self.start + Duration::from_nanos(at));
+        loop {
+            if let Some(i) = self.rx.try_recv() {
+                return Some(Wake::Input(i));
+            }
+            let t = StdInstant::now();
+            if due.is_some_and(|d| t >= d) {
+                return Some(Wake::Again);
+            }
+            if t >= until {
+                return None;
+            }
+            // Give the core away when another thread wants it (a busy machine): spinning
+            // must not slow the peer that is computing the answer.
+            std::thread::yield_now();
+            futures_lite::future::yield_now().await;
+        }
     }
 
     /// A stop signal makes the node's health NOT_SERVING at once (its services are stopping).
@@ -812,6 +869,11 @@ fn drive(
         stdin_tx,
         wrote: false,
         timer: None,
+        last_input: None,
+        spin: std::env::var("WEFT_BUSY_WAIT_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(SPIN, Duration::from_micros),
     };
     // One `block_on` for the whole run: this thread runs the cluster's tasks and polls the
     // sockets itself whenever the node waits, so a frame goes between the engine and the socket

@@ -58,18 +58,107 @@ pub fn drive_in_background() {
 
 /// Runs cluster tasks on this thread until `fut` is ready (cheaper than `Executor::run`, which
 /// sets up a queue per call). Ready tasks run before `fut` is polled, so an input a task just
-/// read is seen in the same pass; after 64 tasks in a row `fut` gets its turn.
-pub async fn run_until<T>(fut: impl Future<Output = T>) -> T {
-    let ex = executor();
-    let tasks = async {
-        loop {
-            for _ in 0..64 {
-                ex.tick().await;
+/// read is seen in the same pass.
+///
+/// Wake-ups that happen while it polls (a task this thread runs waking `fut` or scheduling
+/// another task) stay inside: they are served in the same pass instead of reaching the
+/// `block_on` around it, which would otherwise take each one as a reason to poll the sockets
+/// again (five system calls). The sockets are polled when nothing is left to run, when `fut`
+/// asks for it by waking itself (a spinning wait), and after `RUN_BUDGET` tasks in a row.
+pub fn run_until<F: Future>(fut: F) -> RunUntil<F> {
+    let inner = Arc::new(Intercept::default());
+    RunUntil {
+        fut: Box::pin(fut),
+        ticker: None,
+        waker: std::task::Waker::from(inner.clone()),
+        inner,
+    }
+}
+
+/// Tasks run in one pass before the sockets get their look.
+const RUN_BUDGET: usize = 256;
+
+pub struct RunUntil<F: Future> {
+    fut: Pin<Box<F>>,
+    /// A pending `Executor::tick`: keeps this thread registered for tasks scheduled elsewhere.
+    ticker: Option<BoxFuture<()>>,
+    inner: Arc<Intercept>,
+    waker: std::task::Waker,
+}
+
+/// The waker `run_until` gives what it polls: it notes the wake-up, and passes it on to the
+/// caller's waker only when it comes while no pass is running.
+#[derive(Default)]
+struct Intercept {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    outer: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for Intercept {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            if let Some(w) = self
+                .outer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                w.wake_by_ref();
             }
-            futures_lite::future::yield_now().await;
         }
-    };
-    futures_lite::future::or(tasks, fut).await
+    }
+}
+
+impl<F: Future> Future for RunUntil<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        {
+            let mut outer = this.inner.outer.lock().unwrap_or_else(|e| e.into_inner());
+            if !outer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *outer = Some(cx.waker().clone());
+            }
+        }
+        let ex = executor();
+        let mut icx = Context::from_waker(&this.waker);
+        let mut budget = RUN_BUDGET;
+        loop {
+            this.inner.polling.store(true, Ordering::SeqCst);
+            this.inner.woken.store(false, Ordering::SeqCst);
+            let mut ran = 0;
+            while ran < 64 && ex.try_tick() {
+                ran += 1;
+            }
+            if let Poll::Ready(v) = this.fut.as_mut().poll(&mut icx) {
+                this.inner.polling.store(false, Ordering::SeqCst);
+                return Poll::Ready(v);
+            }
+            let ticker = this.ticker.get_or_insert_with(|| Box::pin(ex.tick()));
+            if ticker.as_mut().poll(&mut icx).is_ready() {
+                this.ticker = None;
+                ran += 1;
+            }
+            budget = budget.saturating_sub(ran);
+            this.inner.polling.store(false, Ordering::SeqCst);
+            let woken = this.inner.woken.load(Ordering::SeqCst);
+            if ran > 0 && budget > 0 {
+                continue;
+            }
+            if woken || budget == 0 {
+                // Work is left (or `fut` asked for a look at the sockets): the caller's
+                // `block_on` polls the sockets without blocking, then polls again.
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+    }
 }
 
 /// Blocks this thread on `fut`, running cluster tasks meanwhile (for a client with no node loop:
