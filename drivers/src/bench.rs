@@ -730,7 +730,10 @@ pub fn bench(a: BenchArgs) -> i32 {
         );
     }
     // Two `weft run` processes on loopback per figure (drivers/src/cluster/bench.rs).
-    if want("cluster") {
+    if ["cluster_pingpong", "cluster_spawn", "cluster_down"]
+        .iter()
+        .any(|n| want(n))
+    {
         crate::cluster::bench::run(&want, a.scale, &emit);
     }
     // Collective dispatch: local funcs.call, remote Dispatch over gRPC between two nodes.

@@ -250,11 +250,29 @@ fn pair(app: &App, entry: &str, args: &[String]) -> Result<(Proc, Proc), String>
     Ok((a, b))
 }
 
-fn rate(app: &App, entry: &str, n: i64) -> Result<f64, String> {
-    let (a, _b) = pair(app, entry, &["b@bench:host".into(), n.to_string()])?;
+/// CPU time (user + system) a child has used so far, from /proc (None elsewhere).
+fn cpu_secs(p: &Proc) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).ok()?;
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// Operations per second of `entry` between its "start" and "done" lines, and the CPU time
+/// both nodes spent per operation meanwhile (µs; a figure a busy machine hardly changes).
+fn rate(app: &App, entry: &str, n: i64) -> Result<(f64, Option<f64>), String> {
+    let (a, b) = pair(app, entry, &["b@bench:host".into(), n.to_string()])?;
+    let cpu = || Some(cpu_secs(&a)? + cpu_secs(&b)?);
     let (t0, _) = a.expect("start", FORM_TIMEOUT)?;
+    let c0 = cpu();
     let (t1, _) = a.expect("done", RUN_TIMEOUT)?;
-    Ok(n as f64 / (t1 - t0).as_secs_f64())
+    let c1 = cpu();
+    let per_op = c0.zip(c1).map(|(c0, c1)| (c1 - c0) * 1e6 / n as f64);
+    Ok((n as f64 / (t1 - t0).as_secs_f64(), per_op))
 }
 
 fn down_ms(app: &App) -> Result<f64, String> {
@@ -280,15 +298,22 @@ pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &st
         Ok(v) => emit(name, v, unit),
         Err(e) => eprintln!("{name}: failed: {e}"),
     };
+    let rate_and_cpu = |name: &str, r: Result<(f64, Option<f64>), String>, unit: &str| {
+        let cpu = r.as_ref().ok().and_then(|(_, c)| *c);
+        report(name, r.map(|(v, _)| v), unit);
+        if let Some(c) = cpu {
+            emit(&format!("{name}_cpu"), c, "us/op");
+        }
+    };
     if want("cluster_pingpong") {
-        report(
+        rate_and_cpu(
             "weft_cluster_pingpong",
             rate(&app, "bench:pinger", scaled(20_000.0)),
             "roundtrips/s",
         );
     }
     if want("cluster_spawn") {
-        report(
+        rate_and_cpu(
             "weft_cluster_remote_spawn",
             rate(&app, "bench:spawner", scaled(5_000.0)),
             "spawns/s",
