@@ -140,6 +140,11 @@ impl Core {
         self.observer = Some(o);
     }
 
+    /// Whether anyone watches the trace (text made only for it can be skipped otherwise).
+    pub(crate) fn tracing(&self) -> bool {
+        self.observer.is_some()
+    }
+
     pub fn trace(&mut self, ev: TraceEvent<'_>) {
         if let Some(o) = &mut self.observer {
             o(&ev);

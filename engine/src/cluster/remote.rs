@@ -524,13 +524,15 @@ impl Core {
         if self.has_room(to).is_err() {
             return self.frame_dropped(from, "mailbox full", format!("message for {:?}", s.to));
         }
-        let text = s.from.as_ref().map_or("-".to_string(), |p| p.to_string());
-        self.trace(TraceEvent::RemoteDeliver {
-            from: &text,
-            incarnation,
-            to,
-            seq: s.seq,
-        });
+        if self.tracing() {
+            let text = s.from.as_ref().map_or("-".to_string(), |p| p.to_string());
+            self.trace(TraceEvent::RemoteDeliver {
+                from: &text,
+                incarnation,
+                to,
+                seq: s.seq,
+            });
+        }
         self.next_msg_seq += 1;
         let seq = self.next_msg_seq;
         self.trace(TraceEvent::Send {
