@@ -539,6 +539,11 @@ pub(crate) fn build_node(
     // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
     // the seed only. `.env` files start absent in the in-memory world.
     let env_files = world.borrow().env_files(entries);
+    // Lua objects' addresses from the node's own run only: pointer-keyed `pairs()` replays.
+    let node_cfg = NodeConfig {
+        deterministic_heap: true,
+        ..node_cfg
+    };
     let built = Node::builder(node_cfg)
         .log_level(Level::Error)
         .buggify(cfg.faults.buggify)

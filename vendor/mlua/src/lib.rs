@@ -114,6 +114,7 @@ pub use crate::function::Function;
 pub use crate::multi::{MultiValue, Variadic};
 pub use crate::scope::Scope;
 #[doc(inline)]
+pub use crate::memory::LuaAllocator;
 pub use crate::state::{Lua, LuaOptions, WeakLua};
 pub use crate::stdlib::StdLib;
 #[doc(inline)]

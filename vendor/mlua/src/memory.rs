@@ -15,6 +15,47 @@ pub(crate) struct MemoryState {
     // Indicates that the memory limit was reached on the last allocation.
     #[cfg(feature = "luau")]
     limit_reached: bool,
+    // Weft patch: where the memory comes from when not from the global allocator.
+    backend: Option<Box<dyn LuaAllocator>>,
+}
+
+/// Weft patch (see vendor/README.md): a memory backend for one Lua state, given to
+/// [`Lua::new_with_allocator`](crate::Lua::new_with_allocator). mlua keeps its accounting and
+/// limits and asks the backend for the memory instead of the global allocator. Blocks are
+/// aligned to `ffi::SYS_MIN_ALIGN`. Returning null fails the allocation (a Lua memory error).
+/// The backend is dropped after the state is closed.
+pub trait LuaAllocator {
+    /// A new block of `size` (> 0) bytes, or null.
+    ///
+    /// # Safety
+    /// Called by the Lua state only.
+    unsafe fn alloc(&mut self, size: usize) -> *mut u8;
+    /// Resizes `ptr` (a live block of `old` bytes from this backend) to `new` (> 0) bytes,
+    /// keeping its contents; null (and `ptr` untouched) when it cannot.
+    ///
+    /// # Safety
+    /// Called by the Lua state only.
+    unsafe fn realloc(&mut self, ptr: *mut u8, old: usize, new: usize) -> *mut u8;
+    /// Frees `ptr`, a live block of `size` bytes from this backend.
+    ///
+    /// # Safety
+    /// Called by the Lua state only.
+    unsafe fn dealloc(&mut self, ptr: *mut u8, size: usize);
+}
+
+impl MemoryState {
+    /// Weft patch: a state whose memory comes from `backend`.
+    pub(crate) fn with_backend(backend: Option<Box<dyn LuaAllocator>>) -> Self {
+        MemoryState {
+            backend,
+            ..Default::default()
+        }
+    }
+
+    /// Weft patch: whether an allocation may fail (a limit is set, or a backend may run out).
+    pub(crate) fn may_fail(&self) -> bool {
+        self.memory_limit != 0 || self.backend.is_some()
+    }
 }
 
 impl MemoryState {
@@ -100,8 +141,12 @@ unsafe extern "C" fn allocator(
     if nsize == 0 {
         // Free memory
         if !ptr.is_null() {
-            let layout = Layout::from_size_align_unchecked(osize, ffi::SYS_MIN_ALIGN);
-            alloc::dealloc(ptr as *mut u8, layout);
+            if let Some(backend) = &mut mem_state.backend {
+                backend.dealloc(ptr as *mut u8, osize);
+            } else {
+                let layout = Layout::from_size_align_unchecked(osize, ffi::SYS_MIN_ALIGN);
+                alloc::dealloc(ptr as *mut u8, layout);
+            }
             mem_state.used_memory -= osize as isize;
         }
         return ptr::null_mut();
@@ -127,6 +172,18 @@ unsafe extern "C" fn allocator(
         return ptr::null_mut();
     }
     mem_state.used_memory += mem_diff;
+
+    if let Some(backend) = &mut mem_state.backend {
+        let new_ptr = if ptr.is_null() {
+            backend.alloc(nsize)
+        } else {
+            backend.realloc(ptr as *mut u8, osize, nsize)
+        };
+        if new_ptr.is_null() {
+            mem_state.used_memory -= mem_diff;
+        }
+        return new_ptr as *mut c_void;
+    }
 
     if ptr.is_null() {
         // Allocate new memory

@@ -373,7 +373,7 @@ impl Lua {
             ));
         }
 
-        let lua = unsafe { Self::inner_new(libs, options) };
+        let lua = unsafe { Self::inner_new(libs, options, None) };
 
         #[cfg(not(feature = "luau"))]
         if libs.contains(StdLib::PACKAGE) {
@@ -409,13 +409,30 @@ impl Lua {
             _symbols.push(ffi::luaL_setfuncs as _);
         }
 
-        Self::inner_new(libs, options)
+        Self::inner_new(libs, options, None)
+    }
+
+    /// Weft patch (see vendor/README.md): like [`Lua::new_with`], the state's memory coming
+    /// from `backend` (mlua's memory accounting and limits apply as usual).
+    #[cfg(feature = "luau")]
+    pub fn new_with_allocator(
+        libs: StdLib,
+        options: LuaOptions,
+        backend: Box<dyn crate::memory::LuaAllocator>,
+    ) -> Result<Lua> {
+        let lua = unsafe { Self::inner_new(libs, options, Some(backend)) };
+        lua.lock().mark_safe();
+        Ok(lua)
     }
 
     /// Creates a new Lua state with required `libs` and `options`
-    unsafe fn inner_new(libs: StdLib, options: LuaOptions) -> Lua {
+    unsafe fn inner_new(
+        libs: StdLib,
+        options: LuaOptions,
+        backend: Option<Box<dyn crate::memory::LuaAllocator>>,
+    ) -> Lua {
         let lua = Lua {
-            raw: RawLua::new(libs, &options),
+            raw: RawLua::new(libs, &options, backend),
             collect_garbage: true,
         };
 
@@ -1119,7 +1136,7 @@ impl Lua {
             match MemoryState::get(lua.state()) {
                 mem_state if !mem_state.is_null() => {
                     let prev_limit = (*mem_state).set_memory_limit(limit);
-                    (*lua.extra.get()).unlikely_memory_error = (*mem_state).memory_limit() == 0;
+                    (*lua.extra.get()).unlikely_memory_error = !(*mem_state).may_fail();
                     Ok(prev_limit)
                 }
                 _ => Err(Error::MemoryControlNotAvailable),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::chunk::ChunkMode;
 use crate::error::{Error, Result};
 use crate::function::Function;
-use crate::memory::{ALLOCATOR, MemoryState};
+use crate::memory::{ALLOCATOR, LuaAllocator, MemoryState};
 use crate::state::util::callback_error_ext;
 use crate::stdlib::StdLib;
 use crate::string::LuaString;
@@ -129,11 +129,15 @@ impl RawLua {
         unsafe { (*self.extra.get()).ref_thread }
     }
 
-    pub(super) unsafe fn new(libs: StdLib, options: &LuaOptions) -> XRc<ReentrantMutex<Self>> {
+    pub(super) unsafe fn new(
+        libs: StdLib,
+        options: &LuaOptions,
+        backend: Option<Box<dyn LuaAllocator>>,
+    ) -> XRc<ReentrantMutex<Self>> {
         #[cfg(feature = "luau-jit")]
         crate::luau::init_jit_flags();
 
-        let mem_state: *mut MemoryState = Box::into_raw(Box::default());
+        let mem_state: *mut MemoryState = Box::into_raw(Box::new(MemoryState::with_backend(backend)));
         #[cfg(feature = "lua55")]
         let mut state = {
             let seed = ffi::luaL_makeseed(ptr::null_mut());
