@@ -764,6 +764,96 @@ fn sim_swarm_replay_lines_reproduce_every_seeds_trace_hash() {
 }
 
 #[test]
+fn sim_replays_pointer_keyed_tables_alone_traced_and_in_a_sweep() {
+    // tests/apps/pointers iterates with pairs() tables keyed by tables and functions.
+    let t = TempDir::new("sim-pointers");
+    let trace = t.path().join("trace.txt");
+    let alone = weft(
+        &["sim", "tests/apps/pointers", "-x", "app:cli", "--seed", "5"],
+        "",
+    );
+    alone.assert_code(0);
+    let traced = weft(
+        &[
+            "sim",
+            "tests/apps/pointers",
+            "-x",
+            "app:cli",
+            "--seed",
+            "5",
+            "--twice",
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
+        "",
+    );
+    traced.assert_code(0);
+    traced.assert_stdout_has("second run: same trace hash");
+    assert_eq!(sim_hash(&alone), sim_hash(&traced));
+    // A sweep: every seed twice and once more from its replay line, in one OS process.
+    let r = weft(
+        &[
+            "sim",
+            "tests/apps/pointers",
+            "-x",
+            "app:cli",
+            "--seeds",
+            "0..60",
+            "--twice",
+            "--check-replay",
+        ],
+        "",
+    );
+    r.assert_code(0);
+    r.assert_stdout_has("60 seeds in");
+    r.assert_stdout_has("0 failed");
+}
+
+#[test]
+fn sim_shrink_turns_a_seed_with_many_faults_into_a_small_failing_schedule() {
+    // tests/apps/fragile fails when a worker is killed; the mix adds many unrelated faults.
+    let r = weft(
+        &[
+            "sim",
+            "-C",
+            "tests/apps/fragile",
+            "-x",
+            "app:cli",
+            "--seed",
+            "3",
+            "--faults",
+            "kill=0.006,noise=0.2,jitter=0.8,late=0.5,buggify",
+            "--shrink",
+        ],
+        "",
+    );
+    r.assert_code(1);
+    r.assert_stdout_has("fails: the terminal process exited with 1");
+    let counts = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("shrunk in "))
+        .unwrap_or_else(|| panic!("no shrink summary\n{}", r.dump()));
+    let n: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (before, after) = (n[1], n[2]);
+    assert!(before > 10, "seed 3 should fire many faults\n{}", r.dump());
+    assert!(after <= 10, "{}", r.dump());
+    // Its replay line fails the same way.
+    let line = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: weft "))
+        .unwrap_or_else(|| panic!("no replay line\n{}", r.dump()));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let again = weft(&words, "");
+    again.assert_code(1);
+    again.assert_stdout_has("worker died");
+}
+
+#[test]
 fn malformed_definitions_fail_boot_naming_file_line_and_field() {
     let cases: Vec<(&str, String, &str)> = vec![
         (

@@ -91,6 +91,14 @@ pub struct SimArgs {
     /// that gives another trace hash (checks that replay lines carry every setting).
     #[arg(long)]
     check_replay: bool,
+    /// A failing seed: find a smallest fault schedule that still fails the same way (fault
+    /// types switched off, then delta debugging over the faults drawn) and print its replay line.
+    #[arg(long)]
+    shrink: bool,
+    /// Only these of the faults drawn fire, by index in the run's order (`none` or e.g.
+    /// 3,17); replay lines of shrunk runs carry it.
+    #[arg(long, value_name = "LIST")]
+    keep_faults: Option<String>,
 }
 
 /// A replay line read back as arguments of `weft sim`.
@@ -243,6 +251,12 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.delivery_delay_ns = duration(&a.delay, "--delay")?;
     base.faults = Faults::parse(&a.faults)?;
     base.explore = Explore::parse(&a.explore)?;
+    if let Some(k) = &a.keep_faults {
+        base.keep_faults = Some(weft_sim::shrink::parse_keep(k)?);
+    }
+    if (a.shrink || a.keep_faults.is_some()) && !nodes.is_empty() {
+        return Err("--shrink and --keep-faults work on runs alone, not clusters yet".into());
+    }
     base.keep_trace = a.trace.is_some();
     if let Some(p) = &a.plant {
         match p.as_str() {
@@ -373,6 +387,12 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     if cfg.explore != Explore::all() {
         s.push_str(&format!(" --explore {}", cfg.explore.describe()));
     }
+    if let Some(k) = &cfg.keep_faults {
+        s.push_str(&format!(
+            " --keep-faults {}",
+            weft_sim::shrink::describe_keep(k)
+        ));
+    }
     if let Some(p) = &a.plant {
         s.push_str(&format!(" --plant {}", shell_word(p)));
     }
@@ -426,6 +446,9 @@ fn print_violation(a: &SimArgs, r: &SimReport, cfg: &SimConfig) {
 }
 
 fn single(a: &SimArgs, p: &Plan) -> i32 {
+    if a.shrink {
+        return shrink(a, p);
+    }
     println!("seed {}", a.seed);
     let r = match p.run(&p.base) {
         Ok(r) => r,
@@ -478,6 +501,44 @@ fn single(a: &SimArgs, p: &Plan) -> i32 {
         return 1;
     }
     r.exit_code.unwrap_or(0)
+}
+
+/// Runs at most this many times to shrink one seed.
+const SHRINK_BUDGET: u64 = 400;
+
+/// `--shrink`: the seed's run, and if it fails, the smallest failing schedule found.
+fn shrink(a: &SimArgs, p: &Plan) -> i32 {
+    println!("seed {}", a.seed);
+    let out = weft_sim::shrink::shrink(&p.base, SHRINK_BUDGET, |c| p.run(c));
+    let s = match out {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!("the seed passes: nothing to shrink");
+            println!("replay: {}", replay_line(a, a.seed, &p.base));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let r = &s.report;
+    println!("fails: {}", s.failure);
+    println!(
+        "shrunk in {} runs: {} faults fired before, {} now ({})",
+        s.runs,
+        s.fired_before,
+        weft_sim::shrink::fired(r),
+        fault_summary(r)
+    );
+    if let Some(v) = &r.violation {
+        println!("  {}", v.detail);
+    } else if let Some(why) = r.stderr.lines().next() {
+        println!("  {}", why.trim());
+    }
+    println!("trace hash {:016x}", r.trace_hash);
+    println!("replay: {}", replay_line(a, a.seed, &s.cfg));
+    1
 }
 
 /// What a swarm seed runs with: its fault mix and its delivery delay, drawn from the seed.

@@ -187,6 +187,9 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// What one process may use: memory, mailbox, time inside calls that cannot yield.
     pub limits: Limits,
+    /// Lua objects get addresses that depend only on the node's own run (the simulator sets
+    /// it, so `pairs()` over table or function keys replays; `lua/arena.rs`).
+    pub deterministic_heap: bool,
 }
 
 /// Per-process and node-wide resource limits (README "Limits"); 0 turns a limit off.
@@ -259,6 +262,7 @@ impl Default for NodeConfig {
             max_processes: DEFAULT_MAX_PROCESSES,
             cluster: None,
             limits: Limits::default(),
+            deterministic_heap: false,
         }
     }
 }

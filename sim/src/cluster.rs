@@ -789,6 +789,7 @@ pub fn run(specs: &[NodeSpec], cfg: &SimConfig) -> Result<SimReport, String> {
         messages,
         restarts,
         faults: o.faults.clone(),
+        faults_drawn: 0,
         trace_hash: o.hash.0,
         schedule_hash: o.schedule.0,
         trace: o.all.clone().unwrap_or_default(),

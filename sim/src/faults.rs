@@ -21,6 +21,8 @@ pub struct Faults {
     pub noise: f64,
     /// BUGGIFY points in engine code.
     pub buggify: bool,
+    /// Which of the faults drawn in a run may fire (all unless shrinking keeps a subset).
+    pub gate: crate::shrink::Gate,
 }
 
 impl Faults {
@@ -32,6 +34,7 @@ impl Faults {
             jitter: 0.0,
             noise: 0.0,
             buggify: false,
+            gate: Default::default(),
         }
     }
 
@@ -50,6 +53,7 @@ impl Faults {
                     jitter: 0.2,
                     noise: 0.01,
                     buggify: true,
+                    gate: Default::default(),
                 };
                 continue;
             }
@@ -96,6 +100,7 @@ impl Faults {
             jitter: pick(0.5),
             noise: pick(0.02),
             buggify: pick(1.0) > 0.0,
+            gate: Default::default(),
         }
     }
 

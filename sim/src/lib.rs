@@ -8,6 +8,7 @@ pub mod exec;
 pub mod explore;
 pub mod faults;
 pub mod net;
+pub mod shrink;
 
 use check::{Checker, Violation};
 use exec::{sleep_until, ClockRef, Executor};
@@ -58,6 +59,9 @@ pub struct SimConfig {
     pub net: net::NetConfig,
     /// What seeds may reorder besides delivery: process picks, timer ties, coroutines.
     pub explore: Explore,
+    /// Which of the faults drawn may fire, by their index in the run (None: all; `--shrink`
+    /// and `--keep-faults` keep a subset). Runs alone only.
+    pub keep_faults: Option<std::collections::BTreeSet<u64>>,
 }
 
 impl SimConfig {
@@ -74,6 +78,7 @@ impl SimConfig {
             delivery_delay_ns: DEFAULT_DELIVERY_DELAY_NS,
             net: net::NetConfig::default(),
             explore: Explore::all(),
+            keep_faults: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct SimReport {
     pub messages: u64,
     pub restarts: u64,
     pub faults: BTreeMap<String, u64>,
+    /// Faults drawn (fired or held back by `keep_faults`): the length of the fault schedule.
+    pub faults_drawn: u64,
     pub trace_hash: u64,
     /// Hash of the trace without timestamps: seeds with equal values ran the same schedule.
     pub schedule_hash: u64,
@@ -218,11 +225,14 @@ impl WorldSide {
     ) {
         let now = self.clock.borrow().now;
         let mut delay = ask.rng.next_u64() % (SECOND / 1000);
-        if ask.faults.late > 0.0 && unit(ask.rng) < ask.faults.late {
-            delay += ask.rng.next_u64() % (2 * SECOND);
-            ask.pending.push(("late", format!("{}/{tag}", pid.uniq)));
+        if let Some(fire) = ask.faults.roll("late", ask.faults.late, ask.rng) {
+            let late = ask.faults.detail("late", ask.rng) % (2 * SECOND);
+            if fire {
+                delay += late;
+                ask.pending.push(("late", format!("{}/{tag}", pid.uniq)));
+            }
         }
-        let failed = ask.faults.fail > 0.0 && unit(ask.rng) < ask.faults.fail;
+        let failed = ask.faults.roll("fail", ask.faults.fail, ask.rng) == Some(true);
         let terminal = cmd.is_terminal_read();
         let result = if failed {
             ask.pending.push(("fail", format!("{}/{tag}", pid.uniq)));
@@ -278,10 +288,6 @@ struct SimDriver<'a> {
 }
 
 impl SimDriver<'_> {
-    fn unit(&self) -> f64 {
-        unit(&mut self.rng.borrow_mut())
-    }
-
     /// Seeded faults and choices before a step.
     fn inject(&mut self, node: &mut Node) {
         let mut rng = self.rng.borrow_mut();
@@ -311,24 +317,29 @@ pub(crate) fn inject(
     for (kind, detail) in pending.drain(..) {
         ctl.trace_fault(kind, &detail);
     }
-    if faults.kill > 0.0 && unit(rng) < faults.kill {
+    // A fault held back by the schedule draws what it would have (shrinking changes no draw).
+    if let Some(fire) = faults.roll("kill", faults.kill, rng) {
         let live: Vec<u64> = ctl
             .live_processes()
             .into_iter()
             .filter(|p| Some(*p) != terminal)
             .collect();
         if !live.is_empty() {
-            let victim = live[(rng.next_u64() % live.len() as u64) as usize];
-            ctl.trace_fault("kill", &victim.to_string());
-            ctl.kill(victim, "killed by the simulator");
+            let victim = live[(faults.detail("kill", rng) % live.len() as u64) as usize];
+            if fire {
+                ctl.trace_fault("kill", &victim.to_string());
+                ctl.kill(victim, "killed by the simulator");
+            }
         }
     }
-    if faults.noise > 0.0 && unit(rng) < faults.noise {
+    if let Some(fire) = faults.roll("noise", faults.noise, rng) {
         let live = ctl.live_processes();
         if !live.is_empty() {
-            let to = live[(rng.next_u64() % live.len() as u64) as usize];
-            ctl.trace_fault("noise", &to.to_string());
-            ctl.noise(to, "sim.noise");
+            let to = live[(faults.detail("noise", rng) % live.len() as u64) as usize];
+            if fire {
+                ctl.trace_fault("noise", &to.to_string());
+                ctl.noise(to, "sim.noise");
+            }
         }
     }
     // Seeded interleaving: one step in `pick`, any ready process may go first (per-sender
@@ -351,7 +362,10 @@ impl SimDriver<'_> {
         // Faults stop; services get a bounded window to come back.
         self.in_liveness = true;
         self.obs.borrow_mut().came_back = Some(Default::default());
-        self.faults = Faults::none();
+        self.faults = Faults {
+            gate: self.faults.gate.clone(),
+            ..Faults::none()
+        };
         node.sim_control().set_buggify(false);
         self.deadline = self.deadline.max(self.clock.borrow().now) + self.cfg.liveness_ns;
         Wake::Again
@@ -435,9 +449,16 @@ impl Driver for SimDriver<'_> {
             self.stalled = true; // nothing will ever happen again
             return Wake::Stop;
         };
-        if self.faults.jitter > 0.0 && self.unit() < self.faults.jitter {
-            next += self.rng.borrow_mut().next_u64() % (5 * SECOND / 1000);
-            node.sim_control().trace_fault("jitter", &next.to_string());
+        let jitter = self
+            .faults
+            .roll("jitter", self.faults.jitter, &mut self.rng.borrow_mut());
+        if let Some(fire) = jitter {
+            let late =
+                self.faults.detail("jitter", &mut self.rng.borrow_mut()) % (5 * SECOND / 1000);
+            if fire {
+                next += late;
+                node.sim_control().trace_fault("jitter", &next.to_string());
+            }
         }
         if next > self.deadline {
             return self.reach_deadline(node);
@@ -486,7 +507,10 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         stalled: false,
         exit_code: None,
         steps: 0,
-        faults: cfg.faults.clone(),
+        faults: Faults {
+            gate: shrink::Gate::new(cfg.keep_faults.clone(), cfg.seed),
+            ..cfg.faults.clone()
+        },
         deadline: cfg.until_ns,
         in_liveness: false,
         terminal,
@@ -517,6 +541,7 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         messages: stats.messages_sent,
         restarts: stats.restarts,
         faults: o.faults.clone(),
+        faults_drawn: d.faults.gate.drawn(),
         trace_hash: o.hash.0,
         schedule_hash: o.schedule.0,
         trace: o.all.clone().unwrap_or_default(),
@@ -539,6 +564,11 @@ pub(crate) fn build_node(
     // No OS environment under the simulator (NodeConfig::env_os stays empty): runs depend on
     // the seed only. `.env` files start absent in the in-memory world.
     let env_files = world.borrow().env_files(entries);
+    // Lua objects' addresses from the node's own run only: pointer-keyed `pairs()` replays.
+    let node_cfg = NodeConfig {
+        deterministic_heap: true,
+        ..node_cfg
+    };
     let built = Node::builder(node_cfg)
         .log_level(Level::Error)
         .buggify(cfg.faults.buggify)

@@ -415,6 +415,8 @@ impl LuaProcess {
         if ceiling > 0 && self.lua.used_memory() > ceiling / 10 * 9 {
             self.lua.gc_collect()?;
         }
+        // The simulator's VM collects on a schedule of its own (lua/arena.rs).
+        super::arena::pace(&self.lua);
         super::interrupt::begin_step(super::interrupt::StepLimits {
             budget,
             ceiling: limits.step_ceiling,
@@ -481,6 +483,7 @@ impl LuaProcess {
                 // What the category counts includes garbage: collect before judging.
                 if over {
                     self.lua.gc_collect()?;
+                    super::arena::pace(&self.lua);
                     if super::interrupt::category_bytes(&thread, memcat) > mem_limit {
                         return Ok(Some(Step::Exited(Err(ErrorValue::new(
                             kind::RATE_LIMITED,

@@ -1,6 +1,7 @@
 //! The Luau runtime: one VM per node, each process a sandboxed thread with its own globals.
 //! Owns VM setup, entry compilation and the process factory; the modules live beside it.
 
+mod arena;
 pub mod base64;
 pub mod channel;
 pub mod convert;
@@ -210,8 +211,15 @@ pub fn compile(src: &str, name: &str) -> Result<Vec<u8>, String> {
 
 impl LuaRuntime {
     pub fn new(port: Port) -> mlua::Result<LuaRuntime> {
-        let lua = Lua::new();
-        let limits = port.core.borrow().cfg.limits;
+        let (limits, deterministic_heap) = {
+            let core = port.core.borrow();
+            (core.cfg.limits, core.cfg.deterministic_heap)
+        };
+        let lua = if deterministic_heap {
+            arena::new_lua()?
+        } else {
+            Lua::new()
+        };
         lua.set_app_data(Rc::new(Bridge {
             port,
             current: RefCell::new(None),
@@ -305,10 +313,15 @@ impl LuaRuntime {
         freeze(&g, &mut Vec::new());
         lua.sandbox(true)?;
         interrupt::install(&lua)?;
-        if limits.node_memory > 0 {
+        let node_memory = match (deterministic_heap, limits.node_memory) {
+            (false, n) => n,
+            (true, 0) => arena::HEAP_CEILING,
+            (true, n) => n.min(arena::HEAP_CEILING),
+        };
+        if node_memory > 0 {
             // Past this, allocations fail with a Lua error in whoever allocates; the node
             // itself never aborts.
-            let ceiling = lua.used_memory() + limits.node_memory;
+            let ceiling = lua.used_memory() + node_memory;
             lua.set_memory_limit(ceiling)?;
             bridge(&lua).heap_ceiling.set(ceiling);
         }
