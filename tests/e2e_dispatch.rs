@@ -457,3 +457,181 @@ fn p6_every_answer_carries_a_status_and_the_node_survives_hostile_requests() {
     let run = n.live.finish();
     assert!(!run.stderr.contains("panicked"), "{}", run.dump());
 }
+
+// ------------------------------------------------------------------ funcs.call across two nodes
+
+/// Node `b` serves namespace `slow`: `nap(ms)` sleeps, then logs "nap done <ms>" and returns
+/// `ms`; `add(...)` sums its arguments. Node `a` serves `alpha`, whose functions call into
+/// `slow` with the funcs options.
+fn two_node_apps(a: &TempDir, b: &TempDir) {
+    b.write(
+        "src/_index.yaml",
+        "version: \"1.0\"\nnamespace: slow\nentries:\n  - name: procs\n    kind: process.host\n    lifecycle: {auto_start: true}\n  \
+         - name: nap\n    kind: function.lua\n    source: file://fns.lua\n    method: nap\n    modules: [time]\n  \
+         - name: add\n    kind: function.lua\n    source: file://fns.lua\n    method: add\n",
+    );
+    b.write(
+        "src/fns.lua",
+        "local function nap(ms)\n  time.sleep(tostring(ms) .. 'ms')\n  print('nap done ' .. tostring(ms))\n  return ms\nend\n\
+         local function add(...)\n  local s = 0\n  for i = 1, select('#', ...) do s = s + select(i, ...) end\n  \
+         return { n = select('#', ...), sum = s }\nend\nreturn { nap = nap, add = add }\n",
+    );
+    a.write(
+        "src/_index.yaml",
+        "version: \"1.0\"\nnamespace: alpha\nentries:\n  - name: procs\n    kind: process.host\n    lifecycle: {auto_start: true}\n  \
+         - name: short\n    kind: function.lua\n    source: file://fns.lua\n    method: short\n    modules: [funcs]\n  \
+         - name: sum\n    kind: function.lua\n    source: file://fns.lua\n    method: sum\n    modules: [funcs]\n",
+    );
+    a.write(
+        "src/fns.lua",
+        "local function short(ms)\n  local r, err = funcs.new():with_options({timeout = 400}):call('slow:nap', ms)\n  \
+         return { got = r, kind = err and err:kind() or 'none' }\nend\n\
+         local function sum()\n  local r, err = funcs.call('slow:add', 1, 2, 3)\n  if err then error(err) end\n  return r\nend\n\
+         return { short = short, sum = sum }\n",
+    );
+}
+
+fn start_node(dir: &TempDir, name: &str, addr: &str, join: Option<&str>) -> Live {
+    let mut args = vec![
+        "run",
+        "-C",
+        dir.s(),
+        "--node",
+        name,
+        "--listen",
+        addr,
+        "--cluster-secret",
+        "e2e",
+    ];
+    if let Some(j) = join {
+        args.extend(["--join", j]);
+    }
+    let mut live = Live::start(&args);
+    let end = Instant::now() + Duration::from_secs(20);
+    while smol::block_on(health(addr, "")) != Ok(1) {
+        if Instant::now() > end {
+            panic!("{name} never SERVING\n{}", live.finish().dump());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    live
+}
+
+fn number(v: f64) -> Option<prost_types::Any> {
+    Some(value_any(prost_types::value::Kind::NumberValue(v)))
+}
+
+/// A Dispatch of `ns.method(arg)` with an optional `grpc-timeout`; the answer and its time.
+fn timed(
+    addr: &str,
+    ns: &str,
+    method: &str,
+    arg: f64,
+    timeout: Option<Duration>,
+) -> (Result<pb::DispatchResponse, tonic::Status>, Duration) {
+    let mut r = dispatch(ns, Some(ns), method, "");
+    r.input = number(arg);
+    let mut req = tonic::Request::new(r);
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    let t0 = Instant::now();
+    let got = smol::block_on(client(addr).dispatch(req)).map(|r| r.into_inner());
+    (got, t0.elapsed())
+}
+
+#[test]
+fn across_two_nodes_attempt_timeout_late_reply_funcs_options_and_grpc_timeout() {
+    let (da, db) = (TempDir::new("dispatch-a"), TempDir::new("dispatch-b"));
+    two_node_apps(&da, &db);
+    let (aa, ab) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut b = start_node(&db, "b", &ab, None);
+    let mut a = start_node(&da, "a", &aa, Some(&ab));
+    // Routed once a reaches b's namespace.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (r, _) = timed(&aa, "slow", "nap", 0.0, Some(Duration::from_secs(5)));
+        if let Ok(r) = &r {
+            if st(&r.status).0 == 200 {
+                assert_eq!(r.handled_by_collector_id, "b");
+                break;
+            }
+        }
+        if Instant::now() > end {
+            panic!("a never routed slow to b: {r:?}\n{}", a.finish().dump());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // B's function outlasts the 2 s attempt timeout: A's caller gets a timeout within the
+    // bound, A tells B to stop, and B's answer, when it comes, is dropped and counted.
+    let (r, took) = timed(&aa, "slow", "nap", 3000.0, Some(Duration::from_secs(20)));
+    let r = r.expect("gRPC OK");
+    let s = r.status.clone().expect("status");
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (500, "serve RPC failed: deadline exceeded"),
+        "{r:?}"
+    );
+    assert_eq!(s.details.get("timeout").map(String::as_str), Some("true"));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3000),
+        "answered after {took:?}"
+    );
+    a.wait_for_lines("dispatch late reply dropped", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !b.stderr().contains("nap done 3000"),
+        "b's run was stopped:\n{}",
+        b.stderr()
+    );
+
+    // funcs.call with {timeout = 400} from a function on A: kind Timeout within the budget.
+    let (r, took) = timed(&aa, "alpha", "short", 3000.0, Some(Duration::from_secs(20)));
+    let r = r.expect("gRPC OK");
+    assert_eq!(st(&r.status).0, 200, "{r:?}");
+    let kind = match decode_value(&r.output) {
+        Some(prost_types::value::Kind::StructValue(s)) => s.fields.get("kind").cloned(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        kind.and_then(|v| v.kind),
+        Some(prost_types::value::Kind::StringValue("Timeout".into()))
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+
+    // Several arguments cross as several arguments.
+    let (r, _) = timed(&aa, "alpha", "sum", 0.0, Some(Duration::from_secs(10)));
+    let r = r.expect("gRPC OK");
+    let fields = match decode_value(&r.output) {
+        Some(prost_types::value::Kind::StructValue(s)) => s.fields,
+        other => panic!("{other:?} {r:?}"),
+    };
+    let num = |k: &str| match fields.get(k).and_then(|v| v.kind.clone()) {
+        Some(prost_types::value::Kind::NumberValue(n)) => n,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!((num("n"), num("sum")), (3.0, 6.0));
+
+    // An inbound grpc-timeout is B's deadline: its run is cut there, not at 30 s.
+    let (r, took) = timed(&ab, "slow", "nap", 1500.0, Some(Duration::from_millis(300)));
+    assert!(
+        took < Duration::from_millis(1200),
+        "answered after {took:?}: {r:?}"
+    );
+    let (r, _) = timed(&ab, "slow", "nap", 200.0, None);
+    assert_eq!(st(&r.expect("gRPC OK").status).0, 200);
+    b.wait_for_lines("nap done 200", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !b.stderr().contains("nap done 1500"),
+        "the run outlived its grpc-timeout:\n{}",
+        b.stderr()
+    );
+}

@@ -1,6 +1,7 @@
 //! Function calls and `process.exec`: the callee runs as a short-lived process whose end
 //! completes a tag of the caller; context values flow down; a call can be canceled.
 
+use crate::command::CallOptions;
 use crate::core::err;
 use crate::entries::EntryKind;
 use crate::node::*;
@@ -24,7 +25,9 @@ impl Core {
         Some(Rc::new(m))
     }
 
-    /// Stops the callee of the call `caller` is waiting on with `tag`; false when it already ended.
+    /// Stops the callee of the call `caller` is waiting on with `tag` (for a call served by
+    /// another node: withdraws the dispatch, which cancels the remote run); false when it
+    /// already ended.
     pub(crate) fn cancel_call(&mut self, caller: u64, tag: u64) -> bool {
         let callee = self
             .procs
@@ -35,7 +38,8 @@ impl Core {
                 self.kill(c, err(kind::CANCELED, "function call canceled"));
                 true
             }
-            _ => false,
+            Some(_) => false,
+            None => self.dispatch_cancel(caller, tag),
         }
     }
 
@@ -48,15 +52,9 @@ impl Core {
         target: &str,
         args: Vec<Value>,
         context: Option<Context>,
+        options: CallOptions,
     ) -> Result<u64, ErrorValue> {
-        self.call_on(
-            caller,
-            target,
-            FUNCTION_HOST,
-            args,
-            context,
-            EntryKind::FunctionLua,
-        )
+        self.call_on(caller, target, FUNCTION_HOST, args, context, Some(options))
     }
 
     /// `process.exec`: runs a process entry on `host` and answers the caller's tag with its result.
@@ -68,9 +66,11 @@ impl Core {
         args: Vec<Value>,
         context: Option<Context>,
     ) -> Result<u64, ErrorValue> {
-        self.call_on(caller, target, host, args, context, EntryKind::ProcessLua)
+        self.call_on(caller, target, host, args, context, None)
     }
 
+    /// A call of a `function.lua` entry with its options (`function`: Some), or of a
+    /// `process.lua` entry (`process.exec`: None).
     pub(crate) fn call_on(
         &mut self,
         caller: u64,
@@ -78,8 +78,12 @@ impl Core {
         host: &str,
         args: Vec<Value>,
         context: Option<Context>,
-        want_kind: EntryKind,
+        function: Option<CallOptions>,
     ) -> Result<u64, ErrorValue> {
+        let want_kind = match function {
+            Some(_) => EntryKind::FunctionLua,
+            None => EntryKind::ProcessLua,
+        };
         let valid = match target.split_once(':') {
             Some((ns, name)) => !ns.is_empty() && !name.is_empty(),
             None => false,
@@ -92,9 +96,10 @@ impl Core {
         }
         match self.entries.get(target) {
             Some(e) if e.kind == want_kind => {}
-            None if want_kind == EntryKind::FunctionLua => {
+            None if function.is_some() => {
                 // Served by another node of the cluster, maybe: a dispatch answers the tag.
-                if let Some(r) = self.dispatch_call(caller, target, &args) {
+                let options = function.unwrap_or_default();
+                if let Some(r) = self.dispatch_call(caller, target, &args, options) {
                     return r;
                 }
                 return Err(err(

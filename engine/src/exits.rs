@@ -44,6 +44,7 @@ impl Core {
                     work.push((*c, Err(err(kind::CANCELED, "caller exited"))));
                 }
             }
+            self.dispatch_caller_exited(id);
             if let Some((caller, tag)) = &info.reply {
                 if let Some(p) = self.procs.get_mut(&caller.uniq) {
                     p.calls.retain(|(_, c)| *c != id);

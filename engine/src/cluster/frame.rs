@@ -223,6 +223,11 @@ pub enum Frame {
         version: u64,
         reply: bool,
     },
+    /// The sender's caller gave up on its `DispatchRequest` `call`: the receiver cancels the
+    /// request (stopping its handler run) and answers it as canceled.
+    DispatchCancel {
+        call: u64,
+    },
 }
 
 /// The kind byte of each frame.
@@ -245,6 +250,7 @@ pub mod kind {
     pub const DISPATCH_REQUEST: u8 = 16;
     pub const DISPATCH_REPLY: u8 = 17;
     pub const DISPATCH_NAMESPACES: u8 = 18;
+    pub const DISPATCH_CANCEL: u8 = 19;
 }
 
 impl Frame {
@@ -268,6 +274,7 @@ impl Frame {
             Frame::DispatchRequest { .. } => kind::DISPATCH_REQUEST,
             Frame::DispatchReply { .. } => kind::DISPATCH_REPLY,
             Frame::DispatchNamespaces { .. } => kind::DISPATCH_NAMESPACES,
+            Frame::DispatchCancel { .. } => kind::DISPATCH_CANCEL,
         }
     }
 
@@ -399,6 +406,7 @@ impl Frame {
                 w.u64(*version);
                 w.u8(u8::from(*reply));
             }
+            Frame::DispatchCancel { call } => w.u64(*call),
         }
         let body = out.len() - HEADER_LEN;
         if body > MAX_FRAME_LEN {
@@ -578,6 +586,9 @@ impl Frame {
                 version: r.u64("dispatch_namespaces.version")?,
                 reply: r.bool("dispatch_namespaces.reply")?,
             },
+            kind::DISPATCH_CANCEL => Frame::DispatchCancel {
+                call: r.u64("dispatch_cancel.call")?,
+            },
             _ => unreachable!("kind_name accepted only the kinds above"),
         };
         match r.0.remaining() {
@@ -610,6 +621,7 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::DISPATCH_REQUEST => "dispatch",
         kind::DISPATCH_REPLY => "dispatch_reply",
         kind::DISPATCH_NAMESPACES => "dispatch_namespaces",
+        kind::DISPATCH_CANCEL => "dispatch_cancel",
         _ => return None,
     })
 }

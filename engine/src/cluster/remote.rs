@@ -490,7 +490,8 @@ impl Core {
             },
             f @ (Frame::DispatchRequest { .. }
             | Frame::DispatchReply { .. }
-            | Frame::DispatchNamespaces { .. }) => self.dispatch_frame(&from, f),
+            | Frame::DispatchNamespaces { .. }
+            | Frame::DispatchCancel { .. }) => self.dispatch_frame(&from, f),
         }
     }
 
@@ -686,7 +687,8 @@ fn origin(f: &Frame) -> Option<&Pid> {
         | Frame::NameSync
         | Frame::DispatchRequest { .. }
         | Frame::DispatchReply { .. }
-        | Frame::DispatchNamespaces { .. } => None,
+        | Frame::DispatchNamespaces { .. }
+        | Frame::DispatchCancel { .. } => None,
     }
 }
 

@@ -6,7 +6,7 @@
 
 mod op;
 
-pub use op::{Command, ContextOverlay, Dest, NameOp, RegistryQuery, Reply};
+pub use op::{CallOptions, Command, ContextOverlay, Dest, NameOp, RegistryQuery, Reply};
 
 use crate::node::Core;
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,6 +20,15 @@ pub enum Dest {
 /// Context values a spawn or call adds over the caller's own (`process.with_context`).
 pub type ContextOverlay = BTreeMap<String, Value>;
 
+/// What `funcs.new():with_options{...}` asks of a call (`timeout`, `idempotent`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// The call fails with kind Timeout when it has not ended this long after it started.
+    pub timeout_ns: Option<u64>,
+    /// A call served by another node may run again elsewhere when its outcome is unknown.
+    pub idempotent: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum NameOp {
     /// Register `name` for `pid` (a PID string) or, when None, for the caller.
@@ -151,6 +160,7 @@ pub enum Command {
         target: String,
         args: Vec<Value>,
         context: Option<ContextOverlay>,
+        options: CallOptions,
     },
     /// Cancels the call whose reply would complete `tag`.
     CancelCall {
@@ -380,6 +390,7 @@ impl Command {
                 target: s(),
                 args: vec![],
                 context: None,
+                options: CallOptions::default(),
             },
             Command::CancelCall { tag: 0 },
             Command::Context,

@@ -9,6 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// The transport error of an attempt whose deadline passed.
+const DEADLINE: &str = "deadline exceeded";
+
 /// An inbound request, numbered by the driver (or by the node for its own `funcs.call`).
 pub type ReqId = u64;
 /// An outbound RPC, numbered by the collector.
@@ -29,6 +32,17 @@ pub mod hint {
     /// A call's identity across hops and retries, `<collector that took it>/<its request id>`,
     /// in `execution_context` and the handler's context: a retry keeps it, a new call gets its own.
     pub const CALL: &str = "weft-call";
+    /// The input is a `ListValue` of this many arguments, spread over the handler's parameters
+    /// (set by a Weft node's `funcs.call` with other than one argument; copied into the
+    /// `execution_context` so it survives a `Serve` hop). Absent: the input is one argument.
+    pub const ARGS: &str = "weft-args";
+    /// Nanoseconds one remote attempt may take instead of `Config::attempt_timeout_ns` (set by
+    /// `funcs.call` with a `timeout` option: the caller's own budget bounds the attempt).
+    pub const ATTEMPT: &str = "weft-attempt-ns";
+    /// Status detail `"true"` on an answer that ended because a deadline passed.
+    pub const TIMEOUT: &str = "timeout";
+    /// Status detail `"true"` on an answer to a request its origin gave up (`Input::Cancel`).
+    pub const CANCELED: &str = "canceled";
 }
 
 /// How a collector forwards a request it cannot serve.
@@ -174,6 +188,10 @@ pub enum Input {
     },
     /// A peer is down; its in-flight calls fail now.
     PeerDown { id: String },
+    /// The origin of request `req` gave up on it (its caller canceled or died): it is answered
+    /// at once (500, detail `canceled`), its local handler is stopped (`Output::Cancel`) and a
+    /// remote attempt under way is withdrawn (`Output::Abort`).
+    Cancel { req: ReqId },
     /// Connect to a collector at `address` asking about `namespaces` (the collector's `ConnectTo`).
     ConnectTo {
         address: String,
@@ -211,6 +229,14 @@ pub enum Output {
     /// The request behind `job` was answered without it (deadline): stop it if still running.
     Cancel {
         job: JobId,
+    },
+    /// Nobody waits for outbound RPC `call` any more (its request was canceled, or the
+    /// attempt timed out): tell `peer` to stop working on it if the transport can. Its reply, if one still comes, only updates
+    /// the peer's health.
+    Abort {
+        call: CallId,
+        peer: String,
+        address: String,
     },
     Event(Event),
 }
@@ -307,6 +333,8 @@ struct Pending {
     namespace: String,
     key: String,
     deadline: Instant,
+    /// How long one remote attempt may take (`hint::ATTEMPT`, else the configured one).
+    attempt_ns: u64,
     attempts: u32,
     wait: Wait,
 }
@@ -495,6 +523,7 @@ impl Collector {
                 }
             }
             Input::PeerDown { id } => self.on_peer_down(now, &id),
+            Input::Cancel { req } => self.on_cancel(req),
             Input::ConnectTo {
                 address,
                 namespaces,
@@ -857,9 +886,17 @@ impl Collector {
             return self.finish(req, p, s, None, String::new());
         }
         let mut context = BTreeMap::new();
-        if let Some(t) = r.routing_hints.get(hint::TRACEPARENT) {
-            context.insert(hint::TRACEPARENT.to_string(), t.clone());
+        for h in [hint::TRACEPARENT, hint::ARGS] {
+            if let Some(t) = r.routing_hints.get(h) {
+                context.insert(h.to_string(), t.clone());
+            }
         }
+        p.attempt_ns = r
+            .routing_hints
+            .get(hint::ATTEMPT)
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(self.cfg.attempt_timeout_ns);
         let call = r.routing_hints.get(hint::CALL).cloned();
         context.insert(
             hint::CALL.to_string(),
@@ -903,7 +940,7 @@ impl Collector {
                 execution_context: self.forward_context(&context),
             });
             p.attempts = 1;
-            let call = self.send(now, req, &target, request, p.deadline);
+            let call = self.send(now, req, &target, request, p.deadline, p.attempt_ns);
             p.wait = Wait::Target { call, peer: target };
             self.pending.insert(req, p);
             return;
@@ -953,11 +990,10 @@ impl Collector {
         peer_id: &str,
         request: Request,
         req_deadline: Instant,
+        attempt_ns: u64,
     ) -> CallId {
         let call = self.fresh();
-        let deadline = now
-            .saturating_add(self.cfg.attempt_timeout_ns)
-            .min(req_deadline);
+        let deadline = now.saturating_add(attempt_ns).min(req_deadline);
         let address = match self.peers.get_mut(peer_id) {
             Some(p) => {
                 p.start();
@@ -1064,7 +1100,7 @@ impl Collector {
         };
         p.attempts += 1;
         let deadline = p.deadline;
-        let call = self.send(now, req, &pick, request, deadline);
+        let call = self.send(now, req, &pick, request, deadline, p.attempt_ns);
         if let Wait::Auto(route) = &mut p.wait {
             route.call = Some(call);
         }
@@ -1189,11 +1225,19 @@ impl Collector {
         e: TransportError,
     ) {
         let msg = format!("serve RPC failed: {}", e.message);
+        let timed_out = e.message == DEADLINE;
+        let failed = |s: Status| {
+            if timed_out {
+                s.with(hint::TIMEOUT, "true")
+            } else {
+                s
+            }
+        };
         match &mut p.wait {
             Wait::Target { .. } => self.finish(
                 req,
                 p,
-                Status::new(code::INTERNAL, msg),
+                failed(Status::new(code::INTERNAL, msg)),
                 None,
                 String::new(),
             ),
@@ -1202,7 +1246,7 @@ impl Collector {
                 route.last_error = Some((peer.to_string(), e.message.clone()));
                 if e.sent && !route.idempotent {
                     // At most once: the call may have run there; a blind retry could run it twice.
-                    let s = Status::new(code::INTERNAL, msg)
+                    let s = failed(Status::new(code::INTERNAL, msg))
                         .with("peer", peer.to_string())
                         .with("retried", "false (not idempotent)");
                     return self.finish(req, p, s, None, String::new());
@@ -1238,6 +1282,31 @@ impl Collector {
         }
     }
 
+    fn on_cancel(&mut self, req: ReqId) {
+        let Some(p) = self.pending.remove(&req) else {
+            return;
+        };
+        let call = match &p.wait {
+            Wait::Target { call, .. } => Some(*call),
+            Wait::Auto(r) => r.call,
+            Wait::Local { .. } => None,
+        };
+        if let Some(c) = call.and_then(|c| self.calls.get_mut(&c).map(|x| (c, x))) {
+            let (call, c) = c;
+            c.req = None;
+            let (peer, address) = (c.peer.clone(), c.address.clone());
+            self.out.push_back(Output::Abort {
+                call,
+                peer,
+                address,
+            });
+        }
+        let s =
+            Status::new(code::INTERNAL, "call canceled by the caller").with(hint::CANCELED, "true");
+        // `finish` stops a local handler still running (`Output::Cancel`).
+        self.finish(req, p, s, None, String::new());
+    }
+
     // ------------------------------------------------------------ time
 
     fn expire(&mut self, now: Instant) {
@@ -1248,7 +1317,16 @@ impl Collector {
             .map(|(k, _)| *k)
             .collect();
         for call in late {
-            self.on_reply(now, call, Err(TransportError::lost("deadline exceeded")));
+            // The peer may still be running it: nobody will take its answer, so say so.
+            if let Some(c) = self.calls.get(&call).filter(|c| !c.connect) {
+                let (peer, address) = (c.peer.clone(), c.address.clone());
+                self.out.push_back(Output::Abort {
+                    call,
+                    peer,
+                    address,
+                });
+            }
+            self.on_reply(now, call, Err(TransportError::lost(DEADLINE)));
         }
         let late: Vec<ReqId> = self
             .pending
@@ -1275,7 +1353,8 @@ impl Collector {
                     code::NOT_FOUND,
                     format!("no collector found for namespace '{}'", p.namespace),
                 ),
-            };
+            }
+            .with(hint::TIMEOUT, "true");
             // The attempt still out belongs to no one now; its reply only updates health.
             if let Wait::Auto(r) = &p.wait {
                 if let Some(c) = r.call.and_then(|c| self.calls.get_mut(&c)) {
@@ -1300,6 +1379,7 @@ impl Pending {
             namespace: namespace.to_string(),
             key: format!("{service}.{method}"),
             deadline,
+            attempt_ns: 0,
             attempts: 0,
             wait: Wait::Local { job: 0 },
         }

@@ -22,6 +22,8 @@ struct Member {
     /// Every invocation ever made here: (key, input).
     invoked: Vec<(MethodKey, Option<Any>)>,
     cancelled: Vec<JobId>,
+    /// Outbound calls withdrawn (`Output::Abort`).
+    aborted: Vec<CallId>,
     events: Vec<Event>,
 }
 
@@ -129,6 +131,7 @@ impl Net {
                 held: Vec::new(),
                 invoked: Vec::new(),
                 cancelled: Vec::new(),
+                aborted: Vec::new(),
                 events: Vec::new(),
             },
         );
@@ -383,6 +386,19 @@ impl Net {
                 }
             }
             Output::Cancel { job } => self.m(from).cancelled.push(job),
+            Output::Abort { call, .. } => {
+                // The callee cancels the request it took for this call, as a node does on a
+                // `DispatchCancel` frame.
+                let taken = self
+                    .remote
+                    .iter()
+                    .find(|(_, (caller, c))| caller == from && *c == call)
+                    .map(|((to, req), _)| (to.clone(), *req));
+                self.m(from).aborted.push(call);
+                if let Some((to, req)) = taken {
+                    self.c(&to).handle(now, Input::Cancel { req });
+                }
+            }
             Output::Event(e) => self.m(from).events.push(e),
         }
     }
@@ -1999,4 +2015,72 @@ mod interleavings {
             run(seed, steps)?;
         }
     }
+}
+
+#[test]
+fn a_canceled_request_is_answered_once_and_its_remote_run_is_stopped() {
+    let mut net = caller_and_servers(&["B"]);
+    net.m("B").handler = None;
+    let req = net.ask("A", None, Request::Dispatch(dispatch_req("ns", "S", "M")));
+    assert_eq!(net.m("B").held.len(), 1, "running on B");
+    net.input("A", Input::Cancel { req });
+    let d = net.dispatched("A", req);
+    let s = d.status.unwrap();
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (500, "call canceled by the caller")
+    );
+    assert_eq!(
+        s.details.get(hint::CANCELED).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(net.m("A").aborted.len(), 1, "the attempt was withdrawn");
+    assert_eq!(net.m("B").cancelled.len(), 1, "B stopped its handler");
+    assert_eq!((net.c("A").pending(), net.c("B").pending()), (0, 0));
+    // B's answer to the withdrawn call is no second answer; a late handler result is dropped.
+    net.complete("B", Ok(Some(text("late"))));
+    assert_eq!(net.answer("A", req).map(|_| ()), Some(()));
+    assert_eq!(net.c("B").stats().late_results, 1);
+    // Canceling what is answered already, or an unknown id, does nothing.
+    net.input("A", Input::Cancel { req });
+    net.input("A", Input::Cancel { req: 999 });
+    assert_eq!(net.c("A").stats().answered, 1);
+}
+
+#[test]
+fn a_caller_budget_in_hints_bounds_the_attempt_instead_of_the_default() {
+    let mut net = caller_and_servers(&["B"]);
+    net.m("B").handler = None;
+    let mut r = dispatch_req("ns", "S", "M");
+    r.routing_hints
+        .insert(hint::ATTEMPT.into(), (5_000 * MS).to_string());
+    let t0 = net.now;
+    let req = net.ask("A", Some(t0 + 5_000 * MS), Request::Dispatch(r));
+    net.advance(3_000 * MS);
+    assert!(
+        net.answer("A", req).is_none(),
+        "past the default 2 s attempt, still waiting"
+    );
+    net.complete("B", Ok(Some(text("slow but fine"))));
+    let d = net.dispatched("A", req);
+    assert_eq!(
+        (status(&d.status).0, out_text(&d.output)),
+        (200, "slow but fine".into())
+    );
+    // Without a budget the default attempt timeout applies, and the error says it timed out.
+    let req = net.ask(
+        "A",
+        Some(net.now + 5_000 * MS),
+        Request::Dispatch(dispatch_req("ns", "S", "M")),
+    );
+    net.advance(2_000 * MS);
+    let s = net.dispatched("A", req).status.unwrap();
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (500, "serve RPC failed: deadline exceeded")
+    );
+    assert_eq!(
+        s.details.get(hint::TIMEOUT).map(String::as_str),
+        Some("true")
+    );
 }

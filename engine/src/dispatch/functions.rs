@@ -2,9 +2,10 @@
 //! the request `funcs.call` makes for a function served elsewhere, the error value a non-200
 //! answer becomes, and what a handler's Lua result becomes on the wire. Pure data mapping.
 
-use super::collector::MethodKey;
+use super::collector::{hint, MethodKey};
 use super::payload::{decode_input, encode_result};
 use super::types::{code, Any, DispatchRequest, DispatchResponse, ServiceRef};
+use crate::command::CallOptions;
 use crate::entries::{Entry, EntryKind};
 use crate::value::{kind, ErrorValue, Table, Value};
 use std::collections::BTreeMap;
@@ -46,13 +47,17 @@ impl Functions {
     }
 }
 
-/// The Dispatch `funcs.call(target, arg)` sends when `target` (`ns:name`) is not served here:
+/// The Dispatch `funcs.call(target, ...)` sends when `target` (`ns:name`) is not served here:
 /// namespace `ns`, service `ns`, method `name` (the defaults of an entry without
-/// `meta.service`/`meta.method`).
+/// `meta.service`/`meta.method`). One argument (or none: nil) is the input itself (what a
+/// foreign collector sends and expects); two or more travel as a `ListValue` of the arguments with
+/// `hint::ARGS` saying how many, so the callee gets them spread (trailing nils included).
+/// The options become hints: `idempotent` allows a retry elsewhere after an unknown outcome,
+/// `timeout_ns` bounds one attempt as well as the call.
 pub fn call_request(
     target: &str,
-    arg: &Value,
-    idempotent: bool,
+    args: &[Value],
+    opts: &CallOptions,
 ) -> Result<DispatchRequest, ErrorValue> {
     let (ns, name) = match target.split_once(':') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns, name),
@@ -63,14 +68,25 @@ pub fn call_request(
             ))
         }
     };
-    let input = encode_result(arg)
-        .map_err(|e| ErrorValue::new(kind::INVALID, format!("argument cannot be sent: {e}")))?;
     let mut routing_hints = BTreeMap::new();
-    if idempotent {
-        routing_hints.insert(
-            super::collector::hint::IDEMPOTENT.to_string(),
-            "true".to_string(),
-        );
+    let input = match args {
+        [] => encode_result(&Value::Nil),
+        [one] => encode_result(one),
+        _ => {
+            routing_hints.insert(hint::ARGS.to_string(), args.len().to_string());
+            let list = Table {
+                array: args.to_vec(),
+                map: vec![],
+            };
+            encode_result(&Value::table(list))
+        }
+    }
+    .map_err(|e| ErrorValue::new(kind::INVALID, format!("argument cannot be sent: {e}")))?;
+    if opts.idempotent {
+        routing_hints.insert(hint::IDEMPOTENT.to_string(), "true".to_string());
+    }
+    if let Some(t) = opts.timeout_ns {
+        routing_hints.insert(hint::ATTEMPT.to_string(), t.to_string());
     }
     Ok(DispatchRequest {
         namespace: ns.to_string(),
@@ -95,7 +111,10 @@ pub fn call_result(resp: &DispatchResponse) -> Result<Value, ErrorValue> {
         return decode_input(resp.output.as_ref())
             .map_err(|e| ErrorValue::new(kind::INTERNAL, format!("result cannot be read: {e}")));
     }
+    let flag = |d: &str| status.details.get(d).map(String::as_str) == Some("true");
     let k = match status.code {
+        _ if flag(hint::CANCELED) => kind::CANCELED,
+        _ if flag(hint::TIMEOUT) => kind::TIMEOUT,
         code::BAD_REQUEST => kind::INVALID,
         code::NOT_FOUND => kind::NOT_FOUND,
         code::INTERNAL => kind::INTERNAL,
@@ -125,6 +144,33 @@ pub fn handler_result(r: Result<Value, ErrorValue>) -> Result<Option<Any>, Strin
 pub fn handler_input(input: Option<&Any>) -> Result<Value, String> {
     decode_input(input).map_err(|e| format!("invalid input: {e}"))
 }
+
+/// A request's input as the handler's arguments: one, or with `hint::ARGS` = n in `context`
+/// the n items of its list (missing ones nil). A count that is not a number, or an input that
+/// is not a list of at most that many items, is a handler error.
+pub fn handler_args(
+    input: Option<&Any>,
+    context: &BTreeMap<String, String>,
+) -> Result<Vec<Value>, String> {
+    let Some(n) = context.get(hint::ARGS) else {
+        return Ok(vec![handler_input(input)?]);
+    };
+    let n: usize = n
+        .parse()
+        .ok()
+        .filter(|n| *n <= MAX_ARGS)
+        .ok_or_else(|| format!("invalid input: bad argument count '{n}'"))?;
+    let mut args = match handler_input(input)? {
+        Value::Table(t) if t.map.is_empty() && t.array.len() <= n => t.array.clone(),
+        Value::Nil if n == 0 => Vec::new(),
+        _ => return Err(format!("invalid input: not a list of {n} arguments")),
+    };
+    args.resize(n, Value::Nil);
+    Ok(args)
+}
+
+/// Most arguments one remote call spreads (a hostile count never allocates more).
+pub const MAX_ARGS: usize = 256;
 
 #[cfg(test)]
 #[path = "functions_tests.rs"]

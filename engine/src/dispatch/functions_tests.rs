@@ -61,25 +61,35 @@ fn a_key_claimed_twice_goes_to_the_first_entry_id_whatever_the_order() {
 
 #[test]
 fn funcs_call_becomes_a_dispatch_and_its_answer_a_value_or_error() {
-    let r = call_request("orders:create_order", &Value::from("x"), false).unwrap();
+    let plain = CallOptions::default();
+    let r = call_request("orders:create_order", &[Value::from("x")], &plain).unwrap();
     assert_eq!(r.namespace, "orders");
     assert_eq!(r.service.as_ref().unwrap().service_name, "orders");
     assert_eq!(r.method_name, "create_order");
     assert!(r.routing_hints.is_empty());
     assert_eq!(handler_input(r.input.as_ref()), Ok(Value::from("x")));
-    let r = call_request("orders:create_order", &Value::Nil, true).unwrap();
+    let opts = CallOptions {
+        idempotent: true,
+        timeout_ns: Some(750_000_000),
+    };
+    let r = call_request("orders:create_order", &[Value::Nil], &opts).unwrap();
     assert_eq!(
         r.routing_hints.get("idempotent").map(String::as_str),
         Some("true")
     );
+    assert_eq!(
+        r.routing_hints.get(hint::ATTEMPT).map(String::as_str),
+        Some("750000000"),
+        "the caller's timeout bounds the attempt"
+    );
     for bad in ["nocolon", ":x", "x:"] {
         assert_eq!(
-            call_request(bad, &Value::Nil, false).unwrap_err().kind,
+            call_request(bad, &[], &plain).unwrap_err().kind,
             kind::INVALID
         );
     }
     assert_eq!(
-        call_request("a:b", &Value::Str(vec![0xff]), false)
+        call_request("a:b", &[Value::Int(1), Value::Str(vec![0xff])], &plain)
             .unwrap_err()
             .kind,
         kind::INVALID
@@ -112,6 +122,58 @@ fn funcs_call_becomes_a_dispatch_and_its_answer_a_value_or_error() {
     assert_eq!(
         call_result(&DispatchResponse::default()).unwrap_err().kind,
         kind::INTERNAL
+    );
+    // A deadline or a cancellation says so in the details: kinds Timeout and Canceled.
+    for (detail, k) in [
+        (hint::TIMEOUT, kind::TIMEOUT),
+        (hint::CANCELED, kind::CANCELED),
+    ] {
+        let resp = DispatchResponse {
+            status: Some(Status::new(500, "x").with(detail, "true")),
+            ..Default::default()
+        };
+        assert_eq!(call_result(&resp).unwrap_err().kind, k);
+    }
+}
+
+#[test]
+fn several_arguments_travel_as_a_counted_list_and_one_as_itself() {
+    let plain = CallOptions::default();
+    let ctx = |r: &DispatchRequest| r.routing_hints.clone();
+    // One argument, even a list: the input is that value, no count (a foreign callee's contract).
+    let list = Value::table(Table {
+        array: vec![Value::Int(1), Value::Int(2)],
+        map: vec![],
+    });
+    let r = call_request("a:b", std::slice::from_ref(&list), &plain).unwrap();
+    assert!(!r.routing_hints.contains_key(hint::ARGS));
+    assert_eq!(handler_args(r.input.as_ref(), &ctx(&r)), Ok(vec![list]));
+    // None: a nil input, as before.
+    let r = call_request("a:b", &[], &plain).unwrap();
+    assert_eq!(
+        handler_args(r.input.as_ref(), &ctx(&r)),
+        Ok(vec![Value::Nil])
+    );
+    // Several, with nils inside and at the end: spread back exactly.
+    let args = vec![Value::from("x"), Value::Nil, Value::Int(3), Value::Nil];
+    let r = call_request("a:b", &args, &plain).unwrap();
+    assert_eq!(
+        r.routing_hints.get(hint::ARGS).map(String::as_str),
+        Some("4")
+    );
+    assert_eq!(handler_args(r.input.as_ref(), &ctx(&r)), Ok(args.clone()));
+    // Hostile counts and shapes are handler errors, never a panic or a huge allocation.
+    let one = encode_result(&Value::Int(1)).unwrap();
+    for n in ["x", "-1", "99999999999", "257"] {
+        let c = BTreeMap::from([(hint::ARGS.to_string(), n.to_string())]);
+        assert!(handler_args(Some(&one), &c).is_err(), "{n}");
+    }
+    let c = BTreeMap::from([(hint::ARGS.to_string(), "2".to_string())]);
+    assert!(handler_args(Some(&one), &c).is_err(), "not a list");
+    let three = call_request("a:b", &args[..3], &plain).unwrap();
+    assert!(
+        handler_args(three.input.as_ref(), &c).is_err(),
+        "more items than the count"
     );
 }
 

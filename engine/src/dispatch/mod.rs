@@ -66,8 +66,12 @@
 //! As built (differences from the plan below): namespaces travel as relay frames
 //! (`Frame::DispatchNamespaces`, sent on every peer up with `reply`, and to every up peer on a
 //! change), not in membership metadata; requests between Weft nodes are `Frame::DispatchRequest`
-//! / `DispatchReply`; `funcs.call` dispatches only when some peer serves (or served) the
-//! namespace, else it keeps "function not found"; a remote function takes one argument.
+//! / `DispatchReply`, withdrawn with `DispatchCancel` (a canceled or dead caller, a timed-out
+//! attempt; the peer's deadline is the attempt's plus a grace so the caller's timeout decides);
+//! `funcs.call` dispatches only when some peer serves (or served) the namespace, else it keeps
+//! "function not found"; its arguments travel as `functions::call_request` says (several as a
+//! counted list, `hint::ARGS`), and `with_options{timeout, idempotent}` become the deadline and
+//! the hints `ATTEMPT` / `IDEMPOTENT`.
 //!
 //! `Core` owns one `Collector` built from the registry: `Functions::from_entries` turns every
 //! `function.lua` entry into a `MethodKey` (and remembers which entry serves it); a registry

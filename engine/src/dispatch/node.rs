@@ -15,12 +15,13 @@
 //! call ids and local calls never collide. A peer's repeated `DispatchRequest` (same incarnation, call id at or below
 //! the last one taken) is dropped as a duplicate: a request runs at most once per frame.
 
-use super::collector::{CallId, JobId, ReqId};
+use super::collector::{hint, CallId, JobId, ReqId};
 use super::functions::{self, Functions};
 use super::types::DispatchResponse;
 use super::{code, Collector, Config, Event, Input as In, Output as Out};
 use super::{Request, Response, Status, TransportError};
 use crate::cluster::frame::Frame;
+use crate::command::CallOptions;
 use crate::node::*;
 use crate::pid::{NodeId, Pid};
 use crate::trace::TraceEvent;
@@ -28,6 +29,9 @@ use crate::value::{kind, ErrorValue, Value};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// How much longer than the caller's attempt a Weft peer keeps a request (see `Out::Send`).
+const PEER_GRACE_NS: u64 = 100_000_000;
 
 /// Host of the node-internal caller a handler run answers to (`caller_pid`).
 pub const DISPATCH_HOST: &str = "node:dispatch";
@@ -49,6 +53,8 @@ pub(crate) struct NodeDispatch {
     next_req: ReqId,
     /// Handler runs under way: job → the callee process.
     jobs: BTreeMap<JobId, u64>,
+    /// Calls of local processes waiting on a dispatch: (caller, its tag) → request.
+    by_caller: BTreeMap<(u64, u64), ReqId>,
     /// Per peer: (its incarnation, the highest call id taken from it).
     seen: BTreeMap<NodeId, (u64, CallId)>,
     /// Outputs are being drained: a nested drain leaves them to the outer loop.
@@ -66,6 +72,7 @@ impl NodeDispatch {
             origins: BTreeMap::new(),
             next_req: base,
             jobs: BTreeMap::new(),
+            by_caller: BTreeMap::new(),
             seen: BTreeMap::new(),
             draining: false,
         }
@@ -166,32 +173,22 @@ impl Core {
 
     /// `funcs.call(target, ...)` where no local entry is `target`: Some(the caller's tag, the
     /// dispatch's answer completes it) when a peer serves (or served) its namespace; None
-    /// when no collector anywhere knows it (the caller gets "function not found").
+    /// when no collector anywhere knows it (the caller gets "function not found"). The
+    /// options' timeout is the dispatch's deadline (and bounds its attempt); `idempotent`
+    /// marks it so.
     pub(crate) fn dispatch_call(
         &mut self,
         caller: u64,
         target: &str,
         args: &[Value],
+        options: CallOptions,
     ) -> Option<Result<u64, ErrorValue>> {
         let d = self.dispatch.as_ref()?;
         let ns = target.split_once(':')?.0;
         if !d.collector.peer_namespace(ns) {
             return None;
         }
-        let arg = match args {
-            [] => Value::Nil,
-            [a] => a.clone(),
-            _ => {
-                return Some(Err(ErrorValue::new(
-                    kind::INVALID,
-                    format!(
-                        "a function of another node takes one argument, {} given: {target}",
-                        args.len()
-                    ),
-                )))
-            }
-        };
-        let request = match functions::call_request(target, &arg, false) {
+        let request = match functions::call_request(target, args, &options) {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
@@ -199,14 +196,48 @@ impl Core {
         let tag = p.tags.issue(crate::command::ids::FUNCTION_CALL).tag;
         let pid = p.pid.clone();
         let id = self.fresh_req(Origin::Local(pid, tag));
+        if let Some(d) = self.dsp() {
+            d.by_caller.insert((caller, tag), id);
+        }
+        let deadline = options.timeout_ns.map(|t| self.now.saturating_add(t));
         let request = Request::Dispatch(request);
-        self.asked(id, None, &request);
+        self.asked(id, deadline, &request);
         self.collector_handle(In::Request {
             req: id,
-            deadline: None,
+            deadline,
             request,
         });
         Some(Ok(tag))
+    }
+
+    /// `future:cancel()` of a call served elsewhere: the dispatch is withdrawn (the remote run
+    /// is canceled) and the caller's tag completes with kind Canceled. False when no dispatch
+    /// of `caller` waits on `tag`.
+    pub(crate) fn dispatch_cancel(&mut self, caller: u64, tag: u64) -> bool {
+        let Some(req) = self.dsp().and_then(|d| d.by_caller.remove(&(caller, tag))) else {
+            return false;
+        };
+        self.collector_handle(In::Cancel { req });
+        true
+    }
+
+    /// Hook in the exit cascade: the dispatches a dead process waited on are withdrawn, so
+    /// their remote runs are canceled as a local callee would be.
+    pub(crate) fn dispatch_caller_exited(&mut self, caller: u64) {
+        let reqs: Vec<ReqId> = match self.dsp() {
+            Some(d) if !d.by_caller.is_empty() => {
+                let keys: Vec<(u64, u64)> = d
+                    .by_caller
+                    .range((caller, 0)..=(caller, u64::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                keys.iter().filter_map(|k| d.by_caller.remove(k)).collect()
+            }
+            _ => return,
+        };
+        for req in reqs {
+            self.collector_handle(In::Cancel { req });
+        }
     }
 
     /// Hook in `Core::complete`: a handler run ended (its caller is the collector). Returns
@@ -317,10 +348,38 @@ impl Core {
                 });
             }
             Frame::DispatchReply { call, response } => {
+                let late = |c: &Core| {
+                    c.dispatch
+                        .as_ref()
+                        .map_or(0, |d| d.collector.stats().late_replies)
+                };
+                let before = late(self);
                 self.collector_handle(In::Reply {
                     call,
                     result: Ok(response),
                 });
+                if late(self) > before {
+                    // Its request was answered already (attempt timeout): dropped, counted.
+                    self.log(
+                        Level::Info,
+                        "dispatch late reply dropped",
+                        vec![
+                            ("peer".into(), from.to_string()),
+                            ("call".into(), call.to_string()),
+                        ],
+                    );
+                }
+            }
+            Frame::DispatchCancel { call } => {
+                let d = self.dsp().expect("checked");
+                let req = d.origins.iter().find_map(|(req, o)| match o {
+                    Origin::Peer(n, c) if n == from && *c == call => Some(*req),
+                    _ => None,
+                });
+                // None: answered already (the reply crossed the cancel).
+                if let Some(req) = req {
+                    self.collector_handle(In::Cancel { req });
+                }
             }
             Frame::DispatchNamespaces {
                 namespaces,
@@ -384,9 +443,14 @@ impl Core {
                         deadline,
                     });
                 }
+                // The peer's deadline is ours plus a grace: our own timeout (and the
+                // `DispatchCancel` it sends) decides the attempt, never the peer's answer
+                // racing it; the peer's answer is then a late reply, dropped and counted.
                 let f = Frame::DispatchRequest {
                     call,
-                    timeout_ns: deadline.saturating_sub(self.now),
+                    timeout_ns: deadline
+                        .saturating_sub(self.now)
+                        .saturating_add(PEER_GRACE_NS),
                     request,
                 };
                 if let Err(e) = self.transmit(&node, &f) {
@@ -405,6 +469,9 @@ impl Core {
                         let _ = self.transmit(&node, &Frame::DispatchReply { call, response });
                     }
                     Origin::Local(pid, tag) => {
+                        if let Some(d) = self.dsp() {
+                            d.by_caller.remove(&(pid.uniq, tag));
+                        }
                         let r = match &response {
                             Response::Dispatch(d) => functions::call_result(d),
                             _ => Err(ErrorValue::new(kind::INTERNAL, "dispatch answered oddly")),
@@ -431,6 +498,18 @@ impl Core {
                     });
                 }
             }
+            Out::Abort { call, peer, .. } => {
+                // A Weft peer is told to cancel its run; a foreign collector is not (its run
+                // ends at the deadline its request carried as grpc-timeout).
+                let node = NodeId::named(&peer);
+                let member = self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.peers.contains_key(&node));
+                if member {
+                    let _ = self.transmit(&node, &Frame::DispatchCancel { call });
+                }
+            }
             Out::Cancel { job } => {
                 if let Some(p) = self.dsp().and_then(|d| d.jobs.remove(&job)) {
                     self.kill(
@@ -455,9 +534,10 @@ impl Core {
         let Some(entry) = d.functions.entry(key).map(str::to_string) else {
             return Err(format!("no entry serves {}.{}", key.service, key.method));
         };
-        let arg = functions::handler_input(input.as_ref())?;
+        let args = functions::handler_args(input.as_ref(), &context)?;
         let ctx: BTreeMap<String, Value> = context
             .into_iter()
+            .filter(|(k, _)| k != hint::ARGS)
             .map(|(k, v)| (k, Value::from(v.as_str())))
             .collect();
         let opts = SpawnOptions {
@@ -467,7 +547,7 @@ impl Core {
             ..Default::default()
         };
         let pid = self
-            .spawn(&entry, FUNCTION_HOST, vec![arg], opts)
+            .spawn(&entry, FUNCTION_HOST, args, opts)
             .map_err(|e| e.message)?;
         if let Some(d) = self.dsp() {
             d.jobs.insert(job, pid.uniq);

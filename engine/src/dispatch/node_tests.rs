@@ -43,6 +43,28 @@ fn main(src: &str) -> Entry {
 
 const DOUBLE: &str = "return { handler = function(x) return {v = x.v * 2} end }";
 const RAISE: &str = r#"return { handler = function() error("boom from the handler") end }"#;
+/// How many arguments it got, and their sum (nils count as 0).
+const SUM: &str = r##"return { handler = function(...)
+    local s = 0
+    for i = 1, select("#", ...) do s = s + (select(i, ...) or 0) end
+    return { n = select("#", ...), s = s }
+end }"##;
+
+/// Sleeps `d`, then logs "<tag> done" (so a test sees whether the run was stopped) and
+/// answers which node ran it.
+fn nap(id: &str, node: &str, d: &str) -> Entry {
+    func(
+        id,
+        &format!(
+            r#"local io, time = require("io"), require("time")
+            return {{ handler = function(tag)
+                time.sleep("{d}")
+                print(tostring(tag) .. " done")
+                return "{node}"
+            end }}"#
+        ),
+    )
+}
 
 /// A function that answers with `name` (which node ran it).
 fn who(id: &str, name: &str) -> Entry {
@@ -215,8 +237,8 @@ fn funcs_call_reaches_a_function_of_another_node_also_from_a_function() {
             io.print("missing", e4:kind())
             local _, e5 = funcs.call("zz:none")
             io.print("none", e5:kind(), e5:message())
-            local _, e6 = funcs.call("b:double", 1, 2)
-            io.print("two", e6:kind())
+            local sum, e6 = funcs.call("b:sum", 1, 2, nil)
+            io.print("three", sum and sum.n, sum and sum.s, e6)
             local f = funcs.async("b:double", {v = 50})
             local got = f:response():receive()
             io.print("async", got:data().v)
@@ -224,7 +246,14 @@ fn funcs_call_reaches_a_function_of_another_node_also_from_a_function() {
         end }"#;
     let mut net = Net::of(vec![
         ("A", vec![main(app), func("a:relay", relay)]),
-        ("B", vec![func("b:double", DOUBLE), func("b:raise", RAISE)]),
+        (
+            "B",
+            vec![
+                func("b:double", DOUBLE),
+                func("b:raise", RAISE),
+                func("b:sum", SUM),
+            ],
+        ),
     ]);
     net.converge();
     routed(&mut net, &[(0, "b")]);
@@ -239,7 +268,10 @@ fn funcs_call_reaches_a_function_of_another_node_also_from_a_function() {
         out.contains("none\tNotFound\tfunction not found: zz:none"),
         "{out}"
     );
-    assert!(out.contains("two\tInvalid"), "{out}");
+    assert!(
+        out.contains("three\t3\t3\tnil"),
+        "all arguments, the trailing nil too: {out}"
+    );
     assert!(out.contains("async\t100"), "{out}");
     assert_eq!(net.m[0].exit, Some(0), "{out}");
 }
@@ -393,4 +425,172 @@ fn a_repeated_dispatch_frame_runs_once() {
     let ran = net.trace(1, "dispatch invoked").len();
     assert_eq!(ran, 20, "each call ran once on B");
     assert!(net.m[1].node.stats().frames_duplicate >= 20);
+}
+
+#[test]
+fn with_options_timeout_bounds_a_remote_call_and_stops_its_run() {
+    let app = r#"local io, funcs = require("io"), require("funcs")
+        return { main = function()
+            local quick = funcs.new():with_options({timeout = 500})
+            local r, err = quick:call("b:nap", "short")
+            io.print("short", r, err and err:kind())
+            -- A budget over the node's 2 s attempt timeout: the one attempt may use all of it.
+            local patient = funcs.new():with_options({timeout = "5s"})
+            local r2, err2 = patient:call("b:nap", "long")
+            io.print("long", r2, err2)
+            local bad, berr = funcs.new():with_options({timeout = -1})
+            io.print("bad", bad, berr and berr:kind())
+            local _, ierr = funcs.new():with_options({idempotent = "yes"})
+            io.print("bad idempotent", ierr and ierr:kind())
+            return 0
+        end }"#;
+    let mut net = Net::of(vec![
+        ("A", vec![main(app)]),
+        ("B", vec![nap("b:nap", "B", "3s")]),
+    ]);
+    net.converge();
+    routed(&mut net, &[(0, "b")]);
+    let t0 = net.now;
+    net.main(0, "t:main");
+    assert!(net.run_until(10_000 * MS, |n| n.m[0].out.contains("short")));
+    let took = net.now - t0;
+    assert!(
+        (500 * MS..1_000 * MS).contains(&took),
+        "failed after {} ms",
+        took / MS
+    );
+    let out = net.finish(0, 20_000 * MS);
+    assert!(out.contains("short\tnil\tTimeout"), "{out}");
+    assert!(out.contains("long\tB\tnil"), "{out}");
+    assert!(out.contains("bad\tnil\tInvalid"), "{out}");
+    assert!(out.contains("bad idempotent\tInvalid"), "{out}");
+    // The short call's run on B ended at its deadline: it never got to print.
+    net.run_until(4_000 * MS, |_| false);
+    let b = net.m[1].logs.join("\n");
+    assert!(b.contains("long done"), "{b}");
+    assert!(
+        !b.contains("short done"),
+        "the timed-out run was stopped: {b}"
+    );
+    assert_eq!(net.trace(1, "dispatch invoked").len(), 2);
+}
+
+/// Runs of each call (by its `weft-call` identity) on the serving nodes `servers`.
+fn runs_by_call(net: &Net, servers: &[usize]) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for i in servers {
+        for t in net.trace(*i, "dispatch invoked") {
+            let call = t.rsplit(' ').next().unwrap_or_default().to_string();
+            *runs.entry(call).or_insert(0) += 1;
+        }
+    }
+    runs
+}
+
+#[test]
+fn a_lost_reply_is_retried_only_when_the_call_is_marked_idempotent() {
+    // B answers after the attempt timeout (its reply is as good as lost), C at once.
+    let app = |opts: &str| {
+        format!(
+            r#"local io, funcs = require("io"), require("funcs")
+            return {{ main = function()
+                local ex = funcs.new():with_options({opts})
+                for i = 1, 6 do
+                    local r, err = ex:call("s:work", i)
+                    io.print("call", i, r, err and err:kind())
+                end
+                return 0
+            end }}"#
+        )
+    };
+    for (opts, idempotent) in [("{}", false), ("{idempotent = true}", true)] {
+        let mut net = Net::of(vec![
+            ("A", vec![main(&app(opts))]),
+            ("B", vec![nap("s:work", "B", "3s")]),
+            ("C", vec![nap("s:work", "C", "0s")]),
+        ]);
+        net.converge();
+        routed(&mut net, &[(0, "s")]);
+        net.main(0, "t:main");
+        let out = net.finish(0, 60_000 * MS);
+        let runs = runs_by_call(&net, &[1, 2]);
+        let twice = runs.values().filter(|n| **n > 1).count();
+        let timeouts = out.matches("\tTimeout").count();
+        if idempotent {
+            assert_eq!(
+                out.matches("\tC\tnil").count(),
+                6,
+                "all answered by C: {out}"
+            );
+            assert!(
+                twice >= 1,
+                "a call whose reply was lost ran again on C: {runs:?}"
+            );
+        } else {
+            assert_eq!(twice, 0, "never run twice: {runs:?}");
+            assert!(timeouts >= 1, "some call went to B and timed out: {out}");
+            assert_eq!(out.matches("\tC\tnil").count() + timeouts, 6, "{out}");
+        }
+        assert!(
+            net.m[0]
+                .logs
+                .iter()
+                .any(|l| l.contains("dispatch late reply dropped")),
+            "B's late reply is dropped and logged: {:?}",
+            net.m[0].logs
+        );
+    }
+}
+
+#[test]
+fn canceling_an_async_remote_call_or_its_caller_dying_stops_the_remote_run() {
+    let child = r#"local funcs = require("funcs")
+        return { main = function()
+            funcs.async("b:nap", "orphan")
+            error("the caller dies")
+        end }"#;
+    let app = r#"local io, funcs, time = require("io"), require("funcs"), require("time")
+        return { main = function()
+            local f = funcs.new():async("b:nap", "canceled")
+            time.sleep("300ms")
+            io.print("cancel", f:cancel())
+            local _, err = f:result()
+            io.print("result", err and err:kind(), f:is_canceled())
+            process.spawn("t:child", "t:host")
+            time.sleep("300ms")
+            local g = funcs.async("b:nap", "kept")
+            g:response():receive()
+            io.print("kept", g:result():data())
+            return 0
+        end }"#;
+    let mut net = Net::of(vec![
+        (
+            "A",
+            vec![main(app), entry("t:child", "process.lua", child, "main")],
+        ),
+        ("B", vec![nap("b:nap", "B", "1s")]),
+    ]);
+    net.converge();
+    routed(&mut net, &[(0, "b")]);
+    net.main(0, "t:main");
+    let out = net.finish(0, 20_000 * MS);
+    assert!(out.contains("cancel\ttrue"), "{out}");
+    assert!(out.contains("result\tCanceled\ttrue"), "{out}");
+    assert!(out.contains("kept\tB"), "{out}");
+    net.run_until(2_000 * MS, |_| false);
+    let b = net.m[1].logs.join("\n");
+    assert_eq!(
+        net.trace(1, "dispatch invoked").len(),
+        3,
+        "all three runs started on B"
+    );
+    assert!(b.contains("kept done"), "{b}");
+    assert!(
+        !b.contains("canceled done"),
+        "a canceled call's run was stopped: {b}"
+    );
+    assert!(
+        !b.contains("orphan done"),
+        "a dead caller's run was stopped: {b}"
+    );
 }

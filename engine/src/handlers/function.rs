@@ -20,9 +20,10 @@ fn call(core: &mut Core, caller: u64, cmd: Command) -> Reply {
             target,
             args,
             context,
+            options,
         } => {
             let ctx = core.child_context(caller, context);
-            core.call(caller, &target, args, ctx)
+            core.call(caller, &target, args, ctx, options)
         }
         Command::Exec { target, host, args } => core.exec(caller, &target, &host, args, None),
         other => return mismatch(&other),

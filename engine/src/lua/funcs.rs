@@ -6,7 +6,13 @@
 //! that tag like on any world command, and a completion for a dead caller is dropped.
 //!
 //! Decisions where the spec says 'unclear':
-//! - `with_options` keys are stored and not interpreted (no timeout yet).
+//! - `with_options` (Wippy: "implementation-specific options", its example `{timeout = 5000}`)
+//!   reads `timeout` (milliseconds as a number, or a duration string/value such as `"2s"`) and
+//!   `idempotent` (boolean: a call served by another node may run again elsewhere when a reply
+//!   is lost); other keys are kept and ignored. A bad value is `nil, err` (Invalid). Options
+//!   merge over the executor's earlier ones. The timeout bounds a call served by another node
+//!   (its dispatch deadline, and the deadline of its one attempt); a failed call reports kind
+//!   Timeout.
 //! - `with_actor` / `with_scope` are accepted and stored; there is no security model yet.
 //! - A future's channel is not closed after its one delivery.
 //! - `future:cancel()` does not block: it stops the callee if it is still running and the
@@ -19,7 +25,7 @@ use super::errors::{fail, ErrorUd};
 use super::lua_process::new_private_chan;
 use super::payload::Payload;
 use super::{answer, current, dispatch};
-use crate::command::{Command, Reply};
+use crate::command::{CallOptions, Command, Reply};
 use crate::value::{kind, ErrorValue, Value};
 use mlua::{
     AnyUserData, Function, Lua, MetaMethod, Table, UserData, UserDataFields, UserDataMethods,
@@ -80,8 +86,49 @@ fn overlay(own: &Ctx) -> Option<Ctx> {
     (!own.is_empty()).then(|| own.clone())
 }
 
+/// The options this runtime reads from a `with_options` table, over `base`.
+fn call_options(base: CallOptions, v: &LV) -> Result<CallOptions, ErrorValue> {
+    let LV::Table(t) = v else {
+        return Err(invalid("options must be a table"));
+    };
+    let get = |k: &str| {
+        t.raw_get::<LV>(k)
+            .map_err(|e| ErrorValue::new(kind::INTERNAL, e.to_string()))
+    };
+    let mut o = base;
+    const MS: f64 = 1_000_000.0;
+    let timeout = match get("timeout")? {
+        LV::Nil => None,
+        LV::Integer(ms) if ms > 0 => Some((ms as u64).saturating_mul(MS as u64)),
+        LV::Number(ms) if ms.is_finite() && ms > 0.0 => Some((ms * MS).min(u64::MAX as f64) as u64),
+        d @ (LV::String(_) | LV::UserData(_)) => match super::time::to_ns(&d) {
+            Ok(n) if n > 0 => Some(n as u64),
+            _ => return Err(invalid("timeout must be a positive duration")),
+        },
+        _ => {
+            return Err(invalid(
+                "timeout must be a positive number of milliseconds or a duration",
+            ))
+        }
+    };
+    if timeout.is_some() {
+        o.timeout_ns = timeout;
+    }
+    match get("idempotent")? {
+        LV::Nil => {}
+        LV::Boolean(b) => o.idempotent = b,
+        _ => return Err(invalid("idempotent must be a boolean")),
+    }
+    Ok(o)
+}
+
 /// Starts a call; `args[0]` is the target. Returns the tag its completion will carry.
-fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<u64, ErrorValue>> {
+fn start_call(
+    lua: &Lua,
+    own: &Ctx,
+    options: CallOptions,
+    args: &[LV],
+) -> mlua::Result<Result<u64, ErrorValue>> {
     let target = match args.first() {
         Some(LV::String(s)) => s.to_string_lossy(),
         _ => {
@@ -101,6 +148,7 @@ fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<u64, Err
             target,
             args: vals,
             context: overlay(own),
+            options,
         },
     )?;
     Ok(match reply {
@@ -115,15 +163,15 @@ fn start_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<Result<u64, Err
 }
 
 /// `call`: parks the calling coroutine until the callee ends (wrapped by the prelude's `blocking`).
-fn do_call(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
-    match start_call(lua, own, args)? {
+fn do_call(lua: &Lua, own: &Ctx, opts: CallOptions, args: &[LV]) -> mlua::Result<(LV, LV)> {
+    match start_call(lua, own, opts, args)? {
         Err(e) => fail(lua, e),
         Ok(tag) => super::lua_process::await_tag(lua, tag),
     }
 }
 
-fn do_async(lua: &Lua, own: &Ctx, args: &[LV]) -> mlua::Result<(LV, LV)> {
-    match start_call(lua, own, args)? {
+fn do_async(lua: &Lua, own: &Ctx, opts: CallOptions, args: &[LV]) -> mlua::Result<(LV, LV)> {
+    match start_call(lua, own, opts, args)? {
         Err(e) => fail(lua, e),
         Ok(tag) => {
             let chan = new_private_chan();
@@ -219,9 +267,9 @@ impl UserData for FutureUd {
 #[derive(Clone, Default)]
 pub struct ExecUd {
     context: Ctx,
-    // Stored for later use (options, security); not interpreted yet.
-    #[allow(dead_code)]
-    options: Value,
+    /// What `with_options` set that the node reads (the rest is ignored).
+    options: CallOptions,
+    // Stored for later use (security); not interpreted yet.
     #[allow(dead_code)]
     actor: Value,
     #[allow(dead_code)]
@@ -258,14 +306,26 @@ fn exec_methods(lua: &Lua, blocking: &Function) -> mlua::Result<Table> {
             }
         })?,
     )?;
-    for field in ["with_options", "with_actor", "with_scope"] {
+    t.set(
+        "with_options",
+        lua.create_function(|lua, (ud, v): (AnyUserData, LV)| {
+            let mut e = exec_of(&ud)?;
+            match call_options(e.options, &v) {
+                Ok(o) => {
+                    e.options = o;
+                    Ok((LV::UserData(lua.create_userdata(e)?), LV::Nil))
+                }
+                Err(err) => fail(lua, err),
+            }
+        })?,
+    )?;
+    for field in ["with_actor", "with_scope"] {
         t.set(
             field,
             lua.create_function(move |lua, (ud, v): (AnyUserData, LV)| {
                 let mut e = exec_of(&ud)?;
                 let val = to_value(&v).unwrap_or(Value::Nil);
                 match field {
-                    "with_options" => e.options = val,
                     "with_actor" => e.actor = val,
                     _ => e.scope = val,
                 }
@@ -278,7 +338,7 @@ fn exec_methods(lua: &Lua, blocking: &Function) -> mlua::Result<Table> {
             return Err(mlua::Error::runtime("bad argument #1 (executor expected)"));
         };
         let e = exec_of(ud)?;
-        do_call(lua, &e.context, &args[1..])
+        do_call(lua, &e.context, e.options, &args[1..])
     })?;
     t.set("call", blocking.call::<Function>(raw_call)?)?;
     t.set(
@@ -288,7 +348,7 @@ fn exec_methods(lua: &Lua, blocking: &Function) -> mlua::Result<Table> {
                 return Err(mlua::Error::runtime("bad argument #1 (executor expected)"));
             };
             let e = exec_of(ud)?;
-            do_async(lua, &e.context, &args[1..])
+            do_async(lua, &e.context, e.options, &args[1..])
         })?,
     )?;
     t.set_readonly(true);
@@ -300,12 +360,15 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     let blocking: Function = prelude.get("blocking")?;
     lua.set_named_registry_value("weft.exec_methods", exec_methods(lua, &blocking)?)?;
     let t = lua.create_table()?;
+    let none = CallOptions::default();
     let raw_call =
-        lua.create_function(|lua, args: Variadic<LV>| do_call(lua, &Ctx::new(), &args))?;
+        lua.create_function(move |lua, args: Variadic<LV>| do_call(lua, &Ctx::new(), none, &args))?;
     t.set("call", blocking.call::<Function>(raw_call)?)?;
     t.set(
         "async",
-        lua.create_function(|lua, args: Variadic<LV>| do_async(lua, &Ctx::new(), &args))?,
+        lua.create_function(move |lua, args: Variadic<LV>| {
+            do_async(lua, &Ctx::new(), none, &args)
+        })?,
     )?;
     t.set(
         "new",

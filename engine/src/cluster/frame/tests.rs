@@ -289,6 +289,7 @@ fn arb_dispatch() -> BoxedStrategy<Frame> {
                 reply,
             }
         }),
+        any::<u64>().prop_map(|call| Frame::DispatchCancel { call }),
     ]
     .boxed()
 }

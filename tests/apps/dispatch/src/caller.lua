@@ -1,4 +1,6 @@
--- Registers "<node>:work" on this node, then calls the work function of each node in turn.
+-- Registers "<node>:work" on this node, then calls the work function of each node in turn:
+-- plain calls (at most once), idempotent ones with a timeout and two arguments (may be retried
+-- elsewhere), async ones, and async ones canceled at once (the remote run is withdrawn).
 local time = require("time")
 local funcs = require("funcs")
 local registry = require("registry")
@@ -6,9 +8,9 @@ local registry = require("registry")
 local NAMES = { "n1", "n2", "n3" }
 
 local WORK = [[
-return { handler = function(x)
+return { handler = function(x, extra)
     if type(x) == "table" and x.fail then error("asked to fail") end
-    return { by = NODE, n = type(x) == "table" and x.n or 0 }
+    return { by = NODE, n = type(x) == "table" and x.n or 0, extra = extra }
 end }
 ]]
 
@@ -31,15 +33,24 @@ local function main(): integer
     serve(me)
     local ticks = time.ticker("100ms"):channel()
     local n, ok, failed = 0, 0, 0
+    local retrying = funcs.new():with_options({ idempotent = true, timeout = 1500 })
     while true do
         ticks:receive()
         n = n + 1
         local peer = NAMES[(n % #NAMES) + 1]
-        if n % 5 == 0 then
+        if n % 10 == 0 then
+            local f = funcs.async(peer .. ":work", { n = n })
+            if f then
+                f:cancel()
+            end
+        elseif n % 5 == 0 then
             local f = funcs.async(peer .. ":work", { n = n })
             if f then
                 f:response():receive()
             end
+        elseif n % 3 == 0 then
+            local r, err = retrying:call(peer .. ":work", { n = n }, "extra")
+            if err then failed = failed + 1 else ok = ok + 1 end
         else
             local r, err = funcs.call(peer .. ":work", { n = n, fail = n % 7 == 0 })
             if err then failed = failed + 1 else ok = ok + 1 end
