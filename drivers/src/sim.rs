@@ -12,6 +12,7 @@ use weft_sim::cluster::NodeSpec;
 use weft_sim::explore::Explore;
 use weft_sim::faults::{Faults, KINDS};
 use weft_sim::net::{NetConfig, NetFaults, NET_KINDS};
+use weft_sim::storage::{StorageFaults, STORAGE_KINDS};
 use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,7 +61,8 @@ pub struct SimArgs {
     /// kept); 0 delivers at once. A swarm draws it per seed.
     #[arg(long, default_value = "1ms")]
     delay: String,
-    /// Plant a known bug (for testing the simulator itself): double-exit, forget-remote-exit.
+    /// Plant a known bug (for testing the simulator itself): double-exit, forget-remote-exit,
+    /// nosync (SQL commits answered ok without a sync; turns --storage on).
     #[arg(long, hide = true)]
     plant: Option<String>,
     /// A node of a simulated cluster: `NAME=APP_DIR[:ENTRY]` (ENTRY as for -x runs on that
@@ -91,6 +93,13 @@ pub struct SimArgs {
     /// that gives another trace hash (checks that replay lines carry every setting).
     #[arg(long)]
     check_replay: bool,
+    /// Storage faults and crash-restart (one node): none, disk, all, or e.g.
+    /// crash=0.002,ioerr=0.005,syncerr=0.01,fsyncloss=0.01,torn=0.5. Databases, stores and the
+    /// registry history live on a simulated disk; the node crashes and restarts from what was
+    /// durably written, and a seed fails when a write answered ok is lost. A swarm draws the
+    /// rates per seed (crashes always on, fsyncloss off).
+    #[arg(long, default_value = "none")]
+    storage: String,
 }
 
 /// A replay line read back as arguments of `weft sim`.
@@ -244,8 +253,17 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.faults = Faults::parse(&a.faults)?;
     base.explore = Explore::parse(&a.explore)?;
     base.keep_trace = a.trace.is_some();
+    base.storage = StorageFaults::parse(&a.storage)?;
+    if base.storage.on && !nodes.is_empty() {
+        return Err("--storage runs one node (not --node or --cluster)".into());
+    }
     if let Some(p) = &a.plant {
         match p.as_str() {
+            "nosync" => {
+                // SQL databases answer commits ok without syncing them.
+                base.storage.on = true;
+                base.storage.nosync = true;
+            }
             "double-exit" => {
                 base.planted = Planted {
                     double_exit: true,
@@ -369,6 +387,9 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     }
     if !faults.is_none() {
         s.push_str(&format!(" --faults {}", faults.describe()));
+    }
+    if cfg.storage.on {
+        s.push_str(&format!(" --storage {}", cfg.storage.describe()));
     }
     if cfg.explore != Explore::all() {
         s.push_str(&format!(" --explore {}", cfg.explore.describe()));
@@ -500,6 +521,12 @@ fn swarm_net(seed: u64) -> NetConfig {
     NetConfig { latency_ns, faults }
 }
 
+/// A storage swarm seed's disk faults and crash rate, drawn from a stream of its own.
+fn swarm_storage(seed: u64, nosync: bool) -> StorageFaults {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5707_A6E0_0000_0000);
+    StorageFaults::draw(&mut rng, nosync)
+}
+
 fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     let total = seeds.len();
     let mut failures: Vec<(u64, String, SimConfig)> = Vec::new();
@@ -517,6 +544,9 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
             cfg.explore = Explore::draw(seed);
             if !p.nodes.is_empty() {
                 cfg.net = swarm_net(seed);
+            }
+            if p.base.storage.on {
+                cfg.storage = swarm_storage(seed, p.base.storage.nosync);
             }
         }
         let r = match p.run(&cfg) {
@@ -593,9 +623,12 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         schedules.len()
     );
     let cluster = !p.nodes.is_empty();
-    if swarm || !p.base.faults.is_none() || (cluster && !p.base.net.faults.is_none()) {
+    let stored = p.base.storage.on;
+    if swarm || stored || !p.base.faults.is_none() || (cluster && !p.base.net.faults.is_none()) {
         let kinds: Vec<&str> = if cluster {
             KINDS.iter().chain(NET_KINDS).copied().collect()
+        } else if stored {
+            KINDS.iter().chain(STORAGE_KINDS).copied().collect()
         } else {
             KINDS.to_vec()
         };
@@ -613,7 +646,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                 counts.join(" ")
             }
         );
-        if cluster {
+        if cluster || stored {
             // The share of seeds each fault type fired in (a swarm should reach every type).
             let shares: Vec<String> = kinds
                 .iter()
