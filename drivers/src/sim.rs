@@ -12,7 +12,7 @@ use weft_sim::cluster::NodeSpec;
 use weft_sim::explore::Explore;
 use weft_sim::faults::{Faults, KINDS};
 use weft_sim::net::{NetConfig, NetFaults, NET_KINDS};
-use weft_sim::storage::{StorageFaults, STORAGE_KINDS};
+use weft_sim::storage::{ClockFaults, StorageFaults, CLOCK_KINDS, STORAGE_KINDS};
 use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -100,6 +100,11 @@ pub struct SimArgs {
     /// rates per seed (crashes always on, fsyncloss off).
     #[arg(long, default_value = "none")]
     storage: String,
+    /// Wall clock faults the app sees (time.now, os.time; one node): none, or e.g.
+    /// skew=1h,jump=0.001 (a skew drawn per seed up to 1h either way; per step, a jump of up
+    /// to 5m forward or back). Monotonic time (os.clock, timers) is never affected.
+    #[arg(long, default_value = "none")]
+    clock: String,
 }
 
 /// A replay line read back as arguments of `weft sim`.
@@ -254,6 +259,7 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.explore = Explore::parse(&a.explore)?;
     base.keep_trace = a.trace.is_some();
     base.storage = StorageFaults::parse(&a.storage)?;
+    base.clock = ClockFaults::parse(&a.clock)?;
     if base.storage.on && !nodes.is_empty() {
         return Err("--storage runs one node (not --node or --cluster)".into());
     }
@@ -390,6 +396,9 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     }
     if cfg.storage.on {
         s.push_str(&format!(" --storage {}", cfg.storage.describe()));
+    }
+    if !cfg.clock.is_none() {
+        s.push_str(&format!(" --clock {}", cfg.clock.describe()));
     }
     if cfg.explore != Explore::all() {
         s.push_str(&format!(" --explore {}", cfg.explore.describe()));
@@ -624,11 +633,18 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     );
     let cluster = !p.nodes.is_empty();
     let stored = p.base.storage.on;
-    if swarm || stored || !p.base.faults.is_none() || (cluster && !p.base.net.faults.is_none()) {
+    if swarm
+        || stored
+        || !p.base.clock.is_none()
+        || !p.base.faults.is_none()
+        || (cluster && !p.base.net.faults.is_none())
+    {
         let kinds: Vec<&str> = if cluster {
             KINDS.iter().chain(NET_KINDS).copied().collect()
         } else if stored {
             KINDS.iter().chain(STORAGE_KINDS).copied().collect()
+        } else if !p.base.clock.is_none() {
+            KINDS.iter().chain(CLOCK_KINDS).copied().collect()
         } else {
             KINDS.to_vec()
         };

@@ -61,6 +61,8 @@ pub struct SimConfig {
     pub explore: Explore,
     /// A simulated disk with storage faults and crash-restart (off: databases in memory).
     pub storage: storage::StorageFaults,
+    /// Wall clock skew and jumps (monotonic time unaffected).
+    pub clock: storage::ClockFaults,
 }
 
 impl SimConfig {
@@ -78,6 +80,7 @@ impl SimConfig {
             net: net::NetConfig::default(),
             explore: Explore::all(),
             storage: storage::StorageFaults::none(),
+            clock: storage::ClockFaults::default(),
         }
     }
 }
@@ -293,6 +296,8 @@ struct SimDriver<'a> {
     durability: Option<Rc<RefCell<storage::Durability>>>,
     /// The node is to crash now (a storage run): `drive` stops, `run` restarts it.
     crash_now: bool,
+    /// The wall clock's offset now (`--clock`).
+    wall_offset: i64,
 }
 
 impl SimDriver<'_> {
@@ -441,6 +446,15 @@ impl Driver for SimDriver<'_> {
             return false;
         }
         self.inject(node);
+        let jump = self.cfg.clock.jump;
+        if jump > 0.0 && !self.in_liveness && self.unit() < jump {
+            let span = 2 * storage::JUMP_MAX_NS + 1;
+            let by = (self.rng.borrow_mut().next_u64() % span) as i64 - storage::JUMP_MAX_NS as i64;
+            self.wall_offset = self.wall_offset.saturating_add(by);
+            let mut ctl = node.sim_control();
+            ctl.set_wall_offset(self.wall_offset);
+            ctl.trace_fault("clockjump", &weft_engine::duration::format(by));
+        }
         let crash = self.cfg.storage.crash;
         if crash > 0.0 && !self.in_liveness && self.unit() < crash {
             self.crash_now = true;
@@ -510,7 +524,9 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         pending_faults: Vec::new(),
         durability: durability.clone(),
         crash_now: false,
+        wall_offset: cfg.clock.skew(cfg.seed, 0),
     };
+    node.sim_control().set_wall_offset(d.wall_offset);
     d.inject(&mut node);
     // Counters of crashed incarnations: processes, messages, restarts.
     let mut past = (0, 0, 0);
@@ -684,6 +700,9 @@ fn restart(
     d.obs.borrow_mut().checkers[0] = Checker::default();
     let (world, mut node) = boot(entries, cfg, &d.clock, &d.obs, &d.durability, n)?;
     d.world = world;
+    // A restarted node reads its wall clock afresh: a new skew, monotonic time as before.
+    d.wall_offset = cfg.clock.skew(cfg.seed, n);
+    node.sim_control().set_wall_offset(d.wall_offset);
     d.terminal = start_terminal(&mut node, &cfg.exec)?;
     d.inject(&mut node);
     Ok(Some(node))

@@ -21,6 +21,8 @@ use weft_world::World;
 
 /// Storage fault kinds, in report order (`crash` and `torn` per crash, the others per I/O).
 pub const STORAGE_KINDS: &[&str] = &["crash", "ioerr", "syncerr", "fsyncloss", "torn"];
+/// Clock fault kinds (`--clock`).
+pub const CLOCK_KINDS: &[&str] = &["clockjump"];
 
 /// Storage settings of a run: off (databases in memory, as before), or a simulated disk with
 /// these fault rates.
@@ -145,6 +147,84 @@ impl StorageFaults {
         } else {
             parts.join(",")
         }
+    }
+}
+
+/// Wall clock faults the app sees through `time.now()` / `os.time()`: a skew drawn per seed
+/// (up to `skew_ns` either way, per incarnation) and jumps forward or back (per step, up to
+/// `JUMP_MAX_NS` either way). Monotonic time (`os.clock()`, timers) never moves with them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClockFaults {
+    pub skew_ns: u64,
+    pub jump: f64,
+}
+
+/// The largest wall clock jump, either way.
+pub const JUMP_MAX_NS: u64 = 300_000_000_000;
+
+impl ClockFaults {
+    /// `none`, or a list like `skew=1h,jump=0.001`.
+    pub fn parse(spec: &str) -> Result<ClockFaults, String> {
+        let mut c = ClockFaults::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "none" {
+                continue;
+            }
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(format!(
+                    "--clock: use skew=DURATION or jump=RATE, not '{part}'"
+                ));
+            };
+            match k {
+                "skew" => {
+                    c.skew_ns = weft_engine::duration::parse(v)
+                        .map_err(|e| format!("--clock skew: {e}"))?
+                        .max(0) as u64
+                }
+                "jump" => {
+                    c.jump = v
+                        .parse()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| format!("--clock: jump={v} is not a rate in 0..1"))?
+                }
+                other => return Err(format!("--clock: unknown setting '{other}' (skew, jump)")),
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.skew_ns == 0 && self.jump == 0.0
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.skew_ns > 0 {
+            parts.push(format!(
+                "skew={}",
+                weft_engine::duration::format(self.skew_ns as i64)
+            ));
+        }
+        if self.jump > 0.0 {
+            parts.push(format!("jump={}", self.jump));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(",")
+        }
+    }
+
+    /// The wall clock offset incarnation `incarnation` starts with.
+    pub fn skew(&self, seed: u64, incarnation: u64) -> i64 {
+        use rand_core::SeedableRng;
+        if self.skew_ns == 0 {
+            return 0;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC10C_C10C ^ (incarnation << 40));
+        let span = 2 * self.skew_ns + 1;
+        (rng.next_u64() % span) as i64 - self.skew_ns as i64
     }
 }
 

@@ -94,3 +94,51 @@ fn storage_off_keeps_databases_in_memory_and_never_crashes() {
     assert_eq!(fired(&r, "crash"), 0);
     assert!(!r.recent.iter().any(|l| l.contains("acknowledged writes")));
 }
+
+#[test]
+fn wall_clock_skews_and_jumps_both_ways_while_monotonic_time_stays_monotonic() {
+    use weft_sim::storage::ClockFaults;
+    let entries = load("tests/apps/clock");
+    let clock_run = |seed: u64, spec: &str| {
+        let mut c = SimConfig::new(seed);
+        c.exec = Some(("app:terminal".into(), "app:main".into(), vec![]));
+        c.clock = ClockFaults::parse(spec).unwrap();
+        let r = run(&entries, &c).unwrap();
+        // The app fails (exit 1) when os.clock went back or a sleep ended early by it.
+        assert_eq!(r.exit_code, Some(0), "seed {seed}: {}", r.stdout);
+        assert!(r.violation.is_none(), "{:?}", r.violation);
+        r
+    };
+    let number = |out: &str, key: &str| -> i64 {
+        out.split(key)
+            .nth(1)
+            .and_then(|t| {
+                t.trim_start()
+                    .split(|c: char| !c.is_ascii_digit() && c != '-')
+                    .next()
+            })
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no '{key}' in {out}"))
+    };
+    let calm = clock_run(1, "none");
+    assert_eq!(number(&calm.stdout, "offset "), 0);
+    assert_eq!(number(&calm.stdout, "back "), 0);
+    assert_eq!(number(&calm.stdout, "ahead "), 0);
+    let (mut back, mut ahead, mut offsets) = (0, 0, std::collections::BTreeSet::new());
+    for seed in 0..8 {
+        let r = clock_run(seed, "skew=1h,jump=0.02");
+        back += number(&r.stdout, "back ");
+        ahead += number(&r.stdout, "ahead ");
+        let off = number(&r.stdout, "offset ");
+        assert!(off.abs() <= 3600, "seed {seed}: skew {off}s");
+        offsets.insert(off);
+        assert!(fired(&r, "clockjump") > 0);
+        let again = clock_run(seed, "skew=1h,jump=0.02");
+        assert_eq!(again.trace_hash, r.trace_hash, "seed {seed} replays");
+    }
+    assert!(
+        back > 0 && ahead > 0,
+        "jumps both ways: {back} back, {ahead} ahead"
+    );
+    assert!(offsets.len() > 4, "skews differ per seed: {offsets:?}");
+}
