@@ -100,15 +100,7 @@ impl StorageFaults {
     /// syncing loses acknowledged writes by definition (`--storage fsyncloss=...` shows the
     /// checker catching that).
     pub fn draw(rng: &mut ChaCha8Rng, nosync: bool) -> StorageFaults {
-        let mut pick = |max: f64| {
-            let on = rng.next_u64().is_multiple_of(2);
-            let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            if on {
-                unit * max
-            } else {
-                0.0
-            }
-        };
+        let mut pick = |max: f64| crate::faults::swarm_rate(rng, max);
         let crash = 0.0005 + pick(0.005);
         let disk = DiskFaults {
             ioerr: pick(0.02),
