@@ -260,8 +260,8 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
     base.keep_trace = a.trace.is_some();
     base.storage = StorageFaults::parse(&a.storage)?;
     base.clock = ClockFaults::parse(&a.clock)?;
-    if base.storage.on && !nodes.is_empty() {
-        return Err("--storage runs one node (not --node or --cluster)".into());
+    if (base.storage.on || !base.clock.is_none()) && !nodes.is_empty() {
+        return Err("--storage and --clock run one node (not --node or --cluster)".into());
     }
     if let Some(p) = &a.plant {
         match p.as_str() {
