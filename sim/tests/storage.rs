@@ -142,3 +142,16 @@ fn wall_clock_skews_and_jumps_both_ways_while_monotonic_time_stays_monotonic() {
     );
     assert!(offsets.len() > 4, "skews differ per seed: {offsets:?}");
 }
+
+#[test]
+fn a_database_the_plant_corrupted_fails_the_seed_instead_of_the_sweep() {
+    let entries = load("tests/apps/durability");
+    let mut failed = 0;
+    for seed in 0..6 {
+        let storage = StorageFaults::draw(&mut ChaCha8Rng::seed_from_u64(seed), true);
+        // Torn writes without syncs may leave a file SQLite no longer opens: a violation.
+        let r = run(&entries, &cfg(seed, storage)).expect("a crash never makes the run an error");
+        failed += u64::from(r.violation.is_some());
+    }
+    assert!(failed >= 3, "{failed} of 6 seeds caught the plant");
+}
