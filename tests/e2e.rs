@@ -571,6 +571,43 @@ fn sim_sweep_reports_a_planted_bug_with_its_replay_line() {
 }
 
 #[test]
+fn sim_storage_sweep_finds_an_unsynced_commit_and_its_replay_line_reproduces_it() {
+    let dir = app("durability");
+    let d = dir.to_str().unwrap();
+    let common = ["--until", "5s", "--liveness", "1s"];
+    let mut args = vec!["sim", "-C", d, "--seeds", "0..20", "--plant", "nosync"];
+    args.extend(common);
+    let r = weft(&args, "");
+    r.assert_code(1);
+    assert!(
+        r.stdout.contains("no acknowledged write is lost"),
+        "{}",
+        r.dump()
+    );
+    let line = r
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replay: weft "))
+        .unwrap_or_else(|| panic!("no replay line: {}", r.dump()));
+    assert!(
+        line.contains("--plant nosync") && line.contains("--storage"),
+        "{line}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let again = weft(&words, "");
+    again.assert_code(1);
+    assert!(
+        again.stderr.contains("VIOLATION") && again.stderr.contains("is lost"),
+        "{}",
+        again.dump()
+    );
+    // Without the plant the same seeds keep every acknowledged write.
+    let mut args = vec!["sim", "-C", d, "--seeds", "0..5", "--storage", "all"];
+    args.extend(common);
+    weft(&args, "").assert_code(0);
+}
+
+#[test]
 fn loader_skips_dirs_named_by_skip_variables_and_missing_modules_fail_late() {
     let t = TempDir::new("skips");
     t.write(

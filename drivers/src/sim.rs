@@ -12,6 +12,7 @@ use weft_sim::cluster::NodeSpec;
 use weft_sim::explore::Explore;
 use weft_sim::faults::{Faults, KINDS};
 use weft_sim::net::{NetConfig, NetFaults, NET_KINDS};
+use weft_sim::storage::{ClockFaults, StorageFaults, CLOCK_KINDS, STORAGE_KINDS};
 use weft_sim::{SimConfig, SimReport};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,7 +61,8 @@ pub struct SimArgs {
     /// kept); 0 delivers at once. A swarm draws it per seed.
     #[arg(long, default_value = "1ms")]
     delay: String,
-    /// Plant a known bug (for testing the simulator itself): double-exit, forget-remote-exit.
+    /// Plant a known bug (for testing the simulator itself): double-exit, forget-remote-exit,
+    /// nosync (SQL commits answered ok without a sync; turns --storage on).
     #[arg(long, hide = true)]
     plant: Option<String>,
     /// A node of a simulated cluster: `NAME=APP_DIR[:ENTRY]` (ENTRY as for -x runs on that
@@ -99,6 +101,18 @@ pub struct SimArgs {
     /// 3,17); replay lines of shrunk runs carry it.
     #[arg(long, value_name = "LIST")]
     keep_faults: Option<String>,
+    /// Storage faults and crash-restart (one node): none, disk, all, or e.g.
+    /// crash=0.002,ioerr=0.005,syncerr=0.01,fsyncloss=0.01,torn=0.5. Databases, stores and the
+    /// registry history live on a simulated disk; the node crashes and restarts from what was
+    /// durably written, and a seed fails when a write answered ok is lost. A swarm draws the
+    /// rates per seed (crashes always on, fsyncloss off).
+    #[arg(long, default_value = "none")]
+    storage: String,
+    /// Wall clock faults the app sees (time.now, os.time; one node): none, or e.g.
+    /// skew=1h,jump=0.001 (a skew drawn per seed up to 1h either way; per step, a jump of up
+    /// to 5m forward or back). Monotonic time (os.clock, timers) is never affected.
+    #[arg(long, default_value = "none")]
+    clock: String,
 }
 
 /// A replay line read back as arguments of `weft sim`.
@@ -258,8 +272,18 @@ fn plan(a: &SimArgs) -> Result<Plan, String> {
         return Err("--shrink and --keep-faults work on runs alone, not clusters yet".into());
     }
     base.keep_trace = a.trace.is_some();
+    base.storage = StorageFaults::parse(&a.storage)?;
+    base.clock = ClockFaults::parse(&a.clock)?;
+    if (base.storage.on || !base.clock.is_none()) && !nodes.is_empty() {
+        return Err("--storage and --clock run one node (not --node or --cluster)".into());
+    }
     if let Some(p) = &a.plant {
         match p.as_str() {
+            "nosync" => {
+                // SQL databases answer commits ok without syncing them.
+                base.storage.on = true;
+                base.storage.nosync = true;
+            }
             "double-exit" => {
                 base.planted = Planted {
                     double_exit: true,
@@ -383,6 +407,12 @@ fn replay_line(a: &SimArgs, seed: u64, cfg: &SimConfig) -> String {
     }
     if !faults.is_none() {
         s.push_str(&format!(" --faults {}", faults.describe()));
+    }
+    if cfg.storage.on {
+        s.push_str(&format!(" --storage {}", cfg.storage.describe()));
+    }
+    if !cfg.clock.is_none() {
+        s.push_str(&format!(" --clock {}", cfg.clock.describe()));
     }
     if cfg.explore != Explore::all() {
         s.push_str(&format!(" --explore {}", cfg.explore.describe()));
@@ -561,6 +591,12 @@ fn swarm_net(seed: u64) -> NetConfig {
     NetConfig { latency_ns, faults }
 }
 
+/// A storage swarm seed's disk faults and crash rate, drawn from a stream of its own.
+fn swarm_storage(seed: u64, nosync: bool) -> StorageFaults {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5707_A6E0_0000_0000);
+    StorageFaults::draw(&mut rng, nosync)
+}
+
 fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
     let total = seeds.len();
     let mut failures: Vec<(u64, String, SimConfig)> = Vec::new();
@@ -578,6 +614,9 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
             cfg.explore = Explore::draw(seed);
             if !p.nodes.is_empty() {
                 cfg.net = swarm_net(seed);
+            }
+            if p.base.storage.on {
+                cfg.storage = swarm_storage(seed, p.base.storage.nosync);
             }
         }
         let r = match p.run(&cfg) {
@@ -654,9 +693,19 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
         schedules.len()
     );
     let cluster = !p.nodes.is_empty();
-    if swarm || !p.base.faults.is_none() || (cluster && !p.base.net.faults.is_none()) {
+    let stored = p.base.storage.on;
+    if swarm
+        || stored
+        || !p.base.clock.is_none()
+        || !p.base.faults.is_none()
+        || (cluster && !p.base.net.faults.is_none())
+    {
         let kinds: Vec<&str> = if cluster {
             KINDS.iter().chain(NET_KINDS).copied().collect()
+        } else if stored {
+            KINDS.iter().chain(STORAGE_KINDS).copied().collect()
+        } else if !p.base.clock.is_none() {
+            KINDS.iter().chain(CLOCK_KINDS).copied().collect()
         } else {
             KINDS.to_vec()
         };
@@ -674,7 +723,7 @@ fn sweep(a: &SimArgs, p: &Plan, seeds: Vec<u64>, swarm: bool) -> i32 {
                 counts.join(" ")
             }
         );
-        if cluster {
+        if cluster || stored {
             // The share of seeds each fault type fired in (a swarm should reach every type).
             let shares: Vec<String> = kinds
                 .iter()

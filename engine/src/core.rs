@@ -56,6 +56,9 @@ pub(crate) struct Core {
     /// Simulation only: messages between processes arrive after a seeded delay below this
     /// (0: at once, as in production).
     pub(crate) delivery_delay_ns: u64,
+    /// Simulation only: the wall clock's offset from epoch + monotonic time (clock skew and
+    /// jumps); the monotonic clock never moves with it.
+    pub(crate) wall_offset_ns: i64,
     /// Per (sender, receiver): when its last delayed message arrives (FIFO floor).
     pub(crate) last_delivery: BTreeMap<(u64, u64), Instant>,
     /// Messages held back by the delivery delay, by timer key.
@@ -127,6 +130,7 @@ impl Core {
                 ..Default::default()
             },
             delivery_delay_ns: 0,
+            wall_offset_ns: 0,
             last_delivery: BTreeMap::new(),
             delayed: BTreeMap::new(),
             next_delayed: 0,
@@ -171,7 +175,10 @@ impl Core {
     }
 
     pub fn wall_now_ns(&self) -> i64 {
-        self.cfg.wall_epoch_ns.saturating_add(self.now as i64)
+        self.cfg
+            .wall_epoch_ns
+            .saturating_add(self.now as i64)
+            .saturating_add(self.wall_offset_ns)
     }
 
     /// The budget for the next step: BUGGIFY sometimes shrinks it to force preemption paths.

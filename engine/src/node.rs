@@ -712,6 +712,11 @@ impl SimControl<'_> {
         self.node.core.borrow().sched.ready_len()
     }
 
+    /// Sets the wall clock's offset (skew, or a jump forward or back); monotonic time stays.
+    pub fn set_wall_offset(&mut self, offset_ns: i64) {
+        self.node.core.borrow_mut().wall_offset_ns = offset_ns;
+    }
+
     /// Turns the engine's BUGGIFY sites on or off.
     pub fn set_buggify(&mut self, on: bool) {
         self.node.core.borrow_mut().buggify = on;

@@ -306,6 +306,7 @@ impl Cluster<'_> {
                         exec: self.exec.clone(),
                         world: m.world.clone(),
                         inputs: m.inputs.clone(),
+                        durability: None,
                     };
                     let mut ask = Ask {
                         rng: &mut self.rng,

@@ -84,15 +84,7 @@ impl Faults {
 
     /// Swarm testing: each seed gets its own mix, some faults off entirely.
     pub fn draw(rng: &mut ChaCha8Rng) -> Faults {
-        let mut pick = |max: f64| {
-            let on = rng.next_u64().is_multiple_of(2);
-            let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            if on {
-                unit * max
-            } else {
-                0.0
-            }
-        };
+        let mut pick = |max: f64| swarm_rate(rng, max);
         Faults {
             kill: pick(0.005),
             fail: pick(0.2),
@@ -129,6 +121,17 @@ impl Faults {
             parts.push("buggify".into());
         }
         parts.join(",")
+    }
+}
+
+/// A swarm draw of one fault rate: off for about half the seeds, else uniform below `max`.
+pub(crate) fn swarm_rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
+    let on = rng.next_u64().is_multiple_of(2);
+    let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    if on {
+        unit * max
+    } else {
+        0.0
     }
 }
 

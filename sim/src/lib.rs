@@ -9,6 +9,7 @@ pub mod explore;
 pub mod faults;
 pub mod net;
 pub mod shrink;
+pub mod storage;
 
 use check::{Checker, Violation};
 use exec::{sleep_until, ClockRef, Executor};
@@ -62,6 +63,10 @@ pub struct SimConfig {
     /// Which of the faults drawn may fire, by their index in the run (None: all; `--shrink`
     /// and `--keep-faults` keep a subset). Runs alone only.
     pub keep_faults: Option<std::collections::BTreeSet<u64>>,
+    /// A simulated disk with storage faults and crash-restart (off: databases in memory).
+    pub storage: storage::StorageFaults,
+    /// Wall clock skew and jumps (monotonic time unaffected).
+    pub clock: storage::ClockFaults,
 }
 
 impl SimConfig {
@@ -79,6 +84,8 @@ impl SimConfig {
             net: net::NetConfig::default(),
             explore: Explore::all(),
             keep_faults: None,
+            storage: storage::StorageFaults::none(),
+            clock: storage::ClockFaults::default(),
         }
     }
 }
@@ -202,6 +209,8 @@ pub(crate) struct WorldSide {
     pub(crate) exec: Executor,
     pub(crate) world: Rc<RefCell<World>>,
     pub(crate) inputs: Rc<RefCell<VecDeque<Input>>>,
+    /// Acknowledged writes, recorded as they are answered (runs with `--storage`).
+    pub(crate) durability: Option<Rc<RefCell<storage::Durability>>>,
 }
 
 /// The seeded choices and faults a world command is subject to.
@@ -248,11 +257,19 @@ impl WorldSide {
         };
         let to_world = !failed && !terminal;
         let (c, q, w) = (self.clock.clone(), self.inputs.clone(), self.world.clone());
+        let durability = self.durability.clone();
         let at = now + delay;
         self.exec.spawn(async move {
             sleep_until(&c, at).await;
             let result = if to_world {
-                w.borrow_mut().handle(cmd)
+                let write = durability.as_ref().and_then(|_| storage::write_of(&cmd));
+                let r = w.borrow_mut().handle(cmd);
+                if let (Some(d), Some(what)) = (&durability, write) {
+                    let at = c.borrow().now;
+                    d.borrow_mut()
+                        .answered(&mut w.borrow_mut(), what, r.is_ok(), at);
+                }
+                r
             } else {
                 result
             };
@@ -285,11 +302,25 @@ struct SimDriver<'a> {
     terminal: Option<u64>,
     /// Faults recorded while the driver holds no node (world commands), traced next step.
     pending_faults: Vec<(&'static str, String)>,
+    /// The simulated disk's acknowledged writes (runs with `--storage`).
+    durability: Option<Rc<RefCell<storage::Durability>>>,
+    /// The node is to crash now (a storage run): `drive` stops, `run` restarts it.
+    crash_now: bool,
+    /// The wall clock's offset now (`--clock`).
+    wall_offset: i64,
 }
 
 impl SimDriver<'_> {
+    /// A draw in [0, 1) from the run's main stream (storage crashes and clock jumps).
+    fn unit(&self) -> f64 {
+        unit(&mut self.rng.borrow_mut())
+    }
+
     /// Seeded faults and choices before a step.
     fn inject(&mut self, node: &mut Node) {
+        if let Some(d) = &self.durability {
+            self.pending_faults.extend(d.borrow().disk.take_fired());
+        }
         let mut rng = self.rng.borrow_mut();
         inject(
             node,
@@ -397,6 +428,7 @@ impl Driver for SimDriver<'_> {
                     exec: self.exec.clone(),
                     world: self.world.clone(),
                     inputs: self.inputs.clone(),
+                    durability: self.durability.clone(),
                 };
                 let mut rng = self.rng.borrow_mut();
                 let mut ask = Ask {
@@ -433,6 +465,20 @@ impl Driver for SimDriver<'_> {
             return false;
         }
         self.inject(node);
+        let jump = self.cfg.clock.jump;
+        if jump > 0.0 && !self.in_liveness && self.unit() < jump {
+            let span = 2 * storage::JUMP_MAX_NS + 1;
+            let by = (self.rng.borrow_mut().next_u64() % span) as i64 - storage::JUMP_MAX_NS as i64;
+            self.wall_offset = self.wall_offset.saturating_add(by);
+            let mut ctl = node.sim_control();
+            ctl.set_wall_offset(self.wall_offset);
+            ctl.trace_fault("clockjump", &weft_engine::duration::format(by));
+        }
+        let crash = self.cfg.storage.crash;
+        if crash > 0.0 && !self.in_liveness && self.unit() < crash {
+            self.crash_now = true;
+            return false;
+        }
         true
     }
 
@@ -472,23 +518,13 @@ impl Driver for SimDriver<'_> {
 pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
     let clock: ClockRef = Rc::default();
     let obs = Rc::new(RefCell::new(Observed::new(1, cfg.keep_trace)));
-    let world = Rc::new(RefCell::new(World::new(Storage::Memory)));
-    world.borrow_mut().configure(entries)?;
-    let (o, clk) = (obs.clone(), clock.clone());
-    let mut node = build_node(
-        entries,
-        NodeConfig {
-            seed: cfg.seed,
-            wall_epoch_ns: EPOCH_NS,
-            ..Default::default()
-        },
-        cfg,
-        Box::new(move |ev| {
-            let now = clk.borrow().now;
-            o.borrow_mut().see(now, 0, "", ev)
-        }),
-        &world,
-    )?;
+    let durability = cfg.storage.on.then(|| {
+        Rc::new(RefCell::new(storage::Durability::new(storage::new_disk(
+            cfg.seed,
+            &cfg.storage,
+        ))))
+    });
+    let (world, mut node) = boot(entries, cfg, &clock, &obs, &durability, 0)?;
     let terminal = start_terminal(&mut node, &cfg.exec)?;
 
     let mut d = SimDriver {
@@ -515,9 +551,33 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         in_liveness: false,
         terminal,
         pending_faults: Vec::new(),
+        durability: durability.clone(),
+        crash_now: false,
+        wall_offset: cfg.clock.skew(cfg.seed, 0),
     };
+    node.sim_control().set_wall_offset(d.wall_offset);
     d.inject(&mut node);
-    drive(&mut node, &mut d, 1);
+    // Counters of crashed incarnations: processes, messages, restarts.
+    let mut past = (0, 0, 0);
+    let mut crashes = 0;
+    loop {
+        drive(&mut node, &mut d, 1);
+        if !d.crash_now {
+            break;
+        }
+        d.crash_now = false;
+        crashes += 1;
+        let s = node.stats();
+        past = (
+            past.0 + s.spawned,
+            past.1 + s.messages_sent,
+            past.2 + s.restarts,
+        );
+        match restart(entries, cfg, &mut d, crashes)? {
+            Some(n) => node = n,
+            None => break,
+        }
+    }
 
     let sim_time_ns = clock.borrow().now;
     let exit_code = d.exit_code;
@@ -532,14 +592,30 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         }
     }
     let stats = node.stats();
+    // A storage run ends with one more crash, so every seed checks what it acknowledged.
+    if let Some(dur) = &durability {
+        if obs.borrow().violation().is_none() {
+            drop(node);
+            final_check(entries, &mut d, dur, crashes + 1)?;
+        }
+        let dur = dur.borrow();
+        let mut o = obs.borrow_mut();
+        o.line(
+            sim_time_ns,
+            &format!(
+                "storage: {} acknowledged writes, {} restarts checked",
+                dur.acks, dur.checks
+            ),
+        );
+    }
     let o = obs.borrow();
     Ok(SimReport {
         seed: cfg.seed,
         sim_time_ns,
         steps: d.steps,
-        processes: stats.spawned,
-        messages: stats.messages_sent,
-        restarts: stats.restarts,
+        processes: past.0 + stats.spawned,
+        messages: past.1 + stats.messages_sent,
+        restarts: past.2 + stats.restarts,
         faults: o.faults.clone(),
         faults_drawn: d.faults.gate.drawn(),
         trace_hash: o.hash.0,
@@ -551,6 +627,151 @@ pub fn run(entries: &[Entry], cfg: &SimConfig) -> Result<SimReport, String> {
         exit_code,
         violation: o.violation().cloned(),
     })
+}
+
+/// A world for incarnation `incarnation` of the node (on the simulated disk when storage is
+/// on: no faults while it opens) and the node booted on it.
+fn boot(
+    entries: &[Entry],
+    cfg: &SimConfig,
+    clock: &ClockRef,
+    obs: &Rc<RefCell<Observed>>,
+    durability: &Option<Rc<RefCell<storage::Durability>>>,
+    incarnation: u64,
+) -> Result<(Rc<RefCell<World>>, Node), String> {
+    let world = open_world(entries, durability)?;
+    let (o, clk) = (obs.clone(), clock.clone());
+    let quiet = durability.as_ref().map(|d| d.borrow().disk.set_quiet(true));
+    let node = build_node(
+        entries,
+        NodeConfig {
+            seed: cfg.seed ^ (incarnation << 32),
+            wall_epoch_ns: EPOCH_NS,
+            ..Default::default()
+        },
+        cfg,
+        Box::new(move |ev| {
+            let now = clk.borrow().now;
+            o.borrow_mut().see(now, 0, "", ev)
+        }),
+        &world,
+    );
+    if let Some(d) = durability {
+        d.borrow().disk.set_quiet(quiet.unwrap_or(false));
+        d.borrow_mut().booted(&mut world.borrow_mut());
+    }
+    Ok((world, node?))
+}
+
+/// The node's world: in memory, or opened from the simulated disk's durable files.
+fn open_world(
+    entries: &[Entry],
+    durability: &Option<Rc<RefCell<storage::Durability>>>,
+) -> Result<Rc<RefCell<World>>, String> {
+    let storage = match durability {
+        Some(d) => Storage::Sim(d.borrow().disk.clone()),
+        None => Storage::Memory,
+    };
+    let quiet = durability.as_ref().map(|d| d.borrow().disk.set_quiet(true));
+    let mut w = World::new(storage);
+    let r = w.configure(entries);
+    if let Some(d) = durability {
+        d.borrow().disk.set_quiet(quiet.unwrap_or(false));
+    }
+    r?;
+    Ok(Rc::new(RefCell::new(w)))
+}
+
+/// The disk loses what was not durable (tearing per the fault draw); traced and counted.
+fn crash_disk(d: &mut SimDriver<'_>, dur: &Rc<RefCell<storage::Durability>>, n: u64) {
+    let now = d.clock.borrow().now;
+    let torn = dur.borrow().disk.crash();
+    let fired = dur.borrow().disk.take_fired();
+    let mut o = d.obs.borrow_mut();
+    for (kind, detail) in d.pending_faults.drain(..).chain(fired) {
+        o.line(now, &format!("fault {kind} {detail}"));
+        *o.faults.entry(kind.to_string()).or_insert(0) += 1;
+    }
+    o.line(
+        now,
+        &format!("fault crash {n}: node down, durable files kept"),
+    );
+    *o.faults.entry("crash".into()).or_insert(0) += 1;
+    for t in torn {
+        o.line(now, &format!("fault torn {t}"));
+        *o.faults.entry("torn".into()).or_insert(0) += 1;
+    }
+}
+
+/// Crash `n` of a storage run: the node, its VM, its world and every command under way are
+/// dropped; only the durable files stay. The world reopens from them and the simulator checks
+/// that no acknowledged write was lost; then the same app boots again. None: a write was lost
+/// (the violation is recorded).
+fn restart(
+    entries: &[Entry],
+    cfg: &SimConfig,
+    d: &mut SimDriver<'_>,
+    n: u64,
+) -> Result<Option<Node>, String> {
+    let Some(dur) = d.durability.clone() else {
+        return Ok(None);
+    };
+    crash_disk(d, &dur, n);
+    // Commands of the old incarnation sleep on the old executor, which never runs again.
+    d.exec = Executor::default();
+    d.inputs = Rc::default();
+    let Some(world) = reopen(entries, d, n) else {
+        return Ok(None);
+    };
+    let lost = dur.borrow_mut().check(&mut world.borrow_mut(), n);
+    if let Some(v) = lost {
+        d.obs.borrow_mut().set_violation(v);
+        return Ok(None);
+    }
+    drop(world);
+    d.obs.borrow_mut().checkers[0] = Checker::default();
+    let (world, mut node) = boot(entries, cfg, &d.clock, &d.obs, &d.durability, n)?;
+    d.world = world;
+    // A restarted node reads its wall clock afresh: a new skew, monotonic time as before.
+    d.wall_offset = cfg.clock.skew(cfg.seed, n);
+    node.sim_control().set_wall_offset(d.wall_offset);
+    d.terminal = start_terminal(&mut node, &cfg.exec)?;
+    d.inject(&mut node);
+    Ok(Some(node))
+}
+
+/// The crash after the run: what the run acknowledged must be on the disk.
+fn final_check(
+    entries: &[Entry],
+    d: &mut SimDriver<'_>,
+    dur: &Rc<RefCell<storage::Durability>>,
+    n: u64,
+) -> Result<(), String> {
+    crash_disk(d, dur, n);
+    d.exec = Executor::default();
+    let Some(world) = reopen(entries, d, n) else {
+        return Ok(());
+    };
+    let lost = dur.borrow_mut().check(&mut world.borrow_mut(), n);
+    if let Some(v) = lost {
+        d.obs.borrow_mut().set_violation(v);
+    }
+    Ok(())
+}
+
+/// The world reopened from the disk after crash `n`; None when a database no longer opens (a
+/// corrupted file: recorded as a violation, not a boot error, since the crash made it).
+fn reopen(entries: &[Entry], d: &mut SimDriver<'_>, n: u64) -> Option<Rc<RefCell<World>>> {
+    match open_world(entries, &d.durability) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            d.obs.borrow_mut().set_violation(Violation {
+                invariant: "no acknowledged write is lost",
+                detail: format!("after crash {n}, the world does not open again: {e}"),
+            });
+            None
+        }
+    }
 }
 
 /// Boots a node of the app under the simulator's settings, watched by `observer`.

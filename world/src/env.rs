@@ -35,7 +35,7 @@ impl World {
     fn env_path(&self, p: &str) -> std::path::PathBuf {
         match &self.storage {
             Storage::Disk { root } => root.join(p),
-            Storage::Memory => std::path::PathBuf::from(p),
+            Storage::Memory | Storage::Sim(_) => std::path::PathBuf::from(p),
         }
     }
 
@@ -51,7 +51,7 @@ impl World {
             };
             let text = match &self.storage {
                 Storage::Disk { .. } => std::fs::read_to_string(self.env_path(p)).ok(),
-                Storage::Memory => self.mem_files.get(p).cloned(),
+                Storage::Memory | Storage::Sim(_) => self.mem_files.get(p).cloned(),
             };
             if let Some(t) = text {
                 out.insert(p.to_string(), parse_dotenv(&t));
@@ -72,7 +72,7 @@ impl World {
         dir_mode: u32,
     ) -> Result<Value, ErrorValue> {
         match &self.storage {
-            Storage::Memory => {
+            Storage::Memory | Storage::Sim(_) => {
                 let cur = self.mem_files.get(path).cloned();
                 if cur.is_none() && !auto {
                     return Err(ErrorValue::new(

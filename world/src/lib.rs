@@ -8,16 +8,20 @@ pub mod env;
 pub mod registry;
 pub mod sql;
 pub mod store;
+pub mod vfs;
 
 use weft_engine::entries::{Entry, EntryKind};
 use weft_engine::value::{kind, ErrorValue, Value};
 use weft_engine::world::WorldCommand;
 
-/// Where durable state lives: on disk under a project folder, or only in memory (simulation).
+/// Where durable state lives: on disk under a project folder, only in memory (simulation), or
+/// on a simulated disk with durable and written images (simulation with storage faults and
+/// crash-restart; see `vfs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Storage {
     Disk { root: std::path::PathBuf },
     Memory,
+    Sim(vfs::SimDisk),
 }
 
 /// State behind world commands. Handlers for each command range live in their own module.
@@ -60,12 +64,8 @@ impl World {
     /// Databases first (stores refer to them); under `Storage::Memory` every database is an
     /// in-memory SQLite so simulated runs touch no file and stay deterministic.
     pub fn configure(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let root = match &self.storage {
-            Storage::Disk { root } => Some(root.as_path()),
-            Storage::Memory => None,
-        };
         for e in entries.iter().filter(|e| e.kind == EntryKind::DbSqlSqlite) {
-            let conn = sql::open(root, e)?;
+            let conn = sql::open(&self.storage, e)?;
             self.dbs.insert(&e.id, conn);
         }
         for e in entries.iter().filter(|e| e.kind.is_store()) {
@@ -157,15 +157,49 @@ impl World {
     }
 }
 
+impl World {
+    /// Digests of the content of every database kept on a simulated disk (SQL databases by
+    /// entry id, the registry history as `registry`), skipping databases inside a transaction
+    /// (`None`): what the simulator compares before and after a crash.
+    pub fn durable_digests(&mut self) -> Vec<(String, Option<u64>)> {
+        let Storage::Sim(disk) = self.storage.clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (id, db) in &self.dbs.dbs {
+            if !db.on_disk {
+                continue;
+            }
+            let d = if db.busy() || !db.conn.is_autocommit() {
+                None
+            } else {
+                vfs::digest(&db.conn).ok()
+            };
+            out.push((id.clone(), d));
+        }
+        if disk.exists(registry::SIM_PATH) {
+            let d = self
+                .registry()
+                .ok()
+                .and_then(|r| vfs::digest(r.conn()).ok());
+            out.push(("registry".to_string(), d));
+        }
+        out
+    }
+}
+
 /// The world keeps the registry history: a booting node restores it through this.
 impl weft_engine::node::RegistryHistory for World {
     fn load(&mut self) -> Result<Option<weft_engine::node::StoredHistory>, String> {
-        if let Storage::Disk { root } = &self.storage {
-            if !registry::db_path(root).exists() {
-                // Nothing stored yet: the database is made on the first registry change.
-                self.registry_lazy = true;
-                return Ok(None);
-            }
+        let stored = match &self.storage {
+            Storage::Disk { root } => registry::db_path(root).exists(),
+            Storage::Sim(disk) => disk.exists(registry::SIM_PATH),
+            Storage::Memory => true,
+        };
+        if !stored {
+            // Nothing stored yet: the database is made on the first registry change.
+            self.registry_lazy = true;
+            return Ok(None);
         }
         let store = self.registry()?;
         Ok(Some(weft_engine::node::StoredHistory {

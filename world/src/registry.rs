@@ -19,6 +19,9 @@ fn sql_err(e: rusqlite::Error) -> String {
     format!("registry store: {e}")
 }
 
+/// Where the registry history lives on a simulated disk.
+pub const SIM_PATH: &str = ".wippy/registry.db";
+
 /// Where a project's registry history lives.
 pub fn db_path(root: &std::path::Path) -> std::path::PathBuf {
     root.join(".wippy").join("registry.db")
@@ -28,6 +31,11 @@ impl RegistryStore {
     pub fn open(storage: &Storage) -> Result<RegistryStore, String> {
         let conn = match storage {
             Storage::Memory => Connection::open_in_memory().map_err(sql_err)?,
+            Storage::Sim(disk) => {
+                let c = crate::vfs::open(disk, SIM_PATH).map_err(sql_err)?;
+                crate::vfs::durable_pragmas(&c, false).map_err(sql_err)?;
+                c
+            }
             Storage::Disk { root } => {
                 let dir = root.join(".wippy");
                 std::fs::create_dir_all(&dir)
@@ -65,6 +73,11 @@ impl RegistryStore {
     pub fn with_snapshot_every(mut self, every: u64) -> RegistryStore {
         self.every = every.max(2);
         self
+    }
+
+    /// The connection (the simulator digests its content).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Every stored version, in order.

@@ -37,6 +37,8 @@ struct OpenTx {
 
 pub struct Db {
     pub conn: Connection,
+    /// Kept in a file (on disk or on the simulated disk), not in memory.
+    pub on_disk: bool,
     tx: Option<OpenTx>,
     next_tx: i64,
 }
@@ -72,17 +74,15 @@ pub fn sql_error(e: rusqlite::Error) -> ErrorValue {
     }
 }
 
-/// Opens one database for an entry: a file under the project root (WAL mode), or in memory.
-pub fn open(root: Option<&std::path::Path>, e: &Entry) -> Result<Connection, String> {
-    let file = match e.data.get("file").and_then(|v| v.as_str()) {
-        Some(f) if !f.trim().is_empty() => f.trim().to_string(),
-        _ => {
-            return Err(config_error(
-                e,
-                "db.sql.sqlite needs `file:` (a path or \":memory:\")",
-            ))
-        }
+/// Opens one database for an entry: a file under the project root (WAL mode), in memory, or
+/// a file on the simulated disk (rollback journal, full syncs).
+pub fn open(storage: &crate::Storage, e: &Entry) -> Result<Connection, String> {
+    let root = match storage {
+        crate::Storage::Disk { root } => Some(root.as_path()),
+        crate::Storage::Memory => None,
+        crate::Storage::Sim(disk) => return open_sim(disk, e),
     };
+    let file = file_of(e)?;
     let conn = match root {
         None => Connection::open_in_memory(),
         Some(_) if file == ":memory:" => Connection::open_in_memory(),
@@ -102,6 +102,32 @@ pub fn open(root: Option<&std::path::Path>, e: &Entry) -> Result<Connection, Str
         conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
             .map_err(|x| config_error(e, format!("cannot enable WAL mode: {x}")))?;
     }
+    Ok(conn)
+}
+
+/// The `file:` of a `db.sql.sqlite` entry.
+fn file_of(e: &Entry) -> Result<String, String> {
+    match e.data.get("file").and_then(|v| v.as_str()) {
+        Some(f) if !f.trim().is_empty() => Ok(f.trim().to_string()),
+        _ => Err(config_error(
+            e,
+            "db.sql.sqlite needs `file:` (a path or \":memory:\")",
+        )),
+    }
+}
+
+/// A database on the simulated disk (`:memory:` stays in memory).
+fn open_sim(disk: &crate::vfs::SimDisk, e: &Entry) -> Result<Connection, String> {
+    let file = file_of(e)?;
+    if file == ":memory:" {
+        return Connection::open_in_memory()
+            .map_err(|x| config_error(e, format!("cannot open database '{file}': {x}")));
+    }
+    let rel = file.strip_prefix("file:").unwrap_or(&file);
+    let conn = crate::vfs::open(disk, rel)
+        .map_err(|x| config_error(e, format!("cannot open database '{file}': {x}")))?;
+    crate::vfs::durable_pragmas(&conn, disk.planted_nosync())
+        .map_err(|x| config_error(e, format!("cannot set up database '{file}': {x}")))?;
     Ok(conn)
 }
 
@@ -214,10 +240,12 @@ impl Databases {
     }
 
     pub fn insert(&mut self, id: &str, conn: Connection) {
+        let on_disk = conn.path().is_some_and(|p| !p.is_empty());
         self.dbs.insert(
             id.to_string(),
             Db {
                 conn,
+                on_disk,
                 tx: None,
                 next_tx: 0,
             },
