@@ -26,13 +26,14 @@ use crate::node::{Core, Level};
 use crate::pid::Pid;
 use crate::value::{kind, ErrorValue, Table, Value};
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
+
+mod state;
+pub use state::State;
 
 /// Versions between two materialised states, in memory and in the world's snapshot table.
 pub const SNAPSHOT_EVERY: u64 = 256;
-
-pub type State = BTreeMap<String, Rc<Entry>>;
 
 /// One operation of a changeset.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,6 +147,7 @@ pub fn check_id(id: &str) -> Result<(), ErrorValue> {
 }
 
 /// Applies `ops` to `state` in order; errors leave nothing changed (the caller keeps `state`).
+/// The clone shares `state`'s structure: this costs O(ops × log n), not O(n).
 pub fn apply_ops(state: &State, ops: &[Op]) -> Result<State, ErrorValue> {
     check_ops(state, ops)?;
     let mut next = state.clone();
@@ -217,8 +219,18 @@ fn apply_checked(state: &mut State, ops: &[Op]) {
     }
 }
 
-/// Would `next` break an entry? Checks what Weft runs: Lua compiles, services' references.
-/// `changed` are the ids the changeset touched (only those are compiled again).
+#[cfg(test)]
+thread_local! {
+    /// Entries whose references `check_state` checked (each changed or dependent entry once),
+    /// summed over calls: tests assert what a commit costs.
+    pub(crate) static VISITED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Would `next` break an entry? Checks what Weft runs: Lua compiles, imports resolve to
+/// libraries, services' references. `changed` are the ids the changeset touched: only those are
+/// compiled again, and only they and the entries that reference one of them (`State::referrers`)
+/// have their references checked, so a commit costs O(changed + dependents), not O(state). The
+/// state `next` was made from is taken as valid (every committed version was checked this way).
 pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
     let bad = |id: &str, m: String| err(kind::INVALID, format!("entry '{id}': {m}"));
     for id in changed {
@@ -255,44 +267,62 @@ pub fn check_state(next: &State, changed: &[&str]) -> Result<(), ErrorValue> {
             }
         }
     }
-    for e in next.values() {
-        if e.kind.is_lua() {
-            for (alias, target) in crate::lua::imports_of(e).map_err(|m| bad(&e.id, m))? {
-                match next.get(&target) {
-                    Some(t) if t.kind == EntryKind::LibraryLua => {}
-                    _ => {
-                        return Err(bad(
-                            &e.id,
-                            format!("imports: {alias}: '{target}' is not a library.lua entry"),
-                        ))
-                    }
-                }
-            }
-        }
-        if e.kind == EntryKind::ProcessService {
-            let field = |f: &str| e.data.get(f).and_then(|v| v.as_str()).map(String::from);
-            let p = field("process").ok_or_else(|| bad(&e.id, "needs `process:`".into()))?;
-            match next.get(&p) {
-                Some(t) if t.kind == EntryKind::ProcessLua => {}
+    // References: the changed entries' own, and those of entries pointing at a changed id (a
+    // library deleted or turned into another kind breaks its importers). In id order, so the
+    // first error is the one a walk over the whole state would report first.
+    let mut todo: BTreeSet<&str> = changed.iter().copied().collect();
+    for id in changed {
+        todo.extend(next.referrers(id).map(String::as_str));
+    }
+    for id in todo {
+        let Some(e) = next.get(id) else { continue };
+        #[cfg(test)]
+        VISITED.with(|v| v.set(v.get() + 1));
+        check_references(next, e)?;
+    }
+    Ok(())
+}
+
+/// Whether what `e` references resolves in `next` (imports → library.lua; a service's process →
+/// process.lua, host → process.host) and a service's lifecycle parses.
+fn check_references(next: &State, e: &Entry) -> Result<(), ErrorValue> {
+    let bad = |id: &str, m: String| err(kind::INVALID, format!("entry '{id}': {m}"));
+    if e.kind.is_lua() {
+        for (alias, target) in crate::lua::imports_of(e).map_err(|m| bad(&e.id, m))? {
+            match next.get(&target) {
+                Some(t) if t.kind == EntryKind::LibraryLua => {}
                 _ => {
                     return Err(bad(
                         &e.id,
-                        format!("process: '{p}' is not a process.lua entry"),
+                        format!("imports: {alias}: '{target}' is not a library.lua entry"),
                     ))
                 }
             }
-            let h = field("host").ok_or_else(|| bad(&e.id, "needs `host:`".into()))?;
-            match next.get(&h) {
-                Some(t) if t.kind == EntryKind::ProcessHost => {}
-                _ => {
-                    return Err(bad(
-                        &e.id,
-                        format!("host: '{h}' is not a process.host entry"),
-                    ))
-                }
-            }
-            crate::supervisor::Lifecycle::from_data(&e.data).map_err(|m| bad(&e.id, m))?;
         }
+    }
+    if e.kind == EntryKind::ProcessService {
+        let field = |f: &str| e.data.get(f).and_then(|v| v.as_str()).map(String::from);
+        let p = field("process").ok_or_else(|| bad(&e.id, "needs `process:`".into()))?;
+        match next.get(&p) {
+            Some(t) if t.kind == EntryKind::ProcessLua => {}
+            _ => {
+                return Err(bad(
+                    &e.id,
+                    format!("process: '{p}' is not a process.lua entry"),
+                ))
+            }
+        }
+        let h = field("host").ok_or_else(|| bad(&e.id, "needs `host:`".into()))?;
+        match next.get(&h) {
+            Some(t) if t.kind == EntryKind::ProcessHost => {}
+            _ => {
+                return Err(bad(
+                    &e.id,
+                    format!("host: '{h}' is not a process.host entry"),
+                ))
+            }
+        }
+        crate::supervisor::Lifecycle::from_data(&e.data).map_err(|m| bad(&e.id, m))?;
     }
     Ok(())
 }
@@ -330,12 +360,13 @@ impl Registry {
     }
 
     /// Version 1: the entries boot loaded.
-    pub fn init(&mut self, entries: &State) {
-        let ops = entries
-            .values()
-            .map(|e| Op::Create((**e).clone()))
+    pub fn init<'a>(&mut self, entries: impl IntoIterator<Item = (&'a String, &'a Rc<Entry>)>) {
+        let state: State = entries
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let state = Rc::new(entries.clone());
+        let ops = state.values().map(|e| Op::Create((**e).clone())).collect();
+        let state = Rc::new(state);
         self.versions = vec![Stored::new(1, ops, Some(state.clone()))];
         self.last = state.clone();
         self.cur = state;
@@ -762,11 +793,14 @@ pub(crate) fn go_live(core: &mut Core, prev: &State, ops: &[Op]) {
             };
         }
     } else {
-        core.entries = (*next).clone();
+        core.entries = next.to_btree();
     }
+    let mut touched_function = false;
     for (id, before) in changed.iter().zip(&befores) {
         let before = before.as_ref();
         let after = core.entries.get(id).cloned();
+        touched_function |= [before.map(|e| &e.kind), after.as_ref().map(|e| &e.kind)]
+            .contains(&Some(&EntryKind::FunctionLua));
         if before.is_some_and(|b| b.kind.is_lua()) {
             core.registry.stale.push(id.clone());
         }
@@ -831,8 +865,11 @@ pub(crate) fn go_live(core: &mut Core, prev: &State, ops: &[Op]) {
             }
         }
     }
-    // Function entries are the collector's methods: peers learn a changed namespace set.
-    core.dispatch_refresh();
+    // Function entries are the collector's methods: peers learn a changed namespace set. The
+    // refresh walks every entry, so only a change that touched a function.lua entry runs it.
+    if touched_function {
+        core.dispatch_refresh();
+    }
 }
 
 /// Stops the running instance of a service removed (or replaced) by a registry change.
@@ -955,7 +992,7 @@ pub(crate) fn restore(
         }
         Restored::Resumed
     } else {
-        let files = core.entries.clone();
+        let files = State::from(&core.entries);
         let ops = delta(&last, &files);
         let ops = if ops.is_empty() {
             files.values().map(|e| Op::Create((**e).clone())).collect()

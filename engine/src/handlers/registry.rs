@@ -33,7 +33,7 @@ fn read(core: &mut Core, _caller: u64, cmd: Command) -> Reply {
         },
         RegistryQuery::Live => Reply::State {
             version,
-            state: Rc::new(core.entries.clone()),
+            state: Rc::new(State::from(&core.entries)),
         },
         RegistryQuery::Current => match core.registry.current() {
             Some(v) => Reply::State {

@@ -422,3 +422,161 @@ fn module_dependencies_are_refused_without_a_hub() {
         err.message
     );
 }
+
+// ---- commit cost: only the changed entries and their dependents are checked -----------------
+
+fn lua_kind(id: &str, kind: &str, import: Option<&str>) -> Entry {
+    let mut x = e(id, kind, Table::default());
+    x.data = Table::default().with("source", Value::from("return {}"));
+    if let Some(t) = import {
+        x.data = x.data.with(
+            "imports",
+            Value::table(Table::default().with("m", Value::from(t))),
+        );
+    }
+    x
+}
+
+fn service_on(id: &str, process: &str, host: &str) -> Entry {
+    let mut x = e(id, "process.service", Table::default());
+    x.data = Table::default()
+        .with("process", Value::from(process))
+        .with("host", Value::from(host));
+    x
+}
+
+/// `f`'s result and how many entries `check_state` looked at while it ran.
+fn counting<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    VISITED.with(|v| v.set(0));
+    let out = f();
+    (out, VISITED.with(|v| v.get()))
+}
+
+#[test]
+fn a_commit_on_a_large_state_checks_only_what_it_changed_and_its_dependents() {
+    let mut es: Vec<Entry> = (0..10_000)
+        .map(|i| data_entry(&format!("app:d{i:05}"), i))
+        .collect();
+    es.push(lua_kind("app:lib", "library.lua", None));
+    es.push(lua_kind("app:p0", "process.lua", Some("app:lib")));
+    es.push(lua_kind("app:p1", "process.lua", Some("lib")));
+    es.push(e("app:host", "process.host", Table::default()));
+    es.push(service_on("app:svc", "app:p0", "app:host"));
+    let mut r = Registry::default();
+    r.init(&state(es));
+
+    // 1,000 commits in a row, each one entry: one entry looked at per commit.
+    let (_, seen) = counting(|| {
+        for i in 0..1_000 {
+            let ops = vec![Op::Update(data_entry(&format!("app:d{:05}", i * 7), -i))];
+            let next = r.prepare(&ops).expect("valid update");
+            r.push(ops, next);
+        }
+    });
+    assert_eq!(seen, 1_000, "a one-entry commit looked at other entries");
+    assert_eq!(r.current().unwrap().state.len(), 10_005);
+
+    // Deleting the library: its two importers (and nothing else) are checked, and refuse.
+    let (res, seen) = counting(|| r.prepare(&[Op::Delete("app:lib".into())]));
+    let msg = res.unwrap_err().message;
+    assert!(
+        msg.contains("entry 'app:p0': imports: m: 'app:lib' is not a library.lua entry"),
+        "{msg}"
+    );
+    assert!(seen <= 2, "looked at {seen} entries");
+    // Turning the host into another kind: the service that runs on it refuses.
+    let (res, seen) = counting(|| {
+        r.prepare(&[Op::Update(e(
+            "app:host",
+            "registry.entry",
+            Table::default(),
+        ))])
+    });
+    let msg = res.unwrap_err().message;
+    assert!(
+        msg.contains("host: 'app:host' is not a process.host entry"),
+        "{msg}"
+    );
+    assert_eq!(seen, 2);
+    // Replacing the library by another library keeps both importers valid (3 looked at).
+    let (res, seen) =
+        counting(|| r.prepare(&[Op::Update(lua_kind("app:lib", "library.lua", None))]));
+    assert!(res.is_ok(), "{res:?}");
+    assert_eq!(seen, 3);
+}
+
+#[derive(Clone, Debug)]
+enum ROp {
+    /// (slot, kind, referenced slot, second referenced slot)
+    Put(u8, u8, u8, u8),
+    Delete(u8),
+}
+
+fn rop() -> impl Strategy<Value = ROp> {
+    prop_oneof![
+        4 => (0u8..10, 0u8..6, 0u8..10, 0u8..10).prop_map(|(a, b, c, d)| ROp::Put(a, b, c, d)),
+        2 => (0u8..10).prop_map(ROp::Delete),
+    ]
+}
+
+/// Entry `slot` of kind `kind` referencing slots `to` / `to2`.
+fn slot_entry(slot: u8, kind: u8, to: u8, to2: u8) -> Entry {
+    let id = format!("app:x{slot}");
+    let target = format!("app:x{to}");
+    match kind {
+        0 => lua_kind(&id, "library.lua", None),
+        1 => lua_kind(&id, "library.lua", Some(&target)),
+        2 => lua_kind(&id, "process.lua", Some(&format!("x{to}"))),
+        3 => e(&id, "process.host", Table::default()),
+        4 => service_on(&id, &target, &format!("app:x{to2}")),
+        _ => data_entry(&id, i64::from(to)),
+    }
+}
+
+proptest! {
+    /// The incremental check (changed entries and their referrers) accepts exactly the
+    /// changesets a check of every entry's references accepts, and the reverse index stays
+    /// equal to one rebuilt from the entries.
+    #[test]
+    fn incremental_check_agrees_with_a_whole_state_check(
+        sets in proptest::collection::vec(proptest::collection::vec(rop(), 1..4), 1..60)
+    ) {
+        let mut r = Registry::with_snapshot_every(4);
+        r.init(&State::new());
+        for set in sets {
+            let cur = r.current().unwrap().state;
+            let ops: Vec<Op> = set
+                .iter()
+                .map(|o| match *o {
+                    ROp::Put(s, k, t, t2) => {
+                        let x = slot_entry(s, k, t, t2);
+                        // Create when absent so far in the changeset's view, else update.
+                        let exists = cur.contains_key(&x.id);
+                        if exists { Op::Update(x) } else { Op::Create(x) }
+                    }
+                    ROp::Delete(s) => Op::Delete(format!("app:x{s}")),
+                })
+                .collect();
+            let naive = apply_ops(&cur, &ops).and_then(|next| {
+                let all: Vec<&str> = next.keys().map(String::as_str).collect();
+                check_state(&next, &all)?;
+                Ok(next)
+            });
+            match (r.prepare(&ops), naive) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(&a, &b);
+                    prop_assert!(a.index_is_consistent());
+                    r.push(ops, a);
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "{:?}: incremental {:?}, whole state {:?}", ops, a.map(|_| ()), b.map(|_| ())),
+            }
+        }
+        let last = r.current().unwrap().state;
+        prop_assert!(last.index_is_consistent());
+        // Every version rebuilt from deltas has a consistent index too.
+        for v in 1..=r.last_id() {
+            prop_assert!(r.version(v).unwrap().state.index_is_consistent());
+        }
+    }
+}

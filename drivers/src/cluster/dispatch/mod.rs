@@ -16,6 +16,9 @@
 pub mod bench;
 mod client;
 mod convert;
+// The `dispatch` fuzz target's body (fuzz/ includes it by path) and its corpus replay.
+#[cfg(test)]
+mod fuzz;
 mod health;
 mod server;
 
