@@ -737,7 +737,7 @@ pub fn bench(a: BenchArgs) -> i32 {
         crate::cluster::bench::run(&want, a.scale, &emit);
     }
     // Collective dispatch: local funcs.call, remote Dispatch over gRPC between two nodes.
-    if want("dispatch_local") || want("dispatch_remote") {
+    if want("dispatch_local") || want("dispatch_remote") || want("dispatch_funcs") {
         crate::cluster::dispatch::bench::run(&want, a.scale, &emit);
     }
     if want("mailbox") {

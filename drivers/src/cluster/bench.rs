@@ -165,13 +165,13 @@ impl App {
 }
 
 /// A `weft run` child whose stdout lines arrive on a channel; killed on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     lines: Receiver<String>,
 }
 
 impl Proc {
-    fn start(app: &Path, args: &[String]) -> Result<Proc, String> {
+    pub(crate) fn start(app: &Path, args: &[String]) -> Result<Proc, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .arg("run")
@@ -196,7 +196,11 @@ impl Proc {
     }
 
     /// Waits for a line starting with `prefix`; the time it arrived and the line.
-    fn expect(&self, prefix: &str, within: Duration) -> Result<(Instant, String), String> {
+    pub(crate) fn expect(
+        &self,
+        prefix: &str,
+        within: Duration,
+    ) -> Result<(Instant, String), String> {
         let end = Instant::now() + within;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -224,7 +228,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<String, String> {
+pub(crate) fn free_port() -> Result<String, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())
@@ -251,7 +255,7 @@ fn pair(app: &App, entry: &str, args: &[String]) -> Result<(Proc, Proc), String>
 }
 
 /// CPU time (user + system) a child has used so far, from /proc (None elsewhere).
-fn cpu_secs(p: &Proc) -> Option<f64> {
+pub(crate) fn cpu_secs(p: &Proc) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id())).ok()?;
     // Fields after the command name (which may hold spaces) close with ')'.
     let rest = stat.rsplit_once(')')?.1;

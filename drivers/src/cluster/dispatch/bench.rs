@@ -114,6 +114,140 @@ entries:
     lifecycle: {auto_start: true}
 "#;
 
+/// Node `a`'s app for the `funcs.call` figures: a terminal process that waits until `a` routes
+/// `dbench:inc` to `b`, then runs `callers` worker processes making `per` calls each.
+const CALLER_INDEX: &str = r#"version: "1.0"
+namespace: front
+entries:
+  - name: terminal
+    kind: terminal.host
+    lifecycle: {auto_start: true}
+  - name: host
+    kind: process.host
+    lifecycle: {auto_start: true}
+  - name: caller
+    kind: process.lua
+    source: file://caller.lua
+    method: main
+    modules: [funcs, io, time]
+  - name: worker
+    kind: process.lua
+    source: file://worker.lua
+    method: main
+    modules: [funcs, time]
+"#;
+
+/// One caller of `dbench:inc`: `per` sequential calls, then its latencies (ns) to `parent`.
+const FUNCS_WORKER: &str = r#"
+local funcs = require("funcs")
+local time = require("time")
+local function main(parent, base, per)
+  local lat = {}
+  for i = 1, per do
+    local t0 = time.now():unix_nano()
+    local v, err = funcs.call("dbench:inc", base + i)
+    if err or v ~= base + i + 1 then
+      process.send(parent, "done", { err = tostring(err) })
+      return 1
+    end
+    lat[i] = time.now():unix_nano() - t0
+  end
+  process.send(parent, "done", { lat = lat })
+  return 0
+end
+return { main = main }
+"#;
+
+/// Waits for the route, then for each concurrency prints `rate <callers> <calls/s> <p50 ns> <p99 ns>`.
+const FUNCS_CALLER: &str = r#"
+local funcs = require("funcs")
+local time = require("time")
+local io = require("io")
+local function main(total)
+  total = tonumber(total)
+  local inbox = process.inbox()
+  local ok = false
+  for _ = 1, 1500 do
+    local v = funcs.call("dbench:inc", 0)
+    if v == 1 then ok = true break end
+    time.sleep("20ms")
+  end
+  if not ok then error("dbench:inc never answered from node b") end
+  for _, callers in ipairs({ 1, 16 }) do
+    local per = math.max(1, total // callers)
+    local t0 = time.now():unix_nano()
+    for k = 1, callers do
+      process.spawn("front:worker", "front:host", process.pid(), k * per, per)
+    end
+    local lat = {}
+    for _ = 1, callers do
+      local m = inbox:receive():payload():data()
+      if m.err then error("funcs.call: " .. m.err) end
+      for _, x in ipairs(m.lat) do lat[#lat + 1] = x end
+    end
+    local secs = (time.now():unix_nano() - t0) / 1e9
+    table.sort(lat)
+    io.print(string.format("rate %d %.1f %d %d", callers, #lat / secs,
+      lat[math.max(1, #lat // 2)], lat[math.max(1, math.floor(#lat * 0.99))]))
+  end
+  return 0
+end
+return { main = main }
+"#;
+
+/// `funcs.call` from Lua processes on node `a` into `dbench`, served only by node `b`: the
+/// same shape as `erlang_dist_rpc` (`erpc:call` from one node to another, two OS processes).
+/// Per concurrency: (callers, calls/s, p50 µs, p99 µs).
+fn funcs_remote(root: &std::path::Path, total: i64) -> Result<Vec<(usize, f64, f64, f64)>, String> {
+    use crate::cluster::bench::{free_port, Proc as Node};
+    let server = root.join("fb");
+    let front = root.join("fa");
+    for (dir, files) in [
+        (
+            &server,
+            vec![("_index.yaml", SERVER_INDEX), ("inc.lua", INC)],
+        ),
+        (
+            &front,
+            vec![
+                ("_index.yaml", CALLER_INDEX),
+                ("caller.lua", FUNCS_CALLER),
+                ("worker.lua", FUNCS_WORKER),
+            ],
+        ),
+    ] {
+        std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
+        for (name, text) in files {
+            std::fs::write(dir.join("src").join(name), text).map_err(|e| e.to_string())?;
+        }
+    }
+    let (pa, pb) = (free_port()?, free_port()?);
+    let args = |name: &str, listen: &str, join: &str| -> Vec<String> {
+        ["--node", name, "--listen", listen, "--join", join]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let _b = Node::start(&server, &args("b", &pb, &pa))?;
+    let mut a_args = args("a", &pa, &pb);
+    a_args.extend(["-x".into(), "front:caller".into(), total.to_string()]);
+    let a = Node::start(&front, &a_args)?;
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let (_, line) = a.expect("rate ", Duration::from_secs(300))?;
+        let f: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match f[..] {
+            [c, r, p50, p99] => out.push((c as usize, r, p50 / 1e3, p99 / 1e3)),
+            _ => return Err(format!("bad rate line: {line}")),
+        }
+    }
+    Ok(out)
+}
+
 /// A bare `weft run` node; killed on drop.
 struct Proc(std::process::Child);
 
@@ -256,10 +390,26 @@ pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &st
             Err(e) => eprintln!("weft_funcs_call_local: failed: {e}"),
         }
     }
+    let root = crate::bench::TempProject::new("dispatch");
+    if want("dispatch_funcs") {
+        match funcs_remote(&root.0, scaled(20_000.0)) {
+            Ok(rows) => {
+                for (callers, rate, p50, p99) in rows {
+                    let name = match callers {
+                        1 => "weft_dispatch_funcs_remote".to_string(),
+                        c => format!("weft_dispatch_funcs_remote_c{c}"),
+                    };
+                    emit(&name, rate, "calls/s");
+                    emit(&format!("{name}_p50"), p50, "us");
+                    emit(&format!("{name}_p99"), p99, "us");
+                }
+            }
+            Err(e) => eprintln!("weft_dispatch_funcs_remote: failed: {e}"),
+        }
+    }
     if !want("dispatch_remote") {
         return;
     }
-    let root = crate::bench::TempProject::new("dispatch");
     let (_a, _b, addr) = match pair(&root.0) {
         Ok(p) => p,
         Err(e) => {
