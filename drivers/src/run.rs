@@ -616,6 +616,10 @@ struct RealDriver<'t> {
     last_input: Option<StdInstant>,
     /// How long a wait spins (`SPIN`, or `WEFT_BUSY_WAIT_US`).
     spin: Duration,
+    /// When this thread last had the reactor take the sockets' and timers' events.
+    reacted: StdInstant,
+    /// When a busy node last looked for data on its sockets.
+    looked: StdInstant,
 }
 
 /// A cluster node that has just had input polls its sockets for this long before it sleeps, as
@@ -624,6 +628,12 @@ struct RealDriver<'t> {
 /// more in a VM). Each poll is a non-blocking look at the sockets.
 /// `WEFT_BUSY_WAIT_US` sets it (0 turns it off).
 const SPIN: Duration = Duration::from_micros(150);
+/// A busy cluster node has the reactor take its events at least this often.
+const REACT_BUSY: Duration = Duration::from_micros(500);
+/// A busy cluster node looks for data on its sockets at least this often.
+const LOOK_BUSY: Duration = Duration::from_micros(50);
+/// A spinning wait hands the reactor a full pass at least this often (in rounds).
+const REACTOR_EVERY: u32 = 16;
 /// Only this soon after an input: an idle node sleeps at once and costs no CPU.
 const SPIN_AFTER_INPUT: Duration = Duration::from_millis(2);
 
@@ -739,7 +749,15 @@ impl Driver for RealDriver<'_> {
             let _ = std::io::stdout().flush();
         }
         // Frames the slice sent go out now; frames that arrived and finished world commands
-        // reach the inputs.
+        // reach the inputs. A busy cluster node looks at its sockets itself, with one `poll(2)`
+        // every `LOOK_BUSY` (the drive loop also lets the reactor pass every `REACT_BUSY`).
+        if self.transport.is_some() {
+            let now = StdInstant::now();
+            if now.duration_since(self.looked) >= LOOK_BUSY {
+                self.looked = now;
+                cluster::net::wake_ready_sockets();
+            }
+        }
         cluster::net::tick(CLUSTER_TICKS);
         true
     }
@@ -773,6 +791,8 @@ impl RealDriver<'_> {
         if let Some(wake) = self.spin(deadline).await {
             return wake;
         }
+        // Blocking: the reactor takes the events on this thread while it waits.
+        self.reacted = StdInstant::now();
         let Some(at) = deadline else {
             // Every sender gone cannot happen while the driver holds one.
             return self.rx.recv().await.map_or(Wake::Again, Wake::Input);
@@ -814,6 +834,7 @@ impl RealDriver<'_> {
         }
         let until = now + self.spin;
         let due = deadline.map(|at| self.start + Duration::from_nanos(at));
+        let mut round = 0u32;
         loop {
             if let Some(i) = self.rx.try_recv() {
                 return Some(Wake::Input(i));
@@ -828,7 +849,20 @@ impl RealDriver<'_> {
             // Give the core away when another thread wants it (a busy machine): spinning
             // must not slow the peer that is computing the answer.
             std::thread::yield_now();
-            futures_lite::future::yield_now().await;
+            round = round.wrapping_add(1);
+            // Tasks woken meanwhile (a world command done, a frame read) run here.
+            if cluster::net::tick(CLUSTER_TICKS) {
+                continue;
+            }
+            // A pass of the reactor costs about five system calls; one `poll(2)` finds the
+            // connections with data and wakes their readers. Every `REACTOR_EVERY` rounds the
+            // reactor looks anyway (timers, a new connection on the listener).
+            if round.is_multiple_of(REACTOR_EVERY) {
+                self.reacted = StdInstant::now();
+                futures_lite::future::yield_now().await;
+            } else if cluster::net::wake_ready_sockets() > 0 {
+                cluster::net::tick(CLUSTER_TICKS);
+            }
         }
     }
 
@@ -870,6 +904,8 @@ fn drive(
         wrote: false,
         timer: None,
         last_input: None,
+        reacted: StdInstant::now(),
+        looked: StdInstant::now(),
         spin: std::env::var("WEFT_BUSY_WAIT_US")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -884,7 +920,15 @@ fn drive(
             match weft_engine::turn(&mut node, &mut d, SLICE_STEPS) {
                 Turn::Exited(code) => return code,
                 Turn::Stopped => return 0,
-                Turn::Busy => {}
+                Turn::Busy => {
+                    // A busy node still has the reactor pass on this thread now and then:
+                    // left alone, the reactor goes to async-io's own thread, and every frame
+                    // then costs a wake-up of that thread and a switch to it.
+                    if d.transport.is_some() && d.reacted.elapsed() >= REACT_BUSY {
+                        d.reacted = StdInstant::now();
+                        futures_lite::future::yield_now().await;
+                    }
+                }
                 Turn::Idle(deadline) => {
                     let wake = d.next_wake(deadline).await;
                     if !weft_engine::woke(&mut node, &mut d, wake) {
