@@ -458,7 +458,7 @@ impl Owner {
         }
         let p = self.peers.entry(to.clone()).or_insert_with(Peer::new);
         if let Conn::Live { out, .. } = &p.conn {
-            if out.try_send(Chunk { data: bytes }).is_ok() {
+            if out.try_send(Chunk::one(bytes)).is_ok() {
                 self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
             }
             return;
@@ -493,7 +493,7 @@ impl Owner {
         p.queued_bytes = 0;
         if let Conn::Live { out, .. } = &p.conn {
             for data in p.queue.drain(..) {
-                if out.try_send(Chunk { data }).is_ok() {
+                if out.try_send(Chunk::one(data)).is_ok() {
                     self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -586,7 +586,7 @@ impl Owner {
         self.next_id += 1;
         let (out, out_rx) = async_channel::unbounded();
         if let Some(h) = &self.me.hello {
-            let _ = out.try_send(Chunk { data: h.clone() });
+            let _ = out.try_send(Chunk::one(h.clone()));
         }
         let alive = Arc::new(AtomicBool::new(true));
         let p = self.peers.get_mut(node).expect("entry made above");
@@ -687,7 +687,7 @@ impl Owner {
         net::spawn(async move {
             let call = async {
                 client
-                    .gossip(Chunk { data })
+                    .gossip(Chunk::one(data))
                     .await
                     .map_err(|s| s.message().to_string())
             };
@@ -717,6 +717,76 @@ pub fn lock(o: &std::sync::Mutex<Owner>) -> std::sync::MutexGuard<'_, Owner> {
     o.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Frames in one message at most (with `MAX_FRAME_BYTES` in all).
+const MAX_BATCH: usize = 256;
+/// What one frame adds to a message beside its bytes (a protobuf tag and length), at most.
+const FRAME_OVERHEAD: usize = 6;
+
+trait One {
+    fn one(data: Vec<u8>) -> Self;
+}
+
+impl One for Chunk {
+    /// A message of one frame.
+    fn one(data: Vec<u8>) -> Chunk {
+        Chunk { data, more: vec![] }
+    }
+}
+
+/// A stream's outgoing frames as messages: each takes the frames already waiting behind the
+/// first (in order), up to `MAX_BATCH` frames and `MAX_FRAME_BYTES`, so a burst of frames pays
+/// the gRPC and HTTP/2 costs of one message.
+struct Batched {
+    rx: std::pin::Pin<Box<Receiver<Chunk>>>,
+    /// A frame that did not fit the last message: the first of the next.
+    held: Option<Chunk>,
+}
+
+impl Batched {
+    fn new(rx: Receiver<Chunk>) -> Batched {
+        Batched {
+            rx: Box::pin(rx),
+            held: None,
+        }
+    }
+}
+
+impl futures_lite::Stream for Batched {
+    type Item = Chunk;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Chunk>> {
+        let mut first = match self.held.take() {
+            Some(c) => c,
+            None => match self.rx.as_mut().poll_next(cx) {
+                std::task::Poll::Ready(Some(c)) => c,
+                other => return other,
+            },
+        };
+        let mut size = first.data.len()
+            + first
+                .more
+                .iter()
+                .map(|m| m.len() + FRAME_OVERHEAD)
+                .sum::<usize>();
+        while first.more.len() + 1 < MAX_BATCH {
+            let Ok(mut next) = self.rx.try_recv() else {
+                break;
+            };
+            let add = next.data.len() + FRAME_OVERHEAD;
+            if !next.more.is_empty() || size + add > MAX_FRAME_BYTES {
+                self.held = Some(next);
+                break;
+            }
+            size += add;
+            first.more.push(std::mem::take(&mut next.data));
+        }
+        std::task::Poll::Ready(Some(first))
+    }
+}
+
 /// One connection attempt to a peer and, once it stands, the reading of its stream.
 struct Dial {
     me: Me,
@@ -733,7 +803,7 @@ impl Dial {
     async fn run(self) {
         let (out, out_rx) = async_channel::unbounded::<Chunk>();
         if let Some(h) = &self.me.hello {
-            let _ = out.try_send(Chunk { data: h.clone() });
+            let _ = out.try_send(Chunk::one(h.clone()));
         }
         let opened = self.open(out_rx).await;
         let (incarnation, stream) = match opened {
@@ -786,7 +856,7 @@ impl Dial {
         let mut client = RelayClient::with_origin(ch, net::origin(&self.addr)?)
             .max_decoding_message_size(MAX_FRAME_BYTES + 64)
             .max_encoding_message_size(MAX_FRAME_BYTES + 64);
-        let mut req = tonic::Request::new(out);
+        let mut req = tonic::Request::new(Batched::new(out));
         let md = req.metadata_mut();
         let meta = |v: String| {
             v.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
@@ -843,11 +913,15 @@ async fn read_stream(
                 if !r.alive.load(Ordering::SeqCst) {
                     break "replaced".to_string();
                 }
-                r.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                let _ = r.inputs.send(Input::Frame {
-                    from_node: r.node.clone(),
-                    bytes: c.data,
-                });
+                r.stats
+                    .frames_in
+                    .fetch_add(1 + c.more.len() as u64, Ordering::Relaxed);
+                for bytes in std::iter::once(c.data).chain(c.more) {
+                    let _ = r.inputs.send(Input::Frame {
+                        from_node: r.node.clone(),
+                        bytes,
+                    });
+                }
             }
             Some(Err(s)) => {
                 let too_big = s.code() == tonic::Code::OutOfRange
@@ -973,7 +1047,7 @@ impl Relay for RelayService {
             stats: self.stats.clone(),
         };
         net::spawn(read_stream(req.into_inner(), reader)).detach();
-        let out: ChunkStream = Box::pin(acc.out.map(Ok));
+        let out: ChunkStream = Box::pin(Batched::new(acc.out).map(Ok));
         let mut resp = tonic::Response::new(out);
         if let Ok(v) = self.me.incarnation.to_string().parse() {
             resp.metadata_mut().insert(META_INCARNATION, v);
@@ -996,6 +1070,43 @@ impl Relay for RelayService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn next(b: &mut Batched) -> Option<Chunk> {
+        let w = std::task::Waker::noop();
+        match std::pin::Pin::new(b).poll_next(&mut std::task::Context::from_waker(w)) {
+            std::task::Poll::Ready(c) => c,
+            std::task::Poll::Pending => panic!("pending"),
+        }
+    }
+
+    /// Frames already waiting go out in one message, in order; a frame that would take the
+    /// message past the limit starts the next one; the stream ends when the sender is gone.
+    #[test]
+    fn waiting_frames_go_out_together_in_order_within_the_size_limit() {
+        let (tx, rx) = async_channel::unbounded();
+        let mut b = Batched::new(rx);
+        for i in 0..5u8 {
+            tx.try_send(Chunk::one(vec![i])).unwrap();
+        }
+        let c = next(&mut b).unwrap();
+        assert_eq!(c.data, vec![0]);
+        assert_eq!(c.more, vec![vec![1], vec![2], vec![3], vec![4]]);
+        let big = MAX_FRAME_BYTES - 10;
+        tx.try_send(Chunk::one(vec![7; 8])).unwrap();
+        tx.try_send(Chunk::one(vec![8; big])).unwrap();
+        tx.try_send(Chunk::one(vec![9])).unwrap();
+        let c = next(&mut b).unwrap();
+        assert_eq!((c.data.len(), c.more.len()), (8, 0), "the big frame waits");
+        let c = next(&mut b).unwrap();
+        assert_eq!((c.data.len(), c.more), (big, vec![vec![9]]));
+        for i in 0..(MAX_BATCH + 3) {
+            tx.try_send(Chunk::one(vec![i as u8])).unwrap();
+        }
+        assert_eq!(next(&mut b).unwrap().more.len(), MAX_BATCH - 1);
+        assert_eq!(next(&mut b).unwrap().more.len(), 2);
+        drop(tx);
+        assert!(next(&mut b).is_none());
+    }
 
     #[test]
     fn the_auth_tag_binds_secret_name_and_incarnation() {

@@ -287,10 +287,12 @@ fn a_frame_over_the_limit_from_a_peer_drops_its_stream_and_the_node_serves_on() 
         let (out, rx) = async_channel::unbounded();
         out.try_send(weft_wire::relay::Chunk {
             data: b"hello-n7".to_vec(),
+            more: vec![],
         })
         .unwrap();
         out.try_send(weft_wire::relay::Chunk {
             data: vec![1; peers::MAX_FRAME_BYTES + 1000],
+            more: vec![],
         })
         .unwrap();
         let mut req = tonic::Request::new(rx);

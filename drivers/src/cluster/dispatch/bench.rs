@@ -197,9 +197,13 @@ return { main = main }
 
 /// `funcs.call` from Lua processes on node `a` into `dbench`, served only by node `b`: the
 /// same shape as `erlang_dist_rpc` (`erpc:call` from one node to another, two OS processes).
-/// Per concurrency: (callers, calls/s, p50 µs, p99 µs).
-fn funcs_remote(root: &std::path::Path, total: i64) -> Result<Vec<(usize, f64, f64, f64)>, String> {
-    use crate::cluster::bench::{free_port, Proc as Node};
+/// Per concurrency: (callers, calls/s, p50 µs, p99 µs, CPU both nodes spent per call in µs).
+#[allow(clippy::type_complexity)]
+fn funcs_remote(
+    root: &std::path::Path,
+    total: i64,
+) -> Result<Vec<(usize, f64, f64, f64, Option<f64>)>, String> {
+    use crate::cluster::bench::{cpu_secs, free_port, Proc as Node};
     let server = root.join("fb");
     let front = root.join("fa");
     for (dir, files) in [
@@ -228,20 +232,29 @@ fn funcs_remote(root: &std::path::Path, total: i64) -> Result<Vec<(usize, f64, f
             .map(|s| s.to_string())
             .collect()
     };
-    let _b = Node::start(&server, &args("b", &pb, &pa))?;
+    let b = Node::start(&server, &args("b", &pb, &pa))?;
     let mut a_args = args("a", &pa, &pb);
     a_args.extend(["-x".into(), "front:caller".into(), total.to_string()]);
     let a = Node::start(&front, &a_args)?;
+    let cpu = || Some(cpu_secs(&a)? + cpu_secs(&b)?);
+    // The first phase's CPU is counted from the node's start (boot and forming included).
+    let mut c0 = Some(0.0);
     let mut out = Vec::new();
     for _ in 0..2 {
         let (_, line) = a.expect("rate ", Duration::from_secs(300))?;
+        let c1 = cpu();
         let f: Vec<f64> = line
             .split_whitespace()
             .skip(1)
             .filter_map(|x| x.parse().ok())
             .collect();
         match f[..] {
-            [c, r, p50, p99] => out.push((c as usize, r, p50 / 1e3, p99 / 1e3)),
+            [c, r, p50, p99] => {
+                let per = (total as f64).max(1.0);
+                let used = c0.zip(c1).map(|(c0, c1)| (c1 - c0) * 1e6 / per);
+                out.push((c as usize, r, p50 / 1e3, p99 / 1e3, used));
+                c0 = c1;
+            }
             _ => return Err(format!("bad rate line: {line}")),
         }
     }
@@ -394,7 +407,7 @@ pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &st
     if want("dispatch_funcs") {
         match funcs_remote(&root.0, scaled(20_000.0)) {
             Ok(rows) => {
-                for (callers, rate, p50, p99) in rows {
+                for (callers, rate, p50, p99, cpu) in rows {
                     let name = match callers {
                         1 => "weft_dispatch_funcs_remote".to_string(),
                         c => format!("weft_dispatch_funcs_remote_c{c}"),
@@ -402,6 +415,10 @@ pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &st
                     emit(&name, rate, "calls/s");
                     emit(&format!("{name}_p50"), p50, "us");
                     emit(&format!("{name}_p99"), p99, "us");
+                    // The first phase includes boot; only the second is a clean figure.
+                    if let (Some(c), true) = (cpu, callers > 1) {
+                        emit(&format!("{name}_cpu"), c, "us/op");
+                    }
                 }
             }
             Err(e) => eprintln!("weft_dispatch_funcs_remote: failed: {e}"),
