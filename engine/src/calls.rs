@@ -80,6 +80,7 @@ impl Core {
         context: Option<Context>,
         function: Option<CallOptions>,
     ) -> Result<u64, ErrorValue> {
+        let timeout_ns = function.as_ref().and_then(|o| o.timeout_ns);
         let want_kind = match function {
             Some(_) => EntryKind::FunctionLua,
             None => EntryKind::ProcessLua,
@@ -139,6 +140,22 @@ impl Core {
                 if let Some(p) = self.procs.get_mut(&caller) {
                     p.calls.retain(|(_, c)| *c != pid.uniq);
                     p.calls.push((tag, pid.uniq));
+                }
+                if let Some(after_ns) = timeout_ns {
+                    let at = self.now.saturating_add(after_ns);
+                    let target = crate::timers::Target::CallTimeout {
+                        caller,
+                        tag,
+                        callee: pid.uniq,
+                        after_ns,
+                    };
+                    self.timers.arm(
+                        at,
+                        crate::timers::Timer {
+                            target,
+                            period: None,
+                        },
+                    );
                 }
                 Ok(tag)
             }

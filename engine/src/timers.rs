@@ -15,6 +15,14 @@ pub enum Target {
     ServiceRestart { service: usize },
     /// A service did not stop within its stop_timeout.
     StopDeadline { service: usize },
+    /// The `timeout` option of a function call served on this node ran out: if the caller still
+    /// waits on `tag` for `callee`, the callee is stopped and the call fails with kind Timeout.
+    CallTimeout {
+        caller: u64,
+        tag: u64,
+        callee: u64,
+        after_ns: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -207,6 +215,27 @@ mod on_node {
                                 vec![("service".into(), id)],
                             );
                             self.kill(p, err(kind::TIMEOUT, "stop timeout"));
+                        }
+                    }
+                    Target::CallTimeout {
+                        caller,
+                        tag,
+                        callee,
+                        after_ns,
+                    } => {
+                        let waiting = self
+                            .procs
+                            .get(&caller)
+                            .is_some_and(|p| p.calls.contains(&(tag, callee)));
+                        if waiting && self.procs.contains_key(&callee) {
+                            let ms = after_ns as f64 / 1e6;
+                            self.kill(
+                                callee,
+                                err(
+                                    kind::TIMEOUT,
+                                    format!("function call timed out after {ms} ms"),
+                                ),
+                            );
                         }
                     }
                 }

@@ -11,8 +11,8 @@
 //!   `idempotent` (boolean: a call served by another node may run again elsewhere when a reply
 //!   is lost); other keys are kept and ignored. A bad value is `nil, err` (Invalid). Options
 //!   merge over the executor's earlier ones. The timeout bounds a call served by another node
-//!   (its dispatch deadline, and the deadline of its one attempt); a failed call reports kind
-//!   Timeout.
+//!   (its dispatch deadline, and the deadline of its one attempt) and a call served here (the
+//!   callee is stopped when it runs out); a failed call reports kind Timeout.
 //! - `with_actor` / `with_scope` are accepted and stored; there is no security model yet.
 //! - A future's channel is not closed after its one delivery.
 //! - `future:cancel()` does not block: it stops the callee if it is still running and the

@@ -397,3 +397,31 @@ fn subscriptions_end_with_their_process_and_callees_with_their_caller() {
     assert_eq!(code, 0, "{out}");
     assert!(seen_sub && checked, "probe did not observe both phases");
 }
+
+#[test]
+fn with_options_timeout_stops_a_local_call_that_runs_too_long() {
+    let main = r#"
+        local io = require("io")
+        local funcs = require("funcs")
+        return { main = function()
+            local quick = funcs.new():with_options({timeout = 50})
+            local v, err = quick:call("t:slow", "late", "200ms")
+            io.print("late", v, err and err:kind(), err and tostring(err):find("timed out") ~= nil)
+            local v2, err2 = quick:call("t:slow", "soon", "10ms")
+            io.print("soon", v2, err2)
+            local patient = funcs.new():with_options({timeout = "1s"})
+            io.print("patient", patient:call("t:slow", "ok", "100ms"))
+            -- a timer left from a call that ended in time stops nothing later
+            local again = funcs.new():with_options({timeout = 30})
+            io.print("again", again:call("t:slow", "fast", "1ms"))
+            io.print("after", funcs.call("t:slow", "long", "60ms"))
+            return 0
+        end }"#;
+    let (code, out) = run(main, FNS);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("late\tnil\tTimeout\ttrue\n"), "{out}");
+    assert!(out.contains("soon\tsoon\tnil\n"), "{out}");
+    assert!(out.contains("patient\tok\n"), "{out}");
+    assert!(out.contains("again\tfast\n"), "{out}");
+    assert!(out.contains("after\tlong\n"), "{out}");
+}
