@@ -207,19 +207,16 @@ impl std::task::Wake for Readiness {
 /// busy-waiting node reports data (h2 reads again each time its task wakes, to send as well).
 pub struct Tracked {
     tcp: smol::net::TcpStream,
-    fd: i32,
     ready: Arc<Readiness>,
     waker: std::task::Waker,
 }
 
 impl Tracked {
     fn new(tcp: smol::net::TcpStream) -> Tracked {
-        #[cfg(unix)]
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-        #[cfg(not(unix))]
-        let fd = -1;
         let ready = Arc::new(Readiness::default());
-        if fd >= 0 {
+        #[cfg(unix)]
+        {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
             SOCKETS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -227,7 +224,6 @@ impl Tracked {
         }
         Tracked {
             tcp,
-            fd,
             waker: std::task::Waker::from(ready.clone()),
             ready,
         }
@@ -237,7 +233,7 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         let mut s = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = s.iter().position(|(fd, _)| *fd == self.fd) {
+        if let Some(i) = s.iter().position(|(_, r)| Arc::ptr_eq(r, &self.ready)) {
             s.swap_remove(i);
         }
     }

@@ -100,7 +100,7 @@ pub enum Cmd {
         node: NodeId,
         id: u64,
         incarnation: u64,
-        out: Sender<Chunk>,
+        out: Sender<Vec<u8>>,
         alive: Arc<AtomicBool>,
         accept: Sender<bool>,
     },
@@ -135,7 +135,7 @@ pub enum Cmd {
 
 pub struct Accepted {
     id: u64,
-    out: Receiver<Chunk>,
+    out: Receiver<Vec<u8>>,
     alive: Arc<AtomicBool>,
 }
 
@@ -146,7 +146,7 @@ enum Conn {
     },
     Live {
         id: u64,
-        out: Sender<Chunk>,
+        out: Sender<Vec<u8>>,
         alive: Arc<AtomicBool>,
         incarnation: u64,
         dialed: bool,
@@ -458,7 +458,7 @@ impl Owner {
         }
         let p = self.peers.entry(to.clone()).or_insert_with(Peer::new);
         if let Conn::Live { out, .. } = &p.conn {
-            if out.try_send(Chunk::one(bytes)).is_ok() {
+            if out.try_send(bytes).is_ok() {
                 self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
             }
             return;
@@ -493,7 +493,7 @@ impl Owner {
         p.queued_bytes = 0;
         if let Conn::Live { out, .. } = &p.conn {
             for data in p.queue.drain(..) {
-                if out.try_send(Chunk::one(data)).is_ok() {
+                if out.try_send(data).is_ok() {
                     self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -586,7 +586,7 @@ impl Owner {
         self.next_id += 1;
         let (out, out_rx) = async_channel::unbounded();
         if let Some(h) = &self.me.hello {
-            let _ = out.try_send(Chunk::one(h.clone()));
+            let _ = out.try_send(h.clone());
         }
         let alive = Arc::new(AtomicBool::new(true));
         let p = self.peers.get_mut(node).expect("entry made above");
@@ -687,7 +687,7 @@ impl Owner {
         net::spawn(async move {
             let call = async {
                 client
-                    .gossip(Chunk::one(data))
+                    .gossip(Chunk { data, more: vec![] })
                     .await
                     .map_err(|s| s.message().to_string())
             };
@@ -722,28 +722,17 @@ const MAX_BATCH: usize = 256;
 /// What one frame adds to a message beside its bytes (a protobuf tag and length), at most.
 const FRAME_OVERHEAD: usize = 6;
 
-trait One {
-    fn one(data: Vec<u8>) -> Self;
-}
-
-impl One for Chunk {
-    /// A message of one frame.
-    fn one(data: Vec<u8>) -> Chunk {
-        Chunk { data, more: vec![] }
-    }
-}
-
 /// A stream's outgoing frames as messages: each takes the frames already waiting behind the
 /// first (in order), up to `MAX_BATCH` frames and `MAX_FRAME_BYTES`, so a burst of frames pays
 /// the gRPC and HTTP/2 costs of one message.
 struct Batched {
-    rx: std::pin::Pin<Box<Receiver<Chunk>>>,
+    rx: std::pin::Pin<Box<Receiver<Vec<u8>>>>,
     /// A frame that did not fit the last message: the first of the next.
-    held: Option<Chunk>,
+    held: Option<Vec<u8>>,
 }
 
 impl Batched {
-    fn new(rx: Receiver<Chunk>) -> Batched {
+    fn new(rx: Receiver<Vec<u8>>) -> Batched {
         Batched {
             rx: Box::pin(rx),
             held: None,
@@ -758,32 +747,29 @@ impl futures_lite::Stream for Batched {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Chunk>> {
-        let mut first = match self.held.take() {
-            Some(c) => c,
+        let data = match self.held.take() {
+            Some(d) => d,
             None => match self.rx.as_mut().poll_next(cx) {
-                std::task::Poll::Ready(Some(c)) => c,
-                other => return other,
+                std::task::Poll::Ready(Some(d)) => d,
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
             },
         };
-        let mut size = first.data.len()
-            + first
-                .more
-                .iter()
-                .map(|m| m.len() + FRAME_OVERHEAD)
-                .sum::<usize>();
-        while first.more.len() + 1 < MAX_BATCH {
-            let Ok(mut next) = self.rx.try_recv() else {
+        let mut size = data.len();
+        let mut more = Vec::new();
+        while more.len() + 1 < MAX_BATCH {
+            let Ok(next) = self.rx.try_recv() else {
                 break;
             };
-            let add = next.data.len() + FRAME_OVERHEAD;
-            if !next.more.is_empty() || size + add > MAX_FRAME_BYTES {
+            let add = next.len() + FRAME_OVERHEAD;
+            if size + add > MAX_FRAME_BYTES {
                 self.held = Some(next);
                 break;
             }
             size += add;
-            first.more.push(std::mem::take(&mut next.data));
+            more.push(next);
         }
-        std::task::Poll::Ready(Some(first))
+        std::task::Poll::Ready(Some(Chunk { data, more }))
     }
 }
 
@@ -801,9 +787,9 @@ struct Dial {
 
 impl Dial {
     async fn run(self) {
-        let (out, out_rx) = async_channel::unbounded::<Chunk>();
+        let (out, out_rx) = async_channel::unbounded::<Vec<u8>>();
         if let Some(h) = &self.me.hello {
-            let _ = out.try_send(Chunk::one(h.clone()));
+            let _ = out.try_send(h.clone());
         }
         let opened = self.open(out_rx).await;
         let (incarnation, stream) = match opened {
@@ -851,7 +837,7 @@ impl Dial {
         .await;
     }
 
-    async fn open(&self, out: Receiver<Chunk>) -> Result<(u64, tonic::Streaming<Chunk>), String> {
+    async fn open(&self, out: Receiver<Vec<u8>>) -> Result<(u64, tonic::Streaming<Chunk>), String> {
         let ch = net::connect(&self.addr).await?;
         let mut client = RelayClient::with_origin(ch, net::origin(&self.addr)?)
             .max_decoding_message_size(MAX_FRAME_BYTES + 64)
@@ -1086,21 +1072,21 @@ mod tests {
         let (tx, rx) = async_channel::unbounded();
         let mut b = Batched::new(rx);
         for i in 0..5u8 {
-            tx.try_send(Chunk::one(vec![i])).unwrap();
+            tx.try_send(vec![i]).unwrap();
         }
         let c = next(&mut b).unwrap();
         assert_eq!(c.data, vec![0]);
         assert_eq!(c.more, vec![vec![1], vec![2], vec![3], vec![4]]);
         let big = MAX_FRAME_BYTES - 10;
-        tx.try_send(Chunk::one(vec![7; 8])).unwrap();
-        tx.try_send(Chunk::one(vec![8; big])).unwrap();
-        tx.try_send(Chunk::one(vec![9])).unwrap();
+        tx.try_send(vec![7; 8]).unwrap();
+        tx.try_send(vec![8; big]).unwrap();
+        tx.try_send(vec![9]).unwrap();
         let c = next(&mut b).unwrap();
         assert_eq!((c.data.len(), c.more.len()), (8, 0), "the big frame waits");
         let c = next(&mut b).unwrap();
         assert_eq!((c.data.len(), c.more), (big, vec![vec![9]]));
         for i in 0..(MAX_BATCH + 3) {
-            tx.try_send(Chunk::one(vec![i as u8])).unwrap();
+            tx.try_send(vec![i as u8]).unwrap();
         }
         assert_eq!(next(&mut b).unwrap().more.len(), MAX_BATCH - 1);
         assert_eq!(next(&mut b).unwrap().more.len(), 2);
