@@ -235,18 +235,20 @@ pub(crate) fn free_port() -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The `weft run` arguments of node `name` listening on `listen` and joining `join`.
+pub(crate) fn node_args(name: &str, listen: &str, join: &str) -> Vec<String> {
+    ["--node", name, "--listen", listen, "--join", join]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// Node `b` (bare, hosting `bench:host`) and node `a` running `entry` with `args` on its
 /// terminal, joined through each other.
 fn pair(app: &App, entry: &str, args: &[String]) -> Result<(Proc, Proc), String> {
     let (pa, pb) = (free_port()?, free_port()?);
-    let node = |name: &str, listen: &str, join: &str| -> Vec<String> {
-        ["--node", name, "--listen", listen, "--join", join]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
-    let b = Proc::start(app.dir(), &node("b", &pb, &pa))?;
-    let mut a_args = node("a", &pa, &pb);
+    let b = Proc::start(app.dir(), &node_args("b", &pb, &pa))?;
+    let mut a_args = node_args("a", &pa, &pb);
     a_args.push("-x".into());
     a_args.push(entry.into());
     a_args.extend(args.iter().cloned());

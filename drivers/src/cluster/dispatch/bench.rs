@@ -6,6 +6,7 @@
 //! (`erlang_dist_rpc`, `erlang_dist_rpc_c16`).
 
 use super::super::net;
+use crate::cluster::bench::{free_port, node_args, Proc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
@@ -203,7 +204,7 @@ fn funcs_remote(
     root: &std::path::Path,
     total: i64,
 ) -> Result<Vec<(usize, f64, f64, f64, Option<f64>)>, String> {
-    use crate::cluster::bench::{cpu_secs, free_port, Proc as Node};
+    use crate::cluster::bench::cpu_secs;
     let server = root.join("fb");
     let front = root.join("fa");
     for (dir, files) in [
@@ -226,16 +227,10 @@ fn funcs_remote(
         }
     }
     let (pa, pb) = (free_port()?, free_port()?);
-    let args = |name: &str, listen: &str, join: &str| -> Vec<String> {
-        ["--node", name, "--listen", listen, "--join", join]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
-    let b = Node::start(&server, &args("b", &pb, &pa))?;
-    let mut a_args = args("a", &pa, &pb);
+    let b = Proc::start(&server, &node_args("b", &pb, &pa))?;
+    let mut a_args = node_args("a", &pa, &pb);
     a_args.extend(["-x".into(), "front:caller".into(), total.to_string()]);
-    let a = Node::start(&front, &a_args)?;
+    let a = Proc::start(&front, &a_args)?;
     let cpu = || Some(cpu_secs(&a)? + cpu_secs(&b)?);
     // The first phase's CPU is counted from the node's start (boot and forming included).
     let mut c0 = Some(0.0);
@@ -259,31 +254,6 @@ fn funcs_remote(
         }
     }
     Ok(out)
-}
-
-/// A bare `weft run` node; killed on drop.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(app: &std::path::Path, name: &str, listen: &str, join: &str) -> Result<Proc, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    std::process::Command::new(exe)
-        .args([
-            "run", "-s", "--node", name, "--listen", listen, "--join", join,
-        ])
-        .current_dir(app)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .map(Proc)
-        .map_err(|e| format!("start weft: {e}"))
 }
 
 fn request(i: i64) -> pb::DispatchRequest {
@@ -365,15 +335,9 @@ fn pair(root: &std::path::Path) -> Result<(Proc, Proc, String), String> {
         std::fs::write(dir.join("src/_index.yaml"), index).map_err(|e| e.to_string())?;
     }
     std::fs::write(server.join("src/inc.lua"), INC).map_err(|e| e.to_string())?;
-    let port = || -> Result<String, String> {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.to_string())
-            .map_err(|e| e.to_string())
-    };
-    let (pa, pb) = (port()?, port()?);
-    let b = start(&server, "b", &pb, &pa)?;
-    let a = start(&front, "a", &pa, &pb)?;
+    let (pa, pb) = (free_port()?, free_port()?);
+    let b = Proc::start(&server, &node_args("b", &pb, &pa))?;
+    let a = Proc::start(&front, &node_args("a", &pa, &pb))?;
     let end = StdInstant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while StdInstant::now() < end {
