@@ -632,8 +632,6 @@ const SPIN: Duration = Duration::from_micros(150);
 const REACT_BUSY: Duration = Duration::from_micros(500);
 /// A busy cluster node looks for data on its sockets at least this often.
 const LOOK_BUSY: Duration = Duration::from_micros(50);
-/// A spinning wait hands the reactor a full pass at least this often (in rounds).
-const REACTOR_EVERY: u32 = 16;
 /// Only this soon after an input: an idle node sleeps at once and costs no CPU.
 const SPIN_AFTER_INPUT: Duration = Duration::from_millis(2);
 
@@ -834,7 +832,6 @@ impl RealDriver<'_> {
         }
         let until = now + self.spin;
         let due = deadline.map(|at| self.start + Duration::from_nanos(at));
-        let mut round = 0u32;
         loop {
             if let Some(i) = self.rx.try_recv() {
                 return Some(Wake::Input(i));
@@ -849,16 +846,15 @@ impl RealDriver<'_> {
             // Give the core away when another thread wants it (a busy machine): spinning
             // must not slow the peer that is computing the answer.
             std::thread::yield_now();
-            round = round.wrapping_add(1);
             // Tasks woken meanwhile (a world command done, a frame read) run here.
             if cluster::net::tick(CLUSTER_TICKS) {
                 continue;
             }
             // A pass of the reactor costs about five system calls; one `poll(2)` finds the
-            // connections with data and wakes their readers. Every `REACTOR_EVERY` rounds the
-            // reactor looks anyway (timers, a new connection on the listener).
-            if round.is_multiple_of(REACTOR_EVERY) {
-                self.reacted = StdInstant::now();
+            // connections with data and wakes their readers. Every `REACT_BUSY` the reactor
+            // looks anyway (timers, a new connection on the listener, datagrams).
+            if t.duration_since(self.reacted) >= REACT_BUSY {
+                self.reacted = t;
                 futures_lite::future::yield_now().await;
             } else if cluster::net::wake_ready_sockets() > 0 {
                 cluster::net::tick(CLUSTER_TICKS);

@@ -50,9 +50,7 @@ where
 pub fn drive_in_background() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
-        std::thread::spawn(|| {
-            smol::block_on(executor().run(futures_lite::future::pending::<()>()))
-        });
+        std::thread::spawn(|| smol::block_on(run_until(futures_lite::future::pending::<()>())));
     });
 }
 
@@ -155,6 +153,9 @@ impl<F: Future> Future for RunUntil<F> {
                 // Work is left (or `fut` asked for a look at the sockets): the caller's
                 // `block_on` polls the sockets without blocking, then polls again.
                 cx.waker().wake_by_ref();
+            } else {
+                // The caller's `block_on` sleeps in the reactor: it must watch the sockets.
+                arm_sockets();
             }
             return Poll::Pending;
         }
@@ -182,10 +183,16 @@ pub fn tick(max: usize) -> bool {
 /// The sockets of the open HTTP/2 connections (peers, gRPC clients), so a node that busy-waits
 /// can ask the kernel which has data with one `poll(2)` and wake its reader itself, instead of a
 /// pass of the reactor (about five system calls) per round.
-static SOCKETS: std::sync::Mutex<Vec<(i32, Arc<Readiness>)>> = std::sync::Mutex::new(Vec::new());
+static SOCKETS: std::sync::Mutex<Vec<Listed>> = std::sync::Mutex::new(Vec::new());
 
-/// What a connection's reader waits for: set when the socket had nothing to read, cleared (and
-/// the reader woken) by the reactor or by a busy-waiting node that saw data come in.
+struct Listed {
+    fd: i32,
+    ready: Arc<Readiness>,
+    io: Arc<smol::Async<std::net::TcpStream>>,
+}
+
+/// What a connection's reader waits for: set when the socket had nothing more to read, cleared
+/// (and the reader woken) by the reactor or by a busy-waiting node that saw data come in.
 #[derive(Default)]
 struct Readiness {
     empty: AtomicBool,
@@ -203,37 +210,40 @@ impl std::task::Wake for Readiness {
     }
 }
 
-/// A connection's socket. A read that found it empty is not tried again until the reactor or a
-/// busy-waiting node reports data (h2 reads again each time its task wakes, to send as well).
+/// A connection's socket, read without the reactor: a read that found it empty (or read less
+/// than it asked for, so the kernel had nothing more) is not tried again until a busy-waiting
+/// node's `poll(2)` or the reactor reports data. The reactor is only told to watch the socket
+/// when the thread is about to sleep (`arm_sockets`), not after every message: that saves a
+/// re-arming `epoll_ctl` and a read that fails with EAGAIN per message.
 pub struct Tracked {
-    tcp: smol::net::TcpStream,
+    io: Arc<smol::Async<std::net::TcpStream>>,
     ready: Arc<Readiness>,
-    waker: std::task::Waker,
 }
 
 impl Tracked {
     fn new(tcp: smol::net::TcpStream) -> Tracked {
+        let io: Arc<smol::Async<std::net::TcpStream>> = tcp.into();
         let ready = Arc::new(Readiness::default());
         #[cfg(unix)]
         {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&*io);
             SOCKETS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((fd, ready.clone()));
+                .push(Listed {
+                    fd,
+                    ready: ready.clone(),
+                    io: io.clone(),
+                });
         }
-        Tracked {
-            tcp,
-            waker: std::task::Waker::from(ready.clone()),
-            ready,
-        }
+        Tracked { io, ready }
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
         let mut s = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = s.iter().position(|(_, r)| Arc::ptr_eq(r, &self.ready)) {
+        if let Some(i) = s.iter().position(|l| Arc::ptr_eq(&l.ready, &self.ready)) {
             s.swap_remove(i);
         }
     }
@@ -241,48 +251,77 @@ impl Drop for Tracked {
 
 impl futures_lite::AsyncRead for Tracked {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
+        use std::io::Read;
+        let this = &*self;
         this.ready.reader.register(cx.waker());
         // Marked before the read: a wake-up that comes after it clears the mark.
         if this.ready.empty.swap(true, Ordering::SeqCst) {
             return Poll::Pending;
         }
-        let mut own = Context::from_waker(&this.waker);
-        let r = Pin::new(&mut this.tcp).poll_read(&mut own, buf);
-        if r.is_ready() {
-            this.ready.empty.store(false, Ordering::SeqCst);
+        // The socket is non-blocking (`Async` made it so).
+        match this.io.get_ref().read(buf) {
+            // A short read took all the kernel had: the mark stays until data is reported.
+            Ok(n) if n > 0 && n < buf.len() => Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Poll::Pending,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                this.ready.empty.store(false, Ordering::SeqCst);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            r => {
+                this.ready.empty.store(false, Ordering::SeqCst);
+                Poll::Ready(r)
+            }
         }
-        r
     }
 }
 
 impl futures_lite::AsyncWrite for Tracked {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut &*self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.io).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.io).poll_close(cx)
+    }
+}
+
+/// Has the reactor watch every socket whose reader waits for data, so a thread that is about to
+/// sleep in the reactor wakes when one gets some. A reader whose wake-up the reactor already
+/// holds is woken now.
+pub fn arm_sockets() {
+    for l in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if !l.ready.empty.load(Ordering::SeqCst) {
+            continue;
+        }
+        let waker = std::task::Waker::from(l.ready.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Ready means the reactor reported the socket since it was last armed (the report
+        // may be stale: the reader has read since). Wake the reader, and arm again.
+        if l.io.poll_readable(&mut cx).is_ready() {
+            std::task::Wake::wake_by_ref(&l.ready);
+            let _ = l.io.poll_readable(&mut cx);
+        }
     }
 }
 
@@ -300,15 +339,15 @@ pub fn wake_ready_sockets() -> usize {
             let (fds, readers) = &mut *f.borrow_mut();
             fds.clear();
             readers.clear();
-            for (fd, r) in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for l in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 // Only a reader that found its socket empty is waiting for data.
-                if r.empty.load(Ordering::SeqCst) {
+                if l.ready.empty.load(Ordering::SeqCst) {
                     fds.push(libc::pollfd {
-                        fd: *fd,
+                        fd: l.fd,
                         events: libc::POLLIN,
                         revents: 0,
                     });
-                    readers.push(r.clone());
+                    readers.push(l.ready.clone());
                 }
             }
             if fds.is_empty() {
@@ -331,6 +370,8 @@ pub fn wake_ready_sockets() -> usize {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        // No cheap look here: the reactor's next pass reports the sockets instead.
+        arm_sockets();
         0
     }
 }
@@ -539,6 +580,47 @@ mod tests {
         }
     }
 
+    /// A short read leaves the socket marked empty, and a thread that then sleeps in the reactor
+    /// (no busy-wait to look) still wakes when the next bytes come.
+    #[test]
+    fn a_sleeping_thread_wakes_for_data_on_a_socket_marked_empty() {
+        use futures_lite::AsyncReadExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut writer = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut sock = Tracked::new(smol::net::TcpStream::try_from(server).unwrap());
+        writer.write_all(b"early").unwrap();
+        let mut buf = [0u8; 16];
+        let first = block_on(async {
+            let n = sock.read(&mut buf).await.unwrap();
+            buf[..n].to_vec()
+        });
+        assert_eq!(first, b"early");
+        assert!(sock.ready.empty.load(Ordering::SeqCst), "short read marks");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            writer.write_all(b"late").unwrap();
+            writer
+        });
+        let second = block_on(futures_lite::future::or(
+            async {
+                let n = sock.read(&mut buf).await.unwrap();
+                Some(buf[..n].to_vec())
+            },
+            async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                None
+            },
+        ));
+        assert_eq!(
+            second.as_deref(),
+            Some(&b"late"[..]),
+            "woken by the reactor"
+        );
+        drop(late.join());
+    }
+
     /// A reader that found its socket empty is not read again until someone reports data, and
     /// `wake_ready_sockets` is such a report: it wakes the reader, which then gets the bytes.
     #[test]
@@ -579,7 +661,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .any(|(_, r)| Arc::ptr_eq(r, &ready));
+            .any(|l| Arc::ptr_eq(&l.ready, &ready));
         assert!(!listed);
     }
 }
