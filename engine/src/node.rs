@@ -179,6 +179,11 @@ pub struct NodeConfig {
     pub wall_epoch_ns: i64,
     /// Per-step instruction budget for Lua processes.
     pub step_budget: u32,
+    /// What a step that ran its whole `step_budget` costs of a slice (`Node::run`'s `budget`)
+    /// beyond the one every step costs; a shorter step pays its share (rounded down). With a
+    /// large slice and a large cost, many short steps (a message in, a message out) run between
+    /// two looks at the inputs, while the few long ones that fit keep timers on time.
+    pub busy_step_cost: u32,
     /// The OS environment the driver hands in for `env.storage.os` (empty under the simulator).
     pub env_os: Vec<(String, String)>,
     /// Live processes the node allows at once; a spawn past it fails with an error value.
@@ -258,6 +263,7 @@ impl Default for NodeConfig {
             seed: 0,
             wall_epoch_ns: 0,
             step_budget: 10_000,
+            busy_step_cost: 1,
             env_os: Vec::new(),
             max_processes: DEFAULT_MAX_PROCESSES,
             cluster: None,
@@ -486,7 +492,9 @@ impl Node {
         self.materialize();
         self.reap();
         let port = self.port();
-        // Each step costs one; one that ran k budgets' worth (killed inside a C call) costs k more.
+        // Each step costs one, and `busy_step_cost` more per budget's worth it ran (a step killed
+        // inside a C call may have run several).
+        let busy_cost = u64::from(self.core.borrow().cfg.busy_step_cost);
         let mut left = budget;
         while left > 0 {
             left -= 1;
@@ -517,7 +525,8 @@ impl Node {
             if let Some(p) = self.core.borrow_mut().procs.get_mut(&id) {
                 p.backlog = cx.backlog;
             }
-            left = left.saturating_sub((cx.spent / step_budget.max(1)) as usize);
+            let extra = u64::from(cx.spent) * busy_cost / u64::from(step_budget.max(1));
+            left = left.saturating_sub(extra as usize);
             let alive = self.core.borrow().is_alive(id);
             let outcome = match step {
                 _ if !alive => Outcome::Exited,

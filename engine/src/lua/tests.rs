@@ -379,3 +379,43 @@ fn sends_past_the_mailbox_bound_fail_with_an_error_value() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("sent\t10\t15\tRateLimited\ttrue"), "{out}");
 }
+
+/// A slice charges a short step one and a step that ran its whole budget 1 +
+/// `busy_step_cost`: many short steps share one slice, only a few long ones do.
+#[test]
+fn a_slice_runs_many_short_steps_and_few_long_ones() {
+    fn steps_in_one_slice(worker: &str, busy_step_cost: u32) -> u64 {
+        let cfg = NodeConfig {
+            seed: 7,
+            step_budget: 1000,
+            busy_step_cost,
+            ..Default::default()
+        };
+        let main = r#"
+            return { main = function()
+                for _ = 1, 40 do process.spawn("t:w", "t:host", process.pid()) end
+                require("time").sleep("1h")
+            end }"#;
+        let entries = vec![
+            entry("t:main", "process.lua", Some(main), &["time"]),
+            entry("t:w", "process.lua", Some(worker), &[]),
+        ];
+        let mut node = super::tests_support::launch(cfg, &entries);
+        node.run(0, 1); // t:main's step: the workers are spawned
+        let before = node.stats().messages_sent;
+        node.run(0, 16);
+        // Each worker sends one message in its first step.
+        node.stats().messages_sent - before
+    }
+    let short = r#"return { main = function(parent)
+        process.send(parent, "w"); process.inbox():receive() end }"#;
+    let long = r#"return { main = function(parent)
+        process.send(parent, "w"); while true do end end }"#;
+    // A worker sends in its second step (the first starts it): 16 short steps, 8 messages,
+    // whatever a long step costs.
+    assert_eq!(steps_in_one_slice(short, 8), 8);
+    assert_eq!(steps_in_one_slice(short, 1), 8);
+    // A worker whose second step runs its whole budget: two fit when that costs 1 + 8.
+    assert_eq!(steps_in_one_slice(long, 8), 2);
+    assert!(steps_in_one_slice(long, 1) > 2);
+}
