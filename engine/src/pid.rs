@@ -25,7 +25,7 @@ impl NodeId {
         if name == NodeId::LOCAL {
             return NodeId::local();
         }
-        NodeId(Arc::from(name))
+        NodeId(intern(name))
     }
 
     pub fn is_local(&self) -> bool {
@@ -35,6 +35,35 @@ impl NodeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Names met recently (node names, host ids), so that the PIDs a frame or a PID string brings
+/// share their allocations: a cluster node reads two PIDs per message, and it meets few names.
+/// Only allocation changes; equal names compare equal either way.
+const INTERNED: usize = 64;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<(Vec<Arc<str>>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// `name` as a shared string: one already held if it was met recently, else a new one.
+pub fn intern(name: &str) -> Arc<str> {
+    NAMES.with(|n| {
+        let (names, next) = &mut *n.borrow_mut();
+        if let Some(a) = names.iter().find(|a| &***a == name) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(name);
+        if names.len() < INTERNED {
+            names.push(a.clone());
+        } else {
+            // Full: the oldest entry makes room.
+            names[*next] = a.clone();
+            *next = (*next + 1) % INTERNED;
+        }
+        a
+    })
 }
 
 impl fmt::Display for NodeId {
@@ -67,7 +96,7 @@ impl Pid {
         let (node, host, uniq) = Pid::parse_parts(s)?;
         Some(Pid {
             node: node.map(NodeId::named).unwrap_or_else(NodeId::local),
-            host: Arc::from(host),
+            host: intern(host),
             uniq,
         })
     }
@@ -163,5 +192,21 @@ mod tests {
         ] {
             assert!(Pid::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_met_again_share_one_allocation_and_any_number_of_names_still_parse() {
+        let a = Pid::parse("{n2@app:host|0x00007}").unwrap();
+        let b = Pid::parse("{n2@app:host|0x00009}").unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.host, &b.host));
+        assert_eq!(a.node.as_str(), "n2");
+        // More names than the cache holds: each still comes back as itself.
+        for i in 0..(3 * INTERNED) {
+            let name = format!("node{i}");
+            assert_eq!(&*intern(&name), name.as_str());
+        }
+        let c = Pid::parse("{n2@app:host|0x00001}").unwrap();
+        assert_eq!(c.host, a.host);
+        assert_eq!(c.node, a.node);
     }
 }

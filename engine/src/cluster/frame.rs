@@ -23,7 +23,6 @@ use crate::value::{ErrorValue, Value};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
-use std::sync::Arc;
 
 pub const MAGIC: [u8; 2] = *b"WF";
 /// The encoding this node writes and the only one it reads.
@@ -794,28 +793,31 @@ impl<'a> FrameReader<'a> {
     }
 
     fn str(&mut self, field: &'static str) -> Result<String, FrameError> {
+        self.name(field).map(str::to_owned)
+    }
+
+    /// A string field, borrowed from the frame.
+    fn name(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
         let b = self.0.bytes().map_err(|e| Self::wrap(field, e))?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| FrameError::BadUtf8(field))
+        std::str::from_utf8(b).map_err(|_| FrameError::BadUtf8(field))
     }
 
     fn node(&mut self, field: &'static str) -> Result<NodeId, FrameError> {
-        let s = self.str(field)?;
+        let s = self.name(field)?;
         if s.is_empty() {
             return Err(FrameError::BadPid(field));
         }
-        Ok(NodeId::named(&s))
+        Ok(NodeId::named(s))
     }
 
     fn pid(&mut self, field: &'static str) -> Result<Pid, FrameError> {
         let node = self.node(field)?;
-        let host = self.str(field)?;
+        let host = self.name(field)?;
         if host.is_empty() {
             return Err(FrameError::BadPid(field));
         }
         let uniq = self.u64(field)?;
-        Ok(Pid::on(node, Arc::from(host), uniq))
+        Ok(Pid::on(node, crate::pid::intern(host), uniq))
     }
 
     fn opt_pid(&mut self, field: &'static str) -> Result<Option<Pid>, FrameError> {

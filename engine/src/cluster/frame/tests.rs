@@ -3,7 +3,7 @@ use crate::value::Table;
 use proptest::prelude::*;
 
 fn pid(node: &str, host: &str, uniq: u64) -> Pid {
-    Pid::on(NodeId::named(node), Arc::from(host), uniq)
+    Pid::on(NodeId::named(node), std::sync::Arc::from(host), uniq)
 }
 
 fn arb_text() -> impl Strategy<Value = String> {
