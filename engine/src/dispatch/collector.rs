@@ -359,6 +359,9 @@ pub struct Collector {
     connections: Vec<Connection>,
     pending: BTreeMap<ReqId, Pending>,
     calls: BTreeMap<CallId, Call>,
+    /// No deadline of `pending` or `calls` comes before this (one may have been answered since):
+    /// until it, nothing is late, and `expire` need not look.
+    earliest: Instant,
     jobs: BTreeMap<JobId, ReqId>,
     next_id: u64,
     out: VecDeque<Output>,
@@ -378,6 +381,7 @@ impl Collector {
             connections: Vec::new(),
             pending: BTreeMap::new(),
             calls: BTreeMap::new(),
+            earliest: Instant::MAX,
             jobs: BTreeMap::new(),
             next_id: 1,
             out: VecDeque::new(),
@@ -452,10 +456,27 @@ impl Collector {
     }
 
     /// The next instant something times out (a request, an attempt).
+    /// The earliest deadline of a request or a call (it may have been answered since: then
+    /// the tick at that time finds nothing late and looks for the next one).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.earliest != Instant::MAX).then_some(self.earliest)
+    }
+
+    /// The deadline nearest to come, looked for among every request and call.
+    fn next_deadline(&self) -> Instant {
         let reqs = self.pending.values().map(|p| p.deadline);
         let calls = self.calls.values().map(|c| c.deadline);
-        reqs.chain(calls).min()
+        reqs.chain(calls).min().unwrap_or(Instant::MAX)
+    }
+
+    /// A deadline to keep: `expire` looks at requests and calls only once the earliest is due.
+    fn watch(&mut self, deadline: Instant) {
+        self.earliest = self.earliest.min(deadline);
+    }
+
+    fn hold(&mut self, req: ReqId, p: Pending) {
+        self.watch(p.deadline);
+        self.pending.insert(req, p);
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
@@ -548,6 +569,7 @@ impl Collector {
                         connect: true,
                     },
                 );
+                self.watch(deadline);
                 self.out.push_back(Output::Send {
                     call,
                     peer: String::new(),
@@ -800,7 +822,7 @@ impl Collector {
         self.jobs.insert(job, req);
         let deadline = p.deadline;
         p.wait = Wait::Local { job };
-        self.pending.insert(req, p);
+        self.hold(req, p);
         self.out.push_back(Output::Invoke {
             job,
             key: MethodKey::new(&ns, service, method),
@@ -942,7 +964,7 @@ impl Collector {
             p.attempts = 1;
             let call = self.send(now, req, &target, request, p.deadline, p.attempt_ns);
             p.wait = Wait::Target { call, peer: target };
-            self.pending.insert(req, p);
+            self.hold(req, p);
             return;
         }
         let hops = r
@@ -1013,6 +1035,7 @@ impl Collector {
                 connect: false,
             },
         );
+        self.watch(deadline);
         self.out.push_back(Output::Send {
             call,
             peer: peer_id.to_string(),
@@ -1104,7 +1127,7 @@ impl Collector {
         if let Wait::Auto(route) = &mut p.wait {
             route.call = Some(call);
         }
-        self.pending.insert(req, p);
+        self.hold(req, p);
     }
 
     /// Power of two choices over in-flight calls × EWMA latency; candidates come sorted by id.
@@ -1211,7 +1234,7 @@ impl Collector {
             }
             _ => {
                 self.stats.late_replies += 1;
-                self.pending.insert(req, p);
+                self.hold(req, p);
             }
         }
     }
@@ -1254,7 +1277,7 @@ impl Collector {
                 self.try_next(now, req, p)
             }
             Wait::Local { .. } => {
-                self.pending.insert(req, p);
+                self.hold(req, p);
             }
         }
     }
@@ -1310,6 +1333,9 @@ impl Collector {
     // ------------------------------------------------------------ time
 
     fn expire(&mut self, now: Instant) {
+        if now < self.earliest {
+            return;
+        }
         let late: Vec<CallId> = self
             .calls
             .iter()
@@ -1368,6 +1394,7 @@ impl Collector {
             }
             self.finish(req, p, s, None, String::new());
         }
+        self.earliest = self.next_deadline();
     }
 }
 

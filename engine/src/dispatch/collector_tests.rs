@@ -1608,6 +1608,33 @@ fn a_slow_local_handler_is_answered_at_the_deadline_and_cancelled() {
     assert_eq!(net.c("A").stats().late_results, 1);
 }
 
+/// The collector wakes at the earliest deadline it holds. When that request was answered
+/// first, the wake-up finds nothing late and the next deadline still fails its request on time.
+#[test]
+fn a_deadline_after_an_answered_one_still_fails_on_time() {
+    let mut net = Net::new();
+    net.add("A", vec![key("ns", "S", "M")]);
+    net.m("A").handler = None;
+    let t0 = net.now;
+    let serve = || Request::Serve(serve_req("ns", "S", "M"));
+    let first = net.ask("A", Some(t0 + 10 * MS), serve());
+    let second = net.ask("A", Some(t0 + 30 * MS), serve());
+    net.complete("A", Ok(Some(text("done"))));
+    assert!(net.answer("A", first).is_some());
+    net.advance(20 * MS);
+    assert!(net.answer("A", second).is_none(), "not late yet");
+    assert_eq!(net.c("A").poll_timeout(), Some(t0 + 30 * MS));
+    net.advance(10 * MS);
+    let Some(Response::Serve(s)) = net.answer("A", second).cloned() else {
+        panic!("answered at its deadline")
+    };
+    assert_eq!(
+        status(&s.status),
+        (500, "handler error: deadline exceeded".into())
+    );
+    assert_eq!(net.c("A").poll_timeout(), None, "nothing left to wait for");
+}
+
 #[test]
 fn a_peer_going_down_fails_its_calls_at_once() {
     let mut net = caller_and_servers(&["B"]);
