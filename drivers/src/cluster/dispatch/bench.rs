@@ -369,7 +369,9 @@ pub fn run(want: &dyn Fn(&str) -> bool, scale: f64, emit: &dyn Fn(&str, f64, &st
     }
     let root = crate::bench::TempProject::new("dispatch");
     if want("dispatch_funcs") {
-        match funcs_remote(&root.0, scaled(20_000.0)) {
+        // As many calls as `erlang_dist_rpc` and `erlang_dist_rpc_c16` make (a run as long
+        // as the anchor's averages the same swings of this machine's speed).
+        match funcs_remote(&root.0, scaled(100_000.0)) {
             Ok(rows) => {
                 for (callers, rate, p50, p99, cpu) in rows {
                     let name = match callers {
