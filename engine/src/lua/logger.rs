@@ -57,7 +57,7 @@ fn record(
     }
     if let Ok(st) = current(lua) {
         let s = st.borrow();
-        fields.push(("pid".to_string(), s.pid_str.clone()));
+        fields.push(("pid".to_string(), s.pid_text()));
         let line = lua
             .inspect_stack(1, |d| d.current_line())
             .flatten()

@@ -26,7 +26,8 @@ pub struct TimerSlot {
 pub struct ProcState {
     pub id: u64,
     pub pid: Pid,
-    pub pid_str: String,
+    /// The PID as text, made the first time it is asked for (`pid_text`).
+    pid_str: std::cell::OnceCell<String>,
     pub entry: Rc<Entry>,
     pub env: Table,
     pub terminal: bool,
@@ -60,10 +61,15 @@ pub struct ProcState {
 }
 
 impl ProcState {
+    /// The PID as text (`process.pid()`, log fields).
+    pub fn pid_text(&self) -> String {
+        self.pid_str.get_or_init(|| self.pid.to_string()).clone()
+    }
+
     pub fn new(pid: Pid, entry: Rc<Entry>, env: Table, terminal: bool) -> ProcState {
         ProcState {
             id: pid.uniq,
-            pid_str: pid.to_string(),
+            pid_str: std::cell::OnceCell::new(),
             pid,
             entry,
             env,

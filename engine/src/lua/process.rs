@@ -101,7 +101,7 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     let p = lua.create_table()?;
     p.set(
         "pid",
-        lua.create_function(|lua, ()| Ok(current(lua)?.borrow().pid_str.clone()))?,
+        lua.create_function(|lua, ()| Ok(current(lua)?.borrow().pid_text()))?,
     )?;
     p.set(
         "id",
