@@ -735,6 +735,11 @@ impl Driver for RealDriver<'_> {
                     let _ = self.tx.send(Input::DispatchReply { call, result });
                 }
             },
+            Output::DispatchAbort { call } => {
+                if let Some(t) = self.transport {
+                    t.dispatch.abort(call);
+                }
+            }
             Output::DispatchRespond { req, response } => {
                 if let Some(t) = self.transport {
                     t.dispatch.respond(req, response);

@@ -888,7 +888,8 @@ impl Harness {
                 | Output::Datagram { .. }
                 | Output::PeerUp { .. }
                 | Output::PeerDown { .. }
-                | Output::DispatchSend { .. } => {
+                | Output::DispatchSend { .. }
+                | Output::DispatchAbort { .. } => {
                     panic!("engine_ops: a standalone node transmitted")
                 }
                 Output::DispatchRespond { .. } => panic!("engine_ops: a reply to no request"),

@@ -115,6 +115,12 @@ pub enum Output {
         req: crate::dispatch::collector::ReqId,
         response: crate::dispatch::Response,
     },
+    /// Nobody waits for `DispatchSend { call }` any more (its request was cancelled or timed
+    /// out): drop the RPC, which resets its stream, so the foreign collector can stop its run.
+    /// No `DispatchReply` is expected for it.
+    DispatchAbort {
+        call: crate::dispatch::collector::CallId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +162,12 @@ pub enum Input {
         req: crate::dispatch::collector::ReqId,
         deadline: Option<Instant>,
         request: crate::dispatch::Request,
+    },
+    /// The caller of inbound request `req` went away before its answer (the gRPC client
+    /// cancelled or hung up): the request is withdrawn, as a cancelled `funcs.call` is (a local
+    /// handler is stopped, a peer's run is cancelled). Its `DispatchRespond` still comes.
+    DispatchCancel {
+        req: crate::dispatch::collector::ReqId,
     },
     /// The outcome of an `Output::DispatchSend { call }`: the peer's response, or a transport
     /// error (`TransportError::unsent` when nothing was written, `lost` after that).
@@ -392,6 +404,7 @@ impl Node {
                 deadline,
                 request,
             } => core.dispatch_request(req, deadline, request),
+            Input::DispatchCancel { req } => core.dispatch_driver_cancel(req),
             Input::DispatchReply { call, result } => core.dispatch_reply(call, result),
         }
     }

@@ -353,7 +353,9 @@ impl Cluster<'_> {
                 }
                 // No foreign collectors in a simulation: nothing sends `Input::Dispatch`, and
                 // Weft nodes dispatch to each other through relay frames.
-                Output::DispatchSend { .. } | Output::DispatchRespond { .. } => {}
+                Output::DispatchSend { .. }
+                | Output::DispatchRespond { .. }
+                | Output::DispatchAbort { .. } => {}
             }
         }
         let owners = node.name_owners();

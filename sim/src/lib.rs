@@ -420,7 +420,8 @@ impl Driver for SimDriver<'_> {
             | Output::PeerUp { .. }
             | Output::PeerDown { .. }
             | Output::DispatchSend { .. }
-            | Output::DispatchRespond { .. } => {}
+            | Output::DispatchRespond { .. }
+            | Output::DispatchAbort { .. } => {}
             Output::Exit(code) => self.exit_code = Some(code),
             Output::Execute { pid, tag, cmd } => {
                 let side = WorldSide {

@@ -1318,6 +1318,14 @@ impl Collector {
             let (call, c) = c;
             c.req = None;
             let (peer, address) = (c.peer.clone(), c.address.clone());
+            // A Weft peer is told to cancel and still answers (its answer updates its health);
+            // the RPC to a foreign collector is dropped, so no answer comes: the call ends here.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.source != Source::Membership {
+                    p.withdrawn();
+                    self.calls.remove(&call);
+                }
+            }
             self.out.push_back(Output::Abort {
                 call,
                 peer,

@@ -2074,6 +2074,33 @@ fn a_canceled_request_is_answered_once_and_its_remote_run_is_stopped() {
     assert_eq!(net.c("A").stats().answered, 1);
 }
 
+/// A foreign collector (reached through Connect) is not told to cancel: the RPC to it is
+/// dropped. Its call ends at once, with no verdict on the peer's health.
+#[test]
+fn a_canceled_call_to_a_foreign_collector_is_dropped_without_counting_against_it() {
+    let mut net = Net::new();
+    net.add("A", vec![]);
+    net.add("B", vec![key("ns", "S", "M")]);
+    net.connect_to("A", "B", &["ns"]);
+    net.m("B").handler = None;
+    let req = net.ask("A", None, Request::Dispatch(dispatch_req("ns", "S", "M")));
+    assert_eq!(net.m("B").held.len(), 1, "running on B");
+    assert_eq!(net.c("A").peer("B").map(|p| p.in_flight), Some(1));
+    net.input("A", Input::Cancel { req });
+    let d = net.dispatched("A", req);
+    assert_eq!(status(&d.status).1, "call canceled by the caller");
+    assert_eq!(net.m("A").aborted.len(), 1, "the RPC was dropped");
+    assert_eq!(net.c("A").peer("B").map(|p| p.in_flight), Some(0));
+    // Past every deadline nothing more happens: the call is gone, B's health untouched.
+    net.advance(10_000 * MS);
+    assert_eq!(net.m("A").aborted.len(), 1);
+    assert!(matches!(
+        net.c("A").peer("B").map(|p| p.breaker),
+        Some(Breaker::Closed { failures: 0 })
+    ));
+    assert_eq!(net.c("A").poll_timeout(), None);
+}
+
 #[test]
 fn a_caller_budget_in_hints_bounds_the_attempt_instead_of_the_default() {
     let mut net = caller_and_servers(&["B"]);

@@ -77,9 +77,10 @@
 //! `function.lua` entry into a `MethodKey` (and remembers which entry serves it); a registry
 //! change rebuilds it and calls `set_methods` with the new keys. `Node::poll_timeout` becomes the minimum with `Collector::poll_timeout`, and
 //! the node calls `handle(now, Input::Tick)` when it is reached. New node variants:
-//! `Input::Dispatch { req, deadline, request }` and `Input::DispatchReply { call, result }` (from
-//! the driver), `Output::DispatchSend { call, peer, address, request, deadline }` and
-//! `Output::DispatchRespond { req, response }` (to the driver). The node handles the rest itself:
+//! `Input::Dispatch { req, deadline, request }`, `Input::DispatchCancel { req }` (its caller
+//! went away) and `Input::DispatchReply { call, result }` (from the driver);
+//! `Output::DispatchSend { call, peer, address, request, deadline }`, `Output::DispatchAbort
+//! { call }` (drop that RPC) and `Output::DispatchRespond { req, response }` (to the driver). The node handles the rest itself:
 //!
 //! - `Output::Invoke { job, key, input, context, deadline }`: `handler_input(input)` (an error is
 //!   fed back at once as `Handled { Err(..) }`), run the entry `Functions::entry(&key)` as

@@ -2,7 +2,8 @@
 //! node"). A cluster node owns one `Collector` (id = node name, address = cluster address)
 //! serving its `function.lua` entries; this file carries what goes in and out of it:
 //!
-//! - in: `Input::Dispatch` (the driver's gRPC service), `Input::DispatchReply`, dispatch relay
+//! - in: `Input::Dispatch` and `Input::DispatchCancel` (the driver's gRPC service),
+//!   `Input::DispatchReply`, dispatch relay
 //!   frames from other Weft nodes, `funcs.call` of a function served elsewhere, a handler's end,
 //!   peers up and down, registry changes, time;
 //! - out: `Output::DispatchRespond`, `Output::DispatchSend` (foreign collectors only), relay
@@ -143,6 +144,21 @@ impl Core {
             deadline,
             request,
         });
+    }
+
+    /// `Input::DispatchCancel`: the driver's caller of request `req` is gone; the request is
+    /// withdrawn (nothing when it was answered already).
+    pub(crate) fn dispatch_driver_cancel(&mut self, req: ReqId) {
+        let Some(d) = self.dsp() else {
+            return;
+        };
+        let id = d.origins.iter().find_map(|(id, o)| match o {
+            Origin::Driver(r) if *r == req => Some(*id),
+            _ => None,
+        });
+        if let Some(id) = id {
+            self.collector_handle(In::Cancel { req: id });
+        }
     }
 
     /// `Input::DispatchReply`: a foreign collector answered (or the transport failed).
@@ -499,8 +515,8 @@ impl Core {
                 }
             }
             Out::Abort { call, peer, .. } => {
-                // A Weft peer is told to cancel its run; a foreign collector is not (its run
-                // ends at the deadline its request carried as grpc-timeout).
+                // A Weft peer is told to cancel its run; the RPC to a foreign collector is
+                // dropped (its stream reset), which cancels the run on a gRPC server.
                 let node = NodeId::named(&peer);
                 let member = self
                     .cluster
@@ -508,6 +524,8 @@ impl Core {
                     .is_some_and(|c| c.peers.contains_key(&node));
                 if member {
                     let _ = self.transmit(&node, &Frame::DispatchCancel { call });
+                } else {
+                    self.emit(Output::DispatchAbort { call });
                 }
             }
             Out::Cancel { job } => {

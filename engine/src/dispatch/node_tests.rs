@@ -594,3 +594,60 @@ fn canceling_an_async_remote_call_or_its_caller_dying_stops_the_remote_run() {
         "a dead caller's run was stopped: {b}"
     );
 }
+
+/// The driver's caller of a request went away (`Input::DispatchCancel`): the run it started
+/// stops, here on this node and on the node it was routed to, and its answer says why.
+#[test]
+fn a_gone_grpc_caller_stops_the_runs_of_its_requests() {
+    let mut net = Net::of(vec![
+        ("A", vec![nap("a:nap", "A", "1s")]),
+        ("B", vec![nap("b:nap", "B", "1s")]),
+    ]);
+    net.converge();
+    routed(&mut net, &[(0, "b"), (1, "a")]);
+    ask(
+        &mut net,
+        0,
+        1,
+        request("a", "nap", &Value::from("here"), ""),
+    );
+    ask(
+        &mut net,
+        0,
+        2,
+        request("b", "nap", &Value::from("there"), ""),
+    );
+    ask(
+        &mut net,
+        0,
+        3,
+        request("b", "nap", &Value::from("kept"), ""),
+    );
+    net.run_until(300 * MS, |_| false);
+    assert_eq!(net.trace(0, "dispatch invoked").len(), 1, "a:nap started");
+    assert_eq!(
+        net.trace(1, "dispatch invoked").len(),
+        2,
+        "b:nap started twice"
+    );
+    for req in [1, 2, 9] {
+        net.inbox[0].push_back(Input::DispatchCancel { req });
+    }
+    for req in [1, 2] {
+        let (d, _) = answer(&mut net, 0, req, 1_000 * MS);
+        assert_eq!(code_of(&d), 500);
+        let msg = d
+            .status
+            .as_ref()
+            .map(|s| s.message.clone())
+            .unwrap_or_default();
+        assert!(msg.contains("canceled"), "{msg}");
+    }
+    let (kept, _) = answer(&mut net, 0, 3, 5_000 * MS);
+    assert_eq!(output(&kept), "B");
+    net.run_until(2_000 * MS, |_| false);
+    let (a, b) = (net.m[0].logs.join("\n"), net.m[1].logs.join("\n"));
+    assert!(!a.contains("here done"), "the local run was stopped: {a}");
+    assert!(!b.contains("there done"), "the remote run was stopped: {b}");
+    assert!(b.contains("kept done"), "{b}");
+}

@@ -98,6 +98,15 @@ impl Peer {
         }
     }
 
+    /// A call to the peer was dropped before its answer (the caller cancelled it): it no longer
+    /// counts as in flight, and says nothing about the peer's health.
+    pub fn withdrawn(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Breaker::HalfOpen { probing } = &mut self.breaker {
+            *probing = false;
+        }
+    }
+
     /// The peer answered (whatever the status): it is alive.
     pub fn success(&mut self, latency_ns: u64) -> Transition {
         self.in_flight = self.in_flight.saturating_sub(1);

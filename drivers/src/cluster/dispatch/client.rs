@@ -175,6 +175,10 @@ pub fn send(
 ) {
     let at = d.to_std(deadline);
     d.counters.calls.fetch_add(1, Ordering::Relaxed);
+    let (abort_tx, abort_rx) = async_channel::bounded::<()>(1);
+    if let Ok(mut c) = d.calls.lock() {
+        c.insert(call, abort_tx);
+    }
     net::spawn(async move {
         let attempt = async {
             let c = match client(&d, &address, at).await {
@@ -201,12 +205,22 @@ pub fn send(
                 }
             })
         };
-        // Past the deadline the node has timed the call out itself: nothing to report.
+        // Past the deadline the node has timed the call out itself, and an aborted call is
+        // one it no longer waits for: nothing to report.
         let expire = async {
             smol::Timer::at(at).await;
             None
         };
-        if let Some(result) = futures_lite::future::or(attempt, expire).await {
+        let aborted = async {
+            let _ = abort_rx.recv().await;
+            None
+        };
+        let outcome =
+            futures_lite::future::or(aborted, futures_lite::future::or(attempt, expire)).await;
+        if let Ok(mut c) = d.calls.lock() {
+            c.remove(&call);
+        }
+        if let Some(result) = outcome {
             if let Err(e) = &result {
                 d.counters.call_failures.fetch_add(1, Ordering::Relaxed);
                 (d.log)(

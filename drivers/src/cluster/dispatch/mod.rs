@@ -43,9 +43,13 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Answers from the node that found their request still waiting.
     pub responses: AtomicU64,
+    /// Requests whose caller went away before the answer (the node was told to withdraw them).
+    pub cancelled: AtomicU64,
     /// Outbound calls to foreign collectors, and those that failed in transport.
     pub calls: AtomicU64,
     pub call_failures: AtomicU64,
+    /// Outbound calls dropped because the node stopped waiting for them.
+    pub calls_aborted: AtomicU64,
     pub dials: AtomicU64,
     pub dial_failures: AtomicU64,
 }
@@ -62,6 +66,8 @@ pub struct Dispatch {
     open: AtomicBool,
     health: health::State,
     pool: client::Pool,
+    /// Outbound calls in flight: dropping one's sender ends the call (`abort`).
+    calls: Mutex<BTreeMap<CallId, async_channel::Sender<()>>>,
     log: Log,
     pub counters: Counters,
 }
@@ -76,6 +82,7 @@ impl Dispatch {
             open: AtomicBool::new(true),
             health: health::State::new(),
             pool: client::Pool::default(),
+            calls: Mutex::new(BTreeMap::new()),
             log,
             counters: Counters::default(),
         }
@@ -111,6 +118,15 @@ impl Dispatch {
         deadline: u64,
     ) {
         client::send(self.clone(), call, peer, address, request, deadline);
+    }
+
+    /// `Output::DispatchAbort`: the node no longer waits for `call`; the RPC is dropped (its
+    /// HTTP/2 stream reset), so the foreign collector's handler sees its context cancelled.
+    pub fn abort(&self, call: CallId) {
+        let gone = self.calls.lock().ok().and_then(|mut c| c.remove(&call));
+        if gone.is_some() {
+            self.counters.calls_aborted.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The node got a stop signal: health says NOT_SERVING; requests are still taken (services

@@ -13,8 +13,9 @@ use weft_wire::collector::collective_dispatcher_server::CollectiveDispatcher;
 
 pub struct Service(pub Arc<Dispatch>);
 
-/// Takes the waiting entry back out if the handler's future is dropped (the client cancelled
-/// or its deadline passed) before the node answered.
+/// Takes the waiting entry back out if the handler's future is dropped (the client cancelled,
+/// hung up, or its deadline passed) before the node answered, and tells the node, which
+/// withdraws the request (a handler still running stops, a peer's run is cancelled).
 struct Waiting<'a> {
     d: &'a Dispatch,
     req: ReqId,
@@ -22,8 +23,13 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.d.pending.lock() {
-            p.remove(&self.req);
+        let unanswered = match self.d.pending.lock() {
+            Ok(mut p) => p.remove(&self.req).is_some(),
+            Err(_) => false,
+        };
+        if unanswered && self.d.open.load(Ordering::SeqCst) {
+            self.d.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            let _ = self.d.inputs.send(Input::DispatchCancel { req: self.req });
         }
     }
 }

@@ -52,7 +52,9 @@ impl Node {
                 .recv_timeout(left)
                 .expect("a dispatch input within 5 s")
             {
-                i @ (Input::Dispatch { .. } | Input::DispatchReply { .. }) => return i,
+                i @ (Input::Dispatch { .. }
+                | Input::DispatchReply { .. }
+                | Input::DispatchCancel { .. }) => return i,
                 _ => continue,
             }
         }
@@ -279,6 +281,39 @@ fn health_is_serving_then_not_serving_and_a_stopped_node_refuses_requests() {
     assert_eq!(codes, (tonic::Code::NotFound, tonic::Code::Unavailable));
 }
 
+/// A client that gives up before the answer (here its own deadline) makes the node withdraw
+/// the request: the handler it started stops instead of running on for nobody.
+#[test]
+fn a_client_that_gives_up_withdraws_its_request_from_the_node() {
+    let n = node("a");
+    let addr = n.addr();
+    let client = std::thread::spawn(move || {
+        super::super::net::block_on(async {
+            let mut c = dispatcher(&addr).await;
+            let call = async { Some(c.dispatch(pb::DispatchRequest::default()).await) };
+            let give_up = async {
+                smol::Timer::after(Duration::from_millis(300)).await;
+                None
+            };
+            // Dropping the call resets its HTTP/2 stream.
+            futures_lite::future::or(call, give_up).await.is_none()
+        })
+    });
+    let Input::Dispatch { req, .. } = n.next_dispatch() else {
+        panic!()
+    };
+    assert!(client.join().unwrap(), "the client gave up");
+    match n.next_dispatch() {
+        Input::DispatchCancel { req: r } => assert_eq!(r, req),
+        other => panic!("expected the request withdrawn, got {other:?}"),
+    }
+    assert_eq!(Stats::get(&n.t.dispatch.counters.cancelled), 1);
+    // The node's answer that still comes finds nobody waiting.
+    n.t.dispatch
+        .respond(req, Response::Dispatch(t::DispatchResponse::default()));
+    assert_eq!(Stats::get(&n.t.dispatch.counters.responses), 0);
+}
+
 #[test]
 fn a_waiting_request_ends_unavailable_when_the_node_stops() {
     let n = node("a");
@@ -340,6 +375,34 @@ fn the_client_reports_a_refused_dial_as_unsent_and_backs_off() {
     assert!(!e.sent && e.message.contains("not redialled yet"), "{e:?}");
     assert_eq!(Stats::get(&n.t.dispatch.counters.dials), 1);
     assert_eq!(Stats::get(&n.t.dispatch.counters.dial_failures), 1);
+}
+
+/// `abort` drops a call in flight: the collector it went to sees its caller gone (here a Weft
+/// node's gRPC service, which withdraws the request), and no reply is reported.
+#[test]
+fn an_aborted_call_resets_its_rpc_and_reports_nothing() {
+    let a = node("a");
+    let b = node("b");
+    let deadline = a.t.dispatch.now() + 5_000_000_000;
+    a.t.dispatch
+        .send(7, "b".into(), b.addr(), serve_request(), deadline);
+    let Input::Dispatch { req, .. } = b.next_dispatch() else {
+        panic!()
+    };
+    a.t.dispatch.abort(7);
+    match b.next_dispatch() {
+        Input::DispatchCancel { req: r } => assert_eq!(r, req),
+        other => panic!("expected the request withdrawn on b, got {other:?}"),
+    }
+    assert_eq!(Stats::get(&a.t.dispatch.counters.calls_aborted), 1);
+    // Nothing comes back to a for the dropped call (a reply would have come at once).
+    std::thread::sleep(Duration::from_millis(200));
+    while let Some(i) = a.rx.try_recv() {
+        assert!(
+            !matches!(i, Input::DispatchReply { .. }),
+            "no reply for an aborted call: {i:?}"
+        );
+    }
 }
 
 #[test]
