@@ -186,7 +186,6 @@ pub fn tick(max: usize) -> bool {
 static SOCKETS: std::sync::Mutex<Vec<Listed>> = std::sync::Mutex::new(Vec::new());
 
 struct Listed {
-    fd: i32,
     ready: Arc<Readiness>,
     io: Arc<smol::Async<std::net::TcpStream>>,
 }
@@ -224,18 +223,14 @@ impl Tracked {
     fn new(tcp: smol::net::TcpStream) -> Tracked {
         let io: Arc<smol::Async<std::net::TcpStream>> = tcp.into();
         let ready = Arc::new(Readiness::default());
-        #[cfg(unix)]
-        {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&*io);
-            SOCKETS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Listed {
-                    fd,
-                    ready: ready.clone(),
-                    io: io.clone(),
-                });
-        }
+        // Listed everywhere: `arm_sockets` needs every socket a reader may wait on.
+        SOCKETS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Listed {
+                ready: ready.clone(),
+                io: io.clone(),
+            });
         Tracked { io, ready }
     }
 }
@@ -343,7 +338,7 @@ pub fn wake_ready_sockets() -> usize {
                 // Only a reader that found its socket empty is waiting for data.
                 if l.ready.empty.load(Ordering::SeqCst) {
                     fds.push(libc::pollfd {
-                        fd: l.fd,
+                        fd: std::os::fd::AsRawFd::as_raw_fd(&*l.io),
                         events: libc::POLLIN,
                         revents: 0,
                     });
