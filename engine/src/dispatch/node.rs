@@ -38,6 +38,7 @@ const PEER_GRACE_NS: u64 = 100_000_000;
 pub const DISPATCH_HOST: &str = "node:dispatch";
 
 /// Who waits for the answer to a request the collector took.
+#[derive(PartialEq)]
 enum Origin {
     /// The driver's gRPC service, under its own request id.
     Driver(ReqId),
@@ -45,6 +46,15 @@ enum Origin {
     Peer(NodeId, CallId),
     /// A process of this node (`funcs.call` of a function served elsewhere): its tag.
     Local(Pid, u64),
+}
+
+impl NodeDispatch {
+    /// The request the collector took for `origin`, while it is unanswered.
+    fn request_of(&self, origin: &Origin) -> Option<ReqId> {
+        self.origins
+            .iter()
+            .find_map(|(req, o)| (o == origin).then_some(*req))
+    }
 }
 
 pub(crate) struct NodeDispatch {
@@ -149,13 +159,7 @@ impl Core {
     /// `Input::DispatchCancel`: the driver's caller of request `req` is gone; the request is
     /// withdrawn (nothing when it was answered already).
     pub(crate) fn dispatch_driver_cancel(&mut self, req: ReqId) {
-        let Some(d) = self.dsp() else {
-            return;
-        };
-        let id = d.origins.iter().find_map(|(id, o)| match o {
-            Origin::Driver(r) if *r == req => Some(*id),
-            _ => None,
-        });
+        let id = self.dsp().and_then(|d| d.request_of(&Origin::Driver(req)));
         if let Some(id) = id {
             self.collector_handle(In::Cancel { req: id });
         }
@@ -388,10 +392,7 @@ impl Core {
             }
             Frame::DispatchCancel { call } => {
                 let d = self.dsp().expect("checked");
-                let req = d.origins.iter().find_map(|(req, o)| match o {
-                    Origin::Peer(n, c) if n == from && *c == call => Some(*req),
-                    _ => None,
-                });
+                let req = d.request_of(&Origin::Peer(from.clone(), call));
                 // None: answered already (the reply crossed the cancel).
                 if let Some(req) = req {
                     self.collector_handle(In::Cancel { req });
