@@ -419,3 +419,40 @@ fn a_slice_runs_many_short_steps_and_few_long_ones() {
     assert_eq!(steps_in_one_slice(long, 8), 2);
     assert!(steps_in_one_slice(long, 1) > 2);
 }
+
+/// Userdata are made without a protected call while the node is well under its memory limit
+/// (a patch of the vendored mlua). Near the limit the protected call stays: making them fails
+/// with a memory error now and then, never with an abort, and Lua's own allocations still fail.
+#[test]
+fn userdata_made_near_the_memory_limit_fail_cleanly() {
+    struct Small(#[allow(dead_code)] [u64; 4]);
+    impl mlua::UserData for Small {}
+    let lua = mlua::Lua::new();
+    let limit = lua.used_memory() + (512 << 10);
+    lua.set_memory_limit(limit).unwrap();
+    for i in 0..1000u64 {
+        drop(
+            lua.create_userdata(Small([i; 4]))
+                .expect("well under the limit"),
+        );
+    }
+    let err = lua
+        .load("t = {} for i = 1, 1e9 do t[i] = string.rep('x', 200) .. i end")
+        .exec()
+        .unwrap_err();
+    assert!(matches!(err, mlua::Error::MemoryError(_)), "{err}");
+    let mut failed = 0;
+    for i in 0..5_000u64 {
+        match lua.create_userdata(Small([i; 4])) {
+            Ok(ud) => drop(ud),
+            Err(mlua::Error::MemoryError(_)) => failed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(failed > 0, "at the limit, some userdata fail");
+    let err = lua
+        .load("t[#t + 1] = string.rep('y', 4096)")
+        .exec()
+        .unwrap_err();
+    assert!(matches!(err, mlua::Error::MemoryError(_)), "{err}");
+}

@@ -52,6 +52,20 @@ impl MemoryState {
         }
     }
 
+    /// Weft patch: whether an allocation of `size` bytes is sure to succeed: the state's memory
+    /// comes from the global allocator (a failed global allocation aborts rather than returning
+    /// null) and the allocation fits under the limit with room to spare.
+    #[cfg(feature = "luau")]
+    pub(crate) unsafe fn surely_fits(state: *mut ffi::lua_State, size: usize) -> bool {
+        const ROOM: isize = 64 << 10;
+        let mem_state = Self::get(state);
+        if mem_state.is_null() || (*mem_state).backend.is_some() {
+            return false;
+        }
+        let limit = (*mem_state).memory_limit;
+        limit <= 0 || (*mem_state).used_memory + (size as isize) + ROOM <= limit
+    }
+
     /// Weft patch: whether an allocation may fail (a limit is set, or a backend may run out).
     pub(crate) fn may_fail(&self) -> bool {
         self.memory_limit != 0 || self.backend.is_some()

@@ -93,10 +93,22 @@ pub(crate) unsafe fn push_userdata<T>(state: *mut ffi::lua_State, t: T, protect:
     let ud_ptr =
         protect_lua_mem!(state, if protect, 0, 1, |state| ffi::lua_newuserdata(state, size))? as *mut T;
 
+    // Weft patch (see vendor/README.md): when the allocation surely succeeds (global allocator,
+    // well under the limit), no protected call is needed to catch its failure. The limit is
+    // waived for it all the same, so nothing could throw through Rust frames. Near the limit
+    // the protected call stays, and the allocation fails with a memory error as before.
     #[cfg(feature = "luau")]
-    let ud_ptr = protect_lua_mem!(state, if protect, 0, 1, |state| {
-        ffi::lua_newuserdatadtor(state, size, collect_userdata::<T>)
-    })? as *mut T;
+    let ud_ptr = if protect && crate::memory::MemoryState::surely_fits(state, size + 64) {
+        let mut ud = ptr::null_mut();
+        crate::memory::MemoryState::relax_limit_with(state, || {
+            ud = ffi::lua_newuserdatadtor(state, size, collect_userdata::<T>);
+        });
+        ud as *mut T
+    } else {
+        protect_lua_mem!(state, if protect, 0, 1, |state| {
+            ffi::lua_newuserdatadtor(state, size, collect_userdata::<T>)
+        })? as *mut T
+    };
 
     ptr::write(ud_ptr, t);
     Ok(ud_ptr)
