@@ -629,6 +629,8 @@ struct RealDriver<'t> {
 /// more in a VM). Each poll is a non-blocking look at the sockets.
 /// `WEFT_BUSY_WAIT_US` sets it (0 turns it off).
 const SPIN: Duration = Duration::from_micros(150);
+/// A spinning wait gives its core away once in this many rounds.
+const SPIN_YIELD_EVERY: u32 = 4;
 /// A busy cluster node has the reactor take its events at least this often.
 const REACT_BUSY: Duration = Duration::from_micros(500);
 /// A busy cluster node looks for data on its sockets at least this often.
@@ -755,14 +757,18 @@ impl Driver for RealDriver<'_> {
         // Frames the slice sent go out now; frames that arrived and finished world commands
         // reach the inputs. A busy cluster node looks at its sockets itself, with one `poll(2)`
         // every `LOOK_BUSY` (the drive loop also lets the reactor pass every `REACT_BUSY`).
+        // The frames go out before the look: a peer waiting for one of them should not wait
+        // for our `poll(2)` as well.
+        cluster::net::tick(CLUSTER_TICKS);
         if self.transport.is_some() {
             let now = StdInstant::now();
             if now.duration_since(self.looked) >= LOOK_BUSY {
                 self.looked = now;
-                cluster::net::wake_ready_sockets();
+                if cluster::net::wake_ready_sockets() > 0 {
+                    cluster::net::tick(CLUSTER_TICKS);
+                }
             }
         }
-        cluster::net::tick(CLUSTER_TICKS);
         true
     }
 
@@ -838,7 +844,9 @@ impl RealDriver<'_> {
         }
         let until = now + self.spin;
         let due = deadline.map(|at| self.start + Duration::from_nanos(at));
+        let mut round = 0u32;
         loop {
+            round = round.wrapping_add(1);
             if let Some(i) = self.rx.try_recv() {
                 return Some(Wake::Input(i));
             }
@@ -850,8 +858,12 @@ impl RealDriver<'_> {
                 return None;
             }
             // Give the core away when another thread wants it (a busy machine): spinning
-            // must not slow the peer that is computing the answer.
-            std::thread::yield_now();
+            // must not slow the peer that is computing the answer. Not every round: a yield
+            // costs about as much as the look at the sockets, and data that comes in during it
+            // waits for it.
+            if round.is_multiple_of(SPIN_YIELD_EVERY) {
+                std::thread::yield_now();
+            }
             // Tasks woken meanwhile (a world command done, a frame read) run here.
             if cluster::net::tick(CLUSTER_TICKS) {
                 continue;

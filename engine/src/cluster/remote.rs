@@ -31,6 +31,12 @@ impl Core {
     /// Where `dest` (a PID or a name, as text) is: a live local process or a process of
     /// another node.
     pub(crate) fn target(&self, dest: &str) -> Result<Target, ErrorValue> {
+        // A PID is parsed once (`route` would parse it, and a remote one again below).
+        if dest.starts_with('{') {
+            if let Some(pid) = Pid::parse(dest) {
+                return self.target_pid(&pid);
+            }
+        }
         match self.route(dest)? {
             Route::Local(id) => Ok(Target::Local(id)),
             Route::Remote(node) => {
