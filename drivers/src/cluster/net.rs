@@ -634,16 +634,22 @@ mod tests {
         }
     }
 
+    /// A loopback connection: the writing end, and the reading end as a `Tracked` socket.
+    fn connected() -> (std::net::TcpStream, Tracked) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let sock = Tracked::new(smol::net::TcpStream::try_from(server).unwrap());
+        (writer, sock)
+    }
+
     /// A short read leaves the socket marked empty, and a thread that then sleeps in the reactor
     /// (no busy-wait to look) still wakes when the next bytes come.
     #[test]
     fn a_sleeping_thread_wakes_for_data_on_a_socket_marked_empty() {
         use futures_lite::AsyncReadExt;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut writer = std::net::TcpStream::connect(addr).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let mut sock = Tracked::new(smol::net::TcpStream::try_from(server).unwrap());
+        let (mut writer, mut sock) = connected();
         writer.write_all(b"early").unwrap();
         let mut buf = [0u8; 16];
         let first = block_on(async {
@@ -680,11 +686,7 @@ mod tests {
     #[test]
     fn hyper_reads_touch_only_the_bytes_that_came() {
         use std::mem::MaybeUninit;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut writer = std::net::TcpStream::connect(addr).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let mut sock = Tracked::new(smol::net::TcpStream::try_from(server).unwrap());
+        let (mut writer, mut sock) = connected();
         writer.write_all(b"frame").unwrap();
         let mut room = [MaybeUninit::new(0xAAu8); 64];
         let mut buf = hyper::rt::ReadBuf::uninit(&mut room);
@@ -719,11 +721,7 @@ mod tests {
     /// `wake_ready_sockets` is such a report: it wakes the reader, which then gets the bytes.
     #[test]
     fn a_reader_waiting_on_an_empty_socket_is_woken_by_the_busy_wait_look() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut writer = std::net::TcpStream::connect(addr).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let mut sock = Tracked::new(smol::net::TcpStream::try_from(server).unwrap());
+        let (mut writer, mut sock) = connected();
         let count = Arc::new(Count::default());
         let waker = std::task::Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
