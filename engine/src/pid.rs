@@ -93,12 +93,29 @@ impl Pid {
 
     /// Parses `{host|0x..}` or `{node@host|0x..}`.
     pub fn parse(s: &str) -> Option<Pid> {
+        // A process sends to the same few PIDs again and again: the last one parsed is kept
+        // (parsing and interning its names cost about 1,000 instructions; a hit costs a compare).
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(Box<str>, Pid)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let hit = LAST.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|(text, _)| &**text == s)
+                .map(|(_, pid)| pid.clone())
+        });
+        if hit.is_some() {
+            return hit;
+        }
         let (node, host, uniq) = Pid::parse_parts(s)?;
-        Some(Pid {
+        let pid = Pid {
             node: node.map(NodeId::named).unwrap_or_else(NodeId::local),
             host: intern(host),
             uniq,
-        })
+        };
+        LAST.with(|l| *l.borrow_mut() = Some((s.into(), pid.clone())));
+        Some(pid)
     }
 
     /// The parts of a PID string without allocating: `(node, host, uniq)`; node `local` is None.
@@ -192,6 +209,27 @@ mod tests {
         ] {
             assert!(Pid::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    /// The last PID parsed is kept: the same text again gives the same PID, other text (valid
+    /// or not, even text the kept one starts with) is parsed on its own.
+    #[test]
+    fn a_pid_parsed_again_is_the_same_and_other_text_is_parsed_afresh() {
+        let text = "{n3@app:pool|0x0002a}";
+        let a = Pid::parse(text).unwrap();
+        assert_eq!(Pid::parse(text), Some(a.clone()));
+        assert_eq!(a.to_string(), text);
+        let b = Pid::parse("{n3@app:pool|0x0002b}").unwrap();
+        assert_eq!(
+            (b.uniq, &*b.host, b.node.as_str()),
+            (0x2b, "app:pool", "n3")
+        );
+        assert_eq!(Pid::parse("{n3@app:pool|0x0002"), None);
+        assert_eq!(
+            Pid::parse("{app:pool|0x0002b}").unwrap().node,
+            NodeId::local()
+        );
+        assert_eq!(Pid::parse(text), Some(a));
     }
 
     #[test]
