@@ -31,26 +31,22 @@ impl Core {
     /// Where `dest` (a PID or a name, as text) is: a live local process or a process of
     /// another node.
     pub(crate) fn target(&self, dest: &str) -> Result<Target, ErrorValue> {
-        // A PID is parsed once (`route` would parse it, and a remote one again below).
-        if dest.starts_with('{') {
-            if let Some(pid) = Pid::parse(dest) {
-                return self.target_pid(&pid);
-            }
+        // A PID, or a cluster-wide name, is resolved to its PID once.
+        let pid = if dest.starts_with('{') {
+            Pid::parse(dest)
+        } else {
+            self.cluster_name(dest)
+        };
+        if let Some(pid) = pid {
+            return self.target_pid(&pid);
         }
+        // What is left is a local name, or text `route` says why it cannot resolve.
         match self.route(dest)? {
             Route::Local(id) => Ok(Target::Local(id)),
-            Route::Remote(node) => {
-                if self.cluster.is_none() {
-                    return crate::relay::local_only(Route::Remote(node)).map(Target::Local);
-                }
-                let pid = match Pid::parse(dest) {
-                    Some(p) => Some(p),
-                    None => self.cluster_name(dest),
-                };
-                pid.map(Target::Remote).ok_or_else(|| {
-                    ErrorValue::new(kind::NOT_FOUND, format!("could not resolve: {dest}"))
-                })
-            }
+            Route::Remote(_) => Err(ErrorValue::new(
+                kind::NOT_FOUND,
+                format!("could not resolve: {dest}"),
+            )),
         }
     }
 
