@@ -62,7 +62,11 @@ unsafe impl std::alloc::GlobalAlloc for MiMalloc {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= MI_MIN_ALIGN && layout.align() <= new_size {
+        // SAFETY: `new_size` is a valid size for `layout`'s alignment (GlobalAlloc's contract).
+        if plain(std::alloc::Layout::from_size_align_unchecked(
+            new_size,
+            layout.align(),
+        )) {
             libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
         } else {
             libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()

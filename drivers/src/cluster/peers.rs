@@ -722,6 +722,7 @@ pub fn lock(o: &std::sync::Mutex<Owner>) -> std::sync::MutexGuard<'_, Owner> {
 /// only for a body that is waiting. (hyper polls the body about four times per frame; with
 /// `async_channel` and its listener registrations, a relayed frame cost about 1,000
 /// instructions more.)
+#[derive(Default)]
 struct Outbox {
     state: std::sync::Mutex<OutState>,
     waker: atomic_waker::AtomicWaker,
@@ -746,10 +747,7 @@ pub struct OutTx(Arc<Outbox>);
 pub struct OutRx(Arc<Outbox>);
 
 fn outbox() -> (OutTx, OutRx) {
-    let o = Arc::new(Outbox {
-        state: std::sync::Mutex::new(OutState::default()),
-        waker: atomic_waker::AtomicWaker::new(),
-    });
+    let o = Arc::new(Outbox::default());
     (OutTx(o.clone()), OutRx(o))
 }
 
