@@ -117,6 +117,7 @@ fn do_select(
                         .collect(),
                 });
             }
+            super::interrupt::parking();
             Ok(one(super::park_value()))
         }
     }

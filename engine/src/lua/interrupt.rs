@@ -21,6 +21,9 @@ struct Budget {
     mem_limit: usize,
     /// The process went over its memory limit (checked again after a collection).
     over_memory: bool,
+    /// A wait is registered and the coroutine is on its way to yield PARK: a preemption now
+    /// would let the wait's completion resume it at the wrong yield.
+    parking: bool,
 }
 
 /// Why the interrupt killed a process.
@@ -67,6 +70,7 @@ thread_local! {
         memcat: 0,
         mem_limit: 0,
         over_memory: false,
+        parking: false,
     }) };
 }
 
@@ -112,7 +116,9 @@ unsafe extern "C-unwind" fn on_interrupt(l: *mut ffi::lua_State, gc: c_int) {
     // a user's nested coroutine returns PREEMPT to the prelude's resume, which passes it up.
     // A process over its memory limit is preempted at once so the scheduler can check it.
     // SAFETY: `l` is the running thread handed to us by Luau; isyieldable only reads it.
-    let yield_now = (b.used >= b.limit || b.over_memory) && unsafe { ffi::lua_isyieldable(l) } != 0;
+    let yield_now = (b.used >= b.limit || b.over_memory)
+        && !b.parking
+        && unsafe { ffi::lua_isyieldable(l) } != 0;
     if yield_now {
         b.preempted = true;
     }
@@ -173,6 +179,7 @@ pub fn begin_step(s: StepLimits) {
             memcat: s.memcat,
             mem_limit: s.mem_limit,
             over_memory: false,
+            parking: false,
         })
     });
 }
@@ -183,6 +190,7 @@ pub fn set_root(thread_ptr: usize) {
         let mut b = c.get();
         b.root = thread_ptr;
         b.preempted = false;
+        b.parking = false;
         c.set(b);
     });
 }
@@ -207,9 +215,20 @@ pub fn end_resume() -> Resumed {
         b.root = 0;
         b.preempted = false;
         b.over_memory = false;
+        b.parking = false;
         c.set(b);
         r
     })
+}
+
+/// The running coroutine registered a wait and returns PARK to the prelude, which yields it:
+/// no preemption until that yield ends the resume.
+pub fn parking() {
+    BUDGET.with(|c| {
+        let mut b = c.get();
+        b.parking = true;
+        c.set(b);
+    });
 }
 
 /// Ticks the current step used so far.

@@ -759,6 +759,7 @@ pub fn park_recv(lua: &Lua, chan: ChanRef, kind: WaitKind) -> mlua::Result<LV> {
     let st = current(lua)?;
     ensure_parkable(lua, &st.borrow())?;
     st.borrow_mut().park_on(chan, kind);
+    super::interrupt::parking();
     Ok(super::park_value())
 }
 

@@ -71,6 +71,54 @@ fn runaway_loop_is_preempted() {
     assert!(out.contains("still scheduled"), "{out}");
 }
 
+/// A tiny step budget preempts a process at nearly every call and back-edge, also between the
+/// moment a blocking call registers its wait and the moment it yields to park. A wait completed
+/// in that gap must still wake the call with its own result (it once resumed the preempted
+/// coroutine instead, and the call then waited forever). Each budget from 2 to 12 ticks puts
+/// the preemption points elsewhere.
+#[test]
+fn a_process_preempted_at_every_call_still_gets_each_wait_answered() {
+    let sender = r#"return { main = function(parent)
+        for i = 1, 50 do process.send(parent, "n", i) end
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        local time = require("time")
+        return { main = function()
+            local inbox = process.inbox()
+            process.spawn("t:sender", "t:host", process.pid())
+            local sum, last = 0, 0
+            for _ = 1, 50 do
+                local n = inbox:receive():payload():data()
+                if n ~= last + 1 then error("out of order: " .. tostring(n)) end
+                last = n
+                sum = sum + n
+                time.sleep("1ms")
+            end
+            io.print("sum", sum)
+            return 0
+        end }"#;
+    for budget in 2..=12 {
+        let cfg = NodeConfig {
+            seed: 7,
+            step_budget: budget,
+            ..Default::default()
+        };
+        let entries = vec![
+            entry("t:main", "process.lua", Some(main), &["io", "time"]),
+            entry("t:sender", "process.lua", Some(sender), &["io", "time"]),
+        ];
+        let mut node = super::tests_support::launch(cfg, &entries);
+        let (code, out) = super::tests_support::drive(
+            &mut node,
+            &mut super::tests_support::no_world,
+            &mut |_, _| {},
+        );
+        assert_eq!(code, 0, "budget {budget}: {out}");
+        assert!(out.contains("sum\t1275"), "budget {budget}: {out}");
+    }
+}
+
 #[test]
 fn globals_are_per_process_and_builtins_frozen() {
     let writer = r#"return { main = function(parent)
