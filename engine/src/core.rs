@@ -69,6 +69,10 @@ pub(crate) struct Core {
     pub(crate) cluster: Option<Box<crate::cluster::Cluster>>,
     /// Collective dispatch (`dispatch::node`): the node's collector; None on a standalone node.
     pub(crate) dispatch: Option<Box<crate::dispatch::node::NodeDispatch>>,
+    /// The step running now queued a frame for a peer while no other process was ready: the
+    /// process yields at its next preemption point and the slice ends, so the frame reaches the
+    /// driver (and the wire) before the rest of the step runs (`Node::run`).
+    pub(crate) flush_soon: bool,
 }
 
 /// Deliberate bugs behind a test-only switch.
@@ -136,6 +140,7 @@ impl Core {
             next_delayed: 0,
             cluster,
             dispatch,
+            flush_soon: false,
         }
     }
 

@@ -517,6 +517,7 @@ impl Node {
             };
             let (pid, step_budget) = {
                 let mut core = self.core.borrow_mut();
+                core.flush_soon = false;
                 let budget = core.next_step_budget();
                 match core.pid_of(id) {
                     Some(p) => (p.clone(), budget),
@@ -558,6 +559,11 @@ impl Node {
             }
             self.materialize();
             self.reap();
+            // The step sent a frame a peer may be waiting for, and nothing else was ready: end
+            // the slice so the driver sends it now.
+            if std::mem::take(&mut self.core.borrow_mut().flush_soon) {
+                break;
+            }
         }
         if self.core.borrow().sched.has_ready() {
             Work::More

@@ -81,6 +81,11 @@ impl Core {
             to_node: node.clone(),
             bytes,
         });
+        // A peer may be waiting for this frame while nothing here is ready to run: let it go
+        // out now rather than after the rest of the sender's step.
+        if self.sched.ready_len() == 0 {
+            self.flush_soon = true;
+        }
         Ok(())
     }
 

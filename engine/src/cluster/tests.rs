@@ -1154,3 +1154,67 @@ fn remote_monitors_fire_exactly_once_under_random_deaths() {
         );
     }
 }
+
+/// A step that sends a frame to a peer while nothing else on its node is ready ends the slice
+/// there: the frame reaches the driver before the rest of the step runs (the peer may be
+/// waiting for it), and the process goes on in the next slice.
+#[test]
+fn a_remote_send_leaves_the_slice_when_nothing_else_is_ready() {
+    const MAIN: &str = r#"
+local io = require("io")
+return { main = function()
+    local pid = process.spawn("t:idle", "n2@t:host")
+    io.print("spawned")
+    process.send(pid, "x", 1)
+    io.print("sent")
+    return 0
+end }"#;
+    let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", MAIN)]);
+    net.converge();
+    net.main(0, "t:main");
+    // For each run of n1: what it printed and how many frames it transmitted.
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    while net.m[0].exit.is_none() && net.now < 5_000 * MS {
+        let now = net.now;
+        while let Some(input) = net.inbox[0].pop_front() {
+            net.m[0].node.handle(now, input);
+        }
+        net.m[0].node.run(now, 256);
+        let (mut printed, mut frames) = (String::new(), 0);
+        while let Some(o) = net.m[0].node.poll_output() {
+            match &o {
+                Output::Stdout(b) => printed.push_str(&String::from_utf8_lossy(b)),
+                Output::Transmit { .. } => frames += 1,
+                _ => {}
+            }
+            net.route(0, o);
+        }
+        runs.push((printed, frames));
+        // n2 runs as usual (the spawn's reply comes from it).
+        while let Some(input) = net.inbox[1].pop_front() {
+            net.m[1].node.handle(now, input);
+        }
+        net.m[1].node.run(now, 256);
+        while let Some(o) = net.m[1].node.poll_output() {
+            net.route(1, o);
+        }
+        net.now += MS / 10;
+    }
+    assert_eq!(net.m[0].exit, Some(0), "{runs:?}");
+    let spawned = runs
+        .iter()
+        .position(|(p, _)| p.contains("spawned"))
+        .expect("printed spawned");
+    let sent = runs
+        .iter()
+        .position(|(p, _)| p.contains("sent"))
+        .expect("printed sent");
+    assert!(
+        runs[spawned].1 >= 1,
+        "the send's frame left with its slice: {runs:?}"
+    );
+    assert!(
+        sent > spawned,
+        "the rest of the step ran in a later slice: {runs:?}"
+    );
+}

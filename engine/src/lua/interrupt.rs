@@ -221,6 +221,18 @@ pub fn end_resume() -> Resumed {
     })
 }
 
+/// Ends the current resume at the coroutine's next preemption point (a call or a loop's
+/// back-edge), as a spent budget would: the process stays runnable.
+pub fn yield_soon() {
+    BUDGET.with(|c| {
+        let mut b = c.get();
+        if b.root != 0 {
+            b.limit = b.limit.min(b.used);
+        }
+        c.set(b);
+    });
+}
+
 /// The running coroutine registered a wait and returns PARK to the prelude, which yields it:
 /// no preemption until that yield ends the resume.
 pub fn parking() {

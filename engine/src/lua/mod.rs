@@ -113,7 +113,13 @@ pub(crate) fn dispatch(lua: &Lua, cmd: Command) -> mlua::Result<Reply> {
         return Err(mlua::Error::runtime("not inside a process"));
     }
     // Handlers run on the node and never reach back into the VM, so the borrow can stay.
-    Ok(h.port.dispatch(me, cmd))
+    let reply = h.port.dispatch(me, cmd);
+    if h.port.core.borrow().flush_soon {
+        // A frame for a peer is queued and nothing else is ready: stop at the next preemption
+        // point so the driver sends it before this step goes on.
+        interrupt::yield_soon();
+    }
+    Ok(reply)
 }
 
 /// A command whose reply is a plain result (never pending): the value, or the error raised
