@@ -22,7 +22,7 @@ fn conv(
         LV::Boolean(b) => Value::Bool(*b),
         LV::Integer(i) => Value::Int(*i),
         LV::Number(n) => number(*n),
-        LV::String(s) => Value::Str(s.as_bytes().to_vec()),
+        LV::String(s) => Value::Str(s.with_bytes(<[u8]>::to_vec)),
         LV::Table(t) => {
             if depth >= MAX_DEPTH {
                 return Err(ErrorValue::new(

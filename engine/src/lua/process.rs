@@ -22,9 +22,27 @@ fn arg(a: &Variadic<LV>, i: usize) -> LV {
 
 fn dest_string(v: &LV) -> Option<String> {
     match v {
-        LV::String(s) => Some(s.to_string_lossy()),
+        LV::String(s) => Some(s.with_bytes(|b| String::from_utf8_lossy(b).into_owned())),
         _ => None,
     }
+}
+
+/// `process.send`'s destination: a PID written out is parsed here (no copy of its text), any
+/// other string (a name) goes to the node as text.
+fn send_dest(v: &LV) -> Option<crate::command::Dest> {
+    let LV::String(s) = v else {
+        return None;
+    };
+    s.with_bytes(|b| {
+        let pid = std::str::from_utf8(b)
+            .ok()
+            .filter(|t| t.starts_with('{'))
+            .and_then(crate::pid::Pid::parse);
+        Some(match pid {
+            Some(p) => crate::command::Dest::Pid(p),
+            None => crate::command::Dest::Text(String::from_utf8_lossy(b).into_owned()),
+        })
+    })
 }
 
 fn payload(args: &[LV]) -> Result<Vec<Value>, ErrorValue> {
@@ -109,27 +127,27 @@ pub fn module(lua: &Lua, prelude: &Table) -> mlua::Result<Table> {
     )?;
     p.set(
         "send",
-        lua.create_function(|lua, args: Variadic<LV>| {
+        lua.create_function(|lua, args: mlua::MultiValue| {
             if args.len() < 2 {
                 return fail(
                     lua,
                     ErrorValue::new(kind::INVALID, "send needs a destination and a topic"),
                 );
             }
-            let (Some(d), Some(topic)) = (dest_string(&args[0]), dest_string(&args[1])) else {
+            let (Some(dest), Some(topic)) = (send_dest(&args[0]), dest_string(&args[1])) else {
                 return fail(
                     lua,
                     ErrorValue::new(kind::INVALID, "send: destination and topic must be strings"),
                 );
             };
-            let vals = match payload(&args[2..]) {
+            let vals = match args.range(2..).map(to_value).collect() {
                 Ok(v) => v,
                 Err(e) => return fail(lua, e),
             };
             let reply = dispatch(
                 lua,
                 Command::Send {
-                    dest: crate::command::Dest::Text(d),
+                    dest,
                     topic,
                     payload: vals,
                 },

@@ -428,6 +428,51 @@ fn sends_past_the_mailbox_bound_fail_with_an_error_value() {
     assert!(out.contains("sent\t10\t15\tRateLimited\ttrue"), "{out}");
 }
 
+/// `process.send` takes a PID (parsed where it is called), a name, or text that is neither, and
+/// says which arguments it could not use.
+#[test]
+fn send_reaches_a_pid_or_a_name_and_names_what_it_cannot_use() {
+    let echo = r#"return { main = function()
+        local inbox = process.inbox()
+        while true do
+            local m = inbox:receive()
+            process.send(m:payload():data(), "back", m:topic())
+        end
+    end }"#;
+    let main = r#"
+        local io = require("io")
+        return { main = function()
+            local inbox = process.inbox()
+            local pid = process.spawn("t:echo", "t:host")
+            process.registry.register("echo", pid)
+            io.print("pid", process.send(pid, "by pid", process.pid()))
+            io.print("got", inbox:receive():payload():data())
+            io.print("name", process.send("echo", "by name", process.pid()))
+            io.print("got", inbox:receive():payload():data())
+            local _, e1 = process.send("{t:host|0xzz}", "x")
+            io.print("bad pid", e1:kind())
+            local _, e2 = process.send("nobody", "x")
+            io.print("no name", e2:kind())
+            local _, e3 = process.send(pid, 42)
+            io.print("bad topic", e3:message())
+            local _, e4 = process.send(pid)
+            io.print("no topic", e4:message())
+            return 0
+        end }"#;
+    let (code, out) = run(main, &[("t:echo", echo)]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "pid\ttrue\tnil\ngot\tby pid",
+        "name\ttrue\tnil\ngot\tby name",
+        "bad pid\tInvalid",
+        "no name\tNotFound",
+        "bad topic\tsend: destination and topic must be strings",
+        "no topic\tsend needs a destination and a topic",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+}
+
 /// A slice charges a short step one and a step that ran its whole budget 1 +
 /// `busy_step_cost`: many short steps share one slice, only a few long ones do.
 #[test]

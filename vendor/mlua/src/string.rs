@@ -113,6 +113,14 @@ impl LuaString {
         BorrowedBytes::from(self)
     }
 
+    /// Weft patch: calls `f` with the bytes of this string, without taking another reference
+    /// to it (`as_bytes` takes one, which costs a slot of the reference thread per call).
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        // SAFETY: `self` keeps the string alive (and `_lua` the state) while `f` runs.
+        let (buf, _lua) = unsafe { self.to_slice() };
+        f(buf)
+    }
+
     /// Get the bytes that make up this string, including the trailing null byte.
     pub fn as_bytes_with_nul(&self) -> BorrowedBytes {
         let BorrowedBytes { buf, vref, _lua } = BorrowedBytes::from(self);
