@@ -1157,7 +1157,8 @@ fn remote_monitors_fire_exactly_once_under_random_deaths() {
 
 /// A step that sends a frame to a peer while nothing else on its node is ready ends the slice
 /// there: the frame reaches the driver before the rest of the step runs (the peer may be
-/// waiting for it), and the process goes on in the next slice.
+/// waiting for it), and the process goes on in the next slice. Only once per wake-up: a process
+/// that goes on sending is streaming, and the rest of its frames leave together.
 #[test]
 fn a_remote_send_leaves_the_slice_when_nothing_else_is_ready() {
     const MAIN: &str = r#"
@@ -1167,6 +1168,8 @@ return { main = function()
     io.print("spawned")
     process.send(pid, "x", 1)
     io.print("sent")
+    for i = 2, 50 do process.send(pid, "x", i) end
+    io.print("streamed")
     return 0
 end }"#;
     let mut net = Net::new(&["n1", "n2"], &[("t:idle", IDLE), ("t:main", MAIN)]);
@@ -1201,14 +1204,12 @@ end }"#;
         net.now += MS / 10;
     }
     assert_eq!(net.m[0].exit, Some(0), "{runs:?}");
-    let spawned = runs
-        .iter()
-        .position(|(p, _)| p.contains("spawned"))
-        .expect("printed spawned");
-    let sent = runs
-        .iter()
-        .position(|(p, _)| p.contains("sent"))
-        .expect("printed sent");
+    let at = |text: &str| {
+        runs.iter()
+            .position(|(p, _)| p.contains(text))
+            .unwrap_or_else(|| panic!("printed {text}: {runs:?}"))
+    };
+    let (spawned, sent, streamed) = (at("spawned"), at("sent"), at("streamed"));
     assert!(
         runs[spawned].1 >= 1,
         "the send's frame left with its slice: {runs:?}"
@@ -1217,4 +1218,6 @@ end }"#;
         sent > spawned,
         "the rest of the step ran in a later slice: {runs:?}"
     );
+    assert_eq!(sent, streamed, "the stream ran on in one slice: {runs:?}");
+    assert!(runs[sent].1 >= 49, "and its frames left together: {runs:?}");
 }

@@ -296,6 +296,8 @@ pub struct LuaProcess {
     st: Rc<RefCell<ProcState>>,
     /// First resume: the chunk, its method, the imported libraries (`nil` when none), args.
     start: Option<(Function, String, LV, Vec<Value>)>,
+    /// It yielded to let a frame out since it last waited (`Bridge::flushed`).
+    flushed: bool,
 }
 
 impl LuaProcess {
@@ -323,6 +325,7 @@ impl LuaProcess {
             host,
             st,
             start: Some((chunk, method, libs, args)),
+            flushed: false,
         }
     }
 
@@ -588,6 +591,7 @@ impl Process for LuaProcess {
     fn step(&mut self, cx: &mut Cx<'_>) -> Step {
         *self.host.current.borrow_mut() = Some(self.st.clone());
         self.host.current_id.set(cx.pid.uniq);
+        self.host.flushed.set(self.flushed);
         let r = self
             .take_mailbox(cx)
             .and_then(|_| self.run_tasks(cx.budget));
@@ -595,7 +599,7 @@ impl Process for LuaProcess {
         cx.backlog = self.st.borrow().backlog();
         *self.host.current.borrow_mut() = None;
         self.host.current_id.set(0);
-        match r {
+        let step = match r {
             Err(e) => Step::Exited(Err(lua_error_value(&e))),
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -605,7 +609,10 @@ impl Process for LuaProcess {
                     Step::Yielded
                 }
             }
-        }
+        };
+        // Waiting ends a wake-up: the next one may yield to let its first frame out again.
+        self.flushed = self.host.flushed.get() && !matches!(step, Step::Waiting);
+        step
     }
 
     fn close(&mut self) {

@@ -86,6 +86,9 @@ pub struct Bridge {
     pub memcats: RefCell<std::collections::VecDeque<u8>>,
     /// The VM's heap ceiling in bytes (0: none).
     pub heap_ceiling: Cell<usize>,
+    /// The process stepping now already yielded once to let a frame out since it last waited:
+    /// it sends frame after frame (a stream), and those leave together at the end of its step.
+    pub flushed: Cell<bool>,
 }
 
 pub(crate) fn bridge(lua: &Lua) -> Rc<Bridge> {
@@ -114,9 +117,10 @@ pub(crate) fn dispatch(lua: &Lua, cmd: Command) -> mlua::Result<Reply> {
     }
     // Handlers run on the node and never reach back into the VM, so the borrow can stay.
     let reply = h.port.dispatch(me, cmd);
-    if h.port.core.borrow().flush_soon {
+    if h.port.core.borrow().flush_soon && !h.flushed.replace(true) {
         // A frame for a peer is queued and nothing else is ready: stop at the next preemption
-        // point so the driver sends it before this step goes on.
+        // point so the driver sends it before this step goes on. Once per wake-up: a process
+        // that goes on sending is streaming, and its frames batch as before.
         interrupt::yield_soon();
     }
     Ok(reply)
@@ -233,6 +237,7 @@ impl LuaRuntime {
             limits,
             memcats: RefCell::new((1..=u8::MAX).collect()),
             heap_ceiling: Cell::new(0),
+            flushed: Cell::new(false),
         }));
 
         let g = lua.globals();
